@@ -1,0 +1,237 @@
+//! Input validation shared by every backend. Runs on the host before any kernel, so a GPU
+//! kernel may index without bounds checks: every id, offset and length has been checked here.
+
+use super::{DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TableData, TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K};
+use crate::error::{Error, Result};
+
+pub fn len(field: &'static str, got: usize, expected: usize, expected_what: &'static str) -> Result<()> {
+    if got != expected {
+        return Err(Error::LengthMismatch { field, got, expected, expected_what });
+    }
+    Ok(())
+}
+
+pub fn finite(field: &'static str, xs: &[f32]) -> Result<()> {
+    // A fold over chunks vectorises; the position is only looked up on failure.
+    if xs.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    let index = xs.iter().position(|x| !x.is_finite()).unwrap_or(0);
+    Err(Error::NonFinite { field, index, value: xs[index] })
+}
+
+pub fn host_table(name: &'static str, t: &HostTable) -> Result<()> {
+    len(name, match &t.data {
+        TableData::F32(v) => v.len(),
+        TableData::F16(v) => v.len(),
+    }, t.rows * t.cols, "rows * cols")?;
+    match &t.data {
+        TableData::F32(v) => finite(name, v),
+        TableData::F16(v) => {
+            if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite { field: name, index, value: v[index].to_f32() });
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn ids_below(field: &'static str, ids: &[u32], limit: usize) -> Result<()> {
+    if let Some(index) = ids.iter().position(|&i| i as usize >= limit) {
+        return Err(Error::OutOfRange { field, index, value: ids[index] as u64, limit: limit as u64 });
+    }
+    Ok(())
+}
+
+/// `offsets` is `[R + 1]`, starts at 0, never decreases, ends at `total`.
+pub fn offsets(field: &'static str, offs: &[u32], total: usize) -> Result<()> {
+    if offs.is_empty() {
+        return Err(Error::BadOffsets { field, index: 0, why: "needs at least one entry (0)" });
+    }
+    if offs[0] != 0 {
+        return Err(Error::BadOffsets { field, index: 0, why: "must start at 0" });
+    }
+    for i in 1..offs.len() {
+        if offs[i] < offs[i - 1] {
+            return Err(Error::BadOffsets { field, index: i, why: "decreasing" });
+        }
+    }
+    let last = *offs.last().unwrap_or(&0) as usize;
+    if last != total {
+        return Err(Error::LengthMismatch { field, got: last, expected: total, expected_what: "flat array length" });
+    }
+    Ok(())
+}
+
+pub fn gather(t: &DeviceTable, ids: &[u32]) -> Result<()> {
+    ids_below("ids", ids, t.rows)
+}
+
+pub fn cross_bias(t: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<()> {
+    if n_cross == 0 {
+        return Err(Error::BadShape { field: "n_cross", value: 0, why: "need at least one cross feature" });
+    }
+    if rows.len() % n_cross != 0 {
+        return Err(Error::LengthMismatch { field: "cross rows", got: rows.len(), expected: rows.len() / n_cross * n_cross, expected_what: "a multiple of J" });
+    }
+    ids_below("cross rows", rows, t.rows)
+}
+
+pub fn cross_bias_dense(e: &[f32], w_c: &[f32], beta: &[f32], d: super::CrossDims) -> Result<()> {
+    let per = d.n_cross * d.dim;
+    if per == 0 || d.heads == 0 {
+        return Err(Error::BadShape { field: "cross dims", value: per as u64, why: "J, C and h must be positive" });
+    }
+    if e.len() % per != 0 {
+        return Err(Error::LengthMismatch { field: "e", got: e.len(), expected: e.len() / per * per, expected_what: "a multiple of J*C" });
+    }
+    len("w_c", w_c.len(), d.heads * per, "h * J * C")?;
+    len("beta", beta.len(), d.heads * d.n_cross, "h * J")?;
+    finite("e", e)?;
+    finite("w_c", w_c)?;
+    finite("beta", beta)
+}
+
+pub fn sizes(sizes: &[f32]) -> Result<()> {
+    for (index, &s) in sizes.iter().enumerate() {
+        if !s.is_finite() {
+            return Err(Error::NonFinite { field: "sizes", index, value: s });
+        }
+        if s < 1.0 {
+            return Err(Error::InvalidValue { field: "sizes", index, value: s as f64, why: "a cluster size must be at least 1" });
+        }
+    }
+    Ok(())
+}
+
+pub fn log_size_bias(bias: &[f32], sizes_: &[f32], heads: usize) -> Result<()> {
+    if heads == 0 {
+        return Err(Error::BadShape { field: "heads", value: 0, why: "must be positive" });
+    }
+    len("bias", bias.len(), sizes_.len() * heads, "sizes * heads")?;
+    finite("bias", bias)?;
+    sizes(sizes_)
+}
+
+pub fn tables(t: &OnlineTables) -> Result<()> {
+    let d = t.d_model();
+    if t.heads == 0 || d % t.heads != 0 {
+        return Err(Error::BadShape { field: "heads", value: t.heads as u64, why: "must divide D" });
+    }
+    for (name, tab) in [("p_q", &t.p_q), ("p_v", &t.p_v)] {
+        if tab.rows != t.p_k.rows || tab.cols != d {
+            return Err(Error::BadShape { field: name, value: tab.cols as u64, why: "P_Q, P_K, P_V must all be [n_items, D]" });
+        }
+    }
+    if t.cross_bias.cols != t.heads {
+        return Err(Error::BadShape { field: "cross_bias", value: t.cross_bias.cols as u64, why: "columns must equal heads" });
+    }
+    if t.cross_value.cols != d || t.cross_value.rows != t.cross_bias.rows {
+        return Err(Error::BadShape { field: "cross_value", value: t.cross_value.cols as u64, why: "must be [V, D] with V as in cross_bias" });
+    }
+    if t.w_o.rows != d || t.w_o.cols != d {
+        return Err(Error::BadShape { field: "w_o", value: t.w_o.rows as u64, why: "must be [D, D]" });
+    }
+    if t.n_cross() == 0 {
+        return Err(Error::BadShape { field: "cross_offsets", value: 0, why: "need J >= 1 cross features" });
+    }
+    offsets("cross_offsets", &t.cross_offsets, t.cross_bias.rows)
+}
+
+/// Everything the online path reads: offsets, ids in range, each cross row inside its own
+/// feature's vocabulary, sizes ≥ 1, non-empty sequences, L within the limit.
+pub fn online(t: &OnlineTables, b: &OnlineBatch, k: usize) -> Result<()> {
+    tables(t)?;
+    if k == 0 || k > MAX_TOP_K {
+        return Err(Error::TooLarge { field: "top_k", value: k as u64, limit: MAX_TOP_K as u64 });
+    }
+    len("cand_offsets", b.cand_offsets.len(), b.seq_offsets.len(), "seq_offsets length")?;
+    offsets("seq_offsets", b.seq_offsets, b.items.len())?;
+    offsets("cand_offsets", b.cand_offsets, b.cands.len())?;
+    let j = t.n_cross();
+    len("cross", b.cross.len(), b.items.len() * j, "behaviours * J")?;
+    len("sizes", b.sizes.len(), b.items.len(), "behaviours")?;
+    for r in 0..b.n_requests() {
+        let l = b.seq_range(r).len();
+        if l == 0 {
+            return Err(Error::Empty { field: "sequence", index: r });
+        }
+        if l > MAX_SEQ_LEN {
+            return Err(Error::TooLarge { field: "sequence length", value: l as u64, limit: MAX_SEQ_LEN as u64 });
+        }
+    }
+    ids_below("items", b.items, t.n_items())?;
+    ids_below("cands", b.cands, t.n_items())?;
+    for (i, &row) in b.cross.iter().enumerate() {
+        let jj = i % j;
+        let (lo, hi) = (t.cross_offsets[jj], t.cross_offsets[jj + 1]);
+        if row < lo || row >= hi {
+            return Err(Error::OutOfRange { field: "cross", index: i, value: row as u64, limit: hi as u64 });
+        }
+    }
+    sizes(b.sizes)
+}
+
+/// `bias` for the GSU/ESU ops: `[ΣL, h]`, finite.
+pub fn behaviour_bias(t: &OnlineTables, b: &OnlineBatch, bias: &[f32]) -> Result<()> {
+    len("bias", bias.len(), b.items.len() * t.heads, "behaviours * heads")?;
+    finite("bias", bias)
+}
+
+pub fn topk_for(b: &OnlineBatch, topk: &TopK) -> Result<()> {
+    let n = b.cands.len();
+    len("topk.count", topk.count.len(), n, "candidates")?;
+    len("topk.idx", topk.idx.len(), n * topk.k, "candidates * k")?;
+    for r in 0..b.n_requests() {
+        let l = b.seq_range(r).len();
+        for c in b.cand_range(r) {
+            let cnt = topk.count[c] as usize;
+            if cnt > topk.k || cnt > l || cnt == 0 {
+                return Err(Error::OutOfRange { field: "topk.count", index: c, value: cnt as u64, limit: topk.k.min(l) as u64 + 1 });
+            }
+            ids_below("topk.idx", &topk.idx[c * topk.k..c * topk.k + cnt], l)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn kmeans(b: &KmeansBatch) -> Result<()> {
+    if b.dim == 0 {
+        return Err(Error::BadShape { field: "dim", value: 0, why: "must be positive" });
+    }
+    if b.points.len() % b.dim != 0 {
+        return Err(Error::LengthMismatch { field: "points", got: b.points.len(), expected: b.points.len() / b.dim * b.dim, expected_what: "a multiple of dim" });
+    }
+    let n = b.points.len() / b.dim;
+    offsets("kmeans offsets", b.offsets, n)?;
+    len("k", b.k.len(), b.n_problems(), "number of problems")?;
+    for p in 0..b.n_problems() {
+        let np = b.range(p).len();
+        let k = b.k[p] as usize;
+        if k == 0 || k > np {
+            return Err(Error::OutOfRange { field: "k", index: p, value: k as u64, limit: np as u64 + 1 });
+        }
+        if k > MAX_KMEANS_K {
+            return Err(Error::TooLarge { field: "k", value: k as u64, limit: MAX_KMEANS_K as u64 });
+        }
+    }
+    finite("points", b.points)
+}
+
+pub fn centroids(b: &KmeansBatch, c: &[f32]) -> Result<()> {
+    let total_k: usize = b.k.iter().map(|&k| k as usize).sum();
+    len("centroids", c.len(), total_k * b.dim, "sum(k) * dim")?;
+    finite("centroids", c)
+}
+
+pub fn assignments(b: &KmeansBatch, a: &[u32]) -> Result<()> {
+    len("assign", a.len(), b.points.len() / b.dim, "points")?;
+    for p in 0..b.n_problems() {
+        let r = b.range(p);
+        let start = r.start;
+        if let Some(i) = a[r].iter().position(|&x| x >= b.k[p]) {
+            return Err(Error::OutOfRange { field: "assign", index: start + i, value: a[start + i] as u64, limit: b.k[p] as u64 });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Batched k-means on the CPU (SPEC §4.3): k-means++ seeding, nearest-centroid assignment,
+//! centroid update. These three functions define the arithmetic every backend reproduces:
+//! - distance `Σ_t (x_t - c_t)^2` in f32, summed in `t` order (no FMA), ties to the lower index;
+//! - update: members summed in point order in f64, divided by the count, rounded to f32;
+//!   an empty centroid keeps its previous value;
+//! - seeding: SplitMix64 per problem, first centroid uniform, the next ones by D² sampling over
+//!   f64 cumulative weights in point order.
+
+use rayon::prelude::*;
+
+use crate::backend::KmeansBatch;
+use crate::rng::SplitMix64;
+
+/// SPEC's distance, exactly as every backend computes it.
+#[inline]
+pub fn dist2(x: &[f32], c: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    for (a, b) in x.iter().zip(c) {
+        let t = a - b;
+        acc += t * t;
+    }
+    acc
+}
+
+/// Index of the nearest centroid among `cents` (`[k, dim]`), lowest index on ties.
+#[inline]
+pub fn nearest(x: &[f32], cents: &[f32], dim: usize) -> u32 {
+    let mut best = 0u32;
+    let mut best_d = f32::INFINITY;
+    for (j, c) in cents.chunks_exact(dim).enumerate() {
+        let d = dist2(x, c);
+        if d < best_d {
+            best_d = d;
+            best = j as u32;
+        }
+    }
+    best
+}
+
+pub fn assign(b: &KmeansBatch, centroids: &[f32]) -> Vec<u32> {
+    let dim = b.dim;
+    let coff = b.centroid_offsets();
+    let n = b.points.len() / dim;
+    let mut out = vec![0u32; n];
+    // Split the output per problem, then parallelise over points inside each problem.
+    let mut rest: &mut [u32] = &mut out;
+    let mut parts = Vec::with_capacity(b.n_problems());
+    for p in 0..b.n_problems() {
+        let (head, tail) = rest.split_at_mut(b.range(p).len());
+        parts.push((p, head));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(p, dst)| {
+        let r = b.range(p);
+        let cents = &centroids[coff[p] as usize * dim..coff[p + 1] as usize * dim];
+        dst.par_chunks_mut(256).enumerate().for_each(|(ch, d)| {
+            for (i, a) in d.iter_mut().enumerate() {
+                let pi = r.start + ch * 256 + i;
+                *a = nearest(&b.points[pi * dim..(pi + 1) * dim], cents, dim);
+            }
+        });
+    });
+    out
+}
+
+pub fn update(b: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Vec<f32> {
+    let dim = b.dim;
+    let mut out = prev.to_vec();
+    let mut rest: &mut [f32] = &mut out;
+    let mut parts = Vec::with_capacity(b.n_problems());
+    for p in 0..b.n_problems() {
+        let (head, tail) = rest.split_at_mut(b.k[p] as usize * dim);
+        parts.push((p, head));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(p, dst)| {
+        let k = b.k[p] as usize;
+        let mut sums = vec![0f64; k * dim];
+        let mut counts = vec![0u64; k];
+        for i in b.range(p) {
+            let a = assign[i] as usize;
+            counts[a] += 1;
+            let x = &b.points[i * dim..(i + 1) * dim];
+            for (s, &v) in sums[a * dim..(a + 1) * dim].iter_mut().zip(x) {
+                *s += v as f64;
+            }
+        }
+        for j in 0..k {
+            if counts[j] == 0 {
+                continue;
+            }
+            let n = counts[j] as f64;
+            for t in 0..dim {
+                dst[j * dim + t] = (sums[j * dim + t] / n) as f32;
+            }
+        }
+    });
+    out
+}
+
+/// k-means++ for one problem: indices of the chosen points.
+pub fn seed_one(points: &[f32], dim: usize, k: usize, seed: u64) -> Vec<usize> {
+    let n = points.len() / dim;
+    let mut rng = SplitMix64::new(seed);
+    let mut chosen = Vec::with_capacity(k);
+    let first = rng.below(n as u64) as usize;
+    chosen.push(first);
+    let c0 = &points[first * dim..(first + 1) * dim];
+    let mut mind: Vec<f32> = points.chunks_exact(dim).map(|x| dist2(x, c0)).collect();
+    while chosen.len() < k {
+        let total: f64 = mind.iter().map(|&d| d as f64).sum();
+        let next = if total > 0.0 {
+            let u = rng.next_f64() * total;
+            let mut cum = 0f64;
+            let mut pick = None;
+            let mut last_pos = 0;
+            for (i, &d) in mind.iter().enumerate() {
+                if d > 0.0 {
+                    last_pos = i;
+                    cum += d as f64;
+                    if cum > u {
+                        pick = Some(i);
+                        break;
+                    }
+                }
+            }
+            pick.unwrap_or(last_pos)
+        } else {
+            // Every point coincides with a chosen centroid: any pick duplicates one.
+            rng.below(n as u64) as usize
+        };
+        chosen.push(next);
+        let c = &points[next * dim..(next + 1) * dim];
+        for (m, x) in mind.iter_mut().zip(points.chunks_exact(dim)) {
+            let d = dist2(x, c);
+            if d < *m {
+                *m = d;
+            }
+        }
+    }
+    chosen
+}
+
+pub fn seed_all(b: &KmeansBatch, seeds: &[u64]) -> Vec<f32> {
+    let dim = b.dim;
+    let per: Vec<Vec<f32>> = (0..b.n_problems())
+        .into_par_iter()
+        .map(|p| {
+            let r = b.range(p);
+            let pts = &b.points[r.start * dim..r.end * dim];
+            let idx = seed_one(pts, dim, b.k[p] as usize, seeds[p]);
+            let mut c = Vec::with_capacity(idx.len() * dim);
+            for i in idx {
+                c.extend_from_slice(&pts[i * dim..(i + 1) * dim]);
+            }
+            c
+        })
+        .collect();
+    per.concat()
+}

@@ -1,0 +1,113 @@
+//! The CPU backend: SPEC.md implemented literally, the reference for every GPU kernel.
+//! Multi-threaded with rayon over requests/candidates/points; long reductions in f64.
+
+pub mod cross_bias;
+pub mod esu;
+pub mod gather;
+pub mod gsu_topk;
+pub mod kmeans;
+pub mod log_size_bias;
+
+use std::sync::Arc;
+
+use super::{check, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
+use crate::error::Result;
+
+pub struct CpuBackend {
+    id: u64,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend { id: super::next_device_id() }
+    }
+    pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a HostTable> {
+        t.downcast::<HostTable>(BackendKind::Cpu, self.id)
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backend for CpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+    fn device_id(&self) -> u64 {
+        self.id
+    }
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+        check::host_table(name, table)?;
+        Ok(DeviceTable {
+            name,
+            rows: table.rows,
+            cols: table.cols,
+            dtype: table.dtype(),
+            backend: BackendKind::Cpu,
+            device_id: self.id,
+            inner: Arc::new(table.clone()),
+        })
+    }
+
+    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+        check::gather(table, ids)?;
+        Ok(gather::gather(self.table(table)?, ids))
+    }
+
+    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
+        check::cross_bias(table, rows, n_cross)?;
+        Ok(cross_bias::gather_sum(self.table(table)?, rows, n_cross))
+    }
+
+    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
+        check::cross_bias_dense(e, w_c, beta, dims)?;
+        Ok(cross_bias::dense(e, w_c, beta, dims))
+    }
+
+    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
+        check::log_size_bias(bias, sizes, heads)?;
+        Ok(log_size_bias::log_size_bias(bias, sizes, heads))
+    }
+
+    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
+        check::online(t, batch, k)?;
+        check::behaviour_bias(t, batch, bias)?;
+        gsu_topk::gsu_topk(self.table(&t.p_q)?, self.table(&t.p_k)?, t.heads, batch, bias, k)
+    }
+
+    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
+        check::online(t, batch, topk.k.max(1))?;
+        check::behaviour_bias(t, batch, bias)?;
+        check::topk_for(batch, topk)?;
+        let tabs = esu::EsuTables {
+            p_q: self.table(&t.p_q)?,
+            p_k: self.table(&t.p_k)?,
+            p_v: self.table(&t.p_v)?,
+            cross_value: self.table(&t.cross_value)?,
+            w_o: self.table(&t.w_o)?,
+            n_cross: t.n_cross(),
+            heads: t.heads,
+        };
+        Ok(esu::esu(&tabs, batch, bias, topk))
+    }
+
+    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, centroids)?;
+        Ok(kmeans::assign(batch, centroids))
+    }
+
+    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, prev)?;
+        check::assignments(batch, assign)?;
+        Ok(kmeans::update(batch, assign, prev))
+    }
+}

@@ -1,0 +1,503 @@
+//! The backend abstraction: the engine's kernels as batched operations.
+//!
+//! Every op takes whole batches: many requests (online path) or many independent k-means
+//! problems (offline clustering) per call, ragged sequences as `offsets + flat arrays`.
+//! The CPU backend (`cpu`) implements SPEC.md literally and is the reference every GPU
+//! backend is checked against (tests/parity).
+//!
+//! Conventions shared by all ops (letters as in SPEC.md):
+//! - `R` requests; request `r` has `L_r` behaviours (`seq_offsets[r]..seq_offsets[r+1]`) and
+//!   `B_r` candidates (`cand_offsets[r]..cand_offsets[r+1]`); `ΣL`, `ΣB` are the flat lengths.
+//! - `D = h * d_k` projection width, `h` heads, `J` cross features.
+//! - All matrices are row-major, f32 unless a table says f16. Reductions accumulate in f32 or
+//!   wider; the CPU reference uses f64 where the sum is long.
+//! - Validation (`check`) runs before any device work, so no backend reads out of bounds.
+
+pub mod check;
+pub mod cpu;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use half::f16;
+
+use crate::error::{Error, Result};
+
+/// GSU keeps `K = min(TOP_K, L)` behaviours per candidate (SPEC §3.4).
+pub const TOP_K: usize = 100;
+/// Longest sequence one request may carry (raw TWIN behaviours or TWIN-V2 clusters).
+pub const MAX_SEQ_LEN: usize = 1 << 20;
+/// Largest top-K a caller may ask for; the fused GPU kernels size their per-candidate heaps by it.
+pub const MAX_TOP_K: usize = 256;
+/// Largest k-means k per problem (δ = ⌊|V|^0.3⌋ for |V| ≤ 10^7 stays well under it).
+pub const MAX_KMEANS_K: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+/// A host-side table `[rows, cols]`, row-major.
+#[derive(Clone, Debug)]
+pub enum TableData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+#[derive(Clone, Debug)]
+pub struct HostTable {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: TableData,
+}
+
+impl HostTable {
+    pub fn f32(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
+        check::len("table data", data.len(), rows * cols, "rows * cols")?;
+        Ok(HostTable { rows, cols, data: TableData::F32(data) })
+    }
+    pub fn f16(rows: usize, cols: usize, data: Vec<f16>) -> Result<Self> {
+        check::len("table data", data.len(), rows * cols, "rows * cols")?;
+        Ok(HostTable { rows, cols, data: TableData::F16(data) })
+    }
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            TableData::F32(_) => DType::F32,
+            TableData::F16(_) => DType::F16,
+        }
+    }
+    /// The same table stored as f16 (round to nearest even).
+    pub fn to_f16(&self) -> HostTable {
+        let data = match &self.data {
+            TableData::F32(v) => v.iter().map(|&x| f16::from_f32(x)).collect(),
+            TableData::F16(v) => v.clone(),
+        };
+        HostTable { rows: self.rows, cols: self.cols, data: TableData::F16(data) }
+    }
+    /// Element `i` widened to f32.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match &self.data {
+            TableData::F32(v) => v[i],
+            TableData::F16(v) => v[i].to_f32(),
+        }
+    }
+    /// Row `r` widened to f32, appended to `out`.
+    pub fn extend_row(&self, r: usize, out: &mut Vec<f32>) {
+        let (a, b) = (r * self.cols, (r + 1) * self.cols);
+        match &self.data {
+            TableData::F32(v) => out.extend_from_slice(&v[a..b]),
+            TableData::F16(v) => out.extend(v[a..b].iter().map(|x| x.to_f32())),
+        }
+    }
+}
+
+/// A table resident on a backend (device memory for GPU backends), built by
+/// [`Backend::upload_table`]. Cheap to clone; the backend downcasts `inner` to its own type.
+#[derive(Clone)]
+pub struct DeviceTable {
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    pub backend: BackendKind,
+    /// Identifies the backend instance (device) that owns the memory.
+    pub device_id: u64,
+    pub inner: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for DeviceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceTable({} [{}x{}] {:?} on {})", self.name, self.rows, self.cols, self.dtype, self.backend)
+    }
+}
+
+impl DeviceTable {
+    /// Downcast to the backend's own storage type, or say whose table this is.
+    pub fn downcast<T: 'static>(&self, caller: BackendKind, caller_id: u64) -> Result<&T> {
+        if self.backend != caller || self.device_id != caller_id {
+            return Err(Error::ForeignTable {
+                table: self.name,
+                owner: format!("{}#{}", self.backend, self.device_id),
+                caller: format!("{}#{}", caller, caller_id),
+            });
+        }
+        self.inner.downcast_ref::<T>().ok_or_else(|| Error::ForeignTable {
+            table: self.name,
+            owner: format!("{}#{}", self.backend, self.device_id),
+            caller: format!("{}#{}", caller, caller_id),
+        })
+    }
+}
+
+/// The model's tables for the online path, resident on one backend. Built once per model
+/// version (`model::Model::online_tables`), shared by every request.
+#[derive(Clone, Debug)]
+pub struct OnlineTables {
+    /// `P_Q, P_K, P_V`: `[n_items, D]`, f32 or f16.
+    pub p_q: DeviceTable,
+    pub p_k: DeviceTable,
+    pub p_v: DeviceTable,
+    /// `t_{a,j}[v] = β_{a,j} (E_j[v] · w^c_{a,j})`: `[V, h]` f32, row `cross_offsets[j] + v`.
+    pub cross_bias: DeviceTable,
+    /// `U_j[v] = E_j[v] W^{vc}[8j..8j+8, :]`: `[V, D]` f32, the cross part of values.
+    pub cross_value: DeviceTable,
+    /// `W^o`: `[D, D]` f32, `out = pooled · W^o`.
+    pub w_o: DeviceTable,
+    /// `[J + 1]` row offsets of each cross feature's vocabulary in the cross tables.
+    pub cross_offsets: Vec<u32>,
+    pub heads: usize,
+}
+
+impl OnlineTables {
+    pub fn n_items(&self) -> usize {
+        self.p_k.rows
+    }
+    pub fn d_model(&self) -> usize {
+        self.p_k.cols
+    }
+    pub fn n_cross(&self) -> usize {
+        self.cross_offsets.len().saturating_sub(1)
+    }
+    pub fn d_head(&self) -> usize {
+        self.d_model() / self.heads.max(1)
+    }
+}
+
+/// A batch of online requests (SPEC §3): ragged, flat.
+#[derive(Clone, Copy, Debug)]
+pub struct OnlineBatch<'a> {
+    /// `[R + 1]`: behaviours of request `r` are `seq_offsets[r]..seq_offsets[r+1]`.
+    pub seq_offsets: &'a [u32],
+    /// `[ΣL]` item ids of the behaviours (TWIN-V2: of the virtual items).
+    pub items: &'a [u32],
+    /// `[ΣL * J]` cross-table rows (`cross_offsets[j] + bucket`), behaviour-major.
+    pub cross: &'a [u32],
+    /// `[ΣL]` cluster sizes `n ≥ 1` (1 for raw behaviours).
+    pub sizes: &'a [f32],
+    /// `[R + 1]`: candidates of request `r` are `cand_offsets[r]..cand_offsets[r+1]`.
+    pub cand_offsets: &'a [u32],
+    /// `[ΣB]` candidate item ids.
+    pub cands: &'a [u32],
+}
+
+impl OnlineBatch<'_> {
+    pub fn n_requests(&self) -> usize {
+        self.seq_offsets.len().saturating_sub(1)
+    }
+    pub fn seq_range(&self, r: usize) -> std::ops::Range<usize> {
+        self.seq_offsets[r] as usize..self.seq_offsets[r + 1] as usize
+    }
+    pub fn cand_range(&self, r: usize) -> std::ops::Range<usize> {
+        self.cand_offsets[r] as usize..self.cand_offsets[r + 1] as usize
+    }
+}
+
+/// An owned [`OnlineBatch`], built request by request.
+#[derive(Clone, Debug, Default)]
+pub struct OnlineRequests {
+    pub seq_offsets: Vec<u32>,
+    pub items: Vec<u32>,
+    pub cross: Vec<u32>,
+    pub sizes: Vec<f32>,
+    pub cand_offsets: Vec<u32>,
+    pub cands: Vec<u32>,
+}
+
+impl OnlineRequests {
+    pub fn new() -> Self {
+        OnlineRequests { seq_offsets: vec![0], cand_offsets: vec![0], ..Default::default() }
+    }
+    /// Append one request. `cross` is `[L * J]`, `sizes` `[L]`.
+    pub fn push(&mut self, items: &[u32], cross: &[u32], sizes: &[f32], cands: &[u32]) {
+        self.items.extend_from_slice(items);
+        self.cross.extend_from_slice(cross);
+        self.sizes.extend_from_slice(sizes);
+        self.cands.extend_from_slice(cands);
+        self.seq_offsets.push(self.items.len() as u32);
+        self.cand_offsets.push(self.cands.len() as u32);
+    }
+    pub fn as_batch(&self) -> OnlineBatch<'_> {
+        OnlineBatch {
+            seq_offsets: &self.seq_offsets,
+            items: &self.items,
+            cross: &self.cross,
+            sizes: &self.sizes,
+            cand_offsets: &self.cand_offsets,
+            cands: &self.cands,
+        }
+    }
+}
+
+/// GSU result: for each of the `ΣB` candidates, up to `k` positions local to its request's
+/// sequence (`0..L_r`), in descending score order (ties: larger position first).
+/// Row `i` holds `count[i] = min(k, L_r)` entries; the rest are `u32::MAX` / `-inf`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopK {
+    pub k: usize,
+    pub idx: Vec<u32>,
+    pub score: Vec<f32>,
+    pub count: Vec<u32>,
+}
+
+impl TopK {
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let n = self.count[i] as usize;
+        (&self.idx[i * self.k..i * self.k + n], &self.score[i * self.k..i * self.k + n])
+    }
+}
+
+/// Output of the whole online path for a batch.
+#[derive(Clone, Debug)]
+pub struct OnlineOutput {
+    pub topk: TopK,
+    /// `[ΣB, D]`: `concat_a(Σ_l p_{b,l,a} v_{l,a}) W^o`.
+    pub out: Vec<f32>,
+}
+
+/// Many independent k-means problems over `dim`-dimensional points (SPEC §4.3).
+#[derive(Clone, Copy, Debug)]
+pub struct KmeansBatch<'a> {
+    pub dim: usize,
+    /// `[N, dim]` points of all problems, problem by problem.
+    pub points: &'a [f32],
+    /// `[P + 1]`: problem `p` owns points `offsets[p]..offsets[p+1]`.
+    pub offsets: &'a [u32],
+    /// `[P]`: number of centroids of each problem, `1 ≤ k ≤ n_p`.
+    pub k: &'a [u32],
+}
+
+impl KmeansBatch<'_> {
+    pub fn n_problems(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+    /// `[P + 1]` prefix sums of `k`: problem `p`'s centroids are rows `c[p]..c[p+1]`.
+    pub fn centroid_offsets(&self) -> Vec<u32> {
+        let mut o = Vec::with_capacity(self.k.len() + 1);
+        let mut acc = 0u32;
+        o.push(0);
+        for &k in self.k {
+            acc += k;
+            o.push(acc);
+        }
+        o
+    }
+    pub fn range(&self, p: usize) -> std::ops::Range<usize> {
+        self.offsets[p] as usize..self.offsets[p + 1] as usize
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KmeansResult {
+    /// `[N]` centroid index local to the point's problem (`0..k_p`).
+    pub assign: Vec<u32>,
+    /// `[Σk, dim]` final centroids.
+    pub centroids: Vec<f32>,
+    /// `[P]` Lloyd iterations run per problem.
+    pub iterations: Vec<u32>,
+}
+
+/// Shapes of the training-form cross bias.
+#[derive(Clone, Copy, Debug)]
+pub struct CrossDims {
+    pub heads: usize,
+    pub n_cross: usize,
+    pub dim: usize,
+}
+
+/// The engine's kernels. Object safe: callers hold `Arc<dyn Backend>`.
+///
+/// Ops that return host vectors exist so each kernel can be tested and benchmarked on its own;
+/// the composite ops (`online`, `kmeans`) have default implementations that chain them, which
+/// GPU backends override with fused, device-resident versions.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Unique per backend instance; stamps the tables it uploads.
+    fn device_id(&self) -> u64;
+    /// Human-readable device description (adapter name, compute capability, threads).
+    fn describe(&self) -> String;
+
+    /// Make a host table resident. Rejects non-finite values (SPEC: a NaN is an input error).
+    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable>;
+
+    /// Precomputed-projection gather: `out[n] = table[ids[n]]` widened to f32, `[N, cols]`.
+    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>>;
+
+    /// Cross-feature bias, inference form: `out[n, a] = Σ_j table[rows[n*J + j], a]`.
+    /// `table` is `[V, h]`; returns `[N, h]`.
+    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>>;
+
+    /// Cross-feature bias, training form: `out[n, a] = Σ_j β[a,j] (e[n,j,:] · w_c[a,j,:])`.
+    /// `e: [N, J, C]`, `w_c: [h, J, C]`, `beta: [h, J]`; returns `[N, h]`.
+    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>>;
+
+    /// Log-cluster-size reweighting: `out[n, a] = bias[n, a] + ln(sizes[n])`, `[N, h]`.
+    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>>;
+
+    /// CP-GSU: `g_{b,l} = (1/h) Σ_a (q_{b,a}·k_{l,a}/√d_k + bias[l,a])`, keep the `min(k, L_r)`
+    /// largest per candidate. `bias: [ΣL, h]` already holds the cross bias and `ln n`.
+    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK>;
+
+    /// ESU: per-head softmax over the finalists of `α = q_a·k_{l,a}/√d_k + bias[l,a]`, pooling of
+    /// `v_l = P_V[item_l] + Σ_j cross_value[cross_l,j]`, then `· W^o`. Returns `[ΣB, D]`.
+    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
+
+    /// The whole online path (SPEC §3) for a batch of requests.
+    fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
+        check::online(t, batch, k)?;
+        let cross = self.cross_bias(&t.cross_bias, batch.cross, t.n_cross())?;
+        let bias = self.log_size_bias(&cross, batch.sizes, t.heads)?;
+        let topk = self.gsu_topk(t, batch, &bias, k)?;
+        let out = self.esu(t, batch, &bias, &topk)?;
+        Ok(OnlineOutput { topk, out })
+    }
+
+    /// k-means++ seeding (SPEC §4.3), one RNG stream per problem from `seeds[p]`.
+    /// Returns `[Σk, dim]` initial centroids. The default runs the reference on the host.
+    fn kmeans_seed(&self, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
+        Ok(cpu::kmeans::seed_all(batch, seeds))
+    }
+
+    /// Nearest-centroid assignment, `[N]` local centroid indices. Distance is SPEC's
+    /// `Σ_t (x_t - c_t)^2` in f32 summed in `t` order; ties go to the lower centroid index.
+    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>>;
+
+    /// Centroid update: mean of each centroid's members (summed in point order, f64 on the
+    /// reference); a centroid with no member keeps its previous value. Returns `[Σk, dim]`.
+    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
+
+    /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
+    /// A problem's result does not depend on which other problems share the batch.
+    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
+        let mut centroids = self.kmeans_seed(batch, seeds)?;
+        let mut assign = self.kmeans_assign(batch, &centroids)?;
+        let n_prob = batch.n_problems();
+        let mut iterations = vec![0u32; n_prob];
+        let mut active = vec![true; n_prob];
+        for _ in 0..max_iter {
+            if !active.iter().any(|&a| a) {
+                break;
+            }
+            // Converged problems are fixed points of update+assign, so iterating them again
+            // changes nothing; only the counters need the mask.
+            let next_c = self.kmeans_update(batch, &assign, &centroids)?;
+            let next_a = self.kmeans_assign(batch, &next_c)?;
+            for p in 0..n_prob {
+                if !active[p] {
+                    continue;
+                }
+                iterations[p] += 1;
+                let r = batch.range(p);
+                if next_a[r.clone()] == assign[r] {
+                    active[p] = false;
+                }
+            }
+            centroids = next_c;
+            assign = next_a;
+        }
+        Ok(KmeansResult { assign, centroids, iterations })
+    }
+}
+
+/// Which backend to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    Cpu,
+    Cuda,
+    Wgpu,
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            "wgpu" => Ok(BackendChoice::Wgpu),
+            "auto" => Ok(BackendChoice::Auto),
+            _ => Err(Error::BadShape { field: "backend", value: 0, why: "expected cpu, cuda, wgpu or auto" }),
+        }
+    }
+}
+
+/// Open a backend. `Auto` tries CUDA, then a real GPU through wgpu, then the CPU; the returned
+/// note says which was chosen and why the others were skipped.
+pub fn open(choice: BackendChoice) -> Result<(Arc<dyn Backend>, String)> {
+    match choice {
+        BackendChoice::Cpu => Ok((Arc::new(cpu::CpuBackend::new()), "cpu: asked for".into())),
+        BackendChoice::Cuda => open_cuda().map(|b| (b, "cuda: asked for".into())),
+        BackendChoice::Wgpu => open_wgpu(true).map(|b| (b, "wgpu: asked for".into())),
+        BackendChoice::Auto => {
+            let mut skipped = Vec::new();
+            match open_cuda() {
+                Ok(b) => return Ok((b, "auto chose cuda".into())),
+                Err(e) => skipped.push(e.to_string()),
+            }
+            match open_wgpu(false) {
+                Ok(b) => return Ok((b, format!("auto chose wgpu ({})", skipped.join("; ")))),
+                Err(e) => skipped.push(e.to_string()),
+            }
+            Ok((Arc::new(cpu::CpuBackend::new()), format!("auto chose cpu ({})", skipped.join("; "))))
+        }
+    }
+}
+
+#[allow(unreachable_code)]
+fn open_cuda() -> Result<Arc<dyn Backend>> {
+    #[cfg(feature = "cuda")]
+    {
+        return Ok(Arc::new(crate::backend::cuda::CudaBackend::new(0)?));
+    }
+    Err(Error::BackendUnavailable { backend: "cuda", why: "this build has no `cuda` feature".into() })
+}
+
+/// `allow_cpu_adapter`: lavapipe (a CPU Vulkan driver) only when wgpu is asked for by name.
+#[allow(unreachable_code, unused_variables)]
+fn open_wgpu(allow_cpu_adapter: bool) -> Result<Arc<dyn Backend>> {
+    #[cfg(feature = "wgpu")]
+    {
+        return Ok(Arc::new(crate::backend::wgpu::WgpuBackend::new(allow_cpu_adapter)?));
+    }
+    Err(Error::BackendUnavailable { backend: "wgpu", why: "this build has no `wgpu` feature".into() })
+}
+
+static NEXT_DEVICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh id for a backend instance.
+pub fn next_device_id() -> u64 {
+    NEXT_DEVICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;

@@ -1,0 +1,1 @@
+//! Offline hierarchical clustering (being written).

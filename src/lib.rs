@@ -1,0 +1,15 @@
+//! twin-engine: a compute engine for lifelong user-behaviour CTR models (Kuaishou's TWIN and
+//! TWIN-V2). See SPEC.md (in `shared/`) for the math; `backend` for the kernels and their
+//! CPU reference; `cluster` for the offline job; `model` for parameters and the model file.
+
+pub mod backend;
+pub mod cluster;
+pub mod data;
+pub mod error;
+pub mod features;
+pub mod fileio;
+pub mod model;
+pub mod rng;
+
+pub use backend::{Backend, BackendChoice, BackendKind};
+pub use error::{Error, Result};

@@ -3,6 +3,17 @@
 
 use std::ops::Range;
 
+mod build;
+pub mod format;
+pub mod kuai;
+pub mod movielens;
+pub mod synth;
+mod text;
+
+pub use kuai::read_kuai;
+pub use movielens::read_movielens;
+pub use synth::{generate, SynthConfig};
+
 use crate::features;
 
 /// Inherent features of every item, indexed by dense item id `0..n_items`.

@@ -1,0 +1,303 @@
+//! KuaiRand / KuaiRec-style short-video logs (CSV with a header), read by column name.
+//!
+//! Log columns (first alias present wins; names are case-insensitive):
+//! - user: `user_id`; item: `video_id` (integer ids, `12.0` accepted) — required;
+//! - time, tried per row in this order among the columns present: `time_ms` (ms since the epoch),
+//!   `timestamp` (seconds, possibly fractional), `time` (`YYYY-MM-DD HH:MM:SS[.fff]`),
+//!   `date` (`YYYYMMDD`) plus optional `hourmin` (`HHMM`). Dates are read as UTC. An empty/NaN
+//!   cell falls through to the next column; a row with no usable time at all is skipped (KuaiRec's
+//!   matrices have a few such rows), a malformed time is an error. One of them is required;
+//! - play time: `play_time_ms` or `play_duration` (ms) — required;
+//! - item duration: `duration_ms` or `video_duration` (ms); optional when the item file gives
+//!   `video_duration`/`duration_ms`; an empty cell takes the item's duration;
+//! - label: `is_click` if present, else `long_view`, else `watch_ratio >= 2.0` (KuaiRec's
+//!   "liked" threshold), else `play_time / duration >= 2.0` computed from the row.
+//!
+//! Behaviours: when the log has `is_click`, only clicked rows (`is_click = 1`) are behaviours —
+//! an unclicked impression is not something the user did; otherwise every row is. Samples: one
+//! per row with a time, `request_time` = the row's time (the row itself is never in its own
+//! history, which is strictly earlier).
+//!
+//! Item features (optional file): `video_id` plus `author_id`, a topic column (`tag`,
+//! `video_tag_id`, `feat`, `video_type`, first present; a list like `"[8, 3]"` or `"8,3"` gives
+//! its first element) and a duration (`video_duration`/`duration_ms`, ms). Repeated rows (daily
+//! features) fill what earlier rows left empty. Authors and topics get dense ids from 1; 0 means
+//! missing. `duration_bucket = features::duration_bucket(duration in seconds)`.
+//! Users and items are the ones in the log, dense in ascending external-id order.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::build::{build, BuildOptions, ItemMeta, Row};
+use super::text::{is_missing, parse_datetime_ms, parse_yyyymmdd, Fields, Lines};
+use super::Dataset;
+use crate::error::Result;
+
+/// Watch ratio at or above which a KuaiRec row counts as positive.
+pub const WATCH_RATIO_POSITIVE: f64 = 2.0;
+
+#[derive(Clone, Copy)]
+enum TimeCol {
+    Ms(usize),
+    Seconds(usize),
+    DateTime(usize),
+    Date(usize, Option<usize>),
+}
+
+enum LabelCol {
+    Flag(usize, &'static str),
+    WatchRatio(usize),
+    Computed,
+}
+
+/// Reads a KuaiRand/KuaiRec log and optionally an item-features file (see the module docs).
+pub fn read_kuai(log: &Path, item_features: Option<&Path>) -> Result<Dataset> {
+    let meta = match item_features {
+        Some(p) => read_item_features(p)?,
+        None => HashMap::new(),
+    };
+    let item_has_duration = meta.values().any(|m| m.duration.is_some());
+
+    let mut lines = Lines::open(log)?;
+    let mut f = Fields::default();
+    let header = match lines.next_line()? {
+        Some(h) => h.to_string(),
+        None => return Err(lines.err("header", "empty file: expected a CSV header")),
+    };
+    f.split(&header, ",");
+    let names: Vec<String> = (0..f.len()).map(|i| f.get(i).to_ascii_lowercase()).collect();
+    let find = |n: &str| names.iter().position(|c| c == n);
+    let missing = |what: &str| lines.err(what, format!("missing required column (header has: {})", names.join(",")));
+
+    let c_user = find("user_id").ok_or_else(|| missing("user_id"))?;
+    let c_item = find("video_id").ok_or_else(|| missing("video_id"))?;
+    let mut times = Vec::new();
+    if let Some(c) = find("time_ms") {
+        times.push(TimeCol::Ms(c));
+    }
+    if let Some(c) = find("timestamp") {
+        times.push(TimeCol::Seconds(c));
+    }
+    if let Some(c) = find("time") {
+        times.push(TimeCol::DateTime(c));
+    }
+    if let Some(c) = find("date") {
+        times.push(TimeCol::Date(c, find("hourmin")));
+    }
+    if times.is_empty() {
+        return Err(missing("time_ms|timestamp|time|date"));
+    }
+    let (c_play, play_name) = match (find("play_time_ms"), find("play_duration")) {
+        (Some(c), _) => (c, "play_time_ms"),
+        (None, Some(c)) => (c, "play_duration"),
+        _ => return Err(missing("play_time_ms|play_duration")),
+    };
+    let c_dur = match (find("duration_ms"), find("video_duration")) {
+        (Some(c), _) => Some((c, "duration_ms")),
+        (None, Some(c)) => Some((c, "video_duration")),
+        _ => None,
+    };
+    if c_dur.is_none() && !item_has_duration {
+        return Err(missing("duration_ms|video_duration (in the log or the item-features file)"));
+    }
+    let c_click = find("is_click");
+    let label = match (c_click, find("long_view"), find("watch_ratio")) {
+        (Some(c), _, _) => LabelCol::Flag(c, "is_click"),
+        (None, Some(c), _) => LabelCol::Flag(c, "long_view"),
+        (None, None, Some(c)) => LabelCol::WatchRatio(c),
+        _ => LabelCol::Computed,
+    };
+    let source = if find("time_ms").is_some() || c_click.is_some() {
+        "kuairand"
+    } else if find("watch_ratio").is_some() || find("play_duration").is_some() {
+        "kuairec"
+    } else {
+        "kuai"
+    };
+
+    let mut rows = Vec::new();
+    while let Some(line) = lines.next_line()? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line = line.to_string();
+        f.split(&line, ",");
+        let user = parse_id(f.get(c_user)).ok_or_else(|| lines.err(&names[c_user], format!("{:?} is not a non-negative integer id", f.get(c_user))))?;
+        let item = parse_id(f.get(c_item)).ok_or_else(|| lines.err(&names[c_item], format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
+
+        let mut key = None;
+        for t in &times {
+            let (c, v) = match *t {
+                TimeCol::Ms(c) | TimeCol::Seconds(c) | TimeCol::DateTime(c) | TimeCol::Date(c, _) => (c, f.get(c)),
+            };
+            if is_missing(v) {
+                continue;
+            }
+            let bad = || lines.err(&names[c], format!("{v:?} is not a valid time"));
+            let ms = match *t {
+                TimeCol::Ms(_) => v.parse::<f64>().ok().filter(|x| x.is_finite() && x.abs() < 9e15).map(|x| x.floor() as i64),
+                TimeCol::Seconds(_) => v.parse::<f64>().ok().filter(|x| x.is_finite() && x.abs() < 9e12).map(|x| (x * 1000.0).round() as i64),
+                TimeCol::DateTime(_) => parse_datetime_ms(v),
+                TimeCol::Date(_, hm) => {
+                    let day = parse_yyyymmdd(v).ok_or_else(bad)?;
+                    let minutes = match hm.map(|h| f.get(h)).filter(|h| !is_missing(h)) {
+                        None => 0,
+                        Some(h) => {
+                            let hmv = h.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0 && x.fract() == 0.0).map(|x| x as i64);
+                            match hmv {
+                                Some(x) if x / 100 < 24 && x % 100 < 60 => x / 100 * 60 + x % 100,
+                                _ => return Err(lines.err("hourmin", format!("{h:?} is not HHMM"))),
+                            }
+                        }
+                    };
+                    Some(day * 86_400_000 + minutes * 60_000)
+                }
+            };
+            key = Some(ms.ok_or_else(bad)?);
+            break;
+        }
+        // No usable time in any column: the row cannot be placed in a sequence (documented skip).
+        let Some(key) = key else { continue };
+
+        let pv = f.get(c_play);
+        let play_ms = pv.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(play_name, format!("{pv:?} is not a non-negative number of ms")))?;
+        let dur = match c_dur {
+            Some((c, name)) => {
+                let v = f.get(c);
+                if is_missing(v) {
+                    None
+                } else {
+                    let d = v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(name, format!("{v:?} is not a non-negative number of ms")))?;
+                    Some((d / 1000.0) as f32)
+                }
+            }
+            None => None,
+        };
+        let play = (play_ms / 1000.0) as f32;
+        let clicked = match c_click {
+            Some(c) => Some(parse_flag(f.get(c)).ok_or_else(|| lines.err("is_click", format!("{:?} is not 0 or 1", f.get(c))))?),
+            None => None,
+        };
+        let label = match label {
+            LabelCol::Flag(c, name) => parse_flag(f.get(c)).ok_or_else(|| lines.err(name, format!("{:?} is not 0 or 1", f.get(c))))?,
+            LabelCol::WatchRatio(c) => {
+                let v = f.get(c);
+                match v.parse::<f64>() {
+                    Ok(r) if !r.is_nan() => (r >= WATCH_RATIO_POSITIVE) as u8,
+                    _ if is_missing(v) => computed_label(play, dur),
+                    _ => return Err(lines.err("watch_ratio", format!("{v:?} is not a number"))),
+                }
+            }
+            LabelCol::Computed => computed_label(play, dur),
+        };
+        rows.push(Row { user, item, key, ts: key.div_euclid(1000), play, dur, label, behaviour: clicked != Some(0) });
+    }
+
+    // Items the log mentions but the features file lacks keep author/topic 0 (see `build`).
+    build(rows, &meta, BuildOptions { source: source.into(), duration_buckets: true })
+}
+
+fn computed_label(play: f32, dur: Option<f32>) -> u8 {
+    match dur {
+        Some(d) if d > 0.0 => ((play / d) as f64 >= WATCH_RATIO_POSITIVE) as u8,
+        _ => 0,
+    }
+}
+
+/// Integer id; pandas writes `12.0` when a column once held a NaN.
+fn parse_id(s: &str) -> Option<u64> {
+    if let Ok(v) = s.parse::<u64>() {
+        return Some(v);
+    }
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 1.8e19).then_some(v as u64)
+}
+
+fn parse_flag(s: &str) -> Option<u8> {
+    match s {
+        "0" | "0.0" | "False" | "false" => Some(0),
+        "1" | "1.0" | "True" | "true" => Some(1),
+        _ => None,
+    }
+}
+
+/// First element of a list-ish cell: `"[8, 3]"`, `8,3`, `8|3`, `['a', 'b']` -> `8` / `a`.
+fn first_token(s: &str) -> Option<String> {
+    let s = s.trim().trim_start_matches(['[', '(', '{']).trim_end_matches([']', ')', '}']);
+    s.split([',', '|', ';', ' '])
+        .map(|t| t.trim().trim_matches(['\'', '"']).trim())
+        .find(|t| !t.is_empty() && !is_missing(t))
+        .map(|t| {
+            // "8.0" and "8" are the same tag.
+            match t.parse::<f64>() {
+                Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+                _ => t.to_string(),
+            }
+        })
+}
+
+fn read_item_features(path: &Path) -> Result<HashMap<u64, ItemMeta>> {
+    let mut lines = Lines::open(path)?;
+    let mut f = Fields::default();
+    let header = match lines.next_line()? {
+        Some(h) => h.to_string(),
+        None => return Err(lines.err("header", "empty file: expected a CSV header")),
+    };
+    f.split(&header, ",");
+    let names: Vec<String> = (0..f.len()).map(|i| f.get(i).to_ascii_lowercase()).collect();
+    let find = |n: &str| names.iter().position(|c| c == n);
+    let c_item = find("video_id").ok_or_else(|| lines.err("video_id", format!("missing required column (header has: {})", names.join(","))))?;
+    let c_author = find("author_id");
+    let c_topic = ["tag", "video_tag_id", "feat", "video_type"].iter().find_map(|n| find(n));
+    let c_dur = find("video_duration").or_else(|| find("duration_ms")).map(|c| (c, names[c].clone()));
+    let mut out: HashMap<u64, ItemMeta> = HashMap::new();
+    while let Some(line) = lines.next_line()? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line = line.to_string();
+        f.split(&line, ",");
+        let id = parse_id(f.get(c_item)).ok_or_else(|| lines.err("video_id", format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
+        let author = c_author.map(|c| f.get(c)).filter(|v| !is_missing(v)).and_then(first_token);
+        let topic = c_topic.map(|c| f.get(c)).and_then(first_token);
+        let duration = match &c_dur {
+            Some((c, name)) if !is_missing(f.get(*c)) => {
+                let v = f.get(*c);
+                let d = v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(name.as_str(), format!("{v:?} is not a non-negative number of ms")))?;
+                Some((d / 1000.0) as f32).filter(|d| *d > 0.0)
+            }
+            _ => None,
+        };
+        let m = out.entry(id).or_default();
+        if m.author.is_none() {
+            m.author = author;
+        }
+        if m.topic.is_none() {
+            m.topic = topic;
+        }
+        if m.duration.is_none() {
+            m.duration = duration;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_flags() {
+        assert_eq!(first_token("[8]").as_deref(), Some("8"));
+        assert_eq!(first_token("[27, 9]").as_deref(), Some("27"));
+        assert_eq!(first_token("12,13").as_deref(), Some("12"));
+        assert_eq!(first_token("NORMAL").as_deref(), Some("NORMAL"));
+        assert_eq!(first_token("3.0").as_deref(), Some("3"));
+        assert_eq!(first_token("[]"), None);
+        assert_eq!(first_token(""), None);
+        assert_eq!(parse_flag("1.0"), Some(1));
+        assert_eq!(parse_flag("2"), None);
+        assert_eq!(parse_id("12.0"), Some(12));
+        assert_eq!(parse_id("-1"), None);
+    }
+}

@@ -1,1 +1,519 @@
-//! Offline hierarchical clustering (being written).
+//! Offline hierarchical clustering (SPEC §4, TWIN-V2 Algorithm 1), written once as host code
+//! over the backend's batched k-means, so it runs unchanged on every backend.
+//!
+//! The queue of Algorithm 1 is processed breadth-first across *all* users and groups: every
+//! level gathers each pending set `V` with `|V| ≥ γ` into one batched `Backend::kmeans` call
+//! (chunked only to bound memory). A GPU backend therefore sees thousands of small problems
+//! per launch instead of one tiny k-means per call.
+//!
+//! Determinism: a problem's seed is `derive_seed(seed, [user, group, depth])` and a problem's
+//! k-means result does not depend on its batch neighbours, so the clusters are a function of
+//! (data, embeddings, seed) whatever the batching; clusters are listed per user in the order
+//! of their newest member.
+//!
+//! Termination: a split with ≥ 2 non-empty parts makes every part strictly smaller; a split
+//! that leaves one part (e.g. identical embeddings) is cut by position into chunks of γ - 1.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, KmeansBatch};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::fileio::{self, Reader, Writer};
+use crate::rng::derive_seed;
+
+pub const MAGIC: &[u8; 8] = b"TWINCLST";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// γ: clusters hold fewer than `gamma` behaviours.
+    pub gamma: usize,
+    /// M: completion-ratio groups.
+    pub groups: usize,
+    /// Lloyd iterations per k-means at most.
+    pub max_iter: u32,
+    pub seed: u64,
+    /// Points per backend call at most (bounds host and device memory).
+    pub max_batch_points: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { gamma: 20, groups: 5, max_iter: 20, seed: 0, max_batch_points: 1 << 21 }
+    }
+}
+
+/// `δ = max(2, ⌊n^0.3⌋)`, computed exactly in integers: the largest `r` with `r^10 ≤ n^3`.
+pub fn delta(n: usize) -> usize {
+    let n3 = (n as u128).pow(3);
+    let mut r = (n as f64).powf(0.3) as u128;
+    while r > 0 && r.pow(10) > n3 {
+        r -= 1;
+    }
+    while (r + 1).pow(10) <= n3 {
+        r += 1;
+    }
+    (r as usize).max(2)
+}
+
+/// SPEC §4.1: `m = min(⌊p·M⌋, M-1)`.
+#[inline]
+pub fn group_of(p: f32, groups: usize) -> usize {
+    if !(p > 0.0) {
+        return 0;
+    }
+    ((p * groups as f32) as usize).min(groups - 1)
+}
+
+/// Clusters of many users: each cluster is a virtual item (SPEC §4.4) plus its member list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterSet {
+    /// Behaviours at or after this time were not clustered (`i64::MAX`: all were).
+    pub cutoff: i64,
+    pub gamma: u32,
+    pub groups: u32,
+    pub seed: u64,
+    /// Dataset user index of each clustered user.
+    pub users: Vec<u32>,
+    /// `[U + 1]` offsets into the per-cluster arrays.
+    pub user_offsets: Vec<u64>,
+    /// Item of the member nearest the centroid (its inherent features come with it).
+    pub item: Vec<u32>,
+    /// Newest member's timestamp.
+    pub timestamp: Vec<i64>,
+    /// Mean play time and mean completion ratio of the members.
+    pub play_time: Vec<f32>,
+    pub completion: Vec<f32>,
+    /// `n`: number of members.
+    pub size: Vec<u32>,
+    /// Completion group `m` every member belongs to.
+    pub group: Vec<u8>,
+    /// `[C + 1]` offsets into `members`.
+    pub member_offsets: Vec<u64>,
+    /// Member positions within the user's sequence (0 = oldest), ascending per cluster.
+    pub members: Vec<u32>,
+}
+
+/// What `cluster_users` did, for the CLI summary.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ClusterStats {
+    pub users: usize,
+    pub behaviours: usize,
+    pub clusters: usize,
+    pub kmeans_problems: usize,
+    pub backend_calls: usize,
+    pub levels: usize,
+    pub forced_chunks: usize,
+}
+
+struct Node {
+    slot: u32,
+    group: u8,
+    depth: u32,
+    /// Positions within the user's history, ascending.
+    members: Vec<u32>,
+}
+
+struct Done {
+    slot: u32,
+    group: u8,
+    members: Vec<u32>,
+}
+
+/// Cluster the histories of `users` (dataset indices), using only behaviours strictly before
+/// `cutoff` when given. `emb` is `[n_items, dim]` (the model's item-id embeddings).
+/// `progress(done, total)` is called with behaviours placed in final clusters so far.
+pub fn cluster_users(
+    backend: &dyn Backend,
+    data: &Dataset,
+    users: &[u32],
+    cutoff: Option<i64>,
+    emb: &[f32],
+    dim: usize,
+    cfg: &ClusterConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(ClusterSet, ClusterStats)> {
+    if cfg.gamma < 2 {
+        return Err(Error::InvalidValue { field: "gamma", index: 0, value: cfg.gamma as f64, why: "must be at least 2" });
+    }
+    if cfg.groups == 0 || cfg.groups > 255 {
+        return Err(Error::InvalidValue { field: "groups", index: 0, value: cfg.groups as f64, why: "must be in 1..=255" });
+    }
+    if cfg.max_batch_points == 0 {
+        return Err(Error::InvalidValue { field: "max_batch_points", index: 0, value: 0.0, why: "must be positive" });
+    }
+    let n_items = data.items.len();
+    if dim == 0 {
+        return Err(Error::BadShape { field: "embedding dim", value: 0, why: "must be positive" });
+    }
+    crate::backend::check::len("embeddings", emb.len(), n_items * dim, "n_items * dim")?;
+    crate::backend::check::finite("embeddings", emb)?;
+    crate::backend::check::ids_below("users", users, data.n_users())?;
+    let ranges: Vec<std::ops::Range<usize>> = users
+        .iter()
+        .map(|&u| match cutoff {
+            Some(t) => data.history_before(u as usize, t),
+            None => data.user_range(u as usize),
+        })
+        .collect();
+    for r in &ranges {
+        crate::backend::check::ids_below("behaviours.item", &data.behaviours.item[r.clone()], n_items)?;
+    }
+    let total: usize = ranges.iter().map(|r| r.len()).sum();
+    let mut stats = ClusterStats { users: users.len(), behaviours: total, ..Default::default() };
+
+    // Level 0: split each history into completion groups.
+    let mut frontier: Vec<Node> = Vec::new();
+    for (slot, r) in ranges.iter().enumerate() {
+        let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); cfg.groups];
+        for (pos, b) in r.clone().enumerate() {
+            by_group[group_of(data.behaviours.completion(b), cfg.groups)].push(pos as u32);
+        }
+        for (g, members) in by_group.into_iter().enumerate() {
+            if !members.is_empty() {
+                frontier.push(Node { slot: slot as u32, group: g as u8, depth: 0, members });
+            }
+        }
+    }
+
+    let mut done: Vec<Done> = Vec::new();
+    let mut placed = 0usize;
+    progress(0, total);
+    while !frontier.is_empty() {
+        stats.levels += 1;
+        let mut split: Vec<Node> = Vec::new();
+        for node in frontier.drain(..) {
+            if node.members.len() < cfg.gamma {
+                placed += node.members.len();
+                done.push(Done { slot: node.slot, group: node.group, members: node.members });
+            } else {
+                split.push(node);
+            }
+        }
+        progress(placed, total);
+        let mut next: Vec<Node> = Vec::new();
+        let mut start = 0;
+        while start < split.len() {
+            // One backend call for as many problems as fit in the point budget.
+            let mut end = start;
+            let mut pts = 0usize;
+            while end < split.len() && (end == start || pts + split[end].members.len() <= cfg.max_batch_points) {
+                pts += split[end].members.len();
+                end += 1;
+            }
+            let chunk = &split[start..end];
+            let mut points = Vec::with_capacity(pts * dim);
+            let mut offsets = Vec::with_capacity(chunk.len() + 1);
+            let mut ks = Vec::with_capacity(chunk.len());
+            let mut seeds = Vec::with_capacity(chunk.len());
+            offsets.push(0u32);
+            for node in chunk {
+                let base = ranges[node.slot as usize].start;
+                for &pos in &node.members {
+                    let item = data.behaviours.item[base + pos as usize] as usize;
+                    points.extend_from_slice(&emb[item * dim..(item + 1) * dim]);
+                }
+                offsets.push((points.len() / dim) as u32);
+                ks.push(delta(node.members.len()) as u32);
+                seeds.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64, node.depth as u64]));
+            }
+            let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &ks };
+            let res = backend.kmeans(&batch, &seeds, cfg.max_iter)?;
+            stats.backend_calls += 1;
+            stats.kmeans_problems += chunk.len();
+            for (p, node) in chunk.iter().enumerate() {
+                let a = &res.assign[offsets[p] as usize..offsets[p + 1] as usize];
+                let k = ks[p] as usize;
+                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); k];
+                for (&pos, &c) in node.members.iter().zip(a) {
+                    // Assignments come back validated by the backend; clamp defensively anyway.
+                    parts[(c as usize).min(k - 1)].push(pos);
+                }
+                let nonempty: Vec<Vec<u32>> = parts.into_iter().filter(|v| !v.is_empty()).collect();
+                if nonempty.len() <= 1 {
+                    // Degenerate split: cut by position into chunks smaller than γ.
+                    stats.forced_chunks += 1;
+                    for c in node.members.chunks(cfg.gamma - 1) {
+                        next.push(Node { slot: node.slot, group: node.group, depth: node.depth + 1, members: c.to_vec() });
+                    }
+                } else {
+                    for m in nonempty {
+                        next.push(Node { slot: node.slot, group: node.group, depth: node.depth + 1, members: m });
+                    }
+                }
+            }
+            start = end;
+        }
+        frontier = next;
+    }
+
+    // Finalise: virtual items per user, clusters ordered by their newest member.
+    let mut per_user: Vec<Vec<Done>> = (0..users.len()).map(|_| Vec::new()).collect();
+    for d in done {
+        per_user[d.slot as usize].push(d);
+    }
+    let built: Vec<Vec<(Done, VirtualItem)>> = per_user
+        .into_par_iter()
+        .enumerate()
+        .map(|(slot, mut list)| {
+            list.sort_by_key(|d| d.members.last().copied().unwrap_or(0));
+            let base = ranges[slot].start;
+            list.into_iter()
+                .map(|d| {
+                    let v = virtual_item(data, base, &d.members, emb, dim);
+                    (d, v)
+                })
+                .collect()
+        })
+        .collect();
+    let mut set = ClusterSet {
+        cutoff: cutoff.unwrap_or(i64::MAX),
+        gamma: cfg.gamma as u32,
+        groups: cfg.groups as u32,
+        seed: cfg.seed,
+        users: users.to_vec(),
+        user_offsets: vec![0],
+        member_offsets: vec![0],
+        ..Default::default()
+    };
+    for list in built {
+        for (d, v) in list {
+            set.item.push(v.item);
+            set.timestamp.push(v.timestamp);
+            set.play_time.push(v.play_time);
+            set.completion.push(v.completion);
+            set.size.push(d.members.len() as u32);
+            set.group.push(d.group);
+            set.members.extend_from_slice(&d.members);
+            set.member_offsets.push(set.members.len() as u64);
+        }
+        set.user_offsets.push(set.item.len() as u64);
+    }
+    stats.clusters = set.item.len();
+    progress(total, total);
+    Ok((set, stats))
+}
+
+struct VirtualItem {
+    item: u32,
+    timestamp: i64,
+    play_time: f32,
+    completion: f32,
+}
+
+/// SPEC §4.4: categorical features of the member nearest the centroid (ties: the newer
+/// member), numeric cross features averaged, timestamp of the newest member.
+fn virtual_item(data: &Dataset, base: usize, members: &[u32], emb: &[f32], dim: usize) -> VirtualItem {
+    let beh = &data.behaviours;
+    let mut centroid = vec![0f64; dim];
+    let (mut play, mut comp) = (0f64, 0f64);
+    let mut newest = i64::MIN;
+    for &pos in members {
+        let b = base + pos as usize;
+        let it = beh.item[b] as usize;
+        for (c, &x) in centroid.iter_mut().zip(&emb[it * dim..(it + 1) * dim]) {
+            *c += x as f64;
+        }
+        play += beh.play_time[b] as f64;
+        comp += beh.completion(b) as f64;
+        newest = newest.max(beh.timestamp[b]);
+    }
+    let n = members.len().max(1) as f64;
+    centroid.iter_mut().for_each(|c| *c /= n);
+    let mut best = (f64::INFINITY, 0u32);
+    for &pos in members {
+        let it = beh.item[base + pos as usize];
+        let e = &emb[it as usize * dim..(it as usize + 1) * dim];
+        let d: f64 = e.iter().zip(&centroid).map(|(&x, &c)| (x as f64 - c) * (x as f64 - c)).sum();
+        if d <= best.0 {
+            best = (d, it);
+        }
+    }
+    VirtualItem { item: best.1, timestamp: newest, play_time: (play / n) as f32, completion: (comp / n) as f32 }
+}
+
+/// Invariants of SPEC §4.5, as counted by [`ClusterSet::verify`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Invariants {
+    pub users: usize,
+    pub behaviours: usize,
+    pub clusters: usize,
+    pub max_size: usize,
+    pub compression_ratio: f64,
+}
+
+impl ClusterSet {
+    pub fn n_users(&self) -> usize {
+        self.users.len()
+    }
+    pub fn n_clusters(&self) -> usize {
+        self.item.len()
+    }
+    pub fn user_clusters(&self, slot: usize) -> std::ops::Range<usize> {
+        self.user_offsets[slot] as usize..self.user_offsets[slot + 1] as usize
+    }
+    pub fn cluster_members(&self, c: usize) -> &[u32] {
+        &self.members[self.member_offsets[c] as usize..self.member_offsets[c + 1] as usize]
+    }
+
+    /// Check SPEC §4.5 against the data it came from: every behaviour before the cut-off in
+    /// exactly one cluster, each cluster inside one completion group, sizes in `1..γ`,
+    /// `Σ n = T`, and the structure's own consistency. Errors name the first violation.
+    pub fn verify(&self, data: &Dataset) -> Result<Invariants> {
+        self.check_structure()?;
+        let groups = self.groups as usize;
+        let mut inv = Invariants { users: self.n_users(), clusters: self.n_clusters(), ..Default::default() };
+        for (slot, &u) in self.users.iter().enumerate() {
+            if u as usize >= data.n_users() {
+                return Err(Error::OutOfRange { field: "clusters.users", index: slot, value: u as u64, limit: data.n_users() as u64 });
+            }
+            let r = if self.cutoff == i64::MAX { data.user_range(u as usize) } else { data.history_before(u as usize, self.cutoff) };
+            let t = r.len();
+            inv.behaviours += t;
+            let mut seen = vec![false; t];
+            let mut sum_n = 0usize;
+            for c in self.user_clusters(slot) {
+                let m = self.cluster_members(c);
+                let n = m.len();
+                if n == 0 || n >= self.gamma as usize || self.size[c] as usize != n {
+                    return Err(Error::InvalidValue { field: "clusters.size", index: c, value: n as f64, why: "must equal the member count and lie in 1..gamma" });
+                }
+                inv.max_size = inv.max_size.max(n);
+                sum_n += n;
+                for &pos in m {
+                    let p = pos as usize;
+                    if p >= t {
+                        return Err(Error::OutOfRange { field: "clusters.members", index: c, value: pos as u64, limit: t as u64 });
+                    }
+                    if seen[p] {
+                        return Err(Error::InvalidValue { field: "clusters.members", index: c, value: pos as f64, why: "behaviour is in more than one cluster" });
+                    }
+                    seen[p] = true;
+                    let g = group_of(data.behaviours.completion(r.start + p), groups);
+                    if g != self.group[c] as usize {
+                        return Err(Error::InvalidValue { field: "clusters.group", index: c, value: g as f64, why: "member's completion group differs from its cluster's" });
+                    }
+                }
+            }
+            if sum_n != t {
+                return Err(Error::InvalidValue { field: "clusters.size (sum per user)", index: slot, value: sum_n as f64, why: "Σ n must equal the user's behaviour count T" });
+            }
+        }
+        inv.compression_ratio = if inv.clusters == 0 { 0.0 } else { inv.behaviours as f64 / inv.clusters as f64 };
+        Ok(inv)
+    }
+
+    fn check_structure(&self) -> Result<()> {
+        let c = self.n_clusters();
+        crate::backend::check::offsets("clusters.user_offsets", &to_u32(&self.user_offsets, "clusters.user_offsets")?, c)?;
+        crate::backend::check::len("clusters.user_offsets", self.user_offsets.len(), self.users.len() + 1, "users + 1")?;
+        crate::backend::check::offsets("clusters.member_offsets", &to_u32(&self.member_offsets, "clusters.member_offsets")?, self.members.len())?;
+        crate::backend::check::len("clusters.member_offsets", self.member_offsets.len(), c + 1, "clusters + 1")?;
+        for (field, n) in [("clusters.timestamp", self.timestamp.len()), ("clusters.play_time", self.play_time.len()), ("clusters.completion", self.completion.len()), ("clusters.size", self.size.len()), ("clusters.group", self.group.len())] {
+            crate::backend::check::len(field, n, c, "clusters")?;
+        }
+        crate::backend::check::finite("clusters.play_time", &self.play_time)?;
+        crate::backend::check::finite("clusters.completion", &self.completion)?;
+        if self.gamma < 2 || self.groups == 0 {
+            return Err(Error::InvalidValue { field: "clusters.gamma", index: 0, value: self.gamma as f64, why: "gamma >= 2 and groups >= 1 required" });
+        }
+        if let Some(i) = self.group.iter().position(|&g| g as u32 >= self.groups) {
+            return Err(Error::OutOfRange { field: "clusters.group", index: i, value: self.group[i] as u64, limit: self.groups as u64 });
+        }
+        if let Some(i) = self.size.iter().position(|&s| s == 0) {
+            return Err(Error::InvalidValue { field: "clusters.size", index: i, value: 0.0, why: "a cluster has at least one member" });
+        }
+        Ok(())
+    }
+
+    /// Save atomically (`fileio` frame, magic `TWINCLST`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_structure()?;
+        let mut w = Writer::new();
+        w.i64(self.cutoff);
+        w.u32(self.gamma);
+        w.u32(self.groups);
+        w.u64(self.seed);
+        w.u32s(&self.users);
+        w.u64s(&self.user_offsets);
+        w.u32s(&self.item);
+        w.i64s(&self.timestamp);
+        w.f32s(&self.play_time);
+        w.f32s(&self.completion);
+        w.u32s(&self.size);
+        w.u8s(&self.group);
+        w.u64s(&self.member_offsets);
+        w.u32s(&self.members);
+        fileio::save(path, MAGIC, VERSION, &w.buf)
+    }
+
+    pub fn load(path: &Path) -> Result<ClusterSet> {
+        let (_, payload) = fileio::load(path, MAGIC, VERSION)?;
+        let mut r = Reader::new(&payload, path);
+        let set = ClusterSet {
+            cutoff: r.i64("cutoff")?,
+            gamma: r.u32("gamma")?,
+            groups: r.u32("groups")?,
+            seed: r.u64("seed")?,
+            users: r.u32s("users")?,
+            user_offsets: r.u64s("user_offsets")?,
+            item: r.u32s("item")?,
+            timestamp: r.i64s("timestamp")?,
+            play_time: r.f32s("play_time")?,
+            completion: r.f32s("completion")?,
+            size: r.u32s("size")?,
+            group: r.u8s("group")?,
+            member_offsets: r.u64s("member_offsets")?,
+            members: r.u32s("members")?,
+        };
+        r.finish()?;
+        set.check_structure().map_err(|e| Error::corrupt(path, e.to_string()))?;
+        Ok(set)
+    }
+
+    /// Slot of dataset user `u`, if clustered.
+    pub fn slot_of(&self, u: u32) -> Option<usize> {
+        self.users.iter().position(|&x| x == u)
+    }
+}
+
+fn to_u32(v: &[u64], field: &'static str) -> Result<Vec<u32>> {
+    v.iter()
+        .enumerate()
+        .map(|(i, &x)| u32::try_from(x).map_err(|_| Error::OutOfRange { field, index: i, value: x, limit: u32::MAX as u64 }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_is_exact_floor() {
+        for n in 1..200_000usize {
+            let d = delta(n);
+            let r = d as u128;
+            let n3 = (n as u128).pow(3);
+            if d > 2 {
+                assert!(r.pow(10) <= n3 && (r + 1).pow(10) > n3, "n={n} d={d}");
+            } else {
+                assert!(3u128.pow(10) > n3, "n={n} should have floor < 3");
+            }
+        }
+        assert_eq!(delta(20), 2);
+        assert_eq!(delta(10_000), 15);
+        assert_eq!(delta(1_000_000), 63);
+    }
+
+    #[test]
+    fn groups() {
+        assert_eq!(group_of(0.0, 5), 0);
+        assert_eq!(group_of(0.19, 5), 0);
+        assert_eq!(group_of(0.2, 5), 1);
+        assert_eq!(group_of(1.0, 5), 4);
+        assert_eq!(group_of(f32::NAN, 5), 0);
+    }
+}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod features;
 pub mod fileio;
 pub mod model;
+pub mod online;
 pub mod rng;
 
 pub use backend::{Backend, BackendChoice, BackendKind};

@@ -1,1 +1,207 @@
-fn main(){}
+//! Every engine op on every backend compiled in and present, beside the CPU baseline.
+//! Groups are named by op stem; ids are `<backend>/<shape>`.
+//!
+//! Shapes follow BENCHMARKS.md (W1 online path, W2 clustering). The CPU backend runs scaled-down
+//! W1 shapes (2-core machines): set `TWIN_BENCH_FULL=1` on a GPU machine for the full ones.
+//! `TWIN_BENCH_ITEMS` sets the table rows (default 10^6 as in W1).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use twin_engine::backend::{self, Backend, BackendChoice, BackendKind, DType, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K};
+use twin_engine::cluster::{cluster_users, ClusterConfig};
+use twin_engine::data::{self, SynthConfig};
+use twin_engine::features;
+use twin_engine::rng::SplitMix64;
+
+const H: usize = 4;
+const D: usize = 128;
+
+fn backends() -> Vec<Arc<dyn Backend>> {
+    let mut v = vec![backend::open(BackendChoice::Cpu).unwrap().0];
+    for choice in [BackendChoice::Cuda, BackendChoice::Wgpu] {
+        if let Ok((b, _)) = backend::open(choice) {
+            v.push(b);
+        }
+    }
+    v
+}
+
+fn full() -> bool {
+    std::env::var_os("TWIN_BENCH_FULL").is_some()
+}
+
+fn n_items() -> usize {
+    std::env::var("TWIN_BENCH_ITEMS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
+}
+
+/// Uniform in [-1, 1): fast enough to fill 10^8-element tables.
+fn fill(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = SplitMix64::new(seed);
+    (0..n).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
+}
+
+struct HostTables {
+    pq: HostTable,
+    pk: HostTable,
+    pv: HostTable,
+    cb: HostTable,
+    cv: HostTable,
+    wo: HostTable,
+}
+
+fn host_tables(n: usize) -> HostTables {
+    let v = *features::cross_offsets().last().unwrap() as usize;
+    HostTables {
+        pq: HostTable::f32(n, D, fill(n * D, 1)).unwrap(),
+        pk: HostTable::f32(n, D, fill(n * D, 2)).unwrap(),
+        pv: HostTable::f32(n, D, fill(n * D, 3)).unwrap(),
+        cb: HostTable::f32(v, H, fill(v * H, 4)).unwrap(),
+        cv: HostTable::f32(v, D, fill(v * D, 5)).unwrap(),
+        wo: HostTable::f32(D, D, fill(D * D, 6)).unwrap(),
+    }
+}
+
+fn upload(be: &dyn Backend, h: &HostTables, dtype: DType) -> OnlineTables {
+    let conv = |t: &HostTable| if dtype == DType::F16 { t.to_f16() } else { t.clone() };
+    OnlineTables {
+        p_q: be.upload_table("p_q", &conv(&h.pq)).unwrap(),
+        p_k: be.upload_table("p_k", &conv(&h.pk)).unwrap(),
+        p_v: be.upload_table("p_v", &conv(&h.pv)).unwrap(),
+        cross_bias: be.upload_table("cross_bias", &h.cb).unwrap(),
+        cross_value: be.upload_table("cross_value", &h.cv).unwrap(),
+        w_o: be.upload_table("w_o", &h.wo).unwrap(),
+        cross_offsets: features::cross_offsets(),
+        heads: H,
+    }
+}
+
+fn request(n_items: usize, l: usize, b: usize, seed: u64) -> OnlineRequests {
+    let mut r = SplitMix64::new(seed);
+    let offs = features::cross_offsets();
+    let items: Vec<u32> = (0..l).map(|_| r.below(n_items as u64) as u32).collect();
+    let mut cross = Vec::with_capacity(l * 3);
+    for _ in 0..l {
+        for j in 0..3 {
+            cross.push(offs[j] + r.below((offs[j + 1] - offs[j]) as u64) as u32);
+        }
+    }
+    let sizes: Vec<f32> = (0..l).map(|_| 1.0 + r.below(20) as f32).collect();
+    let cands: Vec<u32> = (0..b).map(|_| r.below(n_items as u64) as u32).collect();
+    let mut req = OnlineRequests::new();
+    req.push(&items, &cross, &sizes, &cands);
+    req
+}
+
+/// W1 shapes (L, B) per backend: the CPU gets the scaled-down list unless TWIN_BENCH_FULL.
+fn w1_shapes(kind: BackendKind) -> Vec<(usize, usize)> {
+    if kind != BackendKind::Cpu || full() {
+        vec![(1_000, 512), (10_000, 512), (100_000, 512), (10_000, 1), (100_000, 64)]
+    } else {
+        vec![(1_000, 512), (10_000, 64), (10_000, 1), (100_000, 1)]
+    }
+}
+
+fn bench_online(c: &mut Criterion) {
+    let n = n_items();
+    let host = host_tables(n);
+    for be in backends() {
+        for dtype in [DType::F32, DType::F16] {
+            let t = upload(be.as_ref(), &host, dtype);
+            let bpe = if dtype == DType::F16 { 2 } else { 4 };
+            for (l, b) in w1_shapes(be.kind()) {
+                let req = request(n, l, b, (l * 7 + b) as u64);
+                let batch = req.as_batch();
+                let cross = be.cross_bias(&t.cross_bias, batch.cross, 3).unwrap();
+                let bias = be.log_size_bias(&cross, batch.sizes, H).unwrap();
+                let topk = be.gsu_topk(&t, &batch, &bias, TOP_K).unwrap();
+                let id = format!("{}/{:?}/L{l}_B{b}", be.kind(), dtype);
+
+                let mut g = c.benchmark_group("gather");
+                g.throughput(Throughput::Bytes((l * D * bpe) as u64));
+                g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.gather(&t.p_k, batch.items).unwrap()));
+                g.finish();
+
+                if dtype == DType::F32 {
+                    let mut g = c.benchmark_group("cross_bias");
+                    g.throughput(Throughput::Elements(l as u64));
+                    g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.cross_bias(&t.cross_bias, batch.cross, 3).unwrap()));
+                    g.finish();
+                    let mut g = c.benchmark_group("log_size_bias");
+                    g.throughput(Throughput::Elements(l as u64));
+                    g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.log_size_bias(&cross, batch.sizes, H).unwrap()));
+                    g.finish();
+                }
+
+                // B·L·D multiply-adds dominate the GSU.
+                let mut g = c.benchmark_group("gsu_topk");
+                g.throughput(Throughput::Elements((b * l) as u64));
+                g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.gsu_topk(&t, &batch, &bias, TOP_K).unwrap()));
+                g.finish();
+
+                let mut g = c.benchmark_group("esu");
+                g.throughput(Throughput::Elements(b as u64));
+                g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.esu(&t, &batch, &bias, &topk).unwrap()));
+                g.finish();
+
+                let mut g = c.benchmark_group("online");
+                g.throughput(Throughput::Elements((b * l) as u64));
+                g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.online(&t, &batch, TOP_K).unwrap()));
+                g.finish();
+            }
+        }
+    }
+}
+
+fn bench_kmeans(c: &mut Criterion) {
+    // W2's inner loop: one problem of N points, k = ⌊N^0.3⌋, 64-dim; and 1,000 problems of 2,000.
+    let dim = 64;
+    let shapes: Vec<(usize, usize)> = if full() { vec![(1_000_000, 1), (2_000, 1_000)] } else { vec![(100_000, 1), (2_000, 100)] };
+    for be in backends() {
+        for &(n, probs) in &shapes {
+            let pts = fill(n * probs * dim, 9);
+            let offsets: Vec<u32> = (0..=probs as u32).map(|p| p * n as u32).collect();
+            let k = vec![twin_engine::cluster::delta(n) as u32; probs];
+            let batch = KmeansBatch { dim, points: &pts, offsets: &offsets, k: &k };
+            let seeds: Vec<u64> = (0..probs as u64).collect();
+            let cents = be.kmeans_seed(&batch, &seeds).unwrap();
+            let assign = be.kmeans_assign(&batch, &cents).unwrap();
+            let id = format!("{}/N{n}x{probs}_k{}", be.kind(), k[0]);
+            let mut g = c.benchmark_group("kmeans");
+            g.throughput(Throughput::Elements((n * probs) as u64));
+            g.bench_function(BenchmarkId::new("assign", &id), |bn| bn.iter(|| be.kmeans_assign(&batch, &cents).unwrap()));
+            g.bench_function(BenchmarkId::new("update", &id), |bn| bn.iter(|| be.kmeans_update(&batch, &assign, &cents).unwrap()));
+            g.bench_function(BenchmarkId::new("seed", &id), |bn| bn.iter(|| be.kmeans_seed(&batch, &seeds).unwrap()));
+            g.bench_function(BenchmarkId::new("lloyd20", &id), |bn| bn.iter(|| be.kmeans(&batch, &seeds, 20).unwrap()));
+            g.finish();
+        }
+    }
+}
+
+fn bench_cluster(c: &mut Criterion) {
+    // W2: one user of N behaviours, and a batch of users × 10^4.
+    let shapes: Vec<(usize, usize)> = if full() { vec![(1, 10_000), (1, 100_000), (1, 1_000_000), (1_000, 10_000)] } else { vec![(1, 10_000), (1, 100_000), (20, 10_000)] };
+    for be in backends() {
+        for &(users, len) in &shapes {
+            let ds = data::generate(&SynthConfig { n_users: users, n_items: 200_000, n_authors: 20_000, fixed_len: Some(len), samples_per_user: 0, seed: 5, ..Default::default() }).unwrap();
+            let emb = fill(ds.items.len() * 64, 10);
+            let list: Vec<u32> = (0..users as u32).collect();
+            let cfg = ClusterConfig::default();
+            let mut g = c.benchmark_group("cluster");
+            g.throughput(Throughput::Elements(users as u64));
+            g.bench_function(BenchmarkId::from_parameter(format!("{}/{users}x{len}", be.kind())), |bn| {
+                bn.iter(|| cluster_users(be.as_ref(), &ds, &list, None, &emb, 64, &cfg, &mut |_, _| {}).unwrap())
+            });
+            g.finish();
+        }
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3)).without_plots()
+}
+
+criterion_group! { name = online; config = config(); targets = bench_online }
+criterion_group! { name = offline; config = config(); targets = bench_kmeans, bench_cluster }
+criterion_main!(online, offline);

@@ -126,7 +126,9 @@ fn bench_online(c: &mut Criterion) {
                 if dtype == DType::F32 {
                     let mut g = c.benchmark_group("cross_bias");
                     g.throughput(Throughput::Elements(l as u64));
-                    g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.cross_bias(&t.cross_bias, batch.cross, 3).unwrap()));
+                    g.bench_function(BenchmarkId::from_parameter(&id), |bn| {
+                        bn.iter(|| be.cross_bias(&t.cross_bias, batch.cross, 3).unwrap())
+                    });
                     g.finish();
                     let mut g = c.benchmark_group("log_size_bias");
                     g.throughput(Throughput::Elements(l as u64));
@@ -181,10 +183,23 @@ fn bench_kmeans(c: &mut Criterion) {
 
 fn bench_cluster(c: &mut Criterion) {
     // W2: one user of N behaviours, and a batch of users × 10^4.
-    let shapes: Vec<(usize, usize)> = if full() { vec![(1, 10_000), (1, 100_000), (1, 1_000_000), (1_000, 10_000)] } else { vec![(1, 10_000), (1, 100_000), (20, 10_000)] };
+    let shapes: Vec<(usize, usize)> = if full() {
+        vec![(1, 10_000), (1, 100_000), (1, 1_000_000), (1_000, 10_000)]
+    } else {
+        vec![(1, 10_000), (1, 100_000), (20, 10_000)]
+    };
     for be in backends() {
         for &(users, len) in &shapes {
-            let ds = data::generate(&SynthConfig { n_users: users, n_items: 200_000, n_authors: 20_000, fixed_len: Some(len), samples_per_user: 0, seed: 5, ..Default::default() }).unwrap();
+            let ds = data::generate(&SynthConfig {
+                n_users: users,
+                n_items: 200_000,
+                n_authors: 20_000,
+                fixed_len: Some(len),
+                samples_per_user: 0,
+                seed: 5,
+                ..Default::default()
+            })
+            .unwrap();
             let emb = fill(ds.items.len() * 64, 10);
             let list: Vec<u32> = (0..users as u32).collect();
             let cfg = ClusterConfig::default();

@@ -379,7 +379,12 @@ impl ClusterSet {
                 let m = self.cluster_members(c);
                 let n = m.len();
                 if n == 0 || n >= self.gamma as usize || self.size[c] as usize != n {
-                    return Err(Error::InvalidValue { field: "clusters.size", index: c, value: n as f64, why: "must equal the member count and lie in 1..gamma" });
+                    return Err(Error::InvalidValue {
+                        field: "clusters.size",
+                        index: c,
+                        value: n as f64,
+                        why: "must equal the member count and lie in 1..gamma",
+                    });
                 }
                 inv.max_size = inv.max_size.max(n);
                 sum_n += n;
@@ -389,17 +394,32 @@ impl ClusterSet {
                         return Err(Error::OutOfRange { field: "clusters.members", index: c, value: pos as u64, limit: t as u64 });
                     }
                     if seen[p] {
-                        return Err(Error::InvalidValue { field: "clusters.members", index: c, value: pos as f64, why: "behaviour is in more than one cluster" });
+                        return Err(Error::InvalidValue {
+                            field: "clusters.members",
+                            index: c,
+                            value: pos as f64,
+                            why: "behaviour is in more than one cluster",
+                        });
                     }
                     seen[p] = true;
                     let g = group_of(data.behaviours.completion(r.start + p), groups);
                     if g != self.group[c] as usize {
-                        return Err(Error::InvalidValue { field: "clusters.group", index: c, value: g as f64, why: "member's completion group differs from its cluster's" });
+                        return Err(Error::InvalidValue {
+                            field: "clusters.group",
+                            index: c,
+                            value: g as f64,
+                            why: "member's completion group differs from its cluster's",
+                        });
                     }
                 }
             }
             if sum_n != t {
-                return Err(Error::InvalidValue { field: "clusters.size (sum per user)", index: slot, value: sum_n as f64, why: "Σ n must equal the user's behaviour count T" });
+                return Err(Error::InvalidValue {
+                    field: "clusters.size (sum per user)",
+                    index: slot,
+                    value: sum_n as f64,
+                    why: "Σ n must equal the user's behaviour count T",
+                });
             }
         }
         inv.compression_ratio = if inv.clusters == 0 { 0.0 } else { inv.behaviours as f64 / inv.clusters as f64 };
@@ -410,15 +430,30 @@ impl ClusterSet {
         let c = self.n_clusters();
         crate::backend::check::offsets("clusters.user_offsets", &to_u32(&self.user_offsets, "clusters.user_offsets")?, c)?;
         crate::backend::check::len("clusters.user_offsets", self.user_offsets.len(), self.users.len() + 1, "users + 1")?;
-        crate::backend::check::offsets("clusters.member_offsets", &to_u32(&self.member_offsets, "clusters.member_offsets")?, self.members.len())?;
+        crate::backend::check::offsets(
+            "clusters.member_offsets",
+            &to_u32(&self.member_offsets, "clusters.member_offsets")?,
+            self.members.len(),
+        )?;
         crate::backend::check::len("clusters.member_offsets", self.member_offsets.len(), c + 1, "clusters + 1")?;
-        for (field, n) in [("clusters.timestamp", self.timestamp.len()), ("clusters.play_time", self.play_time.len()), ("clusters.completion", self.completion.len()), ("clusters.size", self.size.len()), ("clusters.group", self.group.len())] {
+        for (field, n) in [
+            ("clusters.timestamp", self.timestamp.len()),
+            ("clusters.play_time", self.play_time.len()),
+            ("clusters.completion", self.completion.len()),
+            ("clusters.size", self.size.len()),
+            ("clusters.group", self.group.len()),
+        ] {
             crate::backend::check::len(field, n, c, "clusters")?;
         }
         crate::backend::check::finite("clusters.play_time", &self.play_time)?;
         crate::backend::check::finite("clusters.completion", &self.completion)?;
         if self.gamma < 2 || self.groups == 0 {
-            return Err(Error::InvalidValue { field: "clusters.gamma", index: 0, value: self.gamma as f64, why: "gamma >= 2 and groups >= 1 required" });
+            return Err(Error::InvalidValue {
+                field: "clusters.gamma",
+                index: 0,
+                value: self.gamma as f64,
+                why: "gamma >= 2 and groups >= 1 required",
+            });
         }
         if let Some(i) = self.group.iter().position(|&g| g as u32 >= self.groups) {
             return Err(Error::OutOfRange { field: "clusters.group", index: i, value: self.group[i] as u64, limit: self.groups as u64 });

@@ -76,11 +76,7 @@ pub fn cross_rows(play_time: f32, duration: f32, timestamp: i64, request_time: i
 #[inline]
 pub fn cross_rows_from_ratio(p: f32, play_time: f32, timestamp: i64, request_time: i64) -> [u32; N_CROSS] {
     let o = [0u32, CROSS_VOCAB[0] as u32, (CROSS_VOCAB[0] + CROSS_VOCAB[1]) as u32];
-    [
-        o[0] + completion_bucket(p),
-        o[1] + play_time_bucket(play_time),
-        o[2] + time_gap_bucket(request_time.saturating_sub(timestamp)),
-    ]
+    [o[0] + completion_bucket(p), o[1] + play_time_bucket(play_time), o[2] + time_gap_bucket(request_time.saturating_sub(timestamp))]
 }
 
 #[cfg(test)]

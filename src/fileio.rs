@@ -91,7 +91,9 @@ impl<'a> Reader<'a> {
                 self.pos = e;
                 Ok(s)
             }
-            None => Err(Error::corrupt(self.path, format!("{field}: needs {n} bytes at offset {}, payload has {}", self.pos, self.buf.len()))),
+            None => {
+                Err(Error::corrupt(self.path, format!("{field}: needs {n} bytes at offset {}, payload has {}", self.pos, self.buf.len())))
+            }
         }
     }
     pub fn u8(&mut self, field: &str) -> Result<u8> {
@@ -200,7 +202,10 @@ pub fn load(path: &Path, magic: &[u8; 8], supported: u32) -> Result<(u32, Vec<u8
         return Err(Error::corrupt(path, format!("truncated: {} bytes is shorter than the {}-byte frame", bytes.len(), HEADER + 4)));
     }
     if &bytes[..8] != magic {
-        return Err(Error::corrupt(path, format!("magic is {:?}, expected {:?}", String::from_utf8_lossy(&bytes[..8]), String::from_utf8_lossy(magic))));
+        return Err(Error::corrupt(
+            path,
+            format!("magic is {:?}, expected {:?}", String::from_utf8_lossy(&bytes[..8]), String::from_utf8_lossy(magic)),
+        ));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version == 0 || version > supported {

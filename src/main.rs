@@ -143,7 +143,18 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Gen { out, users, items, authors, topics, min_len, max_len, fixed_len, samples_per_user, seed } => {
             let t0 = Instant::now();
-            let cfg = SynthConfig { n_users: users, n_items: items, n_authors: authors, n_topics: topics, min_len, max_len, fixed_len, pareto_alpha: 1.2, samples_per_user, seed };
+            let cfg = SynthConfig {
+                n_users: users,
+                n_items: items,
+                n_authors: authors,
+                n_topics: topics,
+                min_len,
+                max_len,
+                fixed_len,
+                pareto_alpha: 1.2,
+                samples_per_user,
+                seed,
+            };
             let ds = data::generate(&cfg)?;
             ds.save(&out)?;
             println!("{}", ds.describe());
@@ -210,7 +221,18 @@ fn parse_backend(s: &str) -> Result<BackendChoice> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cmd_cluster(data_path: &Path, model: Option<&Path>, out: &Path, cutoff: Option<i64>, users: Option<usize>, gamma: usize, groups: usize, seed: u64, backend_name: &str, as_json: bool) -> Result<()> {
+fn cmd_cluster(
+    data_path: &Path,
+    model: Option<&Path>,
+    out: &Path,
+    cutoff: Option<i64>,
+    users: Option<usize>,
+    gamma: usize,
+    groups: usize,
+    seed: u64,
+    backend_name: &str,
+    as_json: bool,
+) -> Result<()> {
     let t_load = Instant::now();
     let ds = load_data(data_path)?;
     let model = match model {
@@ -231,13 +253,17 @@ fn cmd_cluster(data_path: &Path, model: Option<&Path>, out: &Path, cutoff: Optio
     let load_s = t_load.elapsed().as_secs_f64();
 
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} clustering [{bar:40}] {pos}/{len} behaviours {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} clustering [{bar:40}] {pos}/{len} behaviours {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let t0 = Instant::now();
     let dim = model.config.id_dim;
-    let (set, stats) = cluster::cluster_users(be.as_ref(), &ds, &user_list, cutoff, model.item_embeddings(), dim, &cfg, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (set, stats) =
+        cluster::cluster_users(be.as_ref(), &ds, &user_list, cutoff, model.item_embeddings(), dim, &cfg, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let inv = set.verify(&ds).context("invariant check failed")?;
@@ -267,8 +293,17 @@ fn cmd_cluster(data_path: &Path, model: Option<&Path>, out: &Path, cutoff: Optio
         println!("behaviours   {}", inv.behaviours);
         println!("clusters     {}", inv.clusters);
         println!("compression  {:.2}x (behaviours per cluster), largest cluster {} < gamma {}", inv.compression_ratio, inv.max_size, gamma);
-        println!("k-means      {} problems in {} backend calls over {} levels ({} forced position splits)", stats.kmeans_problems, stats.backend_calls, stats.levels, stats.forced_chunks);
-        println!("seconds      {:.3} ({:.0} users/s) on {}; loading took {:.3}", secs, inv.users as f64 / secs.max(1e-9), be.describe(), load_s);
+        println!(
+            "k-means      {} problems in {} backend calls over {} levels ({} forced position splits)",
+            stats.kmeans_problems, stats.backend_calls, stats.levels, stats.forced_chunks
+        );
+        println!(
+            "seconds      {:.3} ({:.0} users/s) on {}; loading took {:.3}",
+            secs,
+            inv.users as f64 / secs.max(1e-9),
+            be.describe(),
+            load_s
+        );
         println!("invariants   held: every behaviour in exactly one cluster, each cluster inside one group, sizes < gamma, sum n = T");
         println!("wrote        {}", out.display());
     }
@@ -276,7 +311,19 @@ fn cmd_cluster(data_path: &Path, model: Option<&Path>, out: &Path, cutoff: Optio
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cmd_score(model_path: &Path, data_path: &Path, clusters: Option<&Path>, users: &[u32], cands: &[u32], request_time: Option<i64>, max_len: usize, top_k: usize, dtype: &str, backend_name: &str, no_vectors: bool) -> Result<()> {
+fn cmd_score(
+    model_path: &Path,
+    data_path: &Path,
+    clusters: Option<&Path>,
+    users: &[u32],
+    cands: &[u32],
+    request_time: Option<i64>,
+    max_len: usize,
+    top_k: usize,
+    dtype: &str,
+    backend_name: &str,
+    no_vectors: bool,
+) -> Result<()> {
     let dtype = match dtype {
         "f32" => DType::F32,
         "f16" => DType::F16,
@@ -322,7 +369,8 @@ fn cmd_score(model_path: &Path, data_path: &Path, clusters: Option<&Path>, users
         let mut cand_json = Vec::new();
         for c in req.as_batch().cand_range(r) {
             let (idx, sc) = out.topk.row(c);
-            let top: Vec<_> = idx.iter().zip(sc).map(|(&p, &s)| json!({"position": p, "item": req.items[seq.start + p as usize], "score": s})).collect();
+            let top: Vec<_> =
+                idx.iter().zip(sc).map(|(&p, &s)| json!({"position": p, "item": req.items[seq.start + p as usize], "score": s})).collect();
             let mut cj = json!({"item": req.cands[c], "top_k": top});
             if !no_vectors {
                 cj["esu_out"] = json!(out.out[c * d..(c + 1) * d]);
@@ -353,7 +401,17 @@ fn cmd_info(path: &Path) -> Result<()> {
     } else if &m == cluster::MAGIC {
         let s = ClusterSet::load(path)?;
         let sizes: usize = s.size.iter().map(|&n| n as usize).sum();
-        println!("clusters file: {} users, {} clusters, {} behaviours ({:.2} per cluster), gamma {}, groups {}, seed {}, cutoff {}", s.n_users(), s.n_clusters(), sizes, sizes as f64 / s.n_clusters().max(1) as f64, s.gamma, s.groups, s.seed, if s.cutoff == i64::MAX { "none".to_string() } else { s.cutoff.to_string() });
+        println!(
+            "clusters file: {} users, {} clusters, {} behaviours ({:.2} per cluster), gamma {}, groups {}, seed {}, cutoff {}",
+            s.n_users(),
+            s.n_clusters(),
+            sizes,
+            sizes as f64 / s.n_clusters().max(1) as f64,
+            s.gamma,
+            s.groups,
+            s.seed,
+            if s.cutoff == i64::MAX { "none".to_string() } else { s.cutoff.to_string() }
+        );
     } else {
         bail!("{}: magic {:?} is not a twin dataset, model or clusters file", path.display(), String::from_utf8_lossy(&m));
     }

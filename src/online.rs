@@ -35,15 +35,30 @@ pub fn push_clusters(req: &mut OnlineRequests, clusters: &ClusterSet, slot: usiz
     }
     if clusters.cutoff != i64::MAX && request_time < clusters.cutoff {
         // A request before the cut-off would see clusters built from its own future.
-        return Err(Error::InvalidValue { field: "request_time", index: slot, value: request_time as f64, why: "is before the clusters' cut-off time (leakage)" });
+        return Err(Error::InvalidValue {
+            field: "request_time",
+            index: slot,
+            value: request_time as f64,
+            why: "is before the clusters' cut-off time (leakage)",
+        });
     }
     let r = clusters.user_clusters(slot);
     if let Some(c) = r.clone().find(|&c| clusters.timestamp[c] >= request_time) {
-        return Err(Error::InvalidValue { field: "request_time", index: c, value: request_time as f64, why: "is not after every clustered behaviour (a sample sees only its past)" });
+        return Err(Error::InvalidValue {
+            field: "request_time",
+            index: c,
+            value: request_time as f64,
+            why: "is not after every clustered behaviour (a sample sees only its past)",
+        });
     }
     let mut cross = Vec::with_capacity(r.len() * features::N_CROSS);
     for c in r.clone() {
-        cross.extend_from_slice(&features::cross_rows_from_ratio(clusters.completion[c], clusters.play_time[c], clusters.timestamp[c], request_time));
+        cross.extend_from_slice(&features::cross_rows_from_ratio(
+            clusters.completion[c],
+            clusters.play_time[c],
+            clusters.timestamp[c],
+            request_time,
+        ));
     }
     let sizes: Vec<f32> = clusters.size[r.clone()].iter().map(|&n| n as f32).collect();
     req.push(&clusters.item[r], &cross, &sizes, cands);

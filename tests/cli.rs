@@ -42,7 +42,21 @@ fn pipeline_and_errors() {
     assert!(summary["max_cluster_size"].as_u64().unwrap() < 20);
 
     for extra in [&[][..], &["--clusters", s(&c)][..]] {
-        let mut args = vec!["score", "--model", s(&m), "--data", s(&d), "--users", "0,3", "--candidates", "1,2,3", "--backend", "cpu", "--dtype", "f16"];
+        let mut args = vec![
+            "score",
+            "--model",
+            s(&m),
+            "--data",
+            s(&d),
+            "--users",
+            "0,3",
+            "--candidates",
+            "1,2,3",
+            "--backend",
+            "cpu",
+            "--dtype",
+            "f16",
+        ];
         args.extend_from_slice(extra);
         let doc: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
         let reqs = doc["requests"].as_array().unwrap();
@@ -81,5 +95,8 @@ fn pipeline_and_errors() {
     // Clusters built to a cut-off refuse requests before it (leakage).
     let c2 = dir.path().join("c2.twc");
     ok(&["cluster", "--data", s(&d), "--model", s(&m), "--out", s(&c2), "--backend", "cpu", "--cutoff", "1700000000"]);
-    fails(&["score", "--model", s(&m), "--data", s(&d), "--clusters", s(&c2), "--request-time", "1600000000", "--backend", "cpu"], &["request_time"]);
+    fails(
+        &["score", "--model", s(&m), "--data", s(&d), "--clusters", s(&c2), "--request-time", "1600000000", "--backend", "cpu"],
+        &["request_time"],
+    );
 }

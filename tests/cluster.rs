@@ -23,7 +23,14 @@ fn run(ds: &Dataset, emb: &[f32], dim: usize, cfg: &ClusterConfig, cutoff: Optio
 
 /// One user whose `t` behaviours all use item `item_of(i)` with completion `p_of(i)`.
 fn one_user(t: usize, n_items: usize, item_of: impl Fn(usize) -> u32, p_of: impl Fn(usize) -> f32) -> Dataset {
-    let items = Items { author: vec![0; n_items], topic: vec![0; n_items], duration_bucket: vec![0; n_items], external_id: (0..n_items as u64).collect(), n_authors: 1, n_topics: 1 };
+    let items = Items {
+        author: vec![0; n_items],
+        topic: vec![0; n_items],
+        duration_bucket: vec![0; n_items],
+        external_id: (0..n_items as u64).collect(),
+        n_authors: 1,
+        n_topics: 1,
+    };
     let behaviours = Behaviours {
         item: (0..t).map(&item_of).collect(),
         timestamp: (0..t as i64).collect(),
@@ -35,7 +42,16 @@ fn one_user(t: usize, n_items: usize, item_of: impl Fn(usize) -> u32, p_of: impl
 
 #[test]
 fn invariants_on_synthetic_users() {
-    let ds = data::generate(&SynthConfig { n_users: 30, n_items: 3000, min_len: 10, max_len: 5000, samples_per_user: 5, seed: 3, ..Default::default() }).unwrap();
+    let ds = data::generate(&SynthConfig {
+        n_users: 30,
+        n_items: 3000,
+        min_len: 10,
+        max_len: 5000,
+        samples_per_user: 5,
+        seed: 3,
+        ..Default::default()
+    })
+    .unwrap();
     let emb = embeddings(ds.items.len(), 1);
     let cfg = ClusterConfig::default();
     let set = run(&ds, &emb, DIM, &cfg, None);
@@ -58,7 +74,16 @@ fn invariants_on_synthetic_users() {
 
 #[test]
 fn deterministic_whatever_the_batching() {
-    let ds = data::generate(&SynthConfig { n_users: 12, n_items: 2000, min_len: 50, max_len: 3000, samples_per_user: 2, seed: 9, ..Default::default() }).unwrap();
+    let ds = data::generate(&SynthConfig {
+        n_users: 12,
+        n_items: 2000,
+        min_len: 50,
+        max_len: 3000,
+        samples_per_user: 2,
+        seed: 9,
+        ..Default::default()
+    })
+    .unwrap();
     let emb = embeddings(ds.items.len(), 2);
     let big = run(&ds, &emb, DIM, &ClusterConfig::default(), None);
     let small = run(&ds, &emb, DIM, &ClusterConfig { max_batch_points: 37, ..Default::default() }, None);
@@ -144,10 +169,16 @@ fn bad_inputs() {
     assert!(matches!(r, Err(Error::LengthMismatch { field: "embeddings", .. })));
     let mut nan = emb.clone();
     nan[3] = f32::NAN;
-    assert!(matches!(cluster_users(&be, &ds, &[0], None, &nan, DIM, &cfg, &mut |_, _| {}), Err(Error::NonFinite { field: "embeddings", index: 3, .. })));
+    assert!(matches!(
+        cluster_users(&be, &ds, &[0], None, &nan, DIM, &cfg, &mut |_, _| {}),
+        Err(Error::NonFinite { field: "embeddings", index: 3, .. })
+    ));
     assert!(matches!(cluster_users(&be, &ds, &[1], None, &emb, DIM, &cfg, &mut |_, _| {}), Err(Error::OutOfRange { field: "users", .. })));
     let bad = ClusterConfig { gamma: 1, ..Default::default() };
-    assert!(matches!(cluster_users(&be, &ds, &[0], None, &emb, DIM, &bad, &mut |_, _| {}), Err(Error::InvalidValue { field: "gamma", .. })));
+    assert!(matches!(
+        cluster_users(&be, &ds, &[0], None, &emb, DIM, &bad, &mut |_, _| {}),
+        Err(Error::InvalidValue { field: "gamma", .. })
+    ));
     // A clusters file checked against the wrong data fails verification.
     let set = run(&ds, &emb, DIM, &cfg, None);
     let other = one_user(49, 50, |i| i as u32, |_| 0.5);
@@ -156,7 +187,16 @@ fn bad_inputs() {
 
 #[test]
 fn clusters_file_roundtrip_and_corruption() {
-    let ds = data::generate(&SynthConfig { n_users: 5, n_items: 500, min_len: 30, max_len: 300, samples_per_user: 2, seed: 1, ..Default::default() }).unwrap();
+    let ds = data::generate(&SynthConfig {
+        n_users: 5,
+        n_items: 500,
+        min_len: 30,
+        max_len: 300,
+        samples_per_user: 2,
+        seed: 1,
+        ..Default::default()
+    })
+    .unwrap();
     let set = run(&ds, &embeddings(500, 8), DIM, &ClusterConfig::default(), None);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.twc");

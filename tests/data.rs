@@ -426,7 +426,7 @@ fn kuairand_style() {
     assert_eq!(ds.behaviours.play_time[1], 12.0);
     assert_eq!(ds.behaviours.duration[1], 20.0);
     assert_eq!(ds.behaviours.completion(2), 1.0); // 90 s of a 60 s video, clamped
-    // Samples of user 5 in time order: 200 (t .100), 100 (t .500), 300; labels = is_click.
+                                                  // Samples of user 5 in time order: 200 (t .100), 100 (t .500), 300; labels = is_click.
     assert_eq!(ds.samples.user, vec![0, 1, 1, 1]);
     assert_eq!(ds.samples.item, vec![0, 1, 0, 2]);
     assert_eq!(ds.samples.label, vec![1, 0, 1, 1]);
@@ -435,7 +435,10 @@ fn kuairand_style() {
     assert_ne!(ds.items.author[0], ds.items.author[1]);
     assert_eq!(ds.items.topic[1], 0);
     assert_ne!(ds.items.topic[0], ds.items.topic[2]);
-    assert_eq!(ds.items.duration_bucket, vec![features::duration_bucket(20.0), features::duration_bucket(8.0), features::duration_bucket(60.0)]);
+    assert_eq!(
+        ds.items.duration_bucket,
+        vec![features::duration_bucket(20.0), features::duration_bucket(8.0), features::duration_bucket(60.0)]
+    );
     check_sorted_and_no_leak(&ds);
 
     // Without item features: author/topic 0, durations from the log.
@@ -554,7 +557,8 @@ fn synth_deterministic_and_seeded() {
 
 #[test]
 fn synth_lengths_tail_and_fixed() {
-    let cfg = SynthConfig { n_users: 1000, n_items: 2_000, n_authors: 100, n_topics: 16, min_len: 10, max_len: 5_000, ..Default::default() };
+    let cfg =
+        SynthConfig { n_users: 1000, n_items: 2_000, n_authors: 100, n_topics: 16, min_len: 10, max_len: 5_000, ..Default::default() };
     let ds = generate(&cfg).unwrap();
     let mut lens: Vec<usize> = (0..ds.n_users()).map(|u| ds.user_range(u).len()).collect();
     assert!(lens.iter().all(|&l| (10..=5_000).contains(&l)));
@@ -648,4 +652,3 @@ fn synth_speed() {
     println!("synth: 2e6 behaviours in {el:?}");
     assert!(el.as_secs_f64() < 20.0, "synthetic generation too slow: {el:?}");
 }
-

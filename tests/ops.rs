@@ -403,8 +403,17 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(other.gather(&f.tables.p_k, &[0]), Err(Error::ForeignTable { .. })));
     // k-means: k larger than the problem, NaN point, assignment out of range.
     let pts = vec![0f32, 1.0, 2.0];
-    assert!(matches!(be.kmeans_assign(&KmeansBatch { dim: 1, points: &pts, offsets: &[0, 3], k: &[4] }, &[0.0; 4]), Err(Error::OutOfRange { field: "k", .. })));
+    assert!(matches!(
+        be.kmeans_assign(&KmeansBatch { dim: 1, points: &pts, offsets: &[0, 3], k: &[4] }, &[0.0; 4]),
+        Err(Error::OutOfRange { field: "k", .. })
+    ));
     let nan = vec![0f32, f32::NAN, 2.0];
-    assert!(matches!(be.kmeans_assign(&KmeansBatch { dim: 1, points: &nan, offsets: &[0, 3], k: &[2] }, &[0.0; 2]), Err(Error::NonFinite { field: "points", index: 1, .. })));
-    assert!(matches!(be.kmeans_update(&KmeansBatch { dim: 1, points: &pts, offsets: &[0, 3], k: &[2] }, &[0, 2, 1], &[0.0; 2]), Err(Error::OutOfRange { field: "assign", index: 1, .. })));
+    assert!(matches!(
+        be.kmeans_assign(&KmeansBatch { dim: 1, points: &nan, offsets: &[0, 3], k: &[2] }, &[0.0; 2]),
+        Err(Error::NonFinite { field: "points", index: 1, .. })
+    ));
+    assert!(matches!(
+        be.kmeans_update(&KmeansBatch { dim: 1, points: &pts, offsets: &[0, 3], k: &[2] }, &[0, 2, 1], &[0.0; 2]),
+        Err(Error::OutOfRange { field: "assign", index: 1, .. })
+    ));
 }

@@ -21,10 +21,15 @@ pub fn finite(field: &'static str, xs: &[f32]) -> Result<()> {
 }
 
 pub fn host_table(name: &'static str, t: &HostTable) -> Result<()> {
-    len(name, match &t.data {
-        TableData::F32(v) => v.len(),
-        TableData::F16(v) => v.len(),
-    }, t.rows * t.cols, "rows * cols")?;
+    len(
+        name,
+        match &t.data {
+            TableData::F32(v) => v.len(),
+            TableData::F16(v) => v.len(),
+        },
+        t.rows * t.cols,
+        "rows * cols",
+    )?;
     match &t.data {
         TableData::F32(v) => finite(name, v),
         TableData::F16(v) => {
@@ -72,7 +77,12 @@ pub fn cross_bias(t: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<()> {
         return Err(Error::BadShape { field: "n_cross", value: 0, why: "need at least one cross feature" });
     }
     if rows.len() % n_cross != 0 {
-        return Err(Error::LengthMismatch { field: "cross rows", got: rows.len(), expected: rows.len() / n_cross * n_cross, expected_what: "a multiple of J" });
+        return Err(Error::LengthMismatch {
+            field: "cross rows",
+            got: rows.len(),
+            expected: rows.len() / n_cross * n_cross,
+            expected_what: "a multiple of J",
+        });
     }
     ids_below("cross rows", rows, t.rows)
 }
@@ -127,7 +137,11 @@ pub fn tables(t: &OnlineTables) -> Result<()> {
         return Err(Error::BadShape { field: "cross_bias", value: t.cross_bias.cols as u64, why: "columns must equal heads" });
     }
     if t.cross_value.cols != d || t.cross_value.rows != t.cross_bias.rows {
-        return Err(Error::BadShape { field: "cross_value", value: t.cross_value.cols as u64, why: "must be [V, D] with V as in cross_bias" });
+        return Err(Error::BadShape {
+            field: "cross_value",
+            value: t.cross_value.cols as u64,
+            why: "must be [V, D] with V as in cross_bias",
+        });
     }
     if t.w_o.rows != d || t.w_o.cols != d {
         return Err(Error::BadShape { field: "w_o", value: t.w_o.rows as u64, why: "must be [D, D]" });
@@ -200,7 +214,12 @@ pub fn kmeans(b: &KmeansBatch) -> Result<()> {
         return Err(Error::BadShape { field: "dim", value: 0, why: "must be positive" });
     }
     if b.points.len() % b.dim != 0 {
-        return Err(Error::LengthMismatch { field: "points", got: b.points.len(), expected: b.points.len() / b.dim * b.dim, expected_what: "a multiple of dim" });
+        return Err(Error::LengthMismatch {
+            field: "points",
+            got: b.points.len(),
+            expected: b.points.len() / b.dim * b.dim,
+            expected_what: "a multiple of dim",
+        });
     }
     let n = b.points.len() / b.dim;
     offsets("kmeans offsets", b.offsets, n)?;

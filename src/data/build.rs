@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use super::{Behaviours, Dataset, Items, Samples};
+use crate::data::text::Vocab;
 use crate::error::{Error, Result};
 use crate::features;
-use crate::data::text::Vocab;
 
 /// One parsed log row.
 pub(crate) struct Row {

@@ -142,7 +142,11 @@ impl Dataset {
                 return Err(Error::BadOffsets { field: "user_offsets", index: i + 1, why: "decreasing" });
             }
             if off[off.len() - 1] != n_beh as u64 {
-                return Err(Error::BadOffsets { field: "user_offsets", index: off.len() - 1, why: "last offset must equal the behaviour count" });
+                return Err(Error::BadOffsets {
+                    field: "user_offsets",
+                    index: off.len() - 1,
+                    why: "last offset must equal the behaviour count",
+                });
             }
         }
         let n_users = self.n_users();

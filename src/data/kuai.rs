@@ -122,8 +122,10 @@ pub fn read_kuai(log: &Path, item_features: Option<&Path>) -> Result<Dataset> {
         }
         let line = line.to_string();
         f.split(&line, ",");
-        let user = parse_id(f.get(c_user)).ok_or_else(|| lines.err(&names[c_user], format!("{:?} is not a non-negative integer id", f.get(c_user))))?;
-        let item = parse_id(f.get(c_item)).ok_or_else(|| lines.err(&names[c_item], format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
+        let user = parse_id(f.get(c_user))
+            .ok_or_else(|| lines.err(&names[c_user], format!("{:?} is not a non-negative integer id", f.get(c_user))))?;
+        let item = parse_id(f.get(c_item))
+            .ok_or_else(|| lines.err(&names[c_item], format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
 
         let mut key = None;
         for t in &times {
@@ -136,7 +138,9 @@ pub fn read_kuai(log: &Path, item_features: Option<&Path>) -> Result<Dataset> {
             let bad = || lines.err(&names[c], format!("{v:?} is not a valid time"));
             let ms = match *t {
                 TimeCol::Ms(_) => v.parse::<f64>().ok().filter(|x| x.is_finite() && x.abs() < 9e15).map(|x| x.floor() as i64),
-                TimeCol::Seconds(_) => v.parse::<f64>().ok().filter(|x| x.is_finite() && x.abs() < 9e12).map(|x| (x * 1000.0).round() as i64),
+                TimeCol::Seconds(_) => {
+                    v.parse::<f64>().ok().filter(|x| x.is_finite() && x.abs() < 9e12).map(|x| (x * 1000.0).round() as i64)
+                }
                 TimeCol::DateTime(_) => parse_datetime_ms(v),
                 TimeCol::Date(_, hm) => {
                     let day = parse_yyyymmdd(v).ok_or_else(bad)?;
@@ -160,14 +164,22 @@ pub fn read_kuai(log: &Path, item_features: Option<&Path>) -> Result<Dataset> {
         let Some(key) = key else { continue };
 
         let pv = f.get(c_play);
-        let play_ms = pv.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(play_name, format!("{pv:?} is not a non-negative number of ms")))?;
+        let play_ms = pv
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| lines.err(play_name, format!("{pv:?} is not a non-negative number of ms")))?;
         let dur = match c_dur {
             Some((c, name)) => {
                 let v = f.get(c);
                 if is_missing(v) {
                     None
                 } else {
-                    let d = v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(name, format!("{v:?} is not a non-negative number of ms")))?;
+                    let d = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x >= 0.0)
+                        .ok_or_else(|| lines.err(name, format!("{v:?} is not a non-negative number of ms")))?;
                     Some((d / 1000.0) as f32)
                 }
             }
@@ -224,16 +236,13 @@ fn parse_flag(s: &str) -> Option<u8> {
 /// First element of a list-ish cell: `"[8, 3]"`, `8,3`, `8|3`, `['a', 'b']` -> `8` / `a`.
 fn first_token(s: &str) -> Option<String> {
     let s = s.trim().trim_start_matches(['[', '(', '{']).trim_end_matches([']', ')', '}']);
-    s.split([',', '|', ';', ' '])
-        .map(|t| t.trim().trim_matches(['\'', '"']).trim())
-        .find(|t| !t.is_empty() && !is_missing(t))
-        .map(|t| {
-            // "8.0" and "8" are the same tag.
-            match t.parse::<f64>() {
-                Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
-                _ => t.to_string(),
-            }
-        })
+    s.split([',', '|', ';', ' ']).map(|t| t.trim().trim_matches(['\'', '"']).trim()).find(|t| !t.is_empty() && !is_missing(t)).map(|t| {
+        // "8.0" and "8" are the same tag.
+        match t.parse::<f64>() {
+            Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+            _ => t.to_string(),
+        }
+    })
 }
 
 fn read_item_features(path: &Path) -> Result<HashMap<u64, ItemMeta>> {
@@ -246,7 +255,8 @@ fn read_item_features(path: &Path) -> Result<HashMap<u64, ItemMeta>> {
     f.split(&header, ",");
     let names: Vec<String> = (0..f.len()).map(|i| f.get(i).to_ascii_lowercase()).collect();
     let find = |n: &str| names.iter().position(|c| c == n);
-    let c_item = find("video_id").ok_or_else(|| lines.err("video_id", format!("missing required column (header has: {})", names.join(","))))?;
+    let c_item =
+        find("video_id").ok_or_else(|| lines.err("video_id", format!("missing required column (header has: {})", names.join(","))))?;
     let c_author = find("author_id");
     let c_topic = ["tag", "video_tag_id", "feat", "video_type"].iter().find_map(|n| find(n));
     let c_dur = find("video_duration").or_else(|| find("duration_ms")).map(|c| (c, names[c].clone()));
@@ -257,13 +267,18 @@ fn read_item_features(path: &Path) -> Result<HashMap<u64, ItemMeta>> {
         }
         let line = line.to_string();
         f.split(&line, ",");
-        let id = parse_id(f.get(c_item)).ok_or_else(|| lines.err("video_id", format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
+        let id = parse_id(f.get(c_item))
+            .ok_or_else(|| lines.err("video_id", format!("{:?} is not a non-negative integer id", f.get(c_item))))?;
         let author = c_author.map(|c| f.get(c)).filter(|v| !is_missing(v)).and_then(first_token);
         let topic = c_topic.map(|c| f.get(c)).and_then(first_token);
         let duration = match &c_dur {
             Some((c, name)) if !is_missing(f.get(*c)) => {
                 let v = f.get(*c);
-                let d = v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| lines.err(name.as_str(), format!("{v:?} is not a non-negative number of ms")))?;
+                let d = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| lines.err(name.as_str(), format!("{v:?} is not a non-negative number of ms")))?;
                 Some((d / 1000.0) as f32).filter(|d| *d > 0.0)
             }
             _ => None,

@@ -35,8 +35,25 @@ pub const POSITIVE_RATING: f32 = 4.0;
 
 /// ml-100k's genre flags, in file order (used when `u.genre` is absent).
 const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -92,11 +109,14 @@ pub fn read_movielens(path: &Path) -> Result<Dataset> {
             }
         };
         let line = line.to_string();
-        fields.split(&line, match st {
-            Style::Csv => ",",
-            Style::Tab => "\t",
-            Style::Dat => "::",
-        });
+        fields.split(
+            &line,
+            match st {
+                Style::Csv => ",",
+                Style::Tab => "\t",
+                Style::Dat => "::",
+            },
+        );
         let names = match st {
             Style::Csv => ["userId", "movieId", "rating", "timestamp"],
             _ => ["user", "item", "rating", "timestamp"],
@@ -187,7 +207,8 @@ fn read_movies(path: &Path, delim: &str) -> Result<HashMap<u64, ItemMeta>> {
                 continue;
             }
         }
-        let id: u64 = f.get(c_id).parse().map_err(|_| lines.err("movieId", format!("{:?} is not a non-negative integer id", f.get(c_id))))?;
+        let id: u64 =
+            f.get(c_id).parse().map_err(|_| lines.err("movieId", format!("{:?} is not a non-negative integer id", f.get(c_id))))?;
         out.entry(id).or_insert_with(|| ItemMeta {
             author: decade_from_title(f.get(c_title)),
             topic: first_genre(f.get(c_genres)),

@@ -356,7 +356,16 @@ pub fn generate(cfg: &SynthConfig) -> Result<Dataset> {
             .zip(split_by(&mut s_time, &slens))
             .zip(split_by(&mut s_label, &slens))
             .enumerate()
-            .map(|(u, ((((((item, ts), play), dur), s_item), s_time), s_label))| UserOut { u, item, ts, play, dur, s_item, s_time, s_label })
+            .map(|(u, ((((((item, ts), play), dur), s_item), s_time), s_label))| UserOut {
+                u,
+                item,
+                ts,
+                play,
+                dur,
+                s_item,
+                s_time,
+                s_label,
+            })
             .collect();
         // Long users dominate; small chunks keep both cores busy.
         jobs.into_par_iter().with_max_len(1).for_each(|o| gen_user(cfg, &cat, o));

@@ -34,8 +34,11 @@ impl Model {
 
     /// Payload bytes, without validation (tests use it to build bad files).
     pub(super) fn encode(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_string(&self.config)
-            .map_err(|_| Error::BadShape { field: "config", value: 0, why: "cannot be serialised to JSON" })?;
+        let json = serde_json::to_string(&self.config).map_err(|_| Error::BadShape {
+            field: "config",
+            value: 0,
+            why: "cannot be serialised to JSON",
+        })?;
         let mut w = Writer::new();
         w.str(&json);
         w.u32s(&self.item_author);
@@ -59,8 +62,7 @@ impl Model {
     pub(super) fn decode(payload: &[u8], path: &Path) -> Result<Model> {
         let mut r = Reader::new(payload, path);
         let json = r.str("config")?;
-        let config: ModelConfig =
-            serde_json::from_str(&json).map_err(|e| Error::corrupt(path, format!("config: {e}")))?;
+        let config: ModelConfig = serde_json::from_str(&json).map_err(|e| Error::corrupt(path, format!("config: {e}")))?;
         let shapes = config.param_shapes()?;
         let item_author = r.u32s("item_author")?;
         let item_topic = r.u32s("item_topic")?;

@@ -25,10 +25,8 @@ pub const MAX_MLP_HIDDEN: usize = 8;
 /// corrupt or hostile config from asking for absurd allocations.
 pub const MAX_DIM: usize = 1 << 16;
 
-const MLP_W: [&str; MAX_MLP_HIDDEN + 1] =
-    ["mlp_w0", "mlp_w1", "mlp_w2", "mlp_w3", "mlp_w4", "mlp_w5", "mlp_w6", "mlp_w7", "mlp_w8"];
-const MLP_B: [&str; MAX_MLP_HIDDEN + 1] =
-    ["mlp_b0", "mlp_b1", "mlp_b2", "mlp_b3", "mlp_b4", "mlp_b5", "mlp_b6", "mlp_b7", "mlp_b8"];
+const MLP_W: [&str; MAX_MLP_HIDDEN + 1] = ["mlp_w0", "mlp_w1", "mlp_w2", "mlp_w3", "mlp_w4", "mlp_w5", "mlp_w6", "mlp_w7", "mlp_w8"];
+const MLP_B: [&str; MAX_MLP_HIDDEN + 1] = ["mlp_b0", "mlp_b1", "mlp_b2", "mlp_b3", "mlp_b4", "mlp_b5", "mlp_b6", "mlp_b7", "mlp_b8"];
 
 /// Shapes and hyper-parameters of a TWIN / TWIN-V2 model; defaults as SPEC §6.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +151,11 @@ impl ModelConfig {
         let want: Vec<u32> = features::CROSS_VOCAB.iter().map(|&v| v as u32).collect();
         if self.cross_vocab != want {
             let value = self.cross_vocab.len() as u64;
-            return Err(Error::BadShape { field: "cross_vocab", value, why: "must equal features::CROSS_VOCAB, the bucketing this build implements" });
+            return Err(Error::BadShape {
+                field: "cross_vocab",
+                value,
+                why: "must equal features::CROSS_VOCAB, the bucketing this build implements",
+            });
         }
         if self.mlp_hidden.len() > MAX_MLP_HIDDEN {
             return Err(Error::TooLarge { field: "mlp_hidden", value: self.mlp_hidden.len() as u64, limit: MAX_MLP_HIDDEN as u64 });
@@ -167,9 +169,11 @@ impl ModelConfig {
             return Err(Error::TooLarge { field: "top_k", value: self.top_k as u64, limit: crate::backend::MAX_TOP_K as u64 });
         }
         for (name, shape) in self.param_shapes_unchecked() {
-            shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= isize::MAX as usize / 4).ok_or(
-                Error::TooLarge { field: name, value: u64::MAX, limit: (isize::MAX / 4) as u64 },
-            )?;
+            shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .filter(|&n| n <= isize::MAX as usize / 4)
+                .ok_or(Error::TooLarge { field: name, value: u64::MAX, limit: (isize::MAX / 4) as u64 })?;
         }
         Ok(())
     }
@@ -234,7 +238,10 @@ impl Tensor {
 enum Init {
     Normal(f64),
     /// Uniform in `±sqrt(6 / (fan_in + fan_out))`.
-    Glorot { fan_in: usize, fan_out: usize },
+    Glorot {
+        fan_in: usize,
+        fan_out: usize,
+    },
     Const(f32),
 }
 
@@ -353,7 +360,11 @@ impl Model {
     fn check_structure(&self) -> Result<()> {
         let shapes = self.config.param_shapes()?;
         if shapes.len() != self.params.len() {
-            return Err(Error::BadShape { field: "params", value: self.params.len() as u64, why: "tensor count does not match the config" });
+            return Err(Error::BadShape {
+                field: "params",
+                value: self.params.len() as u64,
+                why: "tensor count does not match the config",
+            });
         }
         for ((want_name, want), (name, t)) in shapes.iter().zip(&self.params) {
             if want_name != name {

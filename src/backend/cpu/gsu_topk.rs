@@ -65,7 +65,11 @@ pub fn gsu_topk(p_q: &HostTable, p_k: &HostTable, heads: usize, batch: &OnlineBa
                 let mut s = vec![0f32; seq.len()];
                 scores_for(&q, &keys, b, heads, &mut s);
                 if let Some(pos) = s.iter().position(|x| x.is_nan()) {
-                    return Err(Error::NonFinite { field: "gsu score (candidate, position)", index: (cands.start + ci) * seq.len() + pos, value: s[pos] });
+                    return Err(Error::NonFinite {
+                        field: "gsu score (candidate, position)",
+                        index: (cands.start + ci) * seq.len() + pos,
+                        value: s[pos],
+                    });
                 }
                 Ok(select_topk(&s, k))
             })

@@ -37,6 +37,49 @@ pub fn nearest(x: &[f32], cents: &[f32], dim: usize) -> u32 {
     best
 }
 
+/// Centroids of one problem transposed to `[dim][k_pad]`, `k_pad` a multiple of `LANES`,
+/// padded with +inf (distance +inf never wins). Lets the assignment run `LANES` centroids per
+/// SIMD step while every lane still sums its distance sequentially in `t` order, so the result
+/// is bit-identical to [`dist2`] (Rust never contracts `a - b` then `acc + t * t` into an FMA).
+const LANES: usize = 8;
+
+fn transpose_padded(cents: &[f32], dim: usize) -> (Vec<f32>, usize) {
+    let k = cents.len() / dim;
+    let k_pad = k.div_ceil(LANES) * LANES;
+    let mut ct = vec![f32::INFINITY; dim * k_pad];
+    for j in 0..k {
+        for t in 0..dim {
+            ct[t * k_pad + j] = cents[j * dim + t];
+        }
+    }
+    (ct, k_pad)
+}
+
+/// Same result as [`nearest`], `LANES` centroids at a time.
+#[inline]
+fn nearest_blocked(x: &[f32], ct: &[f32], k: usize, k_pad: usize) -> u32 {
+    let mut best = 0u32;
+    let mut best_d = f32::INFINITY;
+    for blk in 0..k_pad / LANES {
+        let mut acc = [0f32; LANES];
+        for (t, &xt) in x.iter().enumerate() {
+            let c = &ct[t * k_pad + blk * LANES..t * k_pad + (blk + 1) * LANES];
+            for j in 0..LANES {
+                let d = xt - c[j];
+                acc[j] += d * d;
+            }
+        }
+        for (j, &d) in acc.iter().enumerate() {
+            let idx = blk * LANES + j;
+            if idx < k && d < best_d {
+                best_d = d;
+                best = idx as u32;
+            }
+        }
+    }
+    best
+}
+
 pub fn assign(b: &KmeansBatch, centroids: &[f32]) -> Vec<u32> {
     let dim = b.dim;
     let coff = b.centroid_offsets();
@@ -53,10 +96,12 @@ pub fn assign(b: &KmeansBatch, centroids: &[f32]) -> Vec<u32> {
     parts.into_par_iter().for_each(|(p, dst)| {
         let r = b.range(p);
         let cents = &centroids[coff[p] as usize * dim..coff[p + 1] as usize * dim];
+        let k = b.k[p] as usize;
+        let (ct, k_pad) = transpose_padded(cents, dim);
         dst.par_chunks_mut(256).enumerate().for_each(|(ch, d)| {
             for (i, a) in d.iter_mut().enumerate() {
                 let pi = r.start + ch * 256 + i;
-                *a = nearest(&b.points[pi * dim..(pi + 1) * dim], cents, dim);
+                *a = nearest_blocked(&b.points[pi * dim..(pi + 1) * dim], &ct, k, k_pad);
             }
         });
     });
@@ -157,4 +202,29 @@ pub fn seed_all(b: &KmeansBatch, seeds: &[u64]) -> Vec<f32> {
         })
         .collect();
     per.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_assignment_equals_scalar_reference() {
+        let mut rng = SplitMix64::new(3);
+        for k in [1usize, 2, 7, 8, 9, 15, 16, 17, 63] {
+            for dim in [1usize, 3, 64] {
+                let cents: Vec<f32> = (0..k * dim).map(|_| rng.normal() as f32).collect();
+                let (ct, k_pad) = transpose_padded(&cents, dim);
+                for i in 0..200 {
+                    // Every 5th point is a centroid itself, so exact ties with duplicates occur.
+                    let x: Vec<f32> = if i % 5 == 0 {
+                        cents[(i % k) * dim..(i % k + 1) * dim].to_vec()
+                    } else {
+                        (0..dim).map(|_| rng.normal() as f32).collect()
+                    };
+                    assert_eq!(nearest_blocked(&x, &ct, k, k_pad), nearest(&x, &cents, dim), "k {k} dim {dim} point {i}");
+                }
+            }
+        }
+    }
 }

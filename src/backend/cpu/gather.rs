@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::backend::HostTable;
+use crate::backend::{HostTable, TableData};
 
 /// `ids` already checked against `table.rows`.
 pub fn gather(table: &HostTable, ids: &[u32]) -> Vec<f32> {
@@ -11,11 +11,18 @@ pub fn gather(table: &HostTable, ids: &[u32]) -> Vec<f32> {
     if cols == 0 {
         return out;
     }
-    out.par_chunks_mut(cols).zip(ids.par_iter()).for_each(|(dst, &id)| {
-        let base = id as usize * cols;
-        for (c, d) in dst.iter_mut().enumerate() {
-            *d = table.get(base + c);
-        }
-    });
+    // Match on the storage once, then copy (f32) or widen (f16) whole rows.
+    match &table.data {
+        TableData::F32(v) => out.par_chunks_mut(cols).zip(ids.par_iter()).for_each(|(dst, &id)| {
+            let base = id as usize * cols;
+            dst.copy_from_slice(&v[base..base + cols]);
+        }),
+        TableData::F16(v) => out.par_chunks_mut(cols).zip(ids.par_iter()).for_each(|(dst, &id)| {
+            let base = id as usize * cols;
+            for (d, s) in dst.iter_mut().zip(&v[base..base + cols]) {
+                *d = s.to_f32();
+            }
+        }),
+    }
     out
 }

@@ -143,6 +143,43 @@ pub fn update(b: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Vec<f32> {
     out
 }
 
+/// Points transposed to `[dim][n_pad]` so distances run `LANES` points per SIMD step.
+fn transpose_points(points: &[f32], dim: usize) -> (Vec<f32>, usize) {
+    let n = points.len() / dim;
+    let n_pad = n.div_ceil(LANES) * LANES;
+    let mut pt = vec![0f32; dim * n_pad];
+    for i in 0..n {
+        for t in 0..dim {
+            pt[t * n_pad + i] = points[i * dim + t];
+        }
+    }
+    (pt, n_pad)
+}
+
+/// `mind[i] = min(mind[i], dist2(x_i, c))`, each lane summing in `t` order: bit-identical to
+/// [`dist2`] point by point.
+fn update_min_dist(pt: &[f32], n_pad: usize, c: &[f32], mind: &mut [f32]) {
+    const CHUNK: usize = 64 * LANES;
+    mind.par_chunks_mut(CHUNK).enumerate().for_each(|(ch, m)| {
+        for (b, mb) in m.chunks_mut(LANES).enumerate() {
+            let base = ch * CHUNK + b * LANES;
+            let mut acc = [0f32; LANES];
+            for (t, &ct) in c.iter().enumerate() {
+                let x = &pt[t * n_pad + base..t * n_pad + base + LANES];
+                for j in 0..LANES {
+                    let d = x[j] - ct;
+                    acc[j] += d * d;
+                }
+            }
+            for (mm, &a) in mb.iter_mut().zip(&acc) {
+                if a < *mm {
+                    *mm = a;
+                }
+            }
+        }
+    });
+}
+
 /// k-means++ for one problem: indices of the chosen points.
 pub fn seed_one(points: &[f32], dim: usize, k: usize, seed: u64) -> Vec<usize> {
     let n = points.len() / dim;
@@ -150,8 +187,9 @@ pub fn seed_one(points: &[f32], dim: usize, k: usize, seed: u64) -> Vec<usize> {
     let mut chosen = Vec::with_capacity(k);
     let first = rng.below(n as u64) as usize;
     chosen.push(first);
-    let c0 = &points[first * dim..(first + 1) * dim];
-    let mut mind: Vec<f32> = points.chunks_exact(dim).map(|x| dist2(x, c0)).collect();
+    let (pt, n_pad) = transpose_points(points, dim);
+    let mut mind = vec![f32::INFINITY; n];
+    update_min_dist(&pt, n_pad, &points[first * dim..(first + 1) * dim], &mut mind);
     while chosen.len() < k {
         let total: f64 = mind.iter().map(|&d| d as f64).sum();
         let next = if total > 0.0 {
@@ -175,13 +213,7 @@ pub fn seed_one(points: &[f32], dim: usize, k: usize, seed: u64) -> Vec<usize> {
             rng.below(n as u64) as usize
         };
         chosen.push(next);
-        let c = &points[next * dim..(next + 1) * dim];
-        for (m, x) in mind.iter_mut().zip(points.chunks_exact(dim)) {
-            let d = dist2(x, c);
-            if d < *m {
-                *m = d;
-            }
-        }
+        update_min_dist(&pt, n_pad, &points[next * dim..(next + 1) * dim], &mut mind);
     }
     chosen
 }
@@ -207,6 +239,25 @@ pub fn seed_all(b: &KmeansBatch, seeds: &[u64]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_min_dist_equals_scalar_reference() {
+        let mut rng = SplitMix64::new(4);
+        for (n, dim) in [(1usize, 1usize), (7, 3), (8, 64), (1000, 64), (513, 5)] {
+            let pts: Vec<f32> = (0..n * dim).map(|_| rng.normal() as f32).collect();
+            let (pt, n_pad) = transpose_points(&pts, dim);
+            let mut mind = vec![f32::INFINITY; n];
+            for c in [0, n / 2, n - 1] {
+                let cv = &pts[c * dim..(c + 1) * dim];
+                update_min_dist(&pt, n_pad, cv, &mut mind);
+            }
+            for i in 0..n {
+                let x = &pts[i * dim..(i + 1) * dim];
+                let want = [0, n / 2, n - 1].iter().map(|&c| dist2(x, &pts[c * dim..(c + 1) * dim])).fold(f32::INFINITY, f32::min);
+                assert_eq!(mind[i].to_bits(), want.to_bits(), "n {n} dim {dim} i {i}");
+            }
+        }
+    }
 
     #[test]
     fn blocked_assignment_equals_scalar_reference() {

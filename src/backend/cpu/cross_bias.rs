@@ -35,7 +35,7 @@ pub fn dense(e: &[f32], w_c: &[f32], beta: &[f32], d: CrossDims) -> Vec<f32> {
             for j in 0..jn {
                 let ev = &e[(i * jn + j) * c..(i * jn + j + 1) * c];
                 let wv = &w_c[(a * jn + j) * c..(a * jn + j + 1) * c];
-                let dot: f64 = ev.iter().zip(wv).map(|(&x, &y)| x as f64 * y as f64).sum();
+                let dot = super::dot_f64(ev, wv);
                 acc += beta[a * jn + j] as f64 * dot;
             }
             *o = acc as f32;

@@ -27,6 +27,8 @@ pub fn esu(t: &EsuTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Vec
             req_of[c] = r;
         }
     }
+    // W^o widened once; the product below walks its rows contiguously.
+    let w_o: Vec<f64> = (0..d * d).map(|i| t.w_o.get(i) as f64).collect();
     let mut out = vec![0f32; batch.cands.len() * d];
     out.par_chunks_mut(d.max(1)).enumerate().for_each(|(c, dst)| {
         let seq0 = batch.seq_offsets[req_of[c]] as usize;
@@ -43,18 +45,17 @@ pub fn esu(t: &EsuTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Vec
             row.clear();
             t.p_k.extend_row(item, &mut row);
             for a in 0..h {
-                let dot: f64 = (a * dk..(a + 1) * dk).map(|i| q[i] as f64 * row[i] as f64).sum();
+                let dot = super::dot_f64(&q[a * dk..(a + 1) * dk], &row[a * dk..(a + 1) * dk]);
                 alpha[f * h + a] = dot * scale + bias[l * h + a] as f64;
             }
             let v = &mut vals[f * d..(f + 1) * d];
-            for (i, x) in v.iter_mut().enumerate() {
-                *x = t.p_v.get(item * d + i) as f64;
-            }
+            row.clear();
+            t.p_v.extend_row(item, &mut row);
             for j in 0..t.n_cross {
-                let cr = batch.cross[l * t.n_cross + j] as usize;
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x += t.cross_value.get(cr * d + i) as f64;
-                }
+                t.cross_value.extend_row(batch.cross[l * t.n_cross + j] as usize, &mut row);
+            }
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = (0..=t.n_cross).map(|part| row[part * d + i] as f64).sum();
             }
         }
         let mut pooled = vec![0f64; d];
@@ -69,9 +70,14 @@ pub fn esu(t: &EsuTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Vec
                 }
             }
         }
-        for (o, dst_o) in dst.iter_mut().enumerate() {
-            let acc: f64 = (0..d).map(|i| pooled[i] * t.w_o.get(i * d + o) as f64).sum();
-            *dst_o = acc as f32;
+        let mut acc = vec![0f64; d];
+        for (i, &p) in pooled.iter().enumerate() {
+            for (a, &w) in acc.iter_mut().zip(&w_o[i * d..(i + 1) * d]) {
+                *a += p * w;
+            }
+        }
+        for (o, a) in dst.iter_mut().zip(&acc) {
+            *o = *a as f32;
         }
     });
     out

@@ -33,7 +33,7 @@ pub fn scores_for(q: &[f32], keys: &[f32], bias: &[f32], heads: usize, out: &mut
     let scale = 1.0 / ((d / heads) as f64).sqrt();
     for (l, o) in out.iter_mut().enumerate() {
         let k = &keys[l * d..(l + 1) * d];
-        let dot: f64 = q.iter().zip(k).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let dot = super::dot_f64(q, k);
         let b: f64 = bias[l * heads..(l + 1) * heads].iter().map(|&x| x as f64).sum();
         *o = ((dot * scale + b) / heads as f64) as f32;
     }

@@ -13,6 +13,24 @@ use std::sync::Arc;
 use super::{check, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
 use crate::error::Result;
 
+/// `Σ a_i b_i` in f64 with eight independent accumulators (combined in a fixed order): each
+/// product of two f32 is exact in f64, and the split breaks the add-latency chain.
+#[inline]
+pub fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    let n8 = a.len().min(b.len()) / 8 * 8;
+    let mut acc = [0f64; 8];
+    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            acc[j] += ca[j] as f64 * cb[j] as f64;
+        }
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (x, y) in a[n8..].iter().zip(&b[n8..]) {
+        s += *x as f64 * *y as f64;
+    }
+    s
+}
+
 pub struct CpuBackend {
     id: u64,
 }

@@ -1,0 +1,450 @@
+// gsu_topk.cu — CP-GSU relevance + top-K (SPEC §3.3-3.4).
+//
+// Shapes (SPEC letters): R requests; request r has L_r behaviours (global rows
+// seq_off[r]..seq_off[r+1]) and B_r candidates (global cand_off[r]..cand_off[r+1]).
+// P_Q, P_K [n_items, D] f32 or f16; bias [ΣL, h] f32 (cross bias + ln n already added);
+// K ≤ 256 (MAX_TOP_K). Output per candidate c: idx [ΣB, K] u32 (local positions), score
+// [ΣB, K] f32, count [ΣB] = min(K, L_r); slots past count hold 0xffffffff / -inf.
+//
+// Score, identical in every version (same operations in the same order, so v1 == v2 bit for bit):
+//   q_d   = P_Q[cand, d] * scale                         (scale = 1/sqrt(d_k) rounded to f32)
+//   dot   = fmaf over d = 0..D-1 of q_d * P_K[item, d]   (f32 accumulation)
+//   bsum  = Σ_a bias[l, a] in a order (f32)
+//   g     = (dot + bsum) / h
+// Ranking key: 64-bit ((order-preserving bits of g) << 32) | position. -0 is folded into +0, so
+// a larger key means a higher score and, on equal scores, the larger (more recent) position:
+// exactly SPEC's tie rule, and every key of a row is distinct. Key 0 never encodes a finite or
+// infinite score, so it marks "empty". A NaN score raises flag[0] (the host reports an error).
+//
+// Top-K of n distinct keys (block_topk, 256 threads): radix select of the K-th largest key with
+// eight 8-bit passes (shared histogram, integer atomics), compaction of the keys >= it (exactly
+// K of them), bitonic sort of 256 slots, write-out. Deterministic.
+//
+// v1 (simple, two kernels):
+//   gsu_topk_fwd_v1_score: grid (ΣB, ceil(max L / 256) capped), 256 threads, dyn smem 4*D bytes
+//     (the candidate's scaled q). One thread per (candidate, behaviour) writes g into the
+//     ΣB x L_r score matrix in global memory (row offsets score_off, u64).
+//   gsu_topk_fwd_v1_select: grid ΣB, 256 threads: block_topk over the candidate's score row.
+// v2 (fused, the B x L score matrix never reaches global memory):
+//   gsu_topk_fwd_v2_{f16,f32} (P_K dtype; P_Q dtype by flag): grid = number of work items,
+//     256 threads. A work item is (request, tile of ≤ 64 candidates, chunk [pos0, pos1) of the
+//     sequence). The block keeps the tile's scaled queries in shared memory (transposed, D x 64),
+//     walks the chunk 64 behaviours at a time: gathers the 64 key rows (f16/f32 → f32,
+//     transposed into shared memory), computes the 64 x 64 scores with a 4 x 4 register tile per
+//     thread, stores them in a shared 64 x 64 tile, and each warp folds its 8 candidates' scores
+//     into per-candidate running top-K lists kept sorted in shared memory (a key enters only if it
+//     beats the current K-th key; insertion = warp-parallel rank + shift). At the end the tile
+//     writes each candidate's chunk top-K (K keys, 0-padded) to `partial`.
+//     Dynamic shared memory: 8*64*K + 4*D*64 + 4*D*68 + 4*64*68 + 4*64 + 4*64 bytes
+//     (≈ 134 KiB for D = 128, K = 100; the host falls back to v1 when it exceeds the opt-in limit).
+//   gsu_topk_fwd_v2_merge: grid ΣB, 256 threads: block_topk over the candidate's nch*K partial
+//     keys (nch = chunks of its request) → final sorted row.
+// Bounds: every id, offset and length was checked on the host (check::online, check::
+// behaviour_bias); work items and offsets are built by the host from those checked offsets.
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define FULL_MASK 0xffffffffu
+#define TOPK_THREADS 256
+#define V2_TB 64           // candidates per tile
+#define V2_LT 64           // behaviours per sub-tile
+#define V2_KS (V2_LT + 4)  // padded row stride (floats) of the transposed key tile
+#define V2_SS (V2_LT + 4)  // padded row stride (floats) of the score tile
+#define WORK_WORDS 10      // u32 words per v2 work item (see gsu_topk_fwd_v2)
+
+struct GsuScoreParams {
+    u32 n_cand;  // ΣB
+    u32 dim;     // D
+    u32 heads;   // h
+    u32 q_f16;   // P_Q stored as f16
+    u32 k_f16;   // P_K stored as f16
+    float scale; // 1/sqrt(d_k)
+};
+
+struct GsuSelectParams {
+    u32 n_cand;  // ΣB
+    u32 k;       // K (row stride of the outputs)
+};
+
+struct GsuV2Params {
+    u32 n_work;  // number of work items (= grid)
+    u32 dim;     // D
+    u32 heads;   // h
+    u32 q_f16;   // P_Q stored as f16
+    u32 k;       // K
+    float scale; // 1/sqrt(d_k)
+};
+
+// Dynamic shared memory of every kernel in this file (one declaration: layouts differ per kernel).
+extern __shared__ __align__(16) unsigned char smem_raw[];
+
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ float load_elem(const void* p, u32 is_f16, u64 i) {
+    return is_f16 ? f16_to_f32(((const unsigned short*)p)[i]) : ((const float*)p)[i];
+}
+
+__device__ __forceinline__ float gsu_finish(float dot, float bsum, u32 heads) {
+    return (dot + bsum) / (float)heads;
+}
+
+__device__ __forceinline__ float bias_sum(const float* __restrict__ bias, u64 l, u32 heads) {
+    float b = 0.0f;
+    for (u32 a = 0; a < heads; ++a) b = b + bias[l * heads + a];
+    return b;
+}
+
+// Order-preserving map of a float's bits: a < b (as floats, not NaN) <=> ord(a) < ord(b).
+__device__ __forceinline__ u32 ord_of(float s) {
+    const u32 b = __float_as_uint(s);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__device__ __forceinline__ float score_of(u32 o) {
+    const u32 b = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
+    return __uint_as_float(b);
+}
+
+__device__ __forceinline__ u64 make_key(float s, u32 pos) {
+    const float c = (s == 0.0f) ? 0.0f : s;  // -0 ranks as +0 (the CPU compares -0 == +0)
+    return ((u64)ord_of(c) << 32) | (u64)pos;
+}
+
+__device__ __forceinline__ u32 warp_sum_u32(u32 v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+// Key loaders for block_topk.
+struct ScoreRowKeys {
+    const float* row;
+    __device__ __forceinline__ u64 operator()(u32 i) const { return make_key(row[i], i); }
+};
+
+struct PartialKeys {
+    const u64* row;
+    __device__ __forceinline__ u64 operator()(u32 i) const { return row[i]; }
+};
+
+// The kk largest of n distinct keys (1 <= kk <= 256, at least kk keys nonzero), written in
+// descending order to row c of the outputs (stride K), padding up to K. blockDim.x must be 256.
+template <typename KeyAt>
+__device__ void block_topk(const KeyAt key_at, const u32 n, const u32 kk, const u64 c, const u32 K,
+                           u32* __restrict__ out_idx, float* __restrict__ out_score, u32* __restrict__ out_count) {
+    __shared__ u32 hist[256];
+    __shared__ u32 s_digit, s_k, s_cnt;
+    __shared__ u64 sel[256];
+    const u32 tid = threadIdx.x;
+
+    // 1. Radix select: the kk-th largest key, 8 bits at a time from the top.
+    u64 prefix = 0, mask = 0;
+    u32 k = kk;  // rank still to find among keys matching `prefix` on `mask` (uniform)
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        hist[tid] = 0;
+        __syncthreads();
+        for (u32 i = tid; i < n; i += TOPK_THREADS) {
+            const u64 key = key_at(i);
+            if ((key & mask) == prefix) atomicAdd(&hist[(u32)(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid < 32) {
+            // Lane l owns bins 255-8l .. 248-8l (high to low); find the bin holding rank k.
+            const u32 lane = tid;
+            const int top = 255 - (int)lane * 8;
+            u32 s = 0;
+            for (int j = 0; j < 8; ++j) s += hist[top - j];
+            u32 incl = s;
+            for (int o = 1; o < 32; o <<= 1) {
+                const u32 v = __shfl_up_sync(FULL_MASK, incl, o);
+                if (lane >= (u32)o) incl += v;
+            }
+            const u32 ball = __ballot_sync(FULL_MASK, incl >= k);
+            const u32 first = (u32)(__ffs(ball) - 1);
+            if (lane == first) {
+                u32 cum = incl - s;
+                for (int j = 0; j < 8; ++j) {
+                    const u32 h = hist[top - j];
+                    if (cum + h >= k) {
+                        s_digit = (u32)(top - j);
+                        s_k = k - cum;
+                        break;
+                    }
+                    cum += h;
+                }
+            }
+        }
+        __syncthreads();
+        prefix |= (u64)s_digit << shift;
+        mask |= (u64)0xff << shift;
+        k = s_k;
+        __syncthreads();
+    }
+    // `prefix` is now the kk-th largest key; exactly kk keys are >= it.
+
+    // 2. Compact the winners (any order), 3. sort them descending.
+    sel[tid] = 0;
+    if (tid == 0) s_cnt = 0;
+    __syncthreads();
+    for (u32 i = tid; i < n; i += TOPK_THREADS) {
+        const u64 key = key_at(i);
+        if (key >= prefix) {
+            const u32 slot = atomicAdd(&s_cnt, 1u);
+            if (slot < 256u) sel[slot] = key;
+        }
+    }
+    __syncthreads();
+    for (u32 size = 2; size <= 256; size <<= 1) {
+        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
+            const u32 j = tid ^ stride;
+            if (j > tid) {
+                const u64 a = sel[tid], b = sel[j];
+                const bool desc = (tid & size) == 0;
+                if (desc ? (a < b) : (a > b)) {
+                    sel[tid] = b;
+                    sel[j] = a;
+                }
+            }
+            __syncthreads();
+        }
+    }
+
+    // 4. Write the row.
+    for (u32 j = tid; j < K; j += TOPK_THREADS) {
+        u32 idx = 0xffffffffu;
+        float sc = __int_as_float(0xff800000);  // -inf
+        if (j < kk) {
+            idx = (u32)(sel[j] & 0xffffffffull);
+            sc = score_of((u32)(sel[j] >> 32));
+        }
+        out_idx[c * K + j] = idx;
+        out_score[c * K + j] = sc;
+    }
+    if (tid == 0) out_count[c] = kk;
+}
+
+// ---------------------------------------------------------------- v1: score matrix + select
+
+extern "C" __global__ void __launch_bounds__(256)
+gsu_topk_fwd_v1_score(const GsuScoreParams p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                      const u32* __restrict__ seq_off, const u32* __restrict__ items,
+                      const u32* __restrict__ cand_req, const u32* __restrict__ cands,
+                      const float* __restrict__ bias, const u64* __restrict__ score_off,
+                      float* __restrict__ scores, u32* __restrict__ flag) {
+    float* q_s = (float*)smem_raw;  // [D]
+    const u32 c = blockIdx.x;
+    const u32 r = cand_req[c];
+    const u32 s0 = seq_off[r];
+    const u32 L = seq_off[r + 1] - s0;
+    const u64 qrow = (u64)cands[c] * p.dim;
+    for (u32 d = threadIdx.x; d < p.dim; d += blockDim.x) q_s[d] = load_elem(p_q, p.q_f16, qrow + d) * p.scale;
+    __syncthreads();
+    float* out = scores + score_off[c];
+    for (u32 l = blockIdx.y * blockDim.x + threadIdx.x; l < L; l += gridDim.y * blockDim.x) {
+        const u64 krow = (u64)items[s0 + l] * p.dim;
+        float dot = 0.0f;
+        for (u32 d = 0; d < p.dim; ++d) dot = fmaf(q_s[d], load_elem(p_k, p.k_f16, krow + d), dot);
+        const float g = gsu_finish(dot, bias_sum(bias, (u64)s0 + l, p.heads), p.heads);
+        if (g != g) flag[0] = 1u;
+        out[l] = g;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+gsu_topk_fwd_v1_select(const GsuSelectParams p, const u32* __restrict__ seq_off, const u32* __restrict__ cand_req,
+                       const u64* __restrict__ score_off, const float* __restrict__ scores,
+                       u32* __restrict__ out_idx, float* __restrict__ out_score, u32* __restrict__ out_count) {
+    const u32 c = blockIdx.x;
+    const u32 r = cand_req[c];
+    const u32 L = seq_off[r + 1] - seq_off[r];
+    const u32 kk = L < p.k ? L : p.k;
+    ScoreRowKeys keys;
+    keys.row = scores + score_off[c];
+    block_topk(keys, L, kk, (u64)c, p.k, out_idx, out_score, out_count);
+}
+
+// ---------------------------------------------------------------- v2: fused tiles + merge
+
+// Gather the key rows of behaviours l0..l0+nl-1 into k_s[d * V2_KS + l] (f32), zeros past nl.
+template <bool F16>
+__device__ __forceinline__ void v2_load_keys(const void* __restrict__ p_k, const u32* __restrict__ items, u64 g0,
+                                             u32 nl, u32 dim, float* __restrict__ k_s) {
+    const u32 tid = threadIdx.x;
+    if (F16 && (dim % 8u) == 0u) {
+        const u32 cpr = dim / 8u;  // 16-byte chunks per row
+        const unsigned short* t = (const unsigned short*)p_k;
+        for (u32 i = tid; i < V2_LT * cpr; i += blockDim.x) {
+            const u32 l = i % V2_LT, ch = i / V2_LT;
+            uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+            if (l < nl) raw = *(const uint4*)(t + (u64)items[g0 + l] * dim + 8u * ch);
+            const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+            for (u32 e = 0; e < 4; ++e) {
+                k_s[(8u * ch + 2u * e) * V2_KS + l] = f16_to_f32((unsigned short)(w[e] & 0xffffu));
+                k_s[(8u * ch + 2u * e + 1u) * V2_KS + l] = f16_to_f32((unsigned short)(w[e] >> 16));
+            }
+        }
+    } else if (!F16 && (dim % 4u) == 0u) {
+        const u32 cpr = dim / 4u;
+        const float* t = (const float*)p_k;
+        for (u32 i = tid; i < V2_LT * cpr; i += blockDim.x) {
+            const u32 l = i % V2_LT, ch = i / V2_LT;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (l < nl) v = *(const float4*)(t + (u64)items[g0 + l] * dim + 4u * ch);
+            k_s[(4u * ch + 0u) * V2_KS + l] = v.x;
+            k_s[(4u * ch + 1u) * V2_KS + l] = v.y;
+            k_s[(4u * ch + 2u) * V2_KS + l] = v.z;
+            k_s[(4u * ch + 3u) * V2_KS + l] = v.w;
+        }
+    } else {
+        for (u32 i = tid; i < V2_LT * dim; i += blockDim.x) {
+            const u32 l = i % V2_LT, d = i / V2_LT;
+            float v = 0.0f;
+            if (l < nl) v = load_elem(p_k, F16 ? 1u : 0u, (u64)items[g0 + l] * dim + d);
+            k_s[d * V2_KS + l] = v;
+        }
+    }
+}
+
+// Work item words: 0 seq0 (global row of the request's first behaviour), 1 pos0, 2 pos1 (local
+// chunk bounds), 3 cand0 (global first candidate of the tile), 4 ncand (≤ 64), 5 chunk,
+// 6 nch (chunks of this request), 7/8 part base lo/hi (u64 index in `partial` of the tile's
+// first candidate, chunk 0). Candidate t of the tile, chunk ch: partial[base + (t*nch + ch)*K].
+template <bool F16>
+__device__ void gsu_v2_impl(const GsuV2Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                            const u32* __restrict__ items, const u32* __restrict__ cands,
+                            const float* __restrict__ bias, const u32* __restrict__ work,
+                            u64* __restrict__ partial, u32* __restrict__ flag) {
+    const u32 K = p.k, dim = p.dim;
+    u64* lists = (u64*)smem_raw;                         // [V2_TB][K]
+    float* q_s = (float*)(lists + (u64)V2_TB * K);       // [D][V2_TB]
+    float* k_s = q_s + (u64)dim * V2_TB;                 // [D][V2_KS]
+    float* sc = k_s + (u64)dim * V2_KS;                  // [V2_TB][V2_SS]
+    float* bs = sc + V2_TB * V2_SS;                      // [V2_LT]
+    u32* cnt = (u32*)(bs + V2_LT);                       // [V2_TB]
+
+    const u32* w = work + (u64)blockIdx.x * WORK_WORDS;
+    const u32 seq0 = w[0], pos0 = w[1], pos1 = w[2], cand0 = w[3], ncand = w[4], chunk = w[5], nch = w[6];
+    const u64 part_base = (u64)w[7] | ((u64)w[8] << 32);
+    const u32 len = pos1 - pos0;
+    const u32 Kc = len < K ? len : K;  // list capacity for this chunk
+
+    const u32 tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
+    const u32 tx = tid & 15u, ty = tid >> 4;  // 4x4 register tile: candidates 4ty.., behaviours 4tx..
+
+    for (u32 i = tid; i < dim * V2_TB; i += blockDim.x) {
+        const u32 t = i % V2_TB, d = i / V2_TB;
+        float v = 0.0f;
+        if (t < ncand) v = load_elem(p_q, p.q_f16, (u64)cands[cand0 + t] * dim + d) * p.scale;
+        q_s[i] = v;
+    }
+    for (u32 t = tid; t < V2_TB; t += blockDim.x) cnt[t] = 0;
+
+    for (u32 l0 = pos0; l0 < pos1; l0 += V2_LT) {
+        const u32 nl = (pos1 - l0) < V2_LT ? (pos1 - l0) : V2_LT;
+        __syncthreads();  // the previous sub-tile's k_s, sc, bs are no longer read
+        v2_load_keys<F16>(p_k, items, (u64)seq0 + l0, nl, dim, k_s);
+        for (u32 l = tid; l < V2_LT; l += blockDim.x) bs[l] = (l < nl) ? bias_sum(bias, (u64)seq0 + l0 + l, p.heads) : 0.0f;
+        __syncthreads();
+
+        float acc[4][4];
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        for (u32 d = 0; d < dim; ++d) {
+            const float4 qv = *(const float4*)(q_s + (u64)d * V2_TB + 4u * ty);
+            const float4 kv = *(const float4*)(k_s + (u64)d * V2_KS + 4u * tx);
+            const float qa[4] = {qv.x, qv.y, qv.z, qv.w};
+            const float ka[4] = {kv.x, kv.y, kv.z, kv.w};
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(qa[i], ka[j], acc[i][j]);
+        }
+        for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+                const u32 l = 4u * tx + (u32)j;
+                sc[(4u * ty + (u32)i) * V2_SS + l] = gsu_finish(acc[i][j], bs[l], p.heads);
+            }
+        __syncthreads();
+
+        // Fold the sub-tile into the running lists: warp w owns candidates w, w+8, ..., (uniform loop).
+        for (u32 t = warp; t < ncand; t += 8u) {
+            u64* list = lists + (u64)t * K;
+            u32 cn = cnt[t];
+            for (u32 half = 0; half < V2_LT; half += 32u) {
+                const u32 l = half + lane;
+                const bool valid = l < nl;
+                const float s = valid ? sc[t * V2_SS + l] : 0.0f;
+                if (valid && s != s) flag[0] = 1u;
+                const u64 key = valid ? make_key(s, l0 + l) : 0ull;
+                const u64 thr = (cn < Kc) ? 0ull : list[Kc - 1];
+                u32 m = __ballot_sync(FULL_MASK, valid && key > thr);
+                while (m != 0u) {
+                    const u32 b = (u32)(__ffs(m) - 1);
+                    m &= m - 1u;
+                    const u64 x = __shfl_sync(FULL_MASK, key, b);
+                    if (cn == Kc && x <= list[Kc - 1]) continue;  // uniform: the list moved on
+                    u32 gt = 0;  // rank of x = entries greater than x
+                    for (u32 i = lane; i < cn; i += 32u) gt += (list[i] > x) ? 1u : 0u;
+                    gt = warp_sum_u32(gt);
+                    const u32 newcn = (cn + 1u) < Kc ? (cn + 1u) : Kc;
+                    // Shift list[gt .. newcn-2] up by one, top chunk first.
+                    for (int hi = (int)newcn - 1; hi > (int)gt; hi -= 32) {
+                        const int dst = hi - (int)lane;
+                        const bool act = dst > (int)gt;
+                        u64 v = 0;
+                        if (act) v = list[dst - 1];
+                        __syncwarp();
+                        if (act) list[dst] = v;
+                        __syncwarp();
+                    }
+                    if (lane == 0) list[gt] = x;
+                    __syncwarp();
+                    cn = newcn;
+                }
+            }
+            if (lane == 0) cnt[t] = cn;
+            __syncwarp();
+        }
+    }
+    __syncthreads();
+    for (u32 t = warp; t < ncand; t += 8u) {
+        const u32 cn = cnt[t];
+        const u64 base = part_base + ((u64)t * nch + chunk) * K;
+        for (u32 i = lane; i < K; i += 32u) partial[base + i] = (i < cn) ? lists[(u64)t * K + i] : 0ull;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+gsu_topk_fwd_v2_f16(const GsuV2Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                    const u32* __restrict__ items, const u32* __restrict__ cands, const float* __restrict__ bias,
+                    const u32* __restrict__ work, u64* __restrict__ partial, u32* __restrict__ flag) {
+    gsu_v2_impl<true>(p, p_q, p_k, items, cands, bias, work, partial, flag);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+gsu_topk_fwd_v2_f32(const GsuV2Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                    const u32* __restrict__ items, const u32* __restrict__ cands, const float* __restrict__ bias,
+                    const u32* __restrict__ work, u64* __restrict__ partial, u32* __restrict__ flag) {
+    gsu_v2_impl<false>(p, p_q, p_k, items, cands, bias, work, partial, flag);
+}
+
+// req_part: [R] pairs (lo, hi) = u64 index of the request's first candidate's first partial key;
+// req_nch: [R] chunks of the request. Candidate c (local index i in its request) owns
+// partial[req_part[r] + i*nch*K .. + nch*K].
+extern "C" __global__ void __launch_bounds__(256)
+gsu_topk_fwd_v2_merge(const GsuSelectParams p, const u32* __restrict__ seq_off, const u32* __restrict__ cand_off,
+                      const u32* __restrict__ cand_req, const u32* __restrict__ req_nch,
+                      const u32* __restrict__ req_part, const u64* __restrict__ partial,
+                      u32* __restrict__ out_idx, float* __restrict__ out_score, u32* __restrict__ out_count) {
+    const u32 c = blockIdx.x;
+    const u32 r = cand_req[c];
+    const u32 L = seq_off[r + 1] - seq_off[r];
+    const u32 kk = L < p.k ? L : p.k;
+    const u32 nch = req_nch[r];
+    const u64 base = ((u64)req_part[2 * r] | ((u64)req_part[2 * r + 1] << 32)) + (u64)(c - cand_off[r]) * nch * p.k;
+    PartialKeys keys;
+    keys.row = partial + base;
+    block_topk(keys, nch * p.k, kk, (u64)c, p.k, out_idx, out_score, out_count);
+}

@@ -1,0 +1,139 @@
+//! Host side of `kernels/kmeans.cu`: the standalone assign/update ops and a device-resident
+//! Lloyd loop (points, centroids and assignments stay on the device; per iteration only the
+//! `[P]` changed-flags come back).
+
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::{device_err, u32_of, CudaBackend};
+use crate::backend::{KmeansBatch, KmeansResult};
+use crate::error::Result;
+
+/// Mirrors `KmeansParams` in kernels/kmeans.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KmeansParams {
+    pub n_points: u32,
+    pub dim: u32,
+    pub n_problems: u32,
+    pub total_k: u32,
+}
+// SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
+unsafe impl DeviceRepr for KmeansParams {}
+
+/// The batch on the device.
+struct DevProblems {
+    p: KmeansParams,
+    points: CudaSlice<f32>,
+    offsets: CudaSlice<u32>,
+    coffs: CudaSlice<u32>,
+}
+
+fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
+    let coffs = b.centroid_offsets();
+    let n = b.points.len() / b.dim;
+    Ok(DevProblems {
+        p: KmeansParams { n_points: u32_of("points", n)?, dim: u32_of("dim", b.dim)?, n_problems: u32_of("problems", b.n_problems())?, total_k: *coffs.last().unwrap_or(&0) },
+        points: be.htod("kmeans: upload points", b.points)?,
+        offsets: be.htod("kmeans: upload offsets", b.offsets)?,
+        coffs: be.htod("kmeans: upload centroid offsets", &coffs)?,
+    })
+}
+
+fn launch_assign(be: &CudaBackend, d: &DevProblems, centroids: &CudaSlice<f32>, assign: &CudaSlice<u32>) -> Result<()> {
+    if d.p.n_points == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut b = be.stream().launch_builder(be.f("kmeans_assign_fwd"));
+    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign);
+    // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], centroids
+    // [Σk*dim], assign [N]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending at N,
+    // check::centroids the centroid length; one thread per point writes its own assignment.
+    unsafe { b.launch(cfg) }.map_err(device_err("kmeans assign launch"))?;
+    Ok(())
+}
+
+fn launch_update(be: &CudaBackend, d: &DevProblems, assign: &CudaSlice<u32>, centroids: &CudaSlice<f32>) -> Result<()> {
+    if d.p.total_k == 0 {
+        return Ok(());
+    }
+    let threads = (d.p.dim.div_ceil(32) * 32).clamp(32, 256);
+    let cfg = LaunchConfig { grid_dim: (d.p.total_k, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let mut b = be.stream().launch_builder(be.f("kmeans_update_fwd"));
+    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(centroids);
+    // SAFETY: kernel (KmeansParams, points, offsets, coffs, assign [N] (each < k of its problem,
+    // check::assignments or produced by kmeans_assign_fwd), centroids [Σk*dim] updated in place);
+    // blockDim is a multiple of 32 as the ballots require; block j touches only centroid row j.
+    unsafe { b.launch(cfg) }.map_err(device_err("kmeans update launch"))?;
+    Ok(())
+}
+
+/// `batch` and `centroids` already checked.
+pub(crate) fn assign(be: &CudaBackend, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+    let n = batch.points.len() / batch.dim;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let d = upload(be, batch)?;
+    let c = be.htod("kmeans: upload centroids", centroids)?;
+    let a = be.zeros::<u32>("kmeans: alloc assign", n)?;
+    launch_assign(be, &d, &c, &a)?;
+    be.dtoh("kmeans assign: download", &a, n)
+}
+
+/// `batch`, `assign` and `prev` already checked.
+pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+    if prev.is_empty() {
+        return Ok(Vec::new());
+    }
+    let d = upload(be, batch)?;
+    let a = be.htod("kmeans: upload assign", assign)?;
+    let c = be.htod("kmeans: upload centroids", prev)?;
+    launch_update(be, &d, &a, &c)?;
+    be.dtoh("kmeans update: download", &c, prev.len())
+}
+
+/// Lloyd iterations from seeded `centroids`, with the trait default's semantics: every problem
+/// is updated and reassigned each round (converged ones are fixed points), a problem counts an
+/// iteration while active and stops being active once its assignment does not change.
+pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+    let n = batch.points.len() / batch.dim;
+    let n_prob = batch.n_problems();
+    if n == 0 || n_prob == 0 {
+        return Ok(KmeansResult { assign: Vec::new(), centroids, iterations: vec![0; n_prob] });
+    }
+    let d = upload(be, batch)?;
+    let c = be.htod("kmeans: upload centroids", &centroids)?;
+    let mut cur = be.zeros::<u32>("kmeans: alloc assign", n)?;
+    let mut next = be.zeros::<u32>("kmeans: alloc assign", n)?;
+    let mut changed = be.zeros::<u32>("kmeans: alloc flags", n_prob)?;
+    launch_assign(be, &d, &c, &cur)?;
+    let mut iterations = vec![0u32; n_prob];
+    let mut active = vec![true; n_prob];
+    for _ in 0..max_iter {
+        if !active.iter().any(|&a| a) {
+            break;
+        }
+        launch_update(be, &d, &cur, &c)?;
+        launch_assign(be, &d, &c, &next)?;
+        be.stream().memset_zeros(&mut changed).map_err(device_err("kmeans: clear flags"))?;
+        let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut b = be.stream().launch_builder(be.f("kmeans_changed_fwd"));
+        b.arg(&d.p).arg(&d.offsets).arg(&cur).arg(&next).arg(&changed);
+        // SAFETY: kernel (KmeansParams, offsets [P+1], old [N], new [N], changed [P]); one
+        // thread per point, writes only changed[its problem] (< P).
+        unsafe { b.launch(cfg) }.map_err(device_err("kmeans changed launch"))?;
+        let flags = be.dtoh("kmeans: download flags", &changed, n_prob)?;
+        for p in 0..n_prob {
+            if !active[p] {
+                continue;
+            }
+            iterations[p] += 1;
+            if flags[p] == 0 {
+                active[p] = false;
+            }
+        }
+        std::mem::swap(&mut cur, &mut next);
+    }
+    Ok(KmeansResult { assign: be.dtoh("kmeans: download assign", &cur, n)?, centroids: be.dtoh("kmeans: download centroids", &c, centroids.len())?, iterations })
+}

@@ -1,0 +1,469 @@
+//! The CUDA backend (feature `cuda`): kernels in `kernels/*.cu`, compiled at run time with NVRTC
+//! for the device's architecture (sm_90 on H100/H200), loaded through cudarc.
+//!
+//! - Absence is an error, not a crash: `CudaBackend::new` checks that libcuda and libnvrtc can be
+//!   loaded before cudarc touches them (cudarc panics otherwise), turns "no device" into
+//!   `Error::BackendUnavailable`, and catches any remaining panic from the driver bindings.
+//! - PTX is compiled once per process and architecture (`PTX_CACHE`); each backend instance loads
+//!   the modules into its context once, at `new`.
+//! - One stream (the context's default stream) carries all work, so stream order is the only
+//!   synchronisation needed; cudarc's per-allocation event tracking is switched off.
+//! - Every op validates with `check::` exactly like the CPU backend before any device work, so the
+//!   kernels index without bounds checks.
+//! - `online` runs cross bias → ln n → GSU top-K (fused v2 by default) → ESU → W^o on the device
+//!   with one upload of the batch and one download of the results; `kmeans` keeps the points and
+//!   centroids on the device across Lloyd iterations.
+//!
+//! GSU versions: `GsuVersion::V1` (score matrix + per-row select) and `GsuVersion::V2` (fused,
+//! default). Choose with `CudaBackend::set_gsu_version` or the env var `TWIN_CUDA_GSU=v1|v2`.
+//! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
+
+mod cross_bias;
+mod esu;
+mod gather;
+mod gsu_topk;
+mod kmeans;
+mod log_size_bias;
+mod online;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig, ValidAsZeroBits};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use half::f16;
+
+use super::{check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK};
+use crate::error::{Error, Result};
+
+/// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
+/// contract multiply-adds (`fmad`; off where results must round exactly like the CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSource {
+    pub stem: &'static str,
+    pub source: &'static str,
+    pub fmad: bool,
+    pub functions: &'static [&'static str],
+}
+
+/// Every kernel file of the backend.
+pub const KERNEL_SOURCES: &[KernelSource] = &[
+    KernelSource { stem: "gather", source: include_str!("../../../kernels/gather.cu"), fmad: true, functions: &["gather_fwd_f32", "gather_fwd_f16"] },
+    KernelSource { stem: "cross_bias", source: include_str!("../../../kernels/cross_bias.cu"), fmad: false, functions: &["cross_bias_fwd", "cross_bias_dense_fwd"] },
+    KernelSource { stem: "log_size_bias", source: include_str!("../../../kernels/log_size_bias.cu"), fmad: false, functions: &["log_size_bias_fwd"] },
+    KernelSource {
+        stem: "gsu_topk",
+        source: include_str!("../../../kernels/gsu_topk.cu"),
+        fmad: true,
+        functions: &["gsu_topk_fwd_v1_score", "gsu_topk_fwd_v1_select", "gsu_topk_fwd_v2_f16", "gsu_topk_fwd_v2_f32", "gsu_topk_fwd_v2_merge"],
+    },
+    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },
+    KernelSource { stem: "kmeans", source: include_str!("../../../kernels/kmeans.cu"), fmad: false, functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd"] },
+];
+
+const BACKEND: &str = "cuda";
+
+pub(crate) fn device_err(op: &'static str) -> impl Fn(DriverError) -> Error {
+    move |e| Error::Device { backend: BACKEND, op, message: format!("{e:?}") }
+}
+
+fn unavailable(why: impl Into<String>) -> Error {
+    Error::BackendUnavailable { backend: BACKEND, why: why.into() }
+}
+
+/// Whether libnvrtc can be loaded (checked before any cudarc nvrtc call, which would panic).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library names cudarc would use; no symbol is called.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Whether libcuda (the driver) can be loaded.
+pub fn driver_present() -> bool {
+    // SAFETY: as above, a dlopen probe only.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Include directory for NVRTC: `TWIN_CUDA_INCLUDE`, else the pip wheel's or a system CUDA's.
+/// The kernels include no header today; the path is passed so that they may.
+pub fn include_dir() -> Option<String> {
+    if let Ok(p) = std::env::var("TWIN_CUDA_INCLUDE") {
+        if !p.is_empty() {
+            return Some(p);
+        }
+    }
+    ["/opt/cuda13/nvidia/cu13/include", "/usr/local/cuda/include"]
+        .iter()
+        .find(|p| std::path::Path::new(p).join("cuda_fp16.h").exists())
+        .map(|p| p.to_string())
+}
+
+type PtxCache = Mutex<HashMap<(String, &'static str), Ptx>>;
+static PTX_CACHE: OnceLock<PtxCache> = OnceLock::new();
+
+fn compile_error_text(e: &CompileError) -> String {
+    match e {
+        CompileError::CompileError { nvrtc, options, log } => {
+            format!("{nvrtc:?} with options {options:?}:\n{}", log.to_string_lossy())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Compile one kernel file for `arch` (e.g. "sm_90"), cached per process. Checks that every
+/// declared entry point is in the PTX.
+pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
+    if !nvrtc_present() {
+        return Err(unavailable("libnvrtc could not be loaded (install NVRTC and put it on LD_LIBRARY_PATH)"));
+    }
+    let cache = PTX_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (arch.to_string(), src.stem);
+    if let Some(p) = cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.get(&key) {
+        return Ok(p.clone());
+    }
+    let opts = CompileOptions {
+        fmad: Some(src.fmad),
+        include_paths: include_dir().into_iter().collect(),
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        name: Some(format!("{}.cu", src.stem)),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.source, opts)
+        .map_err(|e| Error::Device { backend: BACKEND, op: "nvrtc compile", message: format!("kernels/{}.cu: {}", src.stem, compile_error_text(&e)) })?;
+    let text = ptx.to_src();
+    for f in src.functions {
+        if !text.contains(&format!(".entry {f}(")) {
+            return Err(Error::Device { backend: BACKEND, op: "nvrtc compile", message: format!("kernels/{}.cu: entry point `{f}` missing from the PTX", src.stem) });
+        }
+    }
+    cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.insert(key, ptx.clone());
+    Ok(ptx)
+}
+
+/// Compile every kernel file for `arch` ("sm_90"); returns (stem, PTX bytes) per file. Needs only
+/// libnvrtc, no GPU: CI runs it to fail on any compile error.
+pub fn compile_all_kernels(arch: &str) -> Result<Vec<(String, usize)>> {
+    KERNEL_SOURCES
+        .iter()
+        .map(|s| compile_kernel(s, arch).map(|p| (s.stem.to_string(), p.to_src().len())))
+        .collect()
+}
+
+/// Which GSU implementation `gsu_topk` and `online` run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsuVersion {
+    /// Score matrix in global memory + per-row radix select.
+    V1 = 1,
+    /// Fused tiles with running top-K in shared memory + merge; no B x L matrix.
+    V2 = 2,
+}
+
+/// A table resident on the device.
+pub enum CudaTable {
+    F32(CudaSlice<f32>),
+    F16(CudaSlice<f16>),
+}
+
+/// Device address of a table plus its dtype flag, as the kernels take them.
+#[derive(Clone, Copy)]
+pub(crate) struct TablePtr {
+    pub ptr: u64,
+    pub f16: u32,
+}
+
+struct Kernels {
+    map: HashMap<&'static str, CudaFunction>,
+}
+
+impl Kernels {
+    fn get(&self, name: &'static str) -> &CudaFunction {
+        // Every name used by the backend is listed in KERNEL_SOURCES and was loaded at `new`.
+        &self.map[name]
+    }
+}
+
+pub struct CudaBackend {
+    id: u64,
+    // Kept so the context outlives every slice and module of this backend.
+    #[allow(dead_code)]
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    desc: String,
+    arch: String,
+    sm_count: u32,
+    smem_optin: u32,
+    kernels: Kernels,
+    gsu_version: AtomicU8,
+}
+
+impl CudaBackend {
+    /// Open device `ordinal`: a typed error (never a panic) when libcuda, libnvrtc or a GPU is
+    /// missing, or when a kernel fails to compile.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(unavailable("libcuda (the NVIDIA driver library) could not be loaded"));
+        }
+        if !nvrtc_present() {
+            return Err(unavailable("libnvrtc could not be loaded (install NVRTC 13.0 and put it on LD_LIBRARY_PATH)"));
+        }
+        match std::panic::catch_unwind(|| Self::open(ordinal)) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
+                Err(unavailable(format!("the CUDA driver bindings panicked: {msg}")))
+            }
+        }
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        let count = CudaContext::device_count().map_err(|e| unavailable(format!("no usable CUDA device ({e:?})")))?;
+        if count <= 0 || ordinal >= count as usize {
+            return Err(unavailable(format!("device {ordinal} requested, {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("could not create a context on device {ordinal}: {e:?}")))?;
+        // SAFETY: this backend submits all work to one stream (below), so stream order alone
+        // orders every read and write; no slice is shared with another stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx.compute_capability().map_err(device_err("compute capability"))?;
+        let arch = format!("sm_{major}{minor}");
+        let name = ctx.name().map_err(device_err("device name"))?;
+        let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(device_err("device attribute"))? as u32;
+        let smem_optin = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).map_err(device_err("device attribute"))? as u32;
+        let mut map = HashMap::new();
+        for src in KERNEL_SOURCES {
+            let ptx = compile_kernel(src, &arch)?;
+            let module = ctx.load_module(ptx).map_err(device_err("load module"))?;
+            for &f in src.functions {
+                map.insert(f, module.load_function(f).map_err(device_err("load function"))?);
+            }
+        }
+        let gsu = match std::env::var("TWIN_CUDA_GSU").ok().as_deref() {
+            Some("v1") | Some("1") => GsuVersion::V1,
+            _ => GsuVersion::V2,
+        };
+        Ok(CudaBackend {
+            id: super::next_device_id(),
+            desc: format!("cuda device {ordinal}: {name} ({arch}, {sm_count} SMs)"),
+            ctx,
+            stream,
+            arch,
+            sm_count,
+            smem_optin,
+            kernels: Kernels { map },
+            gsu_version: AtomicU8::new(gsu as u8),
+        })
+    }
+
+    /// Architecture the kernels were compiled for ("sm_90").
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    pub fn gsu_version(&self) -> GsuVersion {
+        if self.gsu_version.load(Ordering::Relaxed) == 1 {
+            GsuVersion::V1
+        } else {
+            GsuVersion::V2
+        }
+    }
+
+    pub fn set_gsu_version(&self, v: GsuVersion) {
+        self.gsu_version.store(v as u8, Ordering::Relaxed);
+    }
+
+    pub(crate) fn f(&self, name: &'static str) -> &CudaFunction {
+        self.kernels.get(name)
+    }
+
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a CudaTable> {
+        t.downcast::<CudaTable>(BackendKind::Cuda, self.id)
+    }
+
+    pub(crate) fn table_ptr(&self, t: &DeviceTable) -> Result<TablePtr> {
+        let tab = self.table(t)?;
+        // Event tracking is off (see `open`), so the guards are no-ops; the table's memory stays
+        // alive as long as the caller holds `t`.
+        Ok(match tab {
+            CudaTable::F32(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 0 },
+            CudaTable::F16(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 1 },
+        })
+    }
+
+    /// Host → device copy; an empty slice becomes a one-element buffer (no zero-size allocations).
+    pub(crate) fn htod<T: DeviceRepr + ValidAsZeroBits + Default + Clone>(&self, op: &'static str, data: &[T]) -> Result<CudaSlice<T>> {
+        if data.is_empty() {
+            return self.zeros(op, 1);
+        }
+        self.stream.clone_htod(data).map_err(device_err(op))
+    }
+
+    /// Zeroed device buffer of at least one element.
+    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
+        self.stream.alloc_zeros::<T>(n.max(1)).map_err(device_err(op))
+    }
+
+    /// Device → host copy of the first `n` elements (synchronous for pageable memory).
+    pub(crate) fn dtoh<T: DeviceRepr + Default + Clone>(&self, op: &'static str, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let v = s.slice(0..n);
+        self.stream.clone_dtoh(&v).map_err(device_err(op))
+    }
+
+    /// Grid for the 1-D grid-stride kernels (256 threads per block).
+    pub(crate) fn grid_1d(&self, total: u64) -> LaunchConfig {
+        let blocks = total.div_ceil(256).clamp(1, self.sm_count.max(1) as u64 * 32);
+        LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    pub(crate) fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    pub(crate) fn smem_optin(&self) -> u32 {
+        self.smem_optin
+    }
+
+    /// Allow `bytes` of dynamic shared memory for `name` (needed above 48 KiB).
+    pub(crate) fn allow_smem(&self, name: &'static str, bytes: u32) -> Result<()> {
+        if bytes > 48 * 1024 {
+            self.f(name)
+                .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                .map_err(device_err("set max dynamic shared memory"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A `usize` that a kernel takes as u32.
+pub(crate) fn u32_of(field: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::TooLarge { field, value: v as u64, limit: u32::MAX as u64 })
+}
+
+/// Packs many u32 arrays (f32 as bits, u64 as lo/hi pairs) into one buffer for one upload.
+/// Sections start at multiples of 4 words (16 bytes), so u64 and vector reads stay aligned.
+#[derive(Default)]
+pub(crate) struct Packer {
+    pub words: Vec<u32>,
+}
+
+impl Packer {
+    pub fn push(&mut self, xs: &[u32]) -> Range<usize> {
+        while self.words.len() % 4 != 0 {
+            self.words.push(0);
+        }
+        let a = self.words.len();
+        self.words.extend_from_slice(xs);
+        a..self.words.len()
+    }
+    pub fn push_f32(&mut self, xs: &[f32]) -> Range<usize> {
+        while self.words.len() % 4 != 0 {
+            self.words.push(0);
+        }
+        let a = self.words.len();
+        self.words.extend(xs.iter().map(|x| x.to_bits()));
+        a..self.words.len()
+    }
+}
+
+/// Split a u64 into the (lo, hi) words the kernels read.
+pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
+    v.push(x as u32);
+    v.push((x >> 32) as u32);
+}
+
+impl Backend for CudaBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+    fn device_id(&self) -> u64 {
+        self.id
+    }
+    fn describe(&self) -> String {
+        format!("{} (GSU {:?})", self.desc, self.gsu_version())
+    }
+
+    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+        check::host_table(name, table)?;
+        let inner = match &table.data {
+            TableData::F32(v) => CudaTable::F32(self.htod("upload table", v)?),
+            TableData::F16(v) => CudaTable::F16(self.htod("upload table", v)?),
+        };
+        Ok(DeviceTable {
+            name,
+            rows: table.rows,
+            cols: table.cols,
+            dtype: match table.data {
+                TableData::F32(_) => DType::F32,
+                TableData::F16(_) => DType::F16,
+            },
+            backend: BackendKind::Cuda,
+            device_id: self.id,
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+        check::gather(table, ids)?;
+        gather::gather(self, table, ids)
+    }
+
+    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
+        check::cross_bias(table, rows, n_cross)?;
+        cross_bias::cross_bias(self, table, rows, n_cross)
+    }
+
+    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
+        check::cross_bias_dense(e, w_c, beta, dims)?;
+        cross_bias::cross_bias_dense(self, e, w_c, beta, dims)
+    }
+
+    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
+        check::log_size_bias(bias, sizes, heads)?;
+        log_size_bias::log_size_bias(self, bias, sizes, heads)
+    }
+
+    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
+        check::online(t, batch, k)?;
+        check::behaviour_bias(t, batch, bias)?;
+        gsu_topk::gsu_topk(self, t, batch, bias, k)
+    }
+
+    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
+        check::online(t, batch, topk.k.max(1))?;
+        check::behaviour_bias(t, batch, bias)?;
+        check::topk_for(batch, topk)?;
+        esu::esu(self, t, batch, bias, topk)
+    }
+
+    fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
+        check::online(t, batch, k)?;
+        online::online(self, t, batch, k)
+    }
+
+    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, centroids)?;
+        kmeans::assign(self, batch, centroids)
+    }
+
+    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, prev)?;
+        check::assignments(batch, assign)?;
+        kmeans::update(self, batch, assign, prev)
+    }
+
+    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
+        let centroids = self.kmeans_seed(batch, seeds)?; // validates the batch and the seeds
+        kmeans::lloyd(self, batch, centroids, max_iter)
+    }
+}

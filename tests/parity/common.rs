@@ -3,19 +3,59 @@
 
 use std::sync::Arc;
 
-use twin_engine::backend::{self, Backend, BackendKind};
+use half::f16;
+use twin_engine::backend::{self, Backend, BackendKind, DType, DeviceTable, HostTable, OnlineRequests, OnlineTables, TopK};
+use twin_engine::features;
+use twin_engine::rng::SplitMix64;
+
+/// One backend to check, with a label saying which code path it exercises.
+#[derive(Clone)]
+pub struct Under {
+    pub be: Arc<dyn Backend>,
+    pub label: String,
+}
 
 /// GPU backends to check against the CPU reference. wgpu accepts lavapipe here (CI has no GPU).
+/// wgpu comes twice: as opened by `open(Wgpu)` (subgroups and f16 tables where the adapter has
+/// them, fused GSU v2) and forced onto the other paths (workgroup-memory reductions, f16 tables
+/// stored as f32, GSU v1), so both are tested on every machine.
 pub fn backends_under_test() -> Vec<Arc<dyn Backend>> {
-    let mut v: Vec<Arc<dyn Backend>> = Vec::new();
+    variants().into_iter().map(|u| u.be).collect()
+}
+
+pub fn variants() -> Vec<Under> {
+    let mut v: Vec<Under> = Vec::new();
     #[cfg(feature = "cuda")]
     match backend::open(backend::BackendChoice::Cuda) {
-        Ok((b, _)) => v.push(b),
+        Ok((b, _)) => {
+            v.push(Under { label: "cuda (gsu v2, fused)".into(), be: b });
+            // The simple numbered version stays under test beside the fused one.
+            if let Ok(v1) = twin_engine::backend::cuda::CudaBackend::new(0) {
+                v1.set_gsu_version(twin_engine::backend::cuda::GsuVersion::V1);
+                v.push(Under { label: "cuda (gsu v1)".into(), be: std::sync::Arc::new(v1) });
+            }
+        }
         Err(e) => eprintln!("parity: cuda skipped: {e}"),
     }
     #[cfg(feature = "wgpu")]
     match backend::open(backend::BackendChoice::Wgpu) {
-        Ok((b, _)) => v.push(b),
+        Ok((b, _)) => {
+            v.push(Under { label: "wgpu default".into(), be: b });
+            v.push(Under {
+                label: "wgpu no-subgroups/f32-tables/gsu-v1".into(),
+                be: wgpu_with(|o| {
+                    o.no_subgroups = true;
+                    o.no_f16 = true;
+                    o.gsu = twin_engine::backend::wgpu::GsuVersion::V1;
+                }),
+            });
+            v.push(Under {
+                label: "wgpu no-subgroups/f16/gsu-v2".into(),
+                be: wgpu_with(|o| {
+                    o.no_subgroups = true;
+                }),
+            });
+        }
         Err(e) => {
             if std::env::var_os("CI").is_some() {
                 panic!("parity: CI is set and the wgpu backend could not start: {e}");
@@ -29,6 +69,31 @@ pub fn backends_under_test() -> Vec<Arc<dyn Backend>> {
     v
 }
 
+/// wgpu with a tiny storage-binding cap, so tables and batches are split (ops that split).
+pub fn split_variants() -> Vec<Under> {
+    let mut v = Vec::new();
+    #[cfg(feature = "wgpu")]
+    if backend::open(backend::BackendChoice::Wgpu).is_ok() {
+        v.push(Under { label: "wgpu max-binding 64 KiB".into(), be: wgpu_with(|o| o.max_binding = Some(64 << 10)) });
+        v.push(Under {
+            label: "wgpu max-binding 64 KiB, f32 tables".into(),
+            be: wgpu_with(|o| {
+                o.max_binding = Some(64 << 10);
+                o.no_f16 = true;
+            }),
+        });
+    }
+    v
+}
+
+#[cfg(feature = "wgpu")]
+pub fn wgpu_with(f: impl FnOnce(&mut twin_engine::backend::wgpu::WgpuOptions)) -> Arc<dyn Backend> {
+    let mut o = twin_engine::backend::wgpu::WgpuOptions::from_env(true);
+    o.poison_outputs = true;
+    f(&mut o);
+    Arc::new(twin_engine::backend::wgpu::WgpuBackend::with_options(o).expect("wgpu variant"))
+}
+
 pub fn cpu() -> Arc<dyn Backend> {
     backend::open(backend::BackendChoice::Cpu).unwrap().0
 }
@@ -38,8 +103,9 @@ pub fn cpu() -> Arc<dyn Backend> {
 macro_rules! for_each_backend {
     (|$gpu:ident, $cpu:ident| $body:block) => {{
         let $cpu = $crate::common::cpu();
-        for $gpu in $crate::common::backends_under_test() {
-            eprintln!("parity on {}", $gpu.describe());
+        for __u in $crate::common::variants() {
+            eprintln!("parity on {} [{}]", __u.be.describe(), __u.label);
+            let $gpu = __u.be.clone();
             $body
         }
     }};
@@ -51,4 +117,222 @@ pub fn kind_name(b: &dyn Backend) -> &'static str {
         BackendKind::Cuda => "cuda",
         BackendKind::Wgpu => "wgpu",
     }
+}
+
+// ---- random inputs ---------------------------------------------------------------------
+
+pub const H: usize = 4;
+pub const DK: usize = 32;
+pub const D: usize = H * DK;
+pub const N_ITEMS: usize = 5000;
+
+/// Normal(0, scale) with outliers: every 97th value is ±50.
+pub fn randn(rng: &mut SplitMix64, n: usize, scale: f64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = rng.normal() * scale;
+            if i % 97 == 13 {
+                if x < 0.0 {
+                    -50.0
+                } else {
+                    50.0
+                }
+            } else {
+                x as f32
+            }
+        })
+        .collect()
+}
+
+/// `|a - b| <= atol + rtol * |b|`.
+pub fn close(a: f32, b: f32, atol: f32, rtol: f32) -> bool {
+    (a - b).abs() <= atol + rtol * b.abs()
+}
+
+/// Elementwise comparison; NaN anywhere in `got` fails (outputs are poisoned with NaN).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: impl Fn(usize) -> f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(!g.is_nan(), "{what}[{i}] is NaN (unwritten output?)");
+        let err = (g - w).abs();
+        let tol = atol(i) + rtol * w.abs();
+        assert!(err <= tol, "{what}[{i}]: got {g}, want {w} (|err| {err} > tol {tol})");
+        if err / tol.max(f32::MIN_POSITIVE) > worst.1 {
+            worst = (i, err / tol);
+        }
+    }
+    eprintln!("  {what}: {} values, worst error {:.3} of tolerance at {}", got.len(), worst.1, worst.0);
+}
+
+/// The online tables on both backends plus the host copies the reference reads.
+pub struct Tables {
+    pub host_pq: HostTable,
+    pub host_pk: HostTable,
+    pub host_pv: HostTable,
+    pub host_cb: HostTable,
+    pub host_cv: HostTable,
+    pub host_wo: HostTable,
+    pub dtype: DType,
+}
+
+impl Tables {
+    pub fn new(seed: u64, dtype: DType) -> Tables {
+        let mut rng = SplitMix64::new(seed);
+        let v = *features::cross_offsets().last().unwrap() as usize;
+        let mk = |data: Vec<f32>, rows, cols| {
+            let t = HostTable::f32(rows, cols, data).unwrap();
+            if dtype == DType::F16 {
+                t.to_f16()
+            } else {
+                t
+            }
+        };
+        let host_pq = mk(randn(&mut rng, N_ITEMS * D, 0.3), N_ITEMS, D);
+        let host_pk = mk(randn(&mut rng, N_ITEMS * D, 0.3), N_ITEMS, D);
+        let host_pv = mk(randn(&mut rng, N_ITEMS * D, 1.0), N_ITEMS, D);
+        let host_cb = HostTable::f32(v, H, randn(&mut rng, v * H, 0.5)).unwrap();
+        let host_cv = HostTable::f32(v, D, randn(&mut rng, v * D, 0.5)).unwrap();
+        let host_wo = HostTable::f32(D, D, randn(&mut rng, D * D, 1.0 / (D as f64).sqrt())).unwrap();
+        Tables { host_pq, host_pk, host_pv, host_cb, host_cv, host_wo, dtype }
+    }
+
+    pub fn upload(&self, be: &dyn Backend) -> OnlineTables {
+        OnlineTables {
+            p_q: be.upload_table("p_q", &self.host_pq).unwrap(),
+            p_k: be.upload_table("p_k", &self.host_pk).unwrap(),
+            p_v: be.upload_table("p_v", &self.host_pv).unwrap(),
+            cross_bias: be.upload_table("cross_bias", &self.host_cb).unwrap(),
+            cross_value: be.upload_table("cross_value", &self.host_cv).unwrap(),
+            w_o: be.upload_table("w_o", &self.host_wo).unwrap(),
+            cross_offsets: features::cross_offsets(),
+            heads: H,
+        }
+    }
+}
+
+/// Requests of the given `(L, B)` shapes, one after the other in one batch. Item ids repeat
+/// on purpose: every 7th behaviour copies an earlier one of the same request (item, cross
+/// rows and size), so exact score ties occur and exercise the tie rule.
+pub fn requests(shapes: &[(usize, usize)], seed: u64) -> OnlineRequests {
+    let mut rng = SplitMix64::new(seed);
+    let offs = features::cross_offsets();
+    let j = features::N_CROSS;
+    let mut req = OnlineRequests::new();
+    for &(l, b) in shapes {
+        let mut items: Vec<u32> = Vec::with_capacity(l);
+        let mut cross: Vec<u32> = Vec::with_capacity(l * j);
+        let mut sizes: Vec<f32> = Vec::with_capacity(l);
+        for i in 0..l {
+            if i > 0 && i % 7 == 3 {
+                let src = rng.below(i as u64) as usize;
+                items.push(items[src]);
+                for jj in 0..j {
+                    cross.push(cross[src * j + jj]);
+                }
+                sizes.push(sizes[src]);
+                continue;
+            }
+            items.push(rng.below(N_ITEMS as u64) as u32);
+            for jj in 0..j {
+                cross.push(offs[jj] + rng.below((offs[jj + 1] - offs[jj]) as u64) as u32);
+            }
+            sizes.push(1.0 + rng.below(19) as f32);
+        }
+        let cands: Vec<u32> = (0..b).map(|_| rng.below(N_ITEMS as u64) as u32).collect();
+        req.push(&items, &cross, &sizes, &cands);
+    }
+    req
+}
+
+/// Full reference scores `g_{b,l}` of candidate `c` over its request (CPU formula).
+pub fn ref_scores(t: &Tables, req: &OnlineRequests, bias: &[f32], c: usize) -> Vec<f32> {
+    let b = req.as_batch();
+    let r = (0..b.n_requests()).find(|&r| b.cand_range(r).contains(&c)).unwrap();
+    let seq = b.seq_range(r);
+    let mut q = Vec::new();
+    t.host_pq.extend_row(req.cands[c] as usize, &mut q);
+    let mut keys = Vec::new();
+    for &it in &req.items[seq.clone()] {
+        t.host_pk.extend_row(it as usize, &mut keys);
+    }
+    let mut s = vec![0f32; seq.len()];
+    twin_engine::backend::cpu::gsu_topk::scores_for(&q, &keys, &bias[seq.start * H..seq.end * H], H, &mut s);
+    s
+}
+
+/// Top-K as index sets under the tie rule: with `kth` the reference's K-th score and
+/// `tol = atol + rtol·|kth|`, every reference finalist scoring above `kth + tol` must be kept,
+/// every kept position must score at least `kth - tol` by the reference, reported scores must
+/// match the reference score of their position within `tol`, rows must be in descending order
+/// with equal scores ordered by descending position, and padding must be `u32::MAX` / `-inf`.
+/// Returns how many rows differ from the reference as sets (allowed near-ties).
+pub fn assert_topk(what: &str, got: &TopK, want: &TopK, full: impl Fn(usize) -> Vec<f32>, atol: f32, rtol: f32) -> usize {
+    assert_eq!(got.k, want.k, "{what}: k");
+    assert_eq!(got.count, want.count, "{what}: counts");
+    let k = got.k;
+    let mut differ = 0;
+    for c in 0..got.count.len() {
+        let (gi, gs) = got.row(c);
+        let (wi, ws) = want.row(c);
+        for t in got.count[c] as usize..k {
+            assert_eq!(got.idx[c * k + t], u32::MAX, "{what}: row {c} padding idx at {t}");
+            assert_eq!(got.score[c * k + t], f32::NEG_INFINITY, "{what}: row {c} padding score at {t}");
+        }
+        if gi == wi {
+            for (t, (&g, &w)) in gs.iter().zip(ws).enumerate() {
+                assert!(close(g, w, atol, rtol), "{what}: row {c} rank {t}: score {g} vs {w}");
+            }
+            continue;
+        }
+        differ += 1;
+        let s = full(c);
+        let kth = *ws.last().unwrap();
+        let tol = atol + rtol * kth.abs();
+        let mut seen = std::collections::HashSet::new();
+        for (t, (&p, &g)) in gi.iter().zip(gs).enumerate() {
+            assert!((p as usize) < s.len(), "{what}: row {c} position {p} out of range");
+            assert!(seen.insert(p), "{what}: row {c} position {p} twice");
+            assert!(s[p as usize] >= kth - tol, "{what}: row {c} keeps {p} (ref score {}) below the K-th {kth} - {tol}", s[p as usize]);
+            assert!(close(g, s[p as usize], atol, rtol), "{what}: row {c} rank {t} pos {p}: score {g} vs ref {}", s[p as usize]);
+            if t > 0 {
+                let (pp, pg) = (gi[t - 1], gs[t - 1]);
+                assert!(pg > g || (pg == g && pp > p), "{what}: row {c} not in order at rank {t}");
+            }
+        }
+        for (&p, &w) in wi.iter().zip(ws) {
+            if w > kth + tol {
+                assert!(seen.contains(&p), "{what}: row {c} misses {p} (ref score {w} > K-th {kth} + {tol})");
+            }
+        }
+    }
+    differ
+}
+
+/// A table widened to f32 with every value replaced by its absolute value (error scales).
+pub fn abs_table(t: &HostTable) -> HostTable {
+    let mut v = Vec::with_capacity(t.rows * t.cols);
+    for i in 0..t.rows * t.cols {
+        v.push(t.get(i).abs());
+    }
+    HostTable::f32(t.rows, t.cols, v).unwrap()
+}
+
+pub fn f16_round(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+pub fn upload_on(be: &dyn Backend, name: &'static str, t: &HostTable) -> DeviceTable {
+    be.upload_table(name, t).unwrap()
+}
+
+/// llvmpipe (lavapipe) stops an invocation after 65535 loop iterations in all; GSU v1 walks a
+/// whole sequence in one invocation, so it cannot run L = 100_003 there (v2 can).
+pub fn skip_long_on(gpu: &dyn Backend, max_l: usize) -> bool {
+    let d = gpu.describe();
+    let skip = max_l > 3000 && d.contains("gsu v1") && d.contains("(Cpu,");
+    if skip {
+        eprintln!("  skipped: GSU v1 with L = {max_l} on llvmpipe (65535-iteration loop limit)");
+    }
+    skip
 }

@@ -1,1 +1,165 @@
-//! (being written)
+//! kmeans: assignment bit-identical to the CPU (same f32 distance, same order, ties to the
+//! lower index); update within f32 rounding of a sequential sum (the GPU sums members in f32,
+//! the CPU in f64): |err| ≤ 1e-5·mean|x| + 1e-6; whole k-means runs give identical
+//! assignments and iteration counts on well-separated inputs, and a problem's result does not
+//! depend on the batch it shares.
+
+use twin_engine::backend::{Backend, KmeansBatch};
+use twin_engine::rng::SplitMix64;
+use twin_engine::Error;
+
+use crate::common::*;
+use crate::for_each_backend;
+
+const DIM: usize = 64;
+
+/// Ragged problems of the given sizes: blobs around `k` random centres, with outliers,
+/// duplicated points and (when `dup_cents`) exact distance ties.
+fn problems(sizes: &[usize], seed: u64) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut pts = Vec::new();
+    let mut offs = vec![0u32];
+    let mut ks = Vec::new();
+    for &n in sizes {
+        let k = (twin_engine::cluster::delta(n)).min(n).max(1);
+        let centres = randn(&mut rng, k * DIM, 3.0);
+        let start = pts.len() / DIM;
+        for i in 0..n {
+            if i > 2 && i % 9 == 4 {
+                // exact duplicate of an earlier point
+                let src = start + rng.below(i as u64) as usize;
+                let row: Vec<f32> = pts[src * DIM..(src + 1) * DIM].to_vec();
+                pts.extend_from_slice(&row);
+                continue;
+            }
+            let c = rng.below(k as u64) as usize;
+            for t in 0..DIM {
+                let mut x = centres[c * DIM + t] + (rng.normal() * 0.3) as f32;
+                if (i * DIM + t) % 1013 == 7 {
+                    x = 50.0;
+                }
+                pts.push(x);
+            }
+        }
+        offs.push((pts.len() / DIM) as u32);
+        ks.push(k as u32);
+    }
+    (pts, offs, ks)
+}
+
+const SIZES: &[usize] = &[1, 2, 20, 97, 100, 101, 1025, 333, 21, 5000];
+
+#[test]
+fn kmeans_assign_bit_identical() {
+    for_each_backend!(|gpu, cpu| {
+        let (pts, offs, ks) = problems(SIZES, 70);
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let seeds: Vec<u64> = (0..ks.len() as u64).collect();
+        let mut cents = cpu.kmeans_seed(&b, &seeds).unwrap();
+        assert_eq!(gpu.kmeans_seed(&b, &seeds).unwrap(), cents);
+        // Exact ties: the second centroid of every problem with k ≥ 2 duplicates the first.
+        let coff = b.centroid_offsets();
+        for p in 0..ks.len() {
+            if ks[p] >= 2 {
+                let c0 = coff[p] as usize * DIM;
+                let row: Vec<f32> = cents[c0..c0 + DIM].to_vec();
+                cents[c0 + DIM..c0 + 2 * DIM].copy_from_slice(&row);
+            }
+        }
+        let got = gpu.kmeans_assign(&b, &cents).unwrap();
+        let want = cpu.kmeans_assign(&b, &cents).unwrap();
+        assert_eq!(got, want);
+    });
+}
+
+#[test]
+fn kmeans_update_matches_cpu() {
+    for_each_backend!(|gpu, cpu| {
+        let (pts, offs, ks) = problems(SIZES, 71);
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let seeds: Vec<u64> = (100..100 + ks.len() as u64).collect();
+        let cents = cpu.kmeans_seed(&b, &seeds).unwrap();
+        let mut assign = cpu.kmeans_assign(&b, &cents).unwrap();
+        // Leave one centroid empty somewhere: it must keep its previous value.
+        let last = ks.len() - 1;
+        for i in b.range(last) {
+            if assign[i] == ks[last] - 1 {
+                assign[i] = 0;
+            }
+        }
+        let got = gpu.kmeans_update(&b, &assign, &cents).unwrap();
+        let want = cpu.kmeans_update(&b, &assign, &cents).unwrap();
+        assert_close("kmeans_update", &got, &want, |_| 1e-5 * 5.0 + 1e-6, 1e-5);
+        let coff = b.centroid_offsets();
+        let e = coff[last + 1] as usize - 1;
+        assert_eq!(&got[e * DIM..(e + 1) * DIM], &cents[e * DIM..(e + 1) * DIM]);
+    });
+}
+
+fn check_run(gpu: &dyn Backend, cpu: &dyn Backend, pts: &[f32], offs: &[u32], ks: &[u32], seeds: &[u64]) {
+    let b = KmeansBatch { dim: DIM, points: pts, offsets: offs, k: ks };
+    let got = gpu.kmeans(&b, seeds, 20).unwrap();
+    let want = cpu.kmeans(&b, seeds, 20).unwrap();
+    assert_eq!(got.assign, want.assign, "assignments");
+    assert_eq!(got.iterations, want.iterations, "iterations");
+    assert_close("kmeans centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+}
+
+#[test]
+fn kmeans_full_identical_assignments() {
+    for_each_backend!(|gpu, cpu| {
+        let (pts, offs, ks) = problems(SIZES, 72);
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 7919 + 1).collect();
+        check_run(&*gpu, &*cpu, &pts, &offs, &ks, &seeds);
+        // The same problem alone gives the same result as inside the batch.
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let all = gpu.kmeans(&b, &seeds, 20).unwrap();
+        let p = 6; // the 1025-point problem
+        let r = b.range(p);
+        let alone_pts = &pts[r.start * DIM..r.end * DIM];
+        let alone = gpu
+            .kmeans(&KmeansBatch { dim: DIM, points: alone_pts, offsets: &[0, r.len() as u32], k: &ks[p..p + 1] }, &seeds[p..p + 1], 20)
+            .unwrap();
+        assert_eq!(alone.assign, all.assign[r.clone()]);
+        let coff = b.centroid_offsets();
+        assert_eq!(alone.centroids, all.centroids[coff[p] as usize * DIM..coff[p + 1] as usize * DIM]);
+        assert_eq!(alone.iterations[0], all.iterations[p]);
+    });
+}
+
+#[test]
+fn kmeans_split_batches() {
+    let cpu = cpu();
+    for u in split_variants() {
+        let (pts, offs, ks) = problems(&[50, 200, 97, 240, 150, 20], 73);
+        let seeds: Vec<u64> = (0..ks.len() as u64).collect();
+        check_run(&*u.be, &*cpu, &pts, &offs, &ks, &seeds);
+    }
+}
+
+#[test]
+fn kmeans_errors_match_cpu() {
+    for_each_backend!(|gpu, cpu| {
+        let (mut pts, offs, mut ks) = problems(&[5, 7], 74);
+        ks[1] = 8;
+        let seeds = [1u64, 2];
+        for be in [&gpu, &cpu] {
+            let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+            assert!(matches!(be.kmeans(&b, &seeds, 20), Err(Error::OutOfRange { field: "k", index: 1, .. })));
+        }
+        ks[1] = 2;
+        pts[3 * DIM + 1] = f32::NAN;
+        for be in [&gpu, &cpu] {
+            let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+            assert!(matches!(be.kmeans_assign(&b, &vec![0.0; 4 * DIM]), Err(Error::NonFinite { field: "points", .. })));
+        }
+        pts[3 * DIM + 1] = 0.0;
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        for be in [&gpu, &cpu] {
+            assert!(matches!(
+                be.kmeans_update(&b, &vec![0u32, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], &vec![0.0; 4 * DIM]),
+                Err(Error::OutOfRange { field: "assign", index: 4, .. })
+            ));
+        }
+    });
+}

@@ -31,11 +31,24 @@ pub(crate) struct CrossBiasDenseParams {
 unsafe impl DeviceRepr for CrossBiasDenseParams {}
 
 /// Launch `cross_bias_fwd` on device buffers: `rows` [n * J] (checked < table rows), `out` [n * h].
-pub(crate) fn launch_cross_bias(be: &CudaBackend, table: TablePtr, heads: usize, n: usize, n_cross: usize, rows: &CudaView<u32>, out: &CudaView<u32>) -> Result<()> {
+pub(crate) fn launch_cross_bias(
+    be: &CudaBackend,
+    table: TablePtr,
+    heads: usize,
+    n: usize,
+    n_cross: usize,
+    rows: &CudaView<u32>,
+    out: &CudaView<u32>,
+) -> Result<()> {
     if n == 0 || heads == 0 {
         return Ok(());
     }
-    let params = CrossBiasParams { n: u32_of("behaviours", n)?, heads: u32_of("heads", heads)?, n_cross: u32_of("n_cross", n_cross)?, table_f16: table.f16 };
+    let params = CrossBiasParams {
+        n: u32_of("behaviours", n)?,
+        heads: u32_of("heads", heads)?,
+        n_cross: u32_of("n_cross", n_cross)?,
+        table_f16: table.f16,
+    };
     let mut b = be.stream().launch_builder(be.f("cross_bias_fwd"));
     b.arg(&params).arg(&table.ptr).arg(rows).arg(out);
     // SAFETY: kernel (CrossBiasParams, const void* table [V, h], const u32* rows [n*J], float* out
@@ -65,7 +78,12 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
     if total == 0 {
         return Ok(vec![0.0; total]);
     }
-    let params = CrossBiasDenseParams { n: u32_of("behaviours", n)?, heads: u32_of("heads", d.heads)?, n_cross: u32_of("n_cross", d.n_cross)?, dim: u32_of("cross dim", d.dim)? };
+    let params = CrossBiasDenseParams {
+        n: u32_of("behaviours", n)?,
+        heads: u32_of("heads", d.heads)?,
+        n_cross: u32_of("n_cross", d.n_cross)?,
+        dim: u32_of("cross dim", d.dim)?,
+    };
     let e_d = be.htod("cross_bias_dense: upload e", e)?;
     let w_d = be.htod("cross_bias_dense: upload w_c", w_c)?;
     let b_d = be.htod("cross_bias_dense: upload beta", beta)?;

@@ -39,7 +39,17 @@ pub(crate) fn smem_bytes(dim: usize, heads: usize, k: usize) -> usize {
 /// Launch `esu_fwd`: `topk_idx` [ΣB*k], `topk_count` [ΣB] (counts in 1..=min(k, L_r)),
 /// `out` [ΣB*D] f32 bits.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, buf: &CudaSlice<u32>, br: &BatchRanges, bias: &CudaView<u32>, k: usize, topk_idx: &CudaView<u32>, topk_count: &CudaView<u32>, out: &CudaView<u32>) -> Result<()> {
+pub(crate) fn launch(
+    be: &CudaBackend,
+    t: &OnlineTables,
+    buf: &CudaSlice<u32>,
+    br: &BatchRanges,
+    bias: &CudaView<u32>,
+    k: usize,
+    topk_idx: &CudaView<u32>,
+    topk_count: &CudaView<u32>,
+    out: &CudaView<u32>,
+) -> Result<()> {
     let n_cand = br.cands.len();
     if n_cand == 0 {
         return Ok(());
@@ -47,7 +57,11 @@ pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, buf: &CudaSlice<u32>, b
     let dim = t.d_model();
     let smem = smem_bytes(dim, t.heads, k);
     if smem > ESU_MAX_SMEM {
-        return Err(Error::TooLarge { field: "esu shared memory (4*(2D + K*h + K) bytes)", value: smem as u64, limit: ESU_MAX_SMEM as u64 });
+        return Err(Error::TooLarge {
+            field: "esu shared memory (4*(2D + K*h + K) bytes)",
+            value: smem as u64,
+            limit: ESU_MAX_SMEM as u64,
+        });
     }
     let q = be.table_ptr(&t.p_q)?;
     let kt = be.table_ptr(&t.p_k)?;
@@ -68,10 +82,25 @@ pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, buf: &CudaSlice<u32>, b
         scale: (1.0 / (t.d_head() as f64).sqrt()) as f32,
         pad: 0,
     };
-    let (seq_off, items, cross, creq, cands) = (view(buf, &br.seq_off), view(buf, &br.items), view(buf, &br.cross), view(buf, &br.cand_req), view(buf, &br.cands));
+    let (seq_off, items, cross, creq, cands) =
+        (view(buf, &br.seq_off), view(buf, &br.items), view(buf, &br.cross), view(buf, &br.cand_req), view(buf, &br.cands));
     let cfg = LaunchConfig { grid_dim: (p.n_cand, 1, 1), block_dim: (ESU_THREADS, 1, 1), shared_mem_bytes: smem as u32 };
     let mut b = be.stream().launch_builder(be.f("esu_fwd"));
-    b.arg(&p).arg(&q.ptr).arg(&kt.ptr).arg(&v.ptr).arg(&cv.ptr).arg(&wo.ptr).arg(&seq_off).arg(&items).arg(&cross).arg(&creq).arg(&cands).arg(bias).arg(topk_idx).arg(topk_count).arg(out);
+    b.arg(&p)
+        .arg(&q.ptr)
+        .arg(&kt.ptr)
+        .arg(&v.ptr)
+        .arg(&cv.ptr)
+        .arg(&wo.ptr)
+        .arg(&seq_off)
+        .arg(&items)
+        .arg(&cross)
+        .arg(&creq)
+        .arg(&cands)
+        .arg(bias)
+        .arg(topk_idx)
+        .arg(topk_count)
+        .arg(out);
     // SAFETY: kernel (EsuParams, P_Q, P_K, P_V, cross_value, W^o, seq_off [R+1], items [ΣL],
     // cross [ΣL*J], cand_req [ΣB], cands [ΣB], bias [ΣL*h], idx [ΣB*k], count [ΣB], out [ΣB*D]);
     // tables and ids checked by check::online, finalists by check::topk_for (or produced by the

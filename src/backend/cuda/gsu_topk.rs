@@ -95,7 +95,19 @@ pub(crate) fn plan(be: &CudaBackend, batch: &OnlineBatch, dim: usize, k: usize) 
     let smem = v2_smem_bytes(dim, k);
     let version = if be.gsu_version() == GsuVersion::V2 && smem <= be.smem_optin() as usize { GsuVersion::V2 } else { GsuVersion::V1 };
     let n_req = batch.n_requests();
-    let mut p = GsuPlan { version, k, score_off: Vec::new(), score_len: 0, max_l: 0, work: Vec::new(), n_work: 0, req_nch: vec![0; n_req], req_part: Vec::with_capacity(2 * n_req), partial_len: 0, smem };
+    let mut p = GsuPlan {
+        version,
+        k,
+        score_off: Vec::new(),
+        score_len: 0,
+        max_l: 0,
+        work: Vec::new(),
+        n_work: 0,
+        req_nch: vec![0; n_req],
+        req_part: Vec::with_capacity(2 * n_req),
+        partial_len: 0,
+        smem,
+    };
     match version {
         GsuVersion::V1 => {
             let mut acc = 0usize;
@@ -127,7 +139,15 @@ pub(crate) fn plan(be: &CudaBackend, batch: &OnlineBatch, dim: usize, k: usize) 
                     let tile_part = part + tile * V2_TB * nch * k;
                     for ch in 0..nch {
                         let (pos0, pos1) = (ch * chunk, ((ch + 1) * chunk).min(l));
-                        p.work.extend_from_slice(&[seq.start as u32, pos0 as u32, pos1 as u32, (cands.start + tile * V2_TB) as u32, (b - tile * V2_TB).min(V2_TB) as u32, ch as u32, nch as u32]);
+                        p.work.extend_from_slice(&[
+                            seq.start as u32,
+                            pos0 as u32,
+                            pos1 as u32,
+                            (cands.start + tile * V2_TB) as u32,
+                            (b - tile * V2_TB).min(V2_TB) as u32,
+                            ch as u32,
+                            nch as u32,
+                        ]);
                         push_u64(&mut p.work, tile_part as u64);
                         p.work.push(0);
                         p.n_work += 1;
@@ -194,7 +214,16 @@ pub(crate) struct GsuOut<'a> {
 }
 
 /// Run the planned GSU. `buf` holds the packed batch and plan; `bias` is [ΣL, h] f32.
-pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, p: &GsuPlan, buf: &CudaSlice<u32>, br: &BatchRanges, pr: &PlanRanges, bias: &CudaView<u32>, out: &GsuOut) -> Result<()> {
+pub(crate) fn launch(
+    be: &CudaBackend,
+    t: &OnlineTables,
+    p: &GsuPlan,
+    buf: &CudaSlice<u32>,
+    br: &BatchRanges,
+    pr: &PlanRanges,
+    bias: &CudaView<u32>,
+    out: &GsuOut,
+) -> Result<()> {
     let n_cand = br.cands.len();
     if n_cand == 0 {
         return Ok(());
@@ -204,18 +233,36 @@ pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, p: &GsuPlan, buf: &Cuda
     let dim = t.d_model();
     let scale = (1.0 / (t.d_head() as f64).sqrt()) as f32;
     let n_cand32 = u32_of("candidates", n_cand)?;
-    let (seq_off, items, cand_off, cand_req, cands) = (view(buf, &br.seq_off), view(buf, &br.items), view(buf, &br.cand_off), view(buf, &br.cand_req), view(buf, &br.cands));
+    let (seq_off, items, cand_off, cand_req, cands) =
+        (view(buf, &br.seq_off), view(buf, &br.items), view(buf, &br.cand_off), view(buf, &br.cand_req), view(buf, &br.cands));
     let sel = GsuSelectParams { n_cand: n_cand32, k: u32_of("top_k", p.k)? };
     match p.version {
         GsuVersion::V1 => {
             let scores = be.zeros::<f32>("gsu v1: alloc scores", p.score_len)?;
             let score_off = view(buf, &pr.score_off);
-            let sp = GsuScoreParams { n_cand: n_cand32, dim: u32_of("D", dim)?, heads: u32_of("heads", t.heads)?, q_f16: q.f16, k_f16: kt.f16, scale };
+            let sp = GsuScoreParams {
+                n_cand: n_cand32,
+                dim: u32_of("D", dim)?,
+                heads: u32_of("heads", t.heads)?,
+                q_f16: q.f16,
+                k_f16: kt.f16,
+                scale,
+            };
             let gy = p.max_l.div_ceil(256).clamp(1, 65535) as u32;
             let cfg = LaunchConfig { grid_dim: (n_cand32, gy, 1), block_dim: (256, 1, 1), shared_mem_bytes: u32_of("D", 4 * dim)? };
             be.allow_smem("gsu_topk_fwd_v1_score", cfg.shared_mem_bytes)?;
             let mut b = be.stream().launch_builder(be.f("gsu_topk_fwd_v1_score"));
-            b.arg(&sp).arg(&q.ptr).arg(&kt.ptr).arg(&seq_off).arg(&items).arg(&cand_req).arg(&cands).arg(bias).arg(&score_off).arg(&scores).arg(&out.flag);
+            b.arg(&sp)
+                .arg(&q.ptr)
+                .arg(&kt.ptr)
+                .arg(&seq_off)
+                .arg(&items)
+                .arg(&cand_req)
+                .arg(&cands)
+                .arg(bias)
+                .arg(&score_off)
+                .arg(&scores)
+                .arg(&out.flag);
             // SAFETY: kernel (GsuScoreParams, P_Q, P_K, seq_off [R+1], items [ΣL], cand_req [ΣB],
             // cands [ΣB], bias [ΣL*h], score_off [ΣB] u64, scores [Σ L_r(c)], flag [1]); ids and
             // offsets checked by check::online; score_off built from the same offsets, so every
@@ -235,8 +282,19 @@ pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, p: &GsuPlan, buf: &Cuda
             let partial = be.zeros::<u64>("gsu v2: alloc partial", p.partial_len)?;
             let (work, req_nch, req_part) = (view(buf, &pr.work), view(buf, &pr.req_nch), view(buf, &pr.req_part));
             let name = if kt.f16 == 1 { "gsu_topk_fwd_v2_f16" } else { "gsu_topk_fwd_v2_f32" };
-            let vp = GsuV2Params { n_work: u32_of("gsu work items", p.n_work)?, dim: u32_of("D", dim)?, heads: u32_of("heads", t.heads)?, q_f16: q.f16, k: u32_of("top_k", p.k)?, scale };
-            let cfg = LaunchConfig { grid_dim: (vp.n_work, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: u32_of("gsu v2 shared memory", p.smem)? };
+            let vp = GsuV2Params {
+                n_work: u32_of("gsu work items", p.n_work)?,
+                dim: u32_of("D", dim)?,
+                heads: u32_of("heads", t.heads)?,
+                q_f16: q.f16,
+                k: u32_of("top_k", p.k)?,
+                scale,
+            };
+            let cfg = LaunchConfig {
+                grid_dim: (vp.n_work, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: u32_of("gsu v2 shared memory", p.smem)?,
+            };
             be.allow_smem(name, cfg.shared_mem_bytes)?;
             let mut b = be.stream().launch_builder(be.f(name));
             b.arg(&vp).arg(&q.ptr).arg(&kt.ptr).arg(&items).arg(&cands).arg(bias).arg(&work).arg(&partial).arg(&out.flag);
@@ -248,7 +306,16 @@ pub(crate) fn launch(be: &CudaBackend, t: &OnlineTables, p: &GsuPlan, buf: &Cuda
             unsafe { b.launch(cfg) }.map_err(device_err("gsu v2 launch"))?;
             let cfg = LaunchConfig { grid_dim: (n_cand32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             let mut b = be.stream().launch_builder(be.f("gsu_topk_fwd_v2_merge"));
-            b.arg(&sel).arg(&seq_off).arg(&cand_off).arg(&cand_req).arg(&req_nch).arg(&req_part).arg(&partial).arg(&out.idx).arg(&out.score).arg(&out.count);
+            b.arg(&sel)
+                .arg(&seq_off)
+                .arg(&cand_off)
+                .arg(&cand_req)
+                .arg(&req_nch)
+                .arg(&req_part)
+                .arg(&partial)
+                .arg(&out.idx)
+                .arg(&out.score)
+                .arg(&out.count);
             // SAFETY: kernel (GsuSelectParams, seq_off, cand_off, cand_req, req_nch [R], req_part
             // [2R], partial, idx, score, count); each candidate reads its nch*K partial keys at
             // the offsets `plan` assigned, writes its own output row.
@@ -281,7 +348,12 @@ pub(crate) fn gsu_topk(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, 
     // One output buffer: idx | score | count | flag.
     let nk = n_cand * k;
     let outbuf = be.zeros::<u32>("gsu: alloc out", 2 * nk + n_cand + 1)?;
-    let out = GsuOut { idx: outbuf.slice(0..nk), score: outbuf.slice(nk..2 * nk), count: outbuf.slice(2 * nk..2 * nk + n_cand), flag: outbuf.slice(2 * nk + n_cand..2 * nk + n_cand + 1) };
+    let out = GsuOut {
+        idx: outbuf.slice(0..nk),
+        score: outbuf.slice(nk..2 * nk),
+        count: outbuf.slice(2 * nk..2 * nk + n_cand),
+        flag: outbuf.slice(2 * nk + n_cand..2 * nk + n_cand + 1),
+    };
     launch(be, t, &p, &buf, &br, &pr, &view(&buf, &rb), &out)?;
     let words = be.dtoh("gsu: download", &outbuf, 2 * nk + n_cand + 1)?;
     finish_topk(k, words[0..nk].to_vec(), &words[nk..2 * nk], words[2 * nk..2 * nk + n_cand].to_vec(), words[2 * nk + n_cand])

@@ -32,7 +32,12 @@ fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
     let coffs = b.centroid_offsets();
     let n = b.points.len() / b.dim;
     Ok(DevProblems {
-        p: KmeansParams { n_points: u32_of("points", n)?, dim: u32_of("dim", b.dim)?, n_problems: u32_of("problems", b.n_problems())?, total_k: *coffs.last().unwrap_or(&0) },
+        p: KmeansParams {
+            n_points: u32_of("points", n)?,
+            dim: u32_of("dim", b.dim)?,
+            n_problems: u32_of("problems", b.n_problems())?,
+            total_k: *coffs.last().unwrap_or(&0),
+        },
         points: be.htod("kmeans: upload points", b.points)?,
         offsets: be.htod("kmeans: upload offsets", b.offsets)?,
         coffs: be.htod("kmeans: upload centroid offsets", &coffs)?,
@@ -135,5 +140,9 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
         }
         std::mem::swap(&mut cur, &mut next);
     }
-    Ok(KmeansResult { assign: be.dtoh("kmeans: download assign", &cur, n)?, centroids: be.dtoh("kmeans: download centroids", &c, centroids.len())?, iterations })
+    Ok(KmeansResult {
+        assign: be.dtoh("kmeans: download assign", &cur, n)?,
+        centroids: be.dtoh("kmeans: download centroids", &c, centroids.len())?,
+        iterations,
+    })
 }

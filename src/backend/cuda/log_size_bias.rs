@@ -16,7 +16,14 @@ pub(crate) struct LogSizeBiasParams {
 unsafe impl DeviceRepr for LogSizeBiasParams {}
 
 /// Launch `log_size_bias_fwd`: `bias`, `out` [n * h] f32 (may be the same buffer), `sizes` [n].
-pub(crate) fn launch_log_size_bias(be: &CudaBackend, n: usize, heads: usize, bias: &CudaView<u32>, sizes: &CudaView<u32>, out: &CudaView<u32>) -> Result<()> {
+pub(crate) fn launch_log_size_bias(
+    be: &CudaBackend,
+    n: usize,
+    heads: usize,
+    bias: &CudaView<u32>,
+    sizes: &CudaView<u32>,
+    out: &CudaView<u32>,
+) -> Result<()> {
     if n == 0 || heads == 0 {
         return Ok(());
     }

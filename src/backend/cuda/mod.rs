@@ -36,7 +36,10 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use half::f16;
 
-use super::{check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK};
+use super::{
+    check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput,
+    OnlineTables, TableData, TopK,
+};
 use crate::error::{Error, Result};
 
 /// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
@@ -51,17 +54,43 @@ pub struct KernelSource {
 
 /// Every kernel file of the backend.
 pub const KERNEL_SOURCES: &[KernelSource] = &[
-    KernelSource { stem: "gather", source: include_str!("../../../kernels/gather.cu"), fmad: true, functions: &["gather_fwd_f32", "gather_fwd_f16"] },
-    KernelSource { stem: "cross_bias", source: include_str!("../../../kernels/cross_bias.cu"), fmad: false, functions: &["cross_bias_fwd", "cross_bias_dense_fwd"] },
-    KernelSource { stem: "log_size_bias", source: include_str!("../../../kernels/log_size_bias.cu"), fmad: false, functions: &["log_size_bias_fwd"] },
+    KernelSource {
+        stem: "gather",
+        source: include_str!("../../../kernels/gather.cu"),
+        fmad: true,
+        functions: &["gather_fwd_f32", "gather_fwd_f16"],
+    },
+    KernelSource {
+        stem: "cross_bias",
+        source: include_str!("../../../kernels/cross_bias.cu"),
+        fmad: false,
+        functions: &["cross_bias_fwd", "cross_bias_dense_fwd"],
+    },
+    KernelSource {
+        stem: "log_size_bias",
+        source: include_str!("../../../kernels/log_size_bias.cu"),
+        fmad: false,
+        functions: &["log_size_bias_fwd"],
+    },
     KernelSource {
         stem: "gsu_topk",
         source: include_str!("../../../kernels/gsu_topk.cu"),
         fmad: true,
-        functions: &["gsu_topk_fwd_v1_score", "gsu_topk_fwd_v1_select", "gsu_topk_fwd_v2_f16", "gsu_topk_fwd_v2_f32", "gsu_topk_fwd_v2_merge"],
+        functions: &[
+            "gsu_topk_fwd_v1_score",
+            "gsu_topk_fwd_v1_select",
+            "gsu_topk_fwd_v2_f16",
+            "gsu_topk_fwd_v2_f32",
+            "gsu_topk_fwd_v2_merge",
+        ],
     },
     KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },
-    KernelSource { stem: "kmeans", source: include_str!("../../../kernels/kmeans.cu"), fmad: false, functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd"] },
+    KernelSource {
+        stem: "kmeans",
+        source: include_str!("../../../kernels/kmeans.cu"),
+        fmad: false,
+        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd"],
+    },
 ];
 
 const BACKEND: &str = "cuda";
@@ -130,12 +159,19 @@ pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
         name: Some(format!("{}.cu", src.stem)),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.source, opts)
-        .map_err(|e| Error::Device { backend: BACKEND, op: "nvrtc compile", message: format!("kernels/{}.cu: {}", src.stem, compile_error_text(&e)) })?;
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.source, opts).map_err(|e| Error::Device {
+        backend: BACKEND,
+        op: "nvrtc compile",
+        message: format!("kernels/{}.cu: {}", src.stem, compile_error_text(&e)),
+    })?;
     let text = ptx.to_src();
     for f in src.functions {
         if !text.contains(&format!(".entry {f}(")) {
-            return Err(Error::Device { backend: BACKEND, op: "nvrtc compile", message: format!("kernels/{}.cu: entry point `{f}` missing from the PTX", src.stem) });
+            return Err(Error::Device {
+                backend: BACKEND,
+                op: "nvrtc compile",
+                message: format!("kernels/{}.cu: entry point `{f}` missing from the PTX", src.stem),
+            });
         }
     }
     cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.insert(key, ptx.clone());
@@ -145,10 +181,7 @@ pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
 /// Compile every kernel file for `arch` ("sm_90"); returns (stem, PTX bytes) per file. Needs only
 /// libnvrtc, no GPU: CI runs it to fail on any compile error.
 pub fn compile_all_kernels(arch: &str) -> Result<Vec<(String, usize)>> {
-    KERNEL_SOURCES
-        .iter()
-        .map(|s| compile_kernel(s, arch).map(|p| (s.stem.to_string(), p.to_src().len())))
-        .collect()
+    KERNEL_SOURCES.iter().map(|s| compile_kernel(s, arch).map(|p| (s.stem.to_string(), p.to_src().len()))).collect()
 }
 
 /// Which GSU implementation `gsu_topk` and `online` run.
@@ -211,7 +244,11 @@ impl CudaBackend {
         match std::panic::catch_unwind(|| Self::open(ordinal)) {
             Ok(r) => r,
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
                 Err(unavailable(format!("the CUDA driver bindings panicked: {msg}")))
             }
         }
@@ -230,8 +267,11 @@ impl CudaBackend {
         let (major, minor) = ctx.compute_capability().map_err(device_err("compute capability"))?;
         let arch = format!("sm_{major}{minor}");
         let name = ctx.name().map_err(device_err("device name"))?;
-        let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(device_err("device attribute"))? as u32;
-        let smem_optin = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).map_err(device_err("device attribute"))? as u32;
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).map_err(device_err("device attribute"))? as u32;
+        let smem_optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(device_err("device attribute"))? as u32;
         let mut map = HashMap::new();
         for src in KERNEL_SOURCES {
             let ptx = compile_kernel(src, &arch)?;

@@ -33,12 +33,18 @@ pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k:
     let (o_score, o_count, o_out, o_flag) = (nk, 2 * nk, 2 * nk + n_cand, 2 * nk + n_cand + n_cand * d);
     let total = o_flag + 1;
     let outbuf = be.zeros::<u32>("online: alloc out", total)?;
-    let g = GsuOut { idx: outbuf.slice(0..o_score), score: outbuf.slice(o_score..o_count), count: outbuf.slice(o_count..o_out), flag: outbuf.slice(o_flag..total) };
+    let g = GsuOut {
+        idx: outbuf.slice(0..o_score),
+        score: outbuf.slice(o_score..o_count),
+        count: outbuf.slice(o_count..o_out),
+        flag: outbuf.slice(o_flag..total),
+    };
     gsu_topk::launch(be, t, &plan, &buf, &br, &pr, &bias_v, &g)?;
     esu::launch(be, t, &buf, &br, &bias_v, k, &g.idx, &g.count, &outbuf.slice(o_out..o_flag))?;
 
     let words = be.dtoh("online: download", &outbuf, total)?;
-    let topk = gsu_topk::finish_topk(k, words[0..o_score].to_vec(), &words[o_score..o_count], words[o_count..o_out].to_vec(), words[o_flag])?;
+    let topk =
+        gsu_topk::finish_topk(k, words[0..o_score].to_vec(), &words[o_score..o_count], words[o_count..o_out].to_vec(), words[o_flag])?;
     let out = words[o_out..o_flag].iter().map(|&b| f32::from_bits(b)).collect();
     Ok(OnlineOutput { topk, out })
 }

@@ -1,0 +1,60 @@
+//! `gather` (shaders/gather.wgsl): rows of a resident table by id, widened to f32.
+
+use super::{grid, split_by, words_f32, Readback, WgpuBackend, B, F_T0_F16};
+use crate::backend::DeviceTable;
+use crate::error::Result;
+
+const SRC: &str = include_str!("../../../shaders/gather.wgsl");
+pub(crate) const BINDS: &[B] = &[B::R, B::R, B::W];
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    pub n: u32,
+    pub cols: u32,
+    pub row_lo: u32,
+    pub row_hi: u32,
+}
+
+/// Encode the gather of `ids` (already on the device, `n` of them) into `out` ([n, cols] f32):
+/// one dispatch per row chunk of the table.
+pub(crate) fn encode(
+    be: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    t: &DeviceTable,
+    ids: &wgpu::Buffer,
+    n: usize,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let wt = be.table(t)?;
+    let pipe = be.pipe("gather", SRC, "gather_fwd_v1", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
+    let elems = (n * t.cols) as u64;
+    for (ci, chunk) in wt.chunks.iter().enumerate() {
+        let lo = ci * wt.rows_per_chunk;
+        let hi = (lo + wt.rows_per_chunk).min(t.rows);
+        let p = be.uniform(&Params { n: n as u32, cols: t.cols as u32, row_lo: lo as u32, row_hi: hi as u32 });
+        be.dispatch(enc, &pipe, &p, &[chunk, ids, out], grid(elems.div_ceil(64)));
+    }
+    Ok(())
+}
+
+pub(crate) fn gather(be: &WgpuBackend, t: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+    if ids.is_empty() || t.cols == 0 {
+        return Ok(Vec::new());
+    }
+    let row_bytes = (t.cols * 4) as u64;
+    let groups = split_by(ids.len(), be.max_binding(), |_| row_bytes);
+    be.scoped("gather", || {
+        let mut enc = be.encoder();
+        let mut outs = Vec::new();
+        for g in &groups {
+            let idb = be.upload("ids", &ids[g.clone()]);
+            let out = be.output("gather out", g.len() * t.cols);
+            encode(be, &mut enc, t, &idb, g.len(), &out)?;
+            outs.push((out, g.len()));
+        }
+        let reads: Vec<Readback> = outs.iter().map(|(b, n)| Readback { buf: b, bytes: (n * t.cols * 4) as u64 }).collect();
+        let bytes = be.finish("gather", enc, &reads)?;
+        Ok(bytes.iter().flat_map(|b| words_f32(b)).collect())
+    })
+}

@@ -1,0 +1,701 @@
+//! The WGSL backend (wgpu 30 on Vulkan): every op of [`Backend`] as compute shaders under
+//! `shaders/<stem>.wgsl`, one Rust module per stem beside this file.
+//!
+//! - Device: Vulkan only. `new(false)` refuses a CPU adapter (lavapipe), `new(true)` prefers a
+//!   real GPU and accepts lavapipe. SUBGROUP and SHADER_F16 are requested only when the adapter
+//!   has them; [`WgpuOptions`] (or `TWIN_WGPU_NO_SUBGROUPS=1`, `TWIN_WGPU_NO_F16=1`) forces the
+//!   workgroup-memory reductions / f32 table storage so both paths can be tested anywhere.
+//! - Shaders are specialised by a tiny line preprocessor (`//#if NAME`, `//#else`, `//#endif`)
+//!   on the flags SUBGROUP and T0_F16/T1_F16/T2_F16 (storage type of the table in slot 0/1/2,
+//!   exposed to WGSL as `t0_t`, `t1_t`, `t2_t`). Each (stem, entry, flags) pipeline and its
+//!   explicit bind-group layout is compiled once per device and cached.
+//! - Parameters: one `bytemuck` uniform struct per op (binding 0), storage buffers after it.
+//! - Every call is wrapped in validation + out-of-memory error scopes: a wgpu validation error
+//!   becomes `Error::Device`, never a panic.
+//! - Buffers larger than the adapter's max storage binding are split: tables into row chunks
+//!   (the gather runs once per chunk), batches into groups of ids / requests / problems.
+
+mod cross_bias;
+mod esu;
+mod gather;
+mod gsu_topk;
+mod kmeans;
+mod log_size_bias;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::{
+    check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput,
+    OnlineTables, TableData, TopK,
+};
+use crate::error::{Error, Result};
+
+pub(crate) const F_SUBGROUP: u32 = 1;
+pub(crate) const F_T0_F16: u32 = 2;
+pub(crate) const F_T1_F16: u32 = 4;
+pub(crate) const F_T2_F16: u32 = 8;
+
+/// Which GSU kernel `gsu_topk`/`online` use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsuVersion {
+    /// `gsu_topk_fwd_v1`: one invocation per candidate, private sorted list.
+    V1,
+    /// `gsu_topk_fwd_v2`: one workgroup per candidate, chunked scoring + bitonic merge.
+    V2,
+}
+
+/// Construction options (tests use them to force each path).
+#[derive(Clone, Debug)]
+pub struct WgpuOptions {
+    /// Accept a CPU Vulkan adapter (lavapipe).
+    pub allow_cpu_adapter: bool,
+    /// Use the workgroup-memory reductions even if the adapter has subgroups.
+    pub no_subgroups: bool,
+    /// Store f16 tables as f32 even if the adapter has SHADER_F16.
+    pub no_f16: bool,
+    /// Cap on one storage binding in bytes (below the adapter's), to exercise buffer splitting.
+    pub max_binding: Option<u64>,
+    /// Fill output buffers with NaN / u32::MAX before each dispatch so an unwritten element
+    /// shows. Default: on in debug builds or with `TWIN_WGPU_POISON=1`.
+    pub poison_outputs: bool,
+    pub gsu: GsuVersion,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).map(|v| !v.is_empty() && v != "0").unwrap_or(false)
+}
+
+impl WgpuOptions {
+    /// Defaults, with the `TWIN_WGPU_*` environment overrides applied.
+    pub fn from_env(allow_cpu_adapter: bool) -> Self {
+        WgpuOptions {
+            allow_cpu_adapter,
+            no_subgroups: env_flag("TWIN_WGPU_NO_SUBGROUPS"),
+            no_f16: env_flag("TWIN_WGPU_NO_F16"),
+            max_binding: std::env::var("TWIN_WGPU_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
+            poison_outputs: cfg!(debug_assertions) || env_flag("TWIN_WGPU_POISON"),
+            gsu: if env_flag("TWIN_WGPU_GSU_V1") { GsuVersion::V1 } else { GsuVersion::V2 },
+        }
+    }
+}
+
+/// A table resident on the device: row chunks, each within one storage binding.
+pub struct WgpuTable {
+    pub(crate) chunks: Vec<wgpu::Buffer>,
+    pub(crate) rows_per_chunk: usize,
+    /// Stored as f16 on the device (else f32, converted on upload).
+    pub(crate) f16: bool,
+}
+
+/// Binding kinds of an explicit layout: binding 0 is always the uniform parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum B {
+    /// read-only storage
+    R,
+    /// read-write storage
+    W,
+}
+
+pub(crate) struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+pub struct WgpuBackend {
+    id: u64,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    subgroups: bool,
+    f16: bool,
+    subgroup_range: (u32, u32),
+    max_binding: u64,
+    opts: WgpuOptions,
+    pipes: Mutex<HashMap<(&'static str, u32), Arc<Pipe>>>,
+}
+
+fn dev_err(op: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Device { backend: "wgpu", op, message: e.to_string() }
+}
+
+/// `//#if NAME` / `//#else` / `//#endif` lines (nestable); everything else passes through.
+pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut stack: Vec<(bool, bool)> = Vec::new(); // (parent active, this branch taken)
+    let active = |s: &Vec<(bool, bool)>| s.iter().all(|&(p, t)| p && t);
+    for line in src.lines() {
+        let t = line.trim_start();
+        if let Some(name) = t.strip_prefix("//#if ") {
+            let parent = active(&stack);
+            stack.push((parent, defined.contains(&name.trim())));
+        } else if t.starts_with("//#else") {
+            if let Some(top) = stack.last_mut() {
+                top.1 = !top.1;
+            }
+        } else if t.starts_with("//#endif") {
+            stack.pop();
+        } else if active(&stack) {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Workgroup reductions shared by the shaders that need them; the shader defines `RWG`
+/// (its workgroup size) and sets `g_lid` (and with SUBGROUP `g_sgid`, `g_nsg`, `g_sgl`).
+/// The SUBGROUP path reduces inside each subgroup, then across subgroups in subgroup order;
+/// the other path is a tree in workgroup memory. Both are deterministic for a given path.
+const REDUCE_PRELUDE: &str = r#"
+var<workgroup> red_f: array<f32, RWG>;
+var<workgroup> red_u: array<u32, RWG>;
+var<workgroup> red_out_f: f32;
+var<workgroup> red_out_u: u32;
+var<private> g_lid: u32;
+//#if SUBGROUP
+var<private> g_sgid: u32;
+var<private> g_nsg: u32;
+var<private> g_sgl: u32;
+fn wg_max_f32(v: f32) -> f32 {
+    let s = subgroupMax(v);
+    if (g_sgl == 0u) { red_f[g_sgid] = s; }
+    workgroupBarrier();
+    if (g_lid == 0u) {
+        var r = red_f[0];
+        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_f[i]); }
+        red_out_f = r;
+    }
+    return workgroupUniformLoad(&red_out_f);
+}
+fn wg_sum_f32(v: f32) -> f32 {
+    let s = subgroupAdd(v);
+    if (g_sgl == 0u) { red_f[g_sgid] = s; }
+    workgroupBarrier();
+    if (g_lid == 0u) {
+        var r = red_f[0];
+        for (var i = 1u; i < g_nsg; i++) { r = r + red_f[i]; }
+        red_out_f = r;
+    }
+    return workgroupUniformLoad(&red_out_f);
+}
+fn wg_max_u32(v: u32) -> u32 {
+    let s = subgroupMax(v);
+    if (g_sgl == 0u) { red_u[g_sgid] = s; }
+    workgroupBarrier();
+    if (g_lid == 0u) {
+        var r = red_u[0];
+        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_u[i]); }
+        red_out_u = r;
+    }
+    return workgroupUniformLoad(&red_out_u);
+}
+//#else
+fn wg_max_f32(v: f32) -> f32 {
+    red_f[g_lid] = v;
+    workgroupBarrier();
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        if (g_lid < s) { red_f[g_lid] = max(red_f[g_lid], red_f[g_lid + s]); }
+        workgroupBarrier();
+    }
+    if (g_lid == 0u) { red_out_f = red_f[0]; }
+    return workgroupUniformLoad(&red_out_f);
+}
+fn wg_sum_f32(v: f32) -> f32 {
+    red_f[g_lid] = v;
+    workgroupBarrier();
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        if (g_lid < s) { red_f[g_lid] = red_f[g_lid] + red_f[g_lid + s]; }
+        workgroupBarrier();
+    }
+    if (g_lid == 0u) { red_out_f = red_f[0]; }
+    return workgroupUniformLoad(&red_out_f);
+}
+fn wg_max_u32(v: u32) -> u32 {
+    red_u[g_lid] = v;
+    workgroupBarrier();
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        if (g_lid < s) { red_u[g_lid] = max(red_u[g_lid], red_u[g_lid + s]); }
+        workgroupBarrier();
+    }
+    if (g_lid == 0u) { red_out_u = red_u[0]; }
+    return workgroupUniformLoad(&red_out_u);
+}
+//#endif
+"#;
+
+/// Workgroups for `n` work items: a 2-D grid within the 65535-per-dimension limit; shaders
+/// flatten it as `wid.x + wid.y * nwg.x` and return when past the end.
+pub(crate) fn grid(n_groups: u64) -> (u32, u32) {
+    let n = n_groups.max(1);
+    if n <= 65535 {
+        (n as u32, 1)
+    } else {
+        (65535, n.div_ceil(65535) as u32)
+    }
+}
+
+/// One staged output: a device buffer and how to read it back.
+pub(crate) struct Readback<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub bytes: u64,
+}
+
+impl WgpuBackend {
+    /// Open the best Vulkan adapter: a discrete GPU, then an integrated one, then (only with
+    /// `allow_cpu_adapter`) lavapipe. Environment overrides as in [`WgpuOptions::from_env`].
+    pub fn new(allow_cpu_adapter: bool) -> Result<Self> {
+        Self::with_options(WgpuOptions::from_env(allow_cpu_adapter))
+    }
+
+    pub fn with_options(opts: WgpuOptions) -> Result<Self> {
+        let unavailable = |why: String| Error::BackendUnavailable { backend: "wgpu", why };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::VULKAN;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+        if adapters.is_empty() {
+            return Err(unavailable("no Vulkan adapter found".into()));
+        }
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let mut seen = Vec::new();
+        let mut best: Option<wgpu::Adapter> = None;
+        for a in adapters {
+            let info = a.get_info();
+            seen.push(format!("{} ({:?})", info.name, info.device_type));
+            if info.device_type == wgpu::DeviceType::Cpu && !opts.allow_cpu_adapter {
+                continue;
+            }
+            if best.as_ref().map_or(true, |b| rank(info.device_type) < rank(b.get_info().device_type)) {
+                best = Some(a);
+            }
+        }
+        let adapter = best.ok_or_else(|| {
+            unavailable(format!("only CPU Vulkan adapters ({}); lavapipe is used only when wgpu is asked for", seen.join(", ")))
+        })?;
+        let info = adapter.get_info();
+        let af = adapter.features();
+        let subgroups = af.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups;
+        let f16 = af.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        let mut features = wgpu::Features::empty();
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("twin-engine"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| unavailable(format!("request_device on {}: {e}", info.name)))?;
+        // Errors outside a scope (there should be none) are logged, not panics.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: uncaptured error: {e}")));
+        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if let Some(m) = opts.max_binding {
+            max_binding = max_binding.min(m.max(256));
+        }
+        max_binding &= !255; // keep chunk offsets aligned
+        let subgroup_range = (info.subgroup_min_size, info.subgroup_max_size);
+        Ok(WgpuBackend {
+            id: super::next_device_id(),
+            device,
+            queue,
+            info,
+            subgroups,
+            f16,
+            subgroup_range,
+            max_binding,
+            opts,
+            pipes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn options(&self) -> &WgpuOptions {
+        &self.opts
+    }
+    /// Whether the subgroup reductions are in use.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+    /// Whether f16 tables stay f16 on the device.
+    pub fn uses_f16(&self) -> bool {
+        self.f16
+    }
+    /// Largest storage binding this backend creates, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.max_binding
+    }
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a WgpuTable> {
+        t.downcast::<WgpuTable>(BackendKind::Wgpu, self.id)
+    }
+
+    /// The cached pipeline for `entry` of shader `src` under `flags`.
+    pub(crate) fn pipe(&self, stem: &'static str, src: &'static str, entry: &'static str, flags: u32, binds: &[B]) -> Result<Arc<Pipe>> {
+        let flags = if self.subgroups { flags | F_SUBGROUP } else { flags & !F_SUBGROUP };
+        let mut map = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(&(entry, flags)) {
+            return Ok(p.clone());
+        }
+        let mut defs = Vec::new();
+        let mut prelude = String::new();
+        if flags & (F_T0_F16 | F_T1_F16 | F_T2_F16) != 0 {
+            prelude.push_str("enable f16;\n");
+        }
+        for (i, bit) in [F_T0_F16, F_T1_F16, F_T2_F16].iter().enumerate() {
+            let ty = if flags & bit != 0 { "f16" } else { "f32" };
+            prelude.push_str(&format!("alias t{i}_t = {ty};\n"));
+        }
+        if flags & F_SUBGROUP != 0 {
+            defs.push("SUBGROUP");
+        }
+        let body = if src.contains("RWG") { format!("{src}\n{REDUCE_PRELUDE}") } else { src.to_string() };
+        let code = prelude + &preprocess(&body, &defs);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(stem), source: wgpu::ShaderSource::Wgsl(code.into()) });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: *b == B::R },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(dev_err("shader compile", format!("{stem}.wgsl `{entry}` (flags {flags:#x}): {e}")));
+        }
+        let p = Arc::new(Pipe { pipeline, layout });
+        map.insert((entry, flags), p.clone());
+        Ok(p)
+    }
+
+    // ---- buffers -------------------------------------------------------------------------
+
+    pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.len() % 4 != 0 || bytes.len() < 16 {
+            let mut v = bytes.to_vec();
+            v.resize(v.len().div_ceil(4).max(4) * 4, 0);
+            return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &v,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            });
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(p),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// A device buffer of `words` 32-bit words, poisoned with 0xFFFFFFFF (NaN / u32::MAX)
+    /// when `poison_outputs` is on.
+    pub(crate) fn output(&self, label: &str, words: usize) -> wgpu::Buffer {
+        let size = (words.max(4) * 4) as u64;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        if self.opts.poison_outputs {
+            let bytes = vec![0xFFu8; size as usize];
+            return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &bytes, usage });
+        }
+        self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+    }
+
+    pub(crate) fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipe: &Pipe,
+        params: &wgpu::Buffer,
+        bufs: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) {
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
+        for (i, b) in bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.layout, entries: &entries });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+    }
+
+    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    }
+
+    /// Submit `enc` after copying every readback into one staging buffer; wait; return the
+    /// bytes of each readback. One download per call.
+    pub(crate) fn finish(&self, op: &'static str, mut enc: wgpu::CommandEncoder, reads: &[Readback]) -> Result<Vec<Vec<u8>>> {
+        let mut offs = Vec::with_capacity(reads.len());
+        let mut total = 0u64;
+        for r in reads {
+            offs.push(total);
+            total += r.bytes.div_ceil(4) * 4;
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: total.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        for (r, &o) in reads.iter().zip(&offs) {
+            let n = r.bytes.div_ceil(4) * 4;
+            if n > 0 {
+                enc.copy_buffer_to_buffer(r.buf, 0, &staging, o, n);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |res| {
+            let _ = tx.send(res);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev_err(op, e))?;
+        rx.recv().map_err(|e| dev_err(op, e))?.map_err(|e| dev_err(op, e))?;
+        let out = {
+            let view = staging.get_mapped_range(..).map_err(|e| dev_err(op, e))?;
+            reads.iter().zip(&offs).map(|(r, &o)| view[o as usize..(o + r.bytes) as usize].to_vec()).collect()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Run `f` inside validation and out-of-memory error scopes.
+    pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let ve = pollster::block_on(val.pop());
+        let oe = pollster::block_on(oom.pop());
+        if let Some(e) = ve {
+            return Err(dev_err(op, e));
+        }
+        if let Some(e) = oe {
+            return Err(dev_err(op, e));
+        }
+        r
+    }
+
+    pub(crate) fn f16_flag(t: &WgpuTable, bit: u32) -> u32 {
+        if t.f16 {
+            bit
+        } else {
+            0
+        }
+    }
+
+    /// The one binding holding the whole table, or a typed error when it is split.
+    pub(crate) fn whole<'a>(
+        &self,
+        name: &'static str,
+        t: &'a WgpuTable,
+        rows: usize,
+        cols: usize,
+        width: usize,
+    ) -> Result<&'a wgpu::Buffer> {
+        if t.chunks.len() == 1 {
+            return Ok(&t.chunks[0]);
+        }
+        Err(Error::TooLarge { field: name, value: (rows * cols * width) as u64, limit: self.max_binding })
+    }
+}
+
+pub(crate) fn words_f32(b: &[u8]) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(b)
+}
+pub(crate) fn words_u32(b: &[u8]) -> Vec<u32> {
+    bytemuck::pod_collect_to_vec(b)
+}
+
+/// Split `0..n` into consecutive ranges whose per-item cost sum stays within `limit`
+/// (a single item over the limit gets its own range).
+pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut acc = 0u64;
+    for i in 0..n {
+        let c = cost(i);
+        if i > start && acc + c > limit {
+            out.push(start..i);
+            start = i;
+            acc = 0;
+        }
+        acc += c;
+    }
+    if start < n || out.is_empty() {
+        out.push(start..n);
+    }
+    out
+}
+
+impl Backend for WgpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Wgpu
+    }
+    fn device_id(&self) -> u64 {
+        self.id
+    }
+    fn describe(&self) -> String {
+        format!(
+            "wgpu: {} ({:?}, {:?}, driver {} {}), subgroups {} (size {}..{}), f16 tables {}, max binding {} MiB, gsu {}",
+            self.info.name,
+            self.info.device_type,
+            self.info.backend,
+            self.info.driver,
+            self.info.driver_info,
+            if self.subgroups { "on" } else { "off" },
+            self.subgroup_range.0,
+            self.subgroup_range.1,
+            if self.f16 { "f16" } else { "f32" },
+            self.max_binding >> 20,
+            if self.opts.gsu == GsuVersion::V1 { "v1" } else { "v2" }
+        )
+    }
+
+    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+        check::host_table(name, table)?;
+        let f16 = self.f16 && table.dtype() == DType::F16;
+        let width = if f16 { 2 } else { 4 };
+        let row_bytes = (table.cols * width).max(1) as u64;
+        // Chunks hold a whole number of rows and an even number of f16 values.
+        let mut rows_per_chunk = ((self.max_binding / row_bytes) as usize).max(1);
+        if f16 && rows_per_chunk > 1 && (rows_per_chunk * table.cols) % 2 == 1 {
+            rows_per_chunk -= 1;
+        }
+        let rows_per_chunk = rows_per_chunk.min(table.rows.max(1));
+        let inner = self.scoped("upload_table", || {
+            let mut chunks = Vec::new();
+            let mut r0 = 0;
+            loop {
+                let r1 = (r0 + rows_per_chunk).min(table.rows);
+                let (a, b) = (r0 * table.cols, r1 * table.cols);
+                let buf = match (&table.data, f16) {
+                    (TableData::F16(v), true) => self.upload(name, &v[a..b]),
+                    (TableData::F16(v), false) => self.upload(name, &v[a..b].iter().map(|x| x.to_f32()).collect::<Vec<f32>>()),
+                    (TableData::F32(v), _) => self.upload(name, &v[a..b]),
+                };
+                chunks.push(buf);
+                r0 = r1;
+                if r0 >= table.rows {
+                    break;
+                }
+            }
+            Ok(WgpuTable { chunks, rows_per_chunk, f16 })
+        })?;
+        Ok(DeviceTable {
+            name,
+            rows: table.rows,
+            cols: table.cols,
+            dtype: table.dtype(),
+            backend: BackendKind::Wgpu,
+            device_id: self.id,
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+        check::gather(table, ids)?;
+        gather::gather(self, table, ids)
+    }
+
+    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
+        check::cross_bias(table, rows, n_cross)?;
+        cross_bias::gather_sum(self, table, rows, n_cross)
+    }
+
+    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
+        check::cross_bias_dense(e, w_c, beta, dims)?;
+        cross_bias::dense(self, e, w_c, beta, dims)
+    }
+
+    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
+        check::log_size_bias(bias, sizes, heads)?;
+        log_size_bias::log_size_bias(self, bias, sizes, heads)
+    }
+
+    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
+        check::online(t, batch, k)?;
+        check::behaviour_bias(t, batch, bias)?;
+        gsu_topk::gsu_topk(self, t, batch, bias, k)
+    }
+
+    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
+        check::online(t, batch, topk.k.max(1))?;
+        check::behaviour_bias(t, batch, bias)?;
+        check::topk_for(batch, topk)?;
+        esu::esu(self, t, batch, bias, topk)
+    }
+
+    fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
+        check::online(t, batch, k)?;
+        esu::online(self, t, batch, k)
+    }
+
+    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, centroids)?;
+        kmeans::assign(self, batch, centroids)
+    }
+
+    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, prev)?;
+        check::assignments(batch, assign)?;
+        kmeans::update(self, batch, assign, prev)
+    }
+
+    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
+        check::kmeans(batch)?;
+        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
+        kmeans::kmeans(self, batch, seeds, max_iter)
+    }
+}

@@ -86,6 +86,23 @@ pub fn split_variants() -> Vec<Under> {
     v
 }
 
+/// Each split variant with the same backend unsplit (no binding cap), to compare bit for bit.
+pub fn split_pairs() -> Vec<(Under, Arc<dyn Backend>)> {
+    let mut v = Vec::new();
+    #[cfg(feature = "wgpu")]
+    for u in split_variants() {
+        let no_f16 = u.label.contains("f32 tables");
+        let whole = wgpu_with(|o| o.no_f16 = no_f16);
+        v.push((u, whole));
+    }
+    v
+}
+
+/// Shapes for the split tests: tables of N_ITEMS x D span ~20-40 chunks of 64 KiB.
+pub fn split_shapes() -> Vec<(usize, usize)> {
+    vec![(1, 1), (97, 3), (1025, 64), (1, 64), (100, 0), (1025, 3), (1025, 1)]
+}
+
 #[cfg(feature = "wgpu")]
 pub fn wgpu_with(f: impl FnOnce(&mut twin_engine::backend::wgpu::WgpuOptions)) -> Arc<dyn Backend> {
     let mut o = twin_engine::backend::wgpu::WgpuOptions::from_env(true);

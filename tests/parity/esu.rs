@@ -107,3 +107,63 @@ fn esu_errors_match_cpu() {
         }
     });
 }
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// P_Q/P_K/P_V span many storage-binding chunks (64 KiB cap): ESU on compacted rows matches
+/// the CPU and the unsplit wgpu bit for bit.
+#[test]
+fn esu_split_tables() {
+    let cpu = cpu();
+    for (u, whole) in split_pairs() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        // f16 tables where the device keeps them f16; f32 on the f32-tables variant.
+        for dtype in [if u.label.contains("f32 tables") { DType::F32 } else { DType::F16 }] {
+            let t = Tables::new(47, dtype);
+            let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
+            let req = requests(&split_shapes(), 48);
+            let bias = bias_for(&*cpu, &tc, &req);
+            let topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
+            let got = u.be.esu(&ts, &req.as_batch(), &bias, &topk).unwrap();
+            let want = cpu.esu(&tc, &req.as_batch(), &bias, &topk).unwrap();
+            assert_rows(&format!("esu split {dtype:?}"), &got, &want);
+            let same = whole.esu(&tw, &req.as_batch(), &bias, &topk).unwrap();
+            assert_eq!(bits(&got), bits(&same), "esu split {dtype:?}: split != unsplit");
+        }
+    }
+}
+
+/// The whole online path on split tables: against the CPU, the unsplit wgpu (bit for bit),
+/// and a request alone (independent of its batch neighbours).
+#[test]
+fn online_split_tables() {
+    let cpu = cpu();
+    for (u, whole) in split_pairs() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        let t = Tables::new(49, DType::F32);
+        let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
+        let req = requests(&split_shapes(), 50);
+        let got = u.be.online(&ts, &req.as_batch(), TOP_K).unwrap();
+        let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
+        let bias = bias_for(&*cpu, &tc, &req);
+        check("online split topk", &t, &req, &bias, &got.topk, &want.topk);
+        let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
+        assert_rows("online split out", &got.out, &want_out);
+        let same = whole.online(&tw, &req.as_batch(), TOP_K).unwrap();
+        assert_eq!(got.topk.idx, same.topk.idx);
+        assert_eq!(got.topk.count, same.topk.count);
+        assert_eq!(bits(&got.topk.score), bits(&same.topk.score));
+        assert_eq!(bits(&got.out), bits(&same.out), "online split != unsplit");
+        let b = req.as_batch();
+        for r in [2usize, 4] {
+            let (s, c) = (b.seq_range(r), b.cand_range(r));
+            let mut one = OnlineRequests::new();
+            one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
+            let alone = u.be.online(&ts, &one.as_batch(), TOP_K).unwrap();
+            assert_eq!(alone.topk.idx[..], got.topk.idx[c.start * TOP_K..c.end * TOP_K]);
+            assert_eq!(bits(&alone.out), bits(&got.out[c.start * D..c.end * D]));
+        }
+    }
+}

@@ -14,6 +14,8 @@ pub(crate) struct Params {
     pub cols: u32,
     pub row_lo: u32,
     pub row_hi: u32,
+    pub base: u32,
+    pub pad: [u32; 3],
 }
 
 /// Encode the gather of `ids` (already on the device, `n` of them) into `out` ([n, cols] f32):
@@ -32,8 +34,35 @@ pub(crate) fn encode(
     for (ci, chunk) in wt.chunks.iter().enumerate() {
         let lo = ci * wt.rows_per_chunk;
         let hi = (lo + wt.rows_per_chunk).min(t.rows);
-        let p = be.uniform(&Params { n: n as u32, cols: t.cols as u32, row_lo: lo as u32, row_hi: hi as u32 });
+        let p = be.uniform(&Params { n: n as u32, cols: t.cols as u32, row_lo: lo as u32, row_hi: hi as u32, base: 0, pad: [0; 3] });
         be.dispatch(enc, &pipe, &p, &[chunk, ids, out], grid(elems.div_ceil(64)));
+    }
+    Ok(())
+}
+
+/// Like [`encode`] for ascending `sorted` ids (the same values, already on the device as
+/// `ids`): each chunk's dispatch covers only the ids that fall in it.
+pub(crate) fn encode_sorted(
+    be: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    t: &DeviceTable,
+    ids: &wgpu::Buffer,
+    sorted: &[u32],
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    let wt = be.table(t)?;
+    let pipe = be.pipe("gather", SRC, "gather_fwd_v1", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
+    for (ci, chunk) in wt.chunks.iter().enumerate() {
+        let lo = ci * wt.rows_per_chunk;
+        let hi = (lo + wt.rows_per_chunk).min(t.rows);
+        let a = sorted.partition_point(|&x| (x as usize) < lo);
+        let b = sorted.partition_point(|&x| (x as usize) < hi);
+        if a == b {
+            continue;
+        }
+        let n = b - a;
+        let p = be.uniform(&Params { n: n as u32, cols: t.cols as u32, row_lo: lo as u32, row_hi: hi as u32, base: a as u32, pad: [0; 3] });
+        be.dispatch(enc, &pipe, &p, &[chunk, ids, out], grid(((n * t.cols) as u64).div_ceil(64)));
     }
     Ok(())
 }

@@ -13,7 +13,9 @@
 //! - Every call is wrapped in validation + out-of-memory error scopes: a wgpu validation error
 //!   becomes `Error::Device`, never a panic.
 //! - Buffers larger than the adapter's max storage binding are split: tables into row chunks
-//!   (the gather runs once per chunk), batches into groups of ids / requests / problems.
+//!   (the gather runs once per chunk), batches into groups of ids / requests / problems. The
+//!   online ops bind P_Q/P_K/P_V/cross values whole: when one is chunked, the rows a call needs
+//!   are first gathered into a compact per-call table (`split.rs`).
 
 mod cross_bias;
 mod esu;
@@ -21,6 +23,7 @@ mod gather;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -665,6 +668,9 @@ impl Backend for WgpuBackend {
     fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
         check::online(t, batch, k)?;
         check::behaviour_bias(t, batch, bias)?;
+        if split::needed(self, t, false)? {
+            return split::gsu_topk(self, t, batch, bias, k);
+        }
         gsu_topk::gsu_topk(self, t, batch, bias, k)
     }
 
@@ -672,11 +678,17 @@ impl Backend for WgpuBackend {
         check::online(t, batch, topk.k.max(1))?;
         check::behaviour_bias(t, batch, bias)?;
         check::topk_for(batch, topk)?;
+        if split::needed(self, t, true)? {
+            return split::esu(self, t, batch, bias, topk);
+        }
         esu::esu(self, t, batch, bias, topk)
     }
 
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
         check::online(t, batch, k)?;
+        if split::needed(self, t, true)? {
+            return split::online(self, t, batch, k);
+        }
         esu::online(self, t, batch, k)
     }
 

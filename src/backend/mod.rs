@@ -11,7 +11,8 @@
 //! - `D = h * d_k` projection width, `h` heads, `J` cross features.
 //! - All matrices are row-major, f32 unless a table says f16. Reductions accumulate in f32 or
 //!   wider; the CPU reference uses f64 where the sum is long.
-//! - Validation (`check`) runs before any device work, so no backend reads out of bounds.
+//! - Validation (`check`) runs in the trait's provided methods before the backend's
+//!   `*_unchecked` implementation, so no backend reads out of bounds or repeats the checks.
 
 pub mod check;
 pub mod cpu;
@@ -343,29 +344,67 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
 
     /// Make a host table resident. Rejects non-finite values (SPEC: a NaN is an input error).
-    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable>;
+    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+        check::host_table(name, table)?;
+        self.upload_table_unchecked(name, table)
+    }
+    /// The backend's [`Backend::upload_table`], called after validation.
+    fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable>;
 
     /// Precomputed-projection gather: `out[n] = table[ids[n]]` widened to f32, `[N, cols]`.
-    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>>;
+    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+        check::gather(table, ids)?;
+        self.gather_unchecked(table, ids)
+    }
+    /// The backend's [`Backend::gather`], called after validation.
+    fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>>;
 
     /// Cross-feature bias, inference form: `out[n, a] = Σ_j table[rows[n*J + j], a]`.
     /// `table` is `[V, h]`; returns `[N, h]`.
-    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>>;
+    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
+        check::cross_bias(table, rows, n_cross)?;
+        self.cross_bias_unchecked(table, rows, n_cross)
+    }
+    /// The backend's [`Backend::cross_bias`], called after validation.
+    fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>>;
 
     /// Cross-feature bias, training form: `out[n, a] = Σ_j β[a,j] (e[n,j,:] · w_c[a,j,:])`.
     /// `e: [N, J, C]`, `w_c: [h, J, C]`, `beta: [h, J]`; returns `[N, h]`.
-    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>>;
+    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
+        check::cross_bias_dense(e, w_c, beta, dims)?;
+        self.cross_bias_dense_unchecked(e, w_c, beta, dims)
+    }
+    /// The backend's [`Backend::cross_bias_dense`], called after validation.
+    fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>>;
 
     /// Log-cluster-size reweighting: `out[n, a] = bias[n, a] + ln(sizes[n])`, `[N, h]`.
-    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>>;
+    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
+        check::log_size_bias(bias, sizes, heads)?;
+        self.log_size_bias_unchecked(bias, sizes, heads)
+    }
+    /// The backend's [`Backend::log_size_bias`], called after validation.
+    fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>>;
 
     /// CP-GSU: `g_{b,l} = (1/h) Σ_a (q_{b,a}·k_{l,a}/√d_k + bias[l,a])`, keep the `min(k, L_r)`
     /// largest per candidate. `bias: [ΣL, h]` already holds the cross bias and `ln n`.
-    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK>;
+    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
+        check::online(t, batch, k)?;
+        check::behaviour_bias(t, batch, bias)?;
+        self.gsu_topk_unchecked(t, batch, bias, k)
+    }
+    /// The backend's [`Backend::gsu_topk`], called after validation.
+    fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK>;
 
     /// ESU: per-head softmax over the finalists of `α = q_a·k_{l,a}/√d_k + bias[l,a]`, pooling of
     /// `v_l = P_V[item_l] + Σ_j cross_value[cross_l,j]`, then `· W^o`. Returns `[ΣB, D]`.
-    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
+    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
+        check::online(t, batch, topk.k.max(1))?;
+        check::behaviour_bias(t, batch, bias)?;
+        check::topk_for(batch, topk)?;
+        self.esu_unchecked(t, batch, bias, topk)
+    }
+    /// The backend's [`Backend::esu`], called after validation.
+    fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
 
     /// The whole online path (SPEC §3) for a batch of requests.
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
@@ -387,11 +426,24 @@ pub trait Backend: Send + Sync {
 
     /// Nearest-centroid assignment, `[N]` local centroid indices. Distance is SPEC's
     /// `Σ_t (x_t - c_t)^2` in f32 summed in `t` order; ties go to the lower centroid index.
-    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>>;
+    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, centroids)?;
+        self.kmeans_assign_unchecked(batch, centroids)
+    }
+    /// The backend's [`Backend::kmeans_assign`], called after validation.
+    fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>>;
 
     /// Centroid update: mean of each centroid's members (summed in point order, f64 on the
     /// reference); a centroid with no member keeps its previous value. Returns `[Σk, dim]`.
-    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
+    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::centroids(batch, prev)?;
+        check::assignments(batch, assign)?;
+        self.kmeans_update_unchecked(batch, assign, prev)
+    }
+    /// The backend's [`Backend::kmeans_update`], called after validation.
+    fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
 
     /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
     /// A problem's result does not depend on which other problems share the batch.

@@ -10,7 +10,7 @@ pub mod log_size_bias;
 
 use std::sync::Arc;
 
-use super::{check, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
+use super::{Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
 use crate::error::Result;
 
 /// `Σ a_i b_i` in f64 with eight independent accumulators (combined in a fixed order): each
@@ -61,8 +61,7 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
-        check::host_table(name, table)?;
+    fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
         Ok(DeviceTable {
             name,
             rows: table.rows,
@@ -74,36 +73,27 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
-        check::gather(table, ids)?;
+    fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
         Ok(gather::gather(self.table(table)?, ids))
     }
 
-    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
-        check::cross_bias(table, rows, n_cross)?;
+    fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
         Ok(cross_bias::gather_sum(self.table(table)?, rows, n_cross))
     }
 
-    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
-        check::cross_bias_dense(e, w_c, beta, dims)?;
+    fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
         Ok(cross_bias::dense(e, w_c, beta, dims))
     }
 
-    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
-        check::log_size_bias(bias, sizes, heads)?;
+    fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
         Ok(log_size_bias::log_size_bias(bias, sizes, heads))
     }
 
-    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
-        check::online(t, batch, k)?;
-        check::behaviour_bias(t, batch, bias)?;
+    fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
         gsu_topk::gsu_topk(self.table(&t.p_q)?, self.table(&t.p_k)?, t.heads, batch, bias, k)
     }
 
-    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
-        check::online(t, batch, topk.k.max(1))?;
-        check::behaviour_bias(t, batch, bias)?;
-        check::topk_for(batch, topk)?;
+    fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
         let tabs = esu::EsuTables {
             p_q: self.table(&t.p_q)?,
             p_k: self.table(&t.p_k)?,
@@ -116,16 +106,11 @@ impl Backend for CpuBackend {
         Ok(esu::esu(&tabs, batch, bias, topk))
     }
 
-    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
-        check::kmeans(batch)?;
-        check::centroids(batch, centroids)?;
+    fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
         Ok(kmeans::assign(batch, centroids))
     }
 
-    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
-        check::kmeans(batch)?;
-        check::centroids(batch, prev)?;
-        check::assignments(batch, assign)?;
+    fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
         Ok(kmeans::update(batch, assign, prev))
     }
 }

@@ -431,8 +431,7 @@ impl Backend for CudaBackend {
         format!("{} (GSU {:?})", self.desc, self.gsu_version())
     }
 
-    fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
-        check::host_table(name, table)?;
+    fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
         let inner = match &table.data {
             TableData::F32(v) => CudaTable::F32(self.htod("upload table", v)?),
             TableData::F16(v) => CudaTable::F16(self.htod("upload table", v)?),
@@ -451,36 +450,27 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
-        check::gather(table, ids)?;
+    fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
         gather::gather(self, table, ids)
     }
 
-    fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
-        check::cross_bias(table, rows, n_cross)?;
+    fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
         cross_bias::cross_bias(self, table, rows, n_cross)
     }
 
-    fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
-        check::cross_bias_dense(e, w_c, beta, dims)?;
+    fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
         cross_bias::cross_bias_dense(self, e, w_c, beta, dims)
     }
 
-    fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
-        check::log_size_bias(bias, sizes, heads)?;
+    fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
         log_size_bias::log_size_bias(self, bias, sizes, heads)
     }
 
-    fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
-        check::online(t, batch, k)?;
-        check::behaviour_bias(t, batch, bias)?;
+    fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
         gsu_topk::gsu_topk(self, t, batch, bias, k)
     }
 
-    fn esu(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
-        check::online(t, batch, topk.k.max(1))?;
-        check::behaviour_bias(t, batch, bias)?;
-        check::topk_for(batch, topk)?;
+    fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
         esu::esu(self, t, batch, bias, topk)
     }
 
@@ -489,16 +479,11 @@ impl Backend for CudaBackend {
         online::online(self, t, batch, k)
     }
 
-    fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
-        check::kmeans(batch)?;
-        check::centroids(batch, centroids)?;
+    fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
         kmeans::assign(self, batch, centroids)
     }
 
-    fn kmeans_update(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
-        check::kmeans(batch)?;
-        check::centroids(batch, prev)?;
-        check::assignments(batch, assign)?;
+    fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
         kmeans::update(self, batch, assign, prev)
     }
 

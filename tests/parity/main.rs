@@ -13,3 +13,22 @@ mod gather;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+
+/// `auto` never picks a CPU Vulkan adapter (lavapipe): it is used only when wgpu is asked for.
+#[cfg(feature = "wgpu")]
+#[test]
+fn auto_never_picks_a_cpu_adapter() {
+    use twin_engine::backend::{self, BackendChoice, BackendKind};
+    let Ok((wgpu, _)) = backend::open(BackendChoice::Wgpu) else {
+        eprintln!("skipped: no Vulkan adapter");
+        return;
+    };
+    if !wgpu.describe().contains("(Cpu,") {
+        eprintln!("skipped: the adapter is a real GPU ({})", wgpu.describe());
+        return;
+    }
+    let refused = twin_engine::backend::wgpu::WgpuBackend::new(false);
+    assert!(matches!(refused, Err(twin_engine::Error::BackendUnavailable { backend: "wgpu", .. })));
+    let (auto, note) = backend::open(BackendChoice::Auto).unwrap();
+    assert_ne!(auto.kind(), BackendKind::Wgpu, "auto chose lavapipe: {note}");
+}

@@ -126,13 +126,8 @@ pub(crate) fn online(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k:
             let o = gsu_topk::encode(be, &mut enc, t, &info, &items, &bias, nc, k)?;
             let s = Seq { info: &info, items: &items, cross: &cross, bias: &bias };
             let e = encode(be, &mut enc, t, &s, &o.idx, &o.count, nc, k)?;
-            let reads = [
-                Readback { buf: &o.idx, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.score, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.count, bytes: (nc * 4) as u64 },
-                Readback { buf: &o.nan, bytes: 4 },
-                Readback { buf: &e, bytes: (nc * d * 4) as u64 },
-            ];
+            let [ri, rs, rc, rn] = o.readbacks(nc, k);
+            let reads = [ri, rs, rc, rn, Readback { buf: &e, bytes: (nc * d * 4) as u64 }];
             be.finish("online", enc, &reads)
         })?;
         let nan = words_u32(&bytes[3])[0];

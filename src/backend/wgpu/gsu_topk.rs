@@ -42,6 +42,18 @@ pub(crate) struct GsuOut {
     pub nan: wgpu::Buffer,
 }
 
+impl GsuOut {
+    /// Readbacks in the order callers index them: idx, score, count, NaN flag.
+    pub(crate) fn readbacks(&self, nc: usize, k: usize) -> [Readback<'_>; 4] {
+        [
+            Readback { buf: &self.idx, bytes: (nc * k * 4) as u64 },
+            Readback { buf: &self.score, bytes: (nc * k * 4) as u64 },
+            Readback { buf: &self.count, bytes: (nc * 4) as u64 },
+            Readback { buf: &self.nan, bytes: 4 },
+        ]
+    }
+}
+
 pub(crate) fn encode(
     be: &WgpuBackend,
     enc: &mut wgpu::CommandEncoder,
@@ -143,12 +155,7 @@ pub(crate) fn gsu_topk(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, 
             let bb = be.upload("bias", &bias[l0 * h..l1 * h]);
             let mut enc = be.encoder();
             let o = encode(be, &mut enc, t, &info, &items, &bb, nc, k)?;
-            let reads = [
-                Readback { buf: &o.idx, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.score, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.count, bytes: (nc * 4) as u64 },
-                Readback { buf: &o.nan, bytes: 4 },
-            ];
+            let reads = o.readbacks(nc, k);
             be.finish("gsu_topk", enc, &reads)
         })?;
         let nan = words_u32(&bytes[3])[0];

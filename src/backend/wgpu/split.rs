@@ -198,12 +198,7 @@ pub(crate) fn gsu_topk(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, 
             let items = be.upload("items", &items);
             let bb = be.upload("bias", &bb);
             let o = gsu_topk::encode(be, &mut enc, &tt, &info, &items, &bb, nc, k)?;
-            let reads = [
-                Readback { buf: &o.idx, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.score, bytes: (nc * k * 4) as u64 },
-                Readback { buf: &o.count, bytes: (nc * 4) as u64 },
-                Readback { buf: &o.nan, bytes: 4 },
-            ];
+            let reads = o.readbacks(nc, k);
             be.finish("gsu_topk", enc, &reads)
         })?;
         let nan = words_u32(&bytes[3])[0];

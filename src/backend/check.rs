@@ -254,3 +254,51 @@ pub fn assignments(b: &KmeansBatch, a: &[u32]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Training attention: `offsets [B + 1]` over `N` rows, `q [B, D]`, `k, v [N, D]`, `bias [N, h]`,
+/// `h` divides `D`, everything finite.
+pub fn attn(heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<()> {
+    if offsets.is_empty() {
+        return Err(Error::BadOffsets { field: "offsets", index: 0, why: "needs at least one entry (0)" });
+    }
+    let b = offsets.len() - 1;
+    if heads == 0 {
+        return Err(Error::BadShape { field: "heads", value: 0, why: "must be at least 1" });
+    }
+    let n = bias.len() / heads;
+    len("bias", bias.len(), n * heads, "a multiple of heads")?;
+    self::offsets("offsets", offsets, n)?;
+    if b == 0 {
+        len("q", q.len(), 0, "B * D with B = 0")?;
+    }
+    let d = if b == 0 { heads } else { q.len() / b };
+    len("q", q.len(), b * d, "B * D")?;
+    if d == 0 || d % heads != 0 {
+        return Err(Error::BadShape { field: "D (q length / B)", value: d as u64, why: "must be a positive multiple of heads" });
+    }
+    len("k", k.len(), n * d, "N * D")?;
+    len("v", v.len(), n * d, "N * D")?;
+    for (field, x) in [("q", q), ("k", k), ("v", v), ("bias", bias)] {
+        finite(field, x)?;
+    }
+    if n > u32::MAX as usize / d.max(1) {
+        return Err(Error::TooLarge { field: "N * D", value: (n * d) as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+/// Scatter-add: every `perm` entry a row of `src`, `seg_offsets` well-formed over `perm`.
+pub fn segment_sum(src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<()> {
+    if width == 0 {
+        return Err(Error::BadShape { field: "width", value: 0, why: "must be at least 1" });
+    }
+    let n = src.len() / width;
+    len("src", src.len(), n * width, "a multiple of width")?;
+    ids_below("perm", perm, n)?;
+    offsets("seg_offsets", seg_offsets, perm.len())?;
+    finite("src", src)?;
+    if src.len() > u32::MAX as usize || (seg_offsets.len() - 1).saturating_mul(width) > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "segment_sum size", value: src.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}

@@ -323,6 +323,35 @@ pub struct KmeansResult {
     pub iterations: Vec<u32>,
 }
 
+/// [`Backend::attn_fwd`]'s outputs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttnOut {
+    /// `[N, h]` softmax weights.
+    pub p: Vec<f32>,
+    /// `[B, D]`.
+    pub pooled: Vec<f32>,
+}
+
+/// What [`Backend::attn_bwd`] reads: the forward's inputs and its `p`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSaved<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub bias: &'a [f32],
+    pub offsets: &'a [u32],
+    pub p: &'a [f32],
+}
+
+/// [`Backend::attn_bwd`]'s outputs: `dq [B, D]`, `dk, dv [N, D]`, `dbias [N, h]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttnGrads {
+    pub dq: Vec<f32>,
+    pub dk: Vec<f32>,
+    pub dv: Vec<f32>,
+    pub dbias: Vec<f32>,
+}
+
 /// Shapes of the training-form cross bias.
 #[derive(Clone, Copy, Debug)]
 pub struct CrossDims {
@@ -405,6 +434,38 @@ pub trait Backend: Send + Sync {
     }
     /// The backend's [`Backend::esu`], called after validation.
     fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
+
+    /// Training attention forward (SPEC §5; ESU pooling without `W^o`, ragged rows per sample):
+    /// `α = q_a·k_{r,a}/√d_k + bias[r,a]`, per-head softmax over sample `b`'s rows
+    /// `offsets[b]..offsets[b+1]`, `pooled_{b,a} = Σ_r p v_{r,a}`. `q [B, D]`, `k, v [N, D]`,
+    /// `bias [N, h]`. Returns the softmax weights `p [N, h]` (kept for the backward) and `pooled [B, D]`.
+    fn attn_fwd(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
+        check::attn(heads, q, k, v, bias, offsets)?;
+        self.attn_fwd_unchecked(heads, q, k, v, bias, offsets)
+    }
+    /// The backend's [`Backend::attn_fwd`], called after validation.
+    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut>;
+
+    /// Training attention backward: given `attn_fwd`'s inputs, its `p` and `dpooled [B, D]`,
+    /// the gradients of `q`, `k`, `v` and `bias` (each written, not accumulated).
+    fn attn_bwd(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
+        check::attn(heads, x.q, x.k, x.v, x.bias, x.offsets)?;
+        check::len("p", x.p.len(), x.bias.len(), "bias length (N * h)")?;
+        check::len("dpooled", dpooled.len(), x.q.len(), "q length (B * D)")?;
+        check::finite("dpooled", dpooled)?;
+        self.attn_bwd_unchecked(heads, x, dpooled)
+    }
+    /// The backend's [`Backend::attn_bwd`], called after validation.
+    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads>;
+
+    /// Deterministic scatter-add: `out[s] = Σ src[perm[i]]` over `i` in `seg_offsets[s]..seg_offsets[s+1]`,
+    /// added in that order. `src [N, width]`; returns `[S, width]`.
+    fn segment_sum(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+        check::segment_sum(src, width, perm, seg_offsets)?;
+        self.segment_sum_unchecked(src, width, perm, seg_offsets)
+    }
+    /// The backend's [`Backend::segment_sum`], called after validation.
+    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>>;
 
     /// The whole online path (SPEC §3) for a batch of requests.
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {

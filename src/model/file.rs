@@ -33,7 +33,7 @@ impl Model {
     }
 
     /// Payload bytes, without validation (tests use it to build bad files).
-    pub(super) fn encode(&self) -> Result<Vec<u8>> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let json = serde_json::to_string(&self.config).map_err(|_| Error::BadShape {
             field: "config",
             value: 0,
@@ -59,7 +59,7 @@ impl Model {
         Model::decode(&payload, path)
     }
 
-    pub(super) fn decode(payload: &[u8], path: &Path) -> Result<Model> {
+    pub(crate) fn decode(payload: &[u8], path: &Path) -> Result<Model> {
         let mut r = Reader::new(payload, path);
         let json = r.str("config")?;
         let config: ModelConfig = serde_json::from_str(&json).map_err(|e| Error::corrupt(path, format!("config: {e}")))?;

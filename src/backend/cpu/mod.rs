@@ -1,16 +1,21 @@
 //! The CPU backend: SPEC.md implemented literally, the reference for every GPU kernel.
 //! Multi-threaded with rayon over requests/candidates/points; long reductions in f64.
 
+pub mod attn;
 pub mod cross_bias;
 pub mod esu;
 pub mod gather;
 pub mod gsu_topk;
 pub mod kmeans;
 pub mod log_size_bias;
+mod real;
+pub mod segment_sum;
+
+pub use real::Real;
 
 use std::sync::Arc;
 
-use super::{Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
+use super::{AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
 use crate::error::Result;
 
 /// `Σ a_i b_i` in f64 with eight independent accumulators (combined in a fixed order): each
@@ -104,6 +109,20 @@ impl Backend for CpuBackend {
             heads: t.heads,
         };
         Ok(esu::esu(&tabs, batch, bias, topk))
+    }
+
+    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
+        let (p, pooled) = attn::attn_fwd(attn::AttnIn { heads, q, k, v, bias, offsets });
+        Ok(AttnOut { p, pooled })
+    }
+
+    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
+        let g = attn::attn_bwd(attn::AttnIn { heads, q: x.q, k: x.k, v: x.v, bias: x.bias, offsets: x.offsets }, x.p, dpooled);
+        Ok(AttnGrads { dq: g.dq, dk: g.dk, dv: g.dv, dbias: g.dbias })
+    }
+
+    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+        Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

@@ -1,0 +1,638 @@
+//! The CTR model's forward and backward pass on the CPU (SPEC §5): the training reference.
+//! Generic over [`Real`]: training runs it in f32, the gradient check in f64.
+//!
+//! One step, for a batch of `B` samples:
+//! 1. `x_t = x_h(target)`, `q = x_t W^q`; cross tables `cb [ΣV, h]`, `cv [ΣV, D]` from the
+//!    current `E_j`, `w^c`, `β`, `W^{vc}` (SPEC §3.2).
+//! 2. GSU on the long sequence (no gradient): `twin`/`twin-v2` rank by the head mean of
+//!    `α = q_a·k_{l,a}/√d_k + bias + ln n`, computed as `x_h(l)·(W^k_a q_a)` so no per-row
+//!    projection is needed; `sim-soft` ranks by `e_item(target)·e_item(l)`. Top-K with SPEC's
+//!    tie rule; finalists keep sequence order.
+//! 3. Projections once per unique item of the finalists and short-term rows (`K = X_u W^k`,
+//!    `V = X_u W^v`), gathered per row; `v_r += Σ_j cv[row_j]`; `bias_r = Σ_j cb[row_j] + ln n_r`.
+//! 4. Attention (`cpu::attn`) for the long finalists and the short-term rows, `· W^o`.
+//! 5. MLP over `[context, x_t, out_long, out_short]` (zeros for a variant's missing parts), BCE.
+//! The backward runs the same steps in reverse. Row gradients are scatter-added with
+//! `segment_sum` in a fixed order, so the gradients are the same run to run.
+
+use std::cmp::Ordering;
+
+use rayon::prelude::*;
+
+use super::linalg::{mm, mm_nt, mm_tn};
+use super::{Batch, Variant};
+use crate::backend::cpu::attn::{self, AttnIn};
+use crate::backend::cpu::segment_sum::{self, segments_of};
+use crate::backend::cpu::Real;
+use crate::backend::{AttnSaved, Backend};
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelConfig};
+
+/// Parameter indices in `ModelConfig::param_shapes` order.
+pub const ITEM_EMB: usize = 0;
+pub const AUTHOR_EMB: usize = 1;
+pub const TOPIC_EMB: usize = 2;
+pub const DURATION_EMB: usize = 3;
+pub const CONTEXT_EMB: usize = 4;
+pub const CROSS_EMB: usize = 5;
+pub const W_Q: usize = 6;
+pub const W_K: usize = 7;
+pub const W_V: usize = 8;
+pub const W_C: usize = 9;
+pub const BETA: usize = 10;
+pub const W_VC: usize = 11;
+pub const W_O: usize = 12;
+pub const MLP0: usize = 13;
+/// Tables whose gradient is a set of rows (sparse updates).
+pub const ROW_TABLES: [usize; 5] = [ITEM_EMB, AUTHOR_EMB, TOPIC_EMB, DURATION_EMB, CONTEXT_EMB];
+
+/// The kernels a training step runs through: the attention forward/backward and the
+/// deterministic scatter-add. [`CpuOps`] is the generic reference; [`BackendOps`] sends them
+/// to a backend's kernels (f32), so a GPU backend's training kernels run inside real steps.
+pub trait Ops<T> {
+    fn attn_fwd(&self, x: AttnIn<'_, T>) -> Result<(Vec<T>, Vec<T>)>;
+    fn attn_bwd(&self, x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> Result<attn::AttnGrads<T>>;
+    fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>>;
+}
+
+pub struct CpuOps;
+
+impl<T: Real> Ops<T> for CpuOps {
+    fn attn_fwd(&self, x: AttnIn<'_, T>) -> Result<(Vec<T>, Vec<T>)> {
+        Ok(attn::attn_fwd(x))
+    }
+    fn attn_bwd(&self, x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> Result<attn::AttnGrads<T>> {
+        Ok(attn::attn_bwd(x, p, dpooled))
+    }
+    fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>> {
+        Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
+    }
+}
+
+pub struct BackendOps<'a>(pub &'a dyn Backend);
+
+impl Ops<f32> for BackendOps<'_> {
+    fn attn_fwd(&self, x: AttnIn<'_, f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let o = self.0.attn_fwd(x.heads, x.q, x.k, x.v, x.bias, x.offsets)?;
+        Ok((o.p, o.pooled))
+    }
+    fn attn_bwd(&self, x: AttnIn<'_, f32>, p: &[f32], dpooled: &[f32]) -> Result<attn::AttnGrads<f32>> {
+        let g = self.0.attn_bwd(x.heads, AttnSaved { q: x.q, k: x.k, v: x.v, bias: x.bias, offsets: x.offsets, p }, dpooled)?;
+        Ok(attn::AttnGrads { dq: g.dq, dk: g.dk, dv: g.dv, dbias: g.dbias })
+    }
+    fn segment_sum(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+        if perm.is_empty() {
+            return Ok(vec![0.0; seg_offsets.len().saturating_sub(1) * width]);
+        }
+        self.0.segment_sum(src, width, perm, seg_offsets)
+    }
+}
+
+/// Borrowed parameters plus the item → feature maps of the catalogue.
+pub struct Weights<'a, T> {
+    pub cfg: &'a ModelConfig,
+    pub p: Vec<&'a [T]>,
+    pub item_author: &'a [u32],
+    pub item_topic: &'a [u32],
+    pub item_duration: &'a [u32],
+}
+
+impl<'a> Weights<'a, f32> {
+    pub fn of(model: &'a Model) -> Weights<'a, f32> {
+        Weights {
+            cfg: &model.config,
+            p: model.params().map(|(_, t)| t.data.as_slice()).collect(),
+            item_author: &model.item_author,
+            item_topic: &model.item_topic,
+            item_duration: &model.item_duration_bucket,
+        }
+    }
+}
+
+/// Gradient of one parameter tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Grad<T> {
+    Dense(Vec<T>),
+    /// `rows` ascending and unique; `values [rows.len(), cols]`.
+    Rows { rows: Vec<u32>, values: Vec<T> },
+}
+
+impl<T: Real> Grad<T> {
+    /// As a dense tensor of `numel` elements with `cols` per row.
+    pub fn to_dense(&self, numel: usize, cols: usize) -> Vec<T> {
+        match self {
+            Grad::Dense(v) => v.clone(),
+            Grad::Rows { rows, values } => {
+                let mut d = vec![T::zero(); numel];
+                for (i, &r) in rows.iter().enumerate() {
+                    d[r as usize * cols..(r as usize + 1) * cols].copy_from_slice(&values[i * cols..(i + 1) * cols]);
+                }
+                d
+            }
+        }
+    }
+}
+
+/// What a forward (and optionally backward) pass returns.
+pub struct StepOut<T> {
+    pub loss: f64,
+    /// `σ(logit)` per sample.
+    pub prob: Vec<f32>,
+    /// Per parameter, in `param_shapes` order; `None` for an inference-only pass.
+    pub grads: Option<Vec<Grad<T>>>,
+    /// GSU input rows (sum over the batch) and finalists kept.
+    pub gsu_rows: usize,
+}
+
+/// Rows of one attention block (long finalists or short-term), flattened over the batch.
+struct Rows {
+    offsets: Vec<u32>,
+    item: Vec<u32>,
+    /// `[N, J]` stacked cross-table rows.
+    cross: Vec<u32>,
+    log_n: Vec<f32>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.item.len()
+    }
+}
+
+/// Saved activations of one attention block.
+struct AttnAct<T> {
+    rows: Rows,
+    /// Index of each row's item in the unique-item list.
+    uidx: Vec<u32>,
+    k: Vec<T>,
+    v: Vec<T>,
+    bias: Vec<T>,
+    p: Vec<T>,
+    pooled: Vec<T>,
+}
+
+fn cmp_rank<T: Real>(a: &(u32, T), b: &(u32, T)) -> Ordering {
+    b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(b.0.cmp(&a.0))
+}
+
+/// Positions of the best `k` scores (SPEC tie rule: larger position wins), ascending.
+fn topk_positions<T: Real>(scores: &[T], k: usize) -> Vec<u32> {
+    let mut all: Vec<(u32, T)> = scores.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
+    if k < all.len() {
+        all.select_nth_unstable_by(k - 1, cmp_rank);
+        all.truncate(k);
+    }
+    let mut pos: Vec<u32> = all.into_iter().map(|(p, _)| p).collect();
+    pos.sort_unstable();
+    pos
+}
+
+/// Validate a batch against the model before any indexing.
+pub fn check_batch(cfg: &ModelConfig, b: &Batch) -> Result<()> {
+    use crate::backend::check;
+    let n = b.target.len();
+    check::len("label", b.label.len(), n, "target length")?;
+    check::len("context", b.context.len(), n, "target length")?;
+    check::ids_below("target", &b.target, cfg.n_items)?;
+    check::ids_below("context", &b.context, cfg.n_context)?;
+    check::finite("label", &b.label)?;
+    for (name, off, item, cross, log_n) in [
+        ("long", &b.long_offsets, &b.long_item, &b.long_cross, Some(&b.long_log_n)),
+        ("short", &b.short_offsets, &b.short_item, &b.short_cross, None),
+    ] {
+        check::len(if name == "long" { "long_offsets" } else { "short_offsets" }, off.len(), n + 1, "samples + 1")?;
+        check::offsets(if name == "long" { "long_offsets" } else { "short_offsets" }, off, item.len())?;
+        check::ids_below(if name == "long" { "long_item" } else { "short_item" }, item, cfg.n_items)?;
+        check::len(if name == "long" { "long_cross" } else { "short_cross" }, cross.len(), item.len() * cfg.n_cross(), "rows * J")?;
+        let offs = cfg.cross_offsets();
+        for (i, &c) in cross.iter().enumerate() {
+            let j = i % cfg.n_cross();
+            if c < offs[j] || c >= offs[j + 1] {
+                return Err(Error::OutOfRange {
+                    field: if name == "long" { "long_cross" } else { "short_cross" },
+                    index: i,
+                    value: c as u64,
+                    limit: offs[j + 1] as u64,
+                });
+            }
+        }
+        if let Some(ln) = log_n {
+            check::len("long_log_n", ln.len(), item.len(), "long rows")?;
+            check::finite("long_log_n", ln)?;
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'a, 'w, T> {
+    w: &'a Weights<'w, T>,
+    h: usize,
+    d: usize,
+    hd: usize,
+    j_n: usize,
+    cd: usize,
+}
+
+impl<T: Real> Ctx<'_, '_, T> {
+    /// `x_h(i)` into `out` (`H` values).
+    fn inherent(&self, i: usize, out: &mut [T]) {
+        let (id, sm) = (self.w.cfg.id_dim, self.w.cfg.small_dim);
+        let p = &self.w.p;
+        let (a, t, du) = (self.w.item_author[i] as usize, self.w.item_topic[i] as usize, self.w.item_duration[i] as usize);
+        out[..id].copy_from_slice(&p[ITEM_EMB][i * id..(i + 1) * id]);
+        out[id..2 * id].copy_from_slice(&p[AUTHOR_EMB][a * id..(a + 1) * id]);
+        out[2 * id..2 * id + sm].copy_from_slice(&p[TOPIC_EMB][t * sm..(t + 1) * sm]);
+        out[2 * id + sm..2 * id + 2 * sm].copy_from_slice(&p[DURATION_EMB][du * sm..(du + 1) * sm]);
+    }
+
+    fn inherent_rows(&self, ids: &[u32]) -> Vec<T> {
+        let hd = self.hd;
+        let mut x = vec![T::zero(); ids.len() * hd];
+        x.par_chunks_mut(hd).zip(ids.par_iter()).for_each(|(row, &i)| self.inherent(i as usize, row));
+        x
+    }
+
+    /// `(cb [ΣV, h], cv [ΣV, D])` from the current parameters.
+    fn cross_tables(&self) -> (Vec<T>, Vec<T>) {
+        let (h, j_n, cd, d) = (self.h, self.j_n, self.cd, self.d);
+        let offs = self.w.cfg.cross_offsets();
+        let v_n = self.w.cfg.cross_rows();
+        let (e, w_c, beta, w_vc) = (self.w.p[CROSS_EMB], self.w.p[W_C], self.w.p[BETA], self.w.p[W_VC]);
+        let mut cb = vec![T::zero(); v_n * h];
+        let mut cv = vec![T::zero(); v_n * d];
+        for j in 0..j_n {
+            for r in offs[j] as usize..offs[j + 1] as usize {
+                let ev = &e[r * cd..(r + 1) * cd];
+                for a in 0..h {
+                    let wv = &w_c[(a * j_n + j) * cd..(a * j_n + j + 1) * cd];
+                    let dot: T = ev.iter().zip(wv).map(|(&x, &y)| x * y).sum();
+                    cb[r * h + a] = beta[a * j_n + j] * dot;
+                }
+                for t in 0..cd {
+                    let wrow = &w_vc[(j * cd + t) * d..(j * cd + t + 1) * d];
+                    for (o, &wv) in cv[r * d..(r + 1) * d].iter_mut().zip(wrow) {
+                        *o = *o + ev[t] * wv;
+                    }
+                }
+            }
+        }
+        (cb, cv)
+    }
+}
+
+/// Forward pass, plus the backward when `grad` is set. `loss` is the mean BCE.
+pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, batch: &Batch, grad: bool) -> Result<StepOut<T>> {
+    let cfg = w.cfg;
+    check_batch(cfg, batch)?;
+    let bn = batch.target.len();
+    if bn == 0 {
+        return Err(Error::Empty { field: "batch", index: 0 });
+    }
+    let cx = Ctx { w, h: cfg.heads, d: cfg.d_model(), hd: cfg.inherent_dim(), j_n: cfg.n_cross(), cd: cfg.cross_dim };
+    let (h, d, hd, j_n) = (cx.h, cx.d, cx.hd, cx.j_n);
+    let dk = d / h;
+    let scale = T::of(1.0 / (dk as f64).sqrt());
+
+    // 1. Targets and the cross tables.
+    let x_t = cx.inherent_rows(&batch.target);
+    let q = mm(&x_t, bn, hd, w.p[W_Q], d);
+    let (cb, cv) = cx.cross_tables();
+
+    // 2. GSU over the long sequence.
+    let use_long = variant.uses_long();
+    let use_short = variant.uses_short();
+    let k_top = cfg.top_k;
+    let long_rows = if use_long { *batch.long_offsets.last().unwrap_or(&0) as usize } else { 0 };
+    let finals: Vec<Vec<u32>> = (0..bn)
+        .into_par_iter()
+        .map(|b| {
+            if !use_long {
+                return Vec::new();
+            }
+            let (r0, r1) = (batch.long_offsets[b] as usize, batch.long_offsets[b + 1] as usize);
+            let l = r1 - r0;
+            if l <= k_top {
+                return (0..l as u32).collect();
+            }
+            let scores: Vec<T> = match variant {
+                Variant::SimSoft => {
+                    let id = cfg.id_dim;
+                    let tgt = batch.target[b] as usize;
+                    let et = &w.p[ITEM_EMB][tgt * id..(tgt + 1) * id];
+                    (r0..r1)
+                        .map(|r| {
+                            let it = batch.long_item[r] as usize;
+                            et.iter().zip(&w.p[ITEM_EMB][it * id..(it + 1) * id]).map(|(&x, &y)| x * y).sum()
+                        })
+                        .collect()
+                }
+                _ => {
+                    // q̃_a = W^k[:, a] q_a, so q_a·k_{l,a} = x_h(l)·q̃_a.
+                    let qb = &q[b * d..(b + 1) * d];
+                    let wk = w.p[W_K];
+                    let mut qt = vec![T::zero(); h * hd];
+                    for a in 0..h {
+                        for i in 0..hd {
+                            let row = &wk[i * d + a * dk..i * d + (a + 1) * dk];
+                            qt[a * hd + i] = row.iter().zip(&qb[a * dk..(a + 1) * dk]).map(|(&x, &y)| x * y).sum();
+                        }
+                    }
+                    let mut x = vec![T::zero(); hd];
+                    let inv_h = T::of(1.0 / h as f64);
+                    (r0..r1)
+                        .map(|r| {
+                            cx.inherent(batch.long_item[r] as usize, &mut x);
+                            let mut g = T::zero();
+                            for a in 0..h {
+                                let dot: T = x.iter().zip(&qt[a * hd..(a + 1) * hd]).map(|(&u, &v)| u * v).sum();
+                                let bias: T = (0..j_n).map(|j| cb[batch.long_cross[r * j_n + j] as usize * h + a]).sum();
+                                g = g + dot * scale + bias + T::of_f32(batch.long_log_n[r]);
+                            }
+                            g * inv_h
+                        })
+                        .collect()
+                }
+            };
+            topk_positions(&scores, k_top)
+        })
+        .collect();
+
+    // 3. Attention rows and unique items.
+    let mut long = Rows { offsets: vec![0], item: Vec::new(), cross: Vec::new(), log_n: Vec::new() };
+    for (b, f) in finals.iter().enumerate() {
+        let r0 = batch.long_offsets[b] as usize;
+        for &pos in f {
+            let r = r0 + pos as usize;
+            long.item.push(batch.long_item[r]);
+            long.cross.extend_from_slice(&batch.long_cross[r * j_n..(r + 1) * j_n]);
+            long.log_n.push(batch.long_log_n[r]);
+        }
+        long.offsets.push(long.item.len() as u32);
+    }
+    let short = if use_short {
+        Rows {
+            offsets: batch.short_offsets.clone(),
+            item: batch.short_item.clone(),
+            cross: batch.short_cross.clone(),
+            log_n: vec![0.0; batch.short_item.len()],
+        }
+    } else {
+        Rows { offsets: vec![0; bn + 1], item: Vec::new(), cross: Vec::new(), log_n: Vec::new() }
+    };
+    let all_items: Vec<u32> = long.item.iter().chain(&short.item).copied().collect();
+    let (uniq, perm_u, seg_u) = segments_of(&all_items);
+    let mut uidx_all = vec![0u32; all_items.len()];
+    for s in 0..uniq.len() {
+        for &r in &perm_u[seg_u[s] as usize..seg_u[s + 1] as usize] {
+            uidx_all[r as usize] = s as u32;
+        }
+    }
+    let nu = uniq.len();
+    let x_u = cx.inherent_rows(&uniq);
+    let kp = mm(&x_u, nu, hd, w.p[W_K], d);
+    let vp = mm(&x_u, nu, hd, w.p[W_V], d);
+
+    // 4. Attention per block.
+    let n_long = long.len();
+    let attend = |rows: Rows, uidx: Vec<u32>| -> Result<AttnAct<T>> {
+        let n = rows.len();
+        let mut k = vec![T::zero(); n * d];
+        let mut v = vec![T::zero(); n * d];
+        let mut bias = vec![T::zero(); n * h];
+        k.par_chunks_mut(d).zip(v.par_chunks_mut(d)).zip(bias.par_chunks_mut(h)).enumerate().for_each(|(r, ((kr, vr), br))| {
+            let u = uidx[r] as usize;
+            kr.copy_from_slice(&kp[u * d..(u + 1) * d]);
+            vr.copy_from_slice(&vp[u * d..(u + 1) * d]);
+            for a in 0..h {
+                br[a] = T::of_f32(rows.log_n[r]);
+            }
+            for j in 0..j_n {
+                let c = rows.cross[r * j_n + j] as usize;
+                for (x, &y) in vr.iter_mut().zip(&cv[c * d..(c + 1) * d]) {
+                    *x = *x + y;
+                }
+                for a in 0..h {
+                    br[a] = br[a] + cb[c * h + a];
+                }
+            }
+        });
+        let (p, pooled) = if n == 0 {
+            (Vec::new(), vec![T::zero(); bn * d])
+        } else {
+            ops.attn_fwd(AttnIn { heads: h, q: &q, k: &k, v: &v, bias: &bias, offsets: &rows.offsets })?
+        };
+        Ok(AttnAct { rows, uidx, k, v, bias, p, pooled })
+    };
+    let long_act = attend(long, uidx_all[..n_long].to_vec())?;
+    let short_act = attend(short, uidx_all[n_long..].to_vec())?;
+    let out_long = mm(&long_act.pooled, bn, d, w.p[W_O], d);
+    let out_short = mm(&short_act.pooled, bn, d, w.p[W_O], d);
+
+    // 5. MLP input: [context, x_t, out_long, out_short].
+    let sd = cfg.small_dim;
+    let zin = cfg.mlp_input();
+    let mut z = vec![T::zero(); bn * zin];
+    z.par_chunks_mut(zin).enumerate().for_each(|(b, zr)| {
+        let c = batch.context[b] as usize;
+        zr[..sd].copy_from_slice(&w.p[CONTEXT_EMB][c * sd..(c + 1) * sd]);
+        zr[sd..sd + hd].copy_from_slice(&x_t[b * hd..(b + 1) * hd]);
+        if use_long {
+            zr[sd + hd..sd + hd + d].copy_from_slice(&out_long[b * d..(b + 1) * d]);
+        }
+        if use_short {
+            zr[sd + hd + d..].copy_from_slice(&out_short[b * d..(b + 1) * d]);
+        }
+    });
+    let widths: Vec<usize> = std::iter::once(zin).chain(cfg.mlp_hidden.iter().copied()).chain(std::iter::once(1)).collect();
+    let n_layers = widths.len() - 1;
+    let mut acts = vec![z];
+    for i in 0..n_layers {
+        let (wi, bi) = (w.p[MLP0 + 2 * i], w.p[MLP0 + 2 * i + 1]);
+        let mut y = mm(&acts[i], bn, widths[i], wi, widths[i + 1]);
+        let last = i + 1 == n_layers;
+        y.par_chunks_mut(widths[i + 1]).for_each(|row| {
+            for (x, &bb) in row.iter_mut().zip(bi) {
+                *x = *x + bb;
+                if !last && *x < T::zero() {
+                    *x = T::zero();
+                }
+            }
+        });
+        acts.push(y);
+    }
+    let logits = &acts[n_layers];
+    let mut loss = 0f64;
+    let mut prob = Vec::with_capacity(bn);
+    for b in 0..bn {
+        let s = logits[b].f64();
+        let y = batch.label[b] as f64;
+        loss += s.max(0.0) - s * y + (-s.abs()).exp().ln_1p();
+        prob.push((1.0 / (1.0 + (-s).exp())) as f32);
+    }
+    loss /= bn as f64;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite { field: "loss", index: 0, value: loss as f32 });
+    }
+    if !grad {
+        return Ok(StepOut { loss, prob, grads: None, gsu_rows: long_rows });
+    }
+
+    // ---- Backward ----
+    let mut grads: Vec<Option<Grad<T>>> = (0..MLP0 + 2 * n_layers).map(|_| None).collect();
+    let inv_b = 1.0 / bn as f64;
+    let mut dy: Vec<T> = (0..bn).map(|b| T::of((1.0 / (1.0 + (-logits[b].f64()).exp()) - batch.label[b] as f64) * inv_b)).collect();
+    for i in (0..n_layers).rev() {
+        let (fi, fo) = (widths[i], widths[i + 1]);
+        let last = i + 1 == n_layers;
+        if !last {
+            // ReLU: gradient flows where the output was positive.
+            dy.par_iter_mut().zip(acts[i + 1].par_iter()).for_each(|(g, &a)| {
+                if a <= T::zero() {
+                    *g = T::zero();
+                }
+            });
+        }
+        let dw = mm_tn(&acts[i], bn, fi, &dy, fo);
+        let mut db = vec![T::zero(); fo];
+        for row in dy.chunks(fo) {
+            for (x, &y) in db.iter_mut().zip(row) {
+                *x = *x + y;
+            }
+        }
+        grads[MLP0 + 2 * i] = Some(Grad::Dense(dw));
+        grads[MLP0 + 2 * i + 1] = Some(Grad::Dense(db));
+        dy = mm_nt(&dy, bn, fo, w.p[MLP0 + 2 * i], fi);
+    }
+    let dz = dy; // [B, zin]
+    let mut dx_t = vec![T::zero(); bn * hd];
+    let mut dctx = vec![T::zero(); bn * sd];
+    let mut dout_long = vec![T::zero(); bn * d];
+    let mut dout_short = vec![T::zero(); bn * d];
+    for b in 0..bn {
+        let zr = &dz[b * zin..(b + 1) * zin];
+        dctx[b * sd..(b + 1) * sd].copy_from_slice(&zr[..sd]);
+        dx_t[b * hd..(b + 1) * hd].copy_from_slice(&zr[sd..sd + hd]);
+        if use_long {
+            dout_long[b * d..(b + 1) * d].copy_from_slice(&zr[sd + hd..sd + hd + d]);
+        }
+        if use_short {
+            dout_short[b * d..(b + 1) * d].copy_from_slice(&zr[sd + hd + d..]);
+        }
+    }
+    // Context rows.
+    let (ctx_rows, ctx_perm, ctx_seg) = segments_of(&batch.context);
+    grads[CONTEXT_EMB] = Some(Grad::Rows { rows: ctx_rows, values: ops.segment_sum(&dctx, sd, &ctx_perm, &ctx_seg)? });
+
+    // W^o and the attention blocks.
+    let mut dwo = mm_tn(&long_act.pooled, bn, d, &dout_long, d);
+    let dwo_s = mm_tn(&short_act.pooled, bn, d, &dout_short, d);
+    dwo.iter_mut().zip(&dwo_s).for_each(|(x, &y)| *x = *x + y);
+    grads[W_O] = Some(Grad::Dense(dwo));
+    let mut dq = vec![T::zero(); bn * d];
+    // Per-row gradients of both blocks, concatenated long then short (the `all_items` order).
+    let n_all = all_items.len();
+    let mut dk_all = vec![T::zero(); n_all * d];
+    let mut dv_all = vec![T::zero(); n_all * d];
+    let mut dbias_all = vec![T::zero(); n_all * h];
+    for (act, dout, row0) in [(&long_act, &dout_long, 0usize), (&short_act, &dout_short, n_long)] {
+        if act.rows.len() == 0 {
+            continue;
+        }
+        let dpooled = mm_nt(dout, bn, d, w.p[W_O], d);
+        let g = ops.attn_bwd(AttnIn { heads: h, q: &q, k: &act.k, v: &act.v, bias: &act.bias, offsets: &act.rows.offsets }, &act.p, &dpooled)?;
+        dq.iter_mut().zip(&g.dq).for_each(|(x, &y)| *x = *x + y);
+        let n = act.rows.len();
+        dk_all[row0 * d..(row0 + n) * d].copy_from_slice(&g.dk);
+        dv_all[row0 * d..(row0 + n) * d].copy_from_slice(&g.dv);
+        dbias_all[row0 * h..(row0 + n) * h].copy_from_slice(&g.dbias);
+        debug_assert_eq!(act.uidx.len(), n);
+    }
+    // Per unique item: dK, dV (rows grouped by item in `segments_of(all_items)` order = uniq).
+    let dkp = ops.segment_sum(&dk_all, d, &perm_u, &seg_u)?;
+    let dvp = ops.segment_sum(&dv_all, d, &perm_u, &seg_u)?;
+    // Cross tables: every (row, j) adds its dv to cv[row_j] and its dbias to cb[row_j].
+    let all_cross: Vec<u32> = long_act.rows.cross.iter().chain(&short_act.rows.cross).copied().collect();
+    let (c_rows, c_perm, c_seg) = segments_of(&all_cross);
+    // Source row of (r, j) is r: expand dv/dbias by J (index r*J + j → r).
+    let src_row: Vec<u32> = c_perm.iter().map(|&i| i / j_n as u32).collect();
+    let dcv_rows = ops.segment_sum(&dv_all, d, &src_row, &c_seg)?;
+    let dcb_rows = ops.segment_sum(&dbias_all, h, &src_row, &c_seg)?;
+
+    // Projections.
+    grads[W_Q] = Some(Grad::Dense(mm_tn(&x_t, bn, hd, &dq, d)));
+    grads[W_K] = Some(Grad::Dense(mm_tn(&x_u, nu, hd, &dkp, d)));
+    grads[W_V] = Some(Grad::Dense(mm_tn(&x_u, nu, hd, &dvp, d)));
+    let dx_q = mm_nt(&dq, bn, d, w.p[W_Q], hd);
+    dx_t.iter_mut().zip(&dx_q).for_each(|(x, &y)| *x = *x + y);
+    let mut dx_u = mm_nt(&dkp, nu, d, w.p[W_K], hd);
+    let dx_v = mm_nt(&dvp, nu, d, w.p[W_V], hd);
+    dx_u.iter_mut().zip(&dx_v).for_each(|(x, &y)| *x = *x + y);
+
+    // Cross parameters from dcb / dcv.
+    {
+        let (cd, e, w_c, beta, w_vc) = (cx.cd, w.p[CROSS_EMB], w.p[W_C], w.p[BETA], w.p[W_VC]);
+        let offs = cfg.cross_offsets();
+        let mut de = vec![T::zero(); cfg.cross_rows() * cd];
+        let mut dwc = vec![T::zero(); w_c.len()];
+        let mut dbeta = vec![T::zero(); beta.len()];
+        let mut dwvc = vec![T::zero(); w_vc.len()];
+        for (s, &c) in c_rows.iter().enumerate() {
+            let c = c as usize;
+            let j = offs.iter().rposition(|&o| o as usize <= c).unwrap_or(0).min(j_n - 1);
+            let ev = &e[c * cd..(c + 1) * cd];
+            let dcv = &dcv_rows[s * d..(s + 1) * d];
+            for t in 0..cd {
+                let wrow = &w_vc[(j * cd + t) * d..(j * cd + t + 1) * d];
+                let dw = &mut dwvc[(j * cd + t) * d..(j * cd + t + 1) * d];
+                let mut acc = T::zero();
+                for col in 0..d {
+                    dw[col] = dw[col] + ev[t] * dcv[col];
+                    acc = acc + wrow[col] * dcv[col];
+                }
+                de[c * cd + t] = de[c * cd + t] + acc;
+            }
+            for a in 0..h {
+                let g = dcb_rows[s * h + a];
+                let wi = (a * j_n + j) * cd;
+                let wv = &w_c[wi..wi + cd];
+                let dot: T = ev.iter().zip(wv).map(|(&x, &y)| x * y).sum();
+                let bt = beta[a * j_n + j];
+                dbeta[a * j_n + j] = dbeta[a * j_n + j] + g * dot;
+                for t in 0..cd {
+                    dwc[wi + t] = dwc[wi + t] + g * bt * ev[t];
+                    de[c * cd + t] = de[c * cd + t] + g * bt * wv[t];
+                }
+            }
+        }
+        grads[CROSS_EMB] = Some(Grad::Dense(de));
+        grads[W_C] = Some(Grad::Dense(dwc));
+        grads[BETA] = Some(Grad::Dense(dbeta));
+        grads[W_VC] = Some(Grad::Dense(dwvc));
+    }
+
+    // Embedding rows from dx_t (targets) and dx_u (unique row items).
+    let x_items: Vec<u32> = batch.target.iter().chain(&uniq).copied().collect();
+    let dx_all: Vec<T> = dx_t.into_iter().chain(dx_u).collect();
+    let (it_rows, it_perm, it_seg) = segments_of(&x_items);
+    let dxi = ops.segment_sum(&dx_all, hd, &it_perm, &it_seg)?; // [unique items, H]
+    let (id, sm) = (cfg.id_dim, cfg.small_dim);
+    let part = |lo: usize, wdt: usize| -> Vec<T> {
+        let mut o = vec![T::zero(); it_rows.len() * wdt];
+        for (i, row) in o.chunks_mut(wdt).enumerate() {
+            row.copy_from_slice(&dxi[i * hd + lo..i * hd + lo + wdt]);
+        }
+        o
+    };
+    grads[ITEM_EMB] = Some(Grad::Rows { rows: it_rows.clone(), values: part(0, id) });
+    for (pi, keys, lo, wdt) in [
+        (AUTHOR_EMB, w.item_author, id, id),
+        (TOPIC_EMB, w.item_topic, 2 * id, sm),
+        (DURATION_EMB, w.item_duration, 2 * id + sm, sm),
+    ] {
+        let k: Vec<u32> = it_rows.iter().map(|&i| keys[i as usize]).collect();
+        let (rows, perm, seg) = segments_of(&k);
+        grads[pi] = Some(Grad::Rows { rows, values: ops.segment_sum(&part(lo, wdt), wdt, &perm, &seg)? });
+    }
+    let grads: Vec<Grad<T>> = grads.into_iter().map(|g| g.unwrap_or(Grad::Dense(Vec::new()))).collect();
+    Ok(StepOut { loss, prob, grads: Some(grads), gsu_rows: long_rows })
+}

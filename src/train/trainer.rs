@@ -1,0 +1,217 @@
+//! The training loop: epochs over a time split, evaluation after every epoch, an atomic
+//! checkpoint after every epoch, and exact resume.
+//!
+//! Determinism: epoch `e` visits the training samples in a shuffle seeded by
+//! `derive_seed(seed, [e])`; a step's gradients are computed with fixed-order reductions and
+//! applied elementwise. A run resumed from the checkpoint of epoch `e` therefore produces the
+//! same parameters, bit for bit, as the uninterrupted run (tested).
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::optim::{OptimConfig, Optimizer};
+use super::step::{self, BackendOps, CpuOps, Weights};
+use super::{metrics, Examples, Metrics, Variant};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::fileio::{self, Reader, Writer};
+use crate::model::Model;
+use crate::rng::{derive_seed, SplitMix64};
+
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"TWINCKPT";
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub variant: Variant,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub optim: OptimConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { variant: Variant::Twin, epochs: 2, batch_size: 256, seed: 0, optim: OptimConfig::default() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test: Metrics,
+    pub train_samples_per_s: f64,
+    pub train_seconds: f64,
+    /// Mean GSU input length per training sample (0 for variants without a GSU).
+    pub gsu_len: f64,
+}
+
+/// Everything a checkpoint holds: resuming from it continues the run exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub cfg: TrainConfig,
+    pub model: Model,
+    pub optim: Optimizer,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Loss of every step so far.
+    pub step_losses: Vec<f32>,
+    pub reports: Vec<EpochReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TrainReport {
+    pub variant: Variant,
+    pub epochs: Vec<EpochReport>,
+    pub step_losses: Vec<f32>,
+}
+
+/// What the loop reports while it runs (for progress bars).
+pub enum Progress {
+    Step { epoch: usize, step: usize, steps: usize, loss: f64 },
+    Eval { epoch: usize, done: usize, total: usize },
+}
+
+impl TrainState {
+    pub fn new(model: Model, cfg: TrainConfig) -> Result<TrainState> {
+        if cfg.batch_size == 0 {
+            return Err(Error::InvalidValue { field: "batch_size", index: 0, value: 0.0, why: "must be at least 1" });
+        }
+        let optim = Optimizer::new(&model, cfg.optim);
+        Ok(TrainState { cfg, model, optim, epoch: 0, step_losses: Vec::new(), reports: Vec::new() })
+    }
+
+    /// Atomic write (temp file, fsync, rename): a crash mid-save leaves the previous file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.model.validate()?;
+        let mut w = Writer::new();
+        w.str(&serde_json::to_string(&self.cfg).unwrap_or_default());
+        w.u64(self.epoch as u64);
+        w.f32s(&self.step_losses);
+        w.str(&serde_json::to_string(&self.reports).unwrap_or_default());
+        w.u8s(&self.model.encode()?);
+        self.optim.encode(&mut w);
+        fileio::save(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &w.buf)
+    }
+
+    pub fn load(path: &Path) -> Result<TrainState> {
+        let (_, payload) = fileio::load(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION)?;
+        let mut r = Reader::new(&payload, path);
+        let cfg: TrainConfig = serde_json::from_str(&r.str("train config")?).map_err(|e| Error::corrupt(path, format!("train config: {e}")))?;
+        let epoch = r.u64("epoch")? as usize;
+        let step_losses = r.f32s("step losses")?;
+        let reports: Vec<EpochReport> =
+            serde_json::from_str(&r.str("epoch reports")?).map_err(|e| Error::corrupt(path, format!("epoch reports: {e}")))?;
+        let model_bytes = r.u8s("model")?;
+        let model = Model::decode(&model_bytes, path)?;
+        let optim = Optimizer::decode(&mut r, &model)?;
+        r.finish()?;
+        Ok(TrainState { cfg, model, optim, epoch, step_losses, reports })
+    }
+
+    pub fn report(&self) -> TrainReport {
+        TrainReport { variant: self.cfg.variant, epochs: self.reports.clone(), step_losses: self.step_losses.clone() }
+    }
+}
+
+/// Fisher-Yates shuffle of the training samples for `epoch`.
+fn epoch_order(train: &[u32], seed: u64, epoch: usize) -> Vec<u32> {
+    let mut v = train.to_vec();
+    let mut rng = SplitMix64::new(derive_seed(seed, &[0x7472_6169_6e, epoch as u64]));
+    for i in (1..v.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// One step's forward (+ backward) on the chosen kernels.
+fn run_step(backend: Option<&dyn Backend>, model: &Model, variant: Variant, b: &super::Batch, grad: bool) -> Result<step::StepOut<f32>> {
+    let w = Weights::of(model);
+    match backend {
+        Some(be) if be.kind() != crate::backend::BackendKind::Cpu => step::step(&BackendOps(be), &w, variant, b, grad),
+        _ => step::step(&CpuOps, &w, variant, b, grad),
+    }
+}
+
+/// Predictions and metrics of `model` on `samples`. Returns the metrics and the mean GSU input length.
+pub fn evaluate(
+    backend: Option<&dyn Backend>,
+    model: &Model,
+    ex: &Examples<'_>,
+    samples: &[u32],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Metrics, f64)> {
+    let mut prob = Vec::with_capacity(samples.len());
+    let (mut labels, mut users) = (Vec::with_capacity(samples.len()), Vec::with_capacity(samples.len()));
+    let mut gsu_rows = 0usize;
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let b = ex.batch(chunk)?;
+        let out = run_step(backend, model, ex.variant, &b, false)?;
+        gsu_rows += out.gsu_rows;
+        prob.extend_from_slice(&out.prob);
+        labels.extend_from_slice(&b.label);
+        users.extend_from_slice(&b.user);
+        progress(prob.len(), samples.len());
+    }
+    Ok((metrics::evaluate(&prob, &labels, &users), gsu_rows as f64 / samples.len().max(1) as f64))
+}
+
+/// Train `state` until `state.cfg.epochs` epochs are done, evaluating on `test` and writing
+/// `checkpoint` after each epoch. A state loaded from a checkpoint continues where it stopped.
+pub fn train(
+    state: &mut TrainState,
+    backend: Option<&dyn Backend>,
+    train_ex: &Examples<'_>,
+    train: &[u32],
+    test_ex: &Examples<'_>,
+    test: &[u32],
+    checkpoint: Option<&Path>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainReport> {
+    if train.is_empty() {
+        return Err(Error::Empty { field: "training samples", index: 0 });
+    }
+    if train_ex.variant != state.cfg.variant || test_ex.variant != state.cfg.variant {
+        return Err(Error::InvalidValue { field: "variant", index: 0, value: 0.0, why: "examples and train config disagree" });
+    }
+    let bs = state.cfg.batch_size;
+    while state.epoch < state.cfg.epochs {
+        let epoch = state.epoch;
+        let order = epoch_order(train, state.cfg.seed, epoch);
+        let steps = order.len().div_ceil(bs);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut gsu_rows) = (0f64, 0usize);
+        for (si, chunk) in order.chunks(bs).enumerate() {
+            let b = train_ex.batch(chunk)?;
+            let out = run_step(backend, &state.model, state.cfg.variant, &b, true)?;
+            let grads = out.grads.ok_or(Error::Empty { field: "gradients", index: si })?;
+            state.optim.update(&mut state.model, &grads)?;
+            loss_sum += out.loss * chunk.len() as f64;
+            gsu_rows += out.gsu_rows;
+            state.step_losses.push(out.loss as f32);
+            progress(Progress::Step { epoch, step: si + 1, steps, loss: out.loss });
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let (test_m, _) = evaluate(backend, &state.model, test_ex, test, bs.max(256), &mut |done, total| {
+            progress(Progress::Eval { epoch, done, total })
+        })?;
+        // A diverged model is an error, not a checkpoint.
+        state.model.validate()?;
+        state.reports.push(EpochReport {
+            epoch: epoch + 1,
+            train_loss: loss_sum / order.len() as f64,
+            test: test_m,
+            train_samples_per_s: order.len() as f64 / secs.max(1e-9),
+            train_seconds: secs,
+            gsu_len: gsu_rows as f64 / order.len() as f64,
+        });
+        state.epoch += 1;
+        if let Some(p) = checkpoint {
+            state.save(p)?;
+        }
+    }
+    Ok(state.report())
+}

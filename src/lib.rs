@@ -10,7 +10,9 @@ pub mod features;
 pub mod fileio;
 pub mod model;
 pub mod online;
+pub mod plot;
 pub mod rng;
+pub mod train;
 
 pub use backend::{Backend, BackendChoice, BackendKind};
 pub use error::{Error, Result};

@@ -13,6 +13,10 @@ use twin_engine::cluster::{self, ClusterConfig, ClusterSet};
 use twin_engine::data::{self, Dataset, SynthConfig};
 use twin_engine::model::{Model, ModelConfig};
 use twin_engine::online;
+use twin_engine::train::Variant;
+
+#[path = "cli/train.rs"]
+mod train_cmd;
 
 #[derive(Parser)]
 #[command(name = "twin", version, about = "TWIN / TWIN-V2 engine: data, offline clustering, online scoring")]
@@ -125,6 +129,63 @@ enum Cmd {
         #[arg(long)]
         no_vectors: bool,
     },
+    /// Train one model variant on a time split (earlier samples train, the newest test),
+    /// evaluating and checkpointing after every epoch.
+    Train {
+        #[arg(long)]
+        data: PathBuf,
+        /// twin-v2, twin, sim-soft, din-short or no-seq.
+        #[arg(long, default_value = "twin")]
+        variant: String,
+        /// Start from this model instead of a fresh one (seeded by --seed).
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// twin-v2: clusters built before the split (twin cluster --cutoff <split time>);
+        /// without it they are built here.
+        #[arg(long)]
+        clusters: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Written atomically after every epoch.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Continue from --checkpoint (same result as an uninterrupted run).
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        opts: train_cmd::TrainOpts,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a trained model on the test part of the time split: AUC, GAUC, logloss.
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "twin")]
+        variant: String,
+        #[arg(long)]
+        clusters: Option<PathBuf>,
+        #[command(flatten)]
+        opts: train_cmd::TrainOpts,
+    },
+    /// The whole pipeline: data -> clusters -> train every variant -> evaluate -> table, JSON, plots.
+    Demo {
+        /// A dataset file or a MovieLens / KuaiRand log; default: built-in synthetic long sequences.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Synthetic users (without --data).
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Comma-separated variants to train.
+        #[arg(long, value_delimiter = ',', default_value = "no-seq,din-short,sim-soft,twin,twin-v2")]
+        variants: Vec<String>,
+        #[arg(long, default_value = "demo_out")]
+        out: PathBuf,
+        #[command(flatten)]
+        opts: train_cmd::TrainOpts,
+    },
     /// Say what a dataset, model or clusters file holds.
     Info { path: PathBuf },
 }
@@ -179,6 +240,28 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Score { model, data, clusters, users, candidates, request_time, max_len, top_k, dtype, backend, no_vectors } => {
             cmd_score(&model, &data, clusters.as_deref(), &users, &candidates, request_time, max_len, top_k, &dtype, &backend, no_vectors)?
         }
+        Cmd::Train { data, variant, init, clusters, out, checkpoint, resume, opts, json } => {
+            let ds = load_data(&data)?;
+            train_cmd::cmd_train(
+                &ds,
+                parse_variant(&variant)?,
+                init.as_deref(),
+                clusters.as_deref(),
+                &out,
+                checkpoint.as_deref(),
+                resume,
+                &opts,
+                json,
+            )?
+        }
+        Cmd::Eval { data, model, variant, clusters, opts } => {
+            let ds = load_data(&data)?;
+            train_cmd::cmd_eval(&ds, parse_variant(&variant)?, &model, clusters.as_deref(), &opts)?
+        }
+        Cmd::Demo { data, users, variants, out, opts } => {
+            let vs: Vec<Variant> = variants.iter().map(|v| parse_variant(v)).collect::<Result<_>>()?;
+            train_cmd::cmd_demo(data.as_deref(), users, &vs, &out, &opts)?
+        }
         Cmd::Info { path } => cmd_info(&path)?,
     }
     Ok(())
@@ -210,6 +293,13 @@ fn load_data(path: &Path) -> Result<Dataset> {
         Ok(Dataset::load(path)?)
     } else {
         read_log(path, None)
+    }
+}
+
+fn parse_variant(s: &str) -> Result<Variant> {
+    match s.parse::<Variant>() {
+        Ok(v) => Ok(v),
+        Err(_) => bail!("--variant = {s:?}: expected twin-v2, twin, sim-soft, din-short or no-seq"),
     }
 }
 

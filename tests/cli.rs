@@ -100,3 +100,60 @@ fn pipeline_and_errors() {
         &["request_time"],
     );
 }
+
+#[test]
+fn train_eval_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d.twd");
+    ok(&["gen", "--out", s(&d), "--users", "30", "--items", "1000", "--min-len", "50", "--max-len", "500", "--samples-per-user", "10"]);
+    let (m, ck) = (dir.path().join("twin.twm"), dir.path().join("twin.ckpt"));
+    let base = ["--data", s(&d), "--backend", "cpu", "--batch", "32"];
+    let mut args = vec!["train", "--variant", "twin", "--out", s(&m), "--checkpoint", s(&ck), "--epochs", "1", "--json"];
+    args.extend_from_slice(&base);
+    let rep: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(rep["epochs"].as_array().unwrap().len(), 1);
+    assert!(rep["epochs"][0]["test"]["auc"].as_f64().unwrap().is_finite());
+    // Resume to epoch 2 from the checkpoint.
+    let mut args = vec!["train", "--variant", "twin", "--out", s(&m), "--checkpoint", s(&ck), "--epochs", "2", "--resume", "--json"];
+    args.extend_from_slice(&base);
+    let rep: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(rep["epochs"].as_array().unwrap().len(), 2);
+    let mut args = vec!["eval", "--variant", "twin", "--model", s(&m)];
+    args.extend_from_slice(&base);
+    let ev: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(ev["auc"], rep["epochs"][1]["test"]["auc"], "eval must reproduce the last epoch's test AUC");
+    // twin-v2 without clusters in eval is a clear error; a bad variant name too.
+    let mut args = vec!["eval", "--variant", "twin-v2", "--model", s(&m)];
+    args.extend_from_slice(&base);
+    fails(&args, &["twin-v2", "--clusters"]);
+    fails(&["train", "--data", s(&d), "--variant", "twin3", "--out", s(&m)], &["--variant", "twin3"]);
+    // Clusters built past the split are refused (leakage).
+    let c = dir.path().join("c.twc");
+    ok(&["cluster", "--data", s(&d), "--model", s(&m), "--out", s(&c), "--backend", "cpu"]);
+    let mut args = vec!["train", "--variant", "twin-v2", "--clusters", s(&c), "--out", s(&m), "--epochs", "1"];
+    args.extend_from_slice(&base);
+    fails(&args, &["clusters were built with no cutoff", "before the split"]);
+    // Built with the split time as cutoff, they are accepted.
+    let split_time = ev["split_time"].as_i64().unwrap().to_string();
+    ok(&["cluster", "--data", s(&d), "--model", s(&m), "--out", s(&c), "--backend", "cpu", "--cutoff", &split_time]);
+    let v2m = dir.path().join("v2.twm");
+    let mut args = vec!["train", "--variant", "twin-v2", "--clusters", s(&c), "--out", s(&v2m), "--epochs", "1", "--json"];
+    args.extend_from_slice(&base);
+    let rep: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert!(rep["epochs"][0]["gsu_len"].as_f64().unwrap() > 0.0);
+
+    // The demo: every variant, table, JSON and both plots.
+    let out = dir.path().join("demo");
+    let text = ok(&["demo", "--data", s(&d), "--out", s(&out), "--epochs", "1", "--batch", "64", "--backend", "cpu"]);
+    for v in ["twin-v2", "twin", "sim-soft", "din-short", "no-seq"] {
+        assert!(text.contains(&format!("| {v} |")), "{v} missing from the table:\n{text}");
+    }
+    let res: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(res["results"].as_array().unwrap().len(), 5);
+    let v2 = res["results"].as_array().unwrap().iter().find(|r| r["variant"] == "twin-v2").unwrap();
+    let tw = res["results"].as_array().unwrap().iter().find(|r| r["variant"] == "twin").unwrap();
+    assert!(v2["gsu_input_length"].as_f64().unwrap() < tw["gsu_input_length"].as_f64().unwrap(), "clusters must shorten the GSU input");
+    for png in ["auc.png", "loss.png"] {
+        assert_eq!(&std::fs::read(out.join(png)).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}

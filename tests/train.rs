@@ -123,7 +123,10 @@ fn check_gradients(v: Variant, seed: u64) {
             let lm = loss64(&model, &pp, v, &batch);
             let fd = (lp - lm) / (2.0 * eps);
             let an = dense[e];
-            assert!((fd - an).abs() <= 1e-7 + 1e-5 * an.abs().max(fd.abs()), "{v} {name}[{e}]: analytic {an:e} vs finite difference {fd:e}");
+            assert!(
+                (fd - an).abs() <= 1e-7 + 1e-5 * an.abs().max(fd.abs()),
+                "{v} {name}[{e}]: analytic {an:e} vs finite difference {fd:e}"
+            );
             checked += 1;
         }
         // Rows absent from a row gradient must have zero true gradient: perturb one.
@@ -294,7 +297,8 @@ fn examples_never_see_the_future() {
     let model = Model::init(ModelConfig::for_items(&ds.items), &ds.items, 0).unwrap();
     let users: Vec<u32> = (0..ds.n_users() as u32).collect();
     let be = twin_engine::backend::cpu::CpuBackend::new();
-    let (cs, _) = cluster_users(&be, &ds, &users, Some(split.time), model.item_embeddings(), 64, &ClusterConfig::default(), &mut |_, _| {}).unwrap();
+    let (cs, _) =
+        cluster_users(&be, &ds, &users, Some(split.time), model.item_embeddings(), 64, &ClusterConfig::default(), &mut |_, _| {}).unwrap();
     let exv = Examples::new(&ds, Variant::TwinV2, Some(&cs), 10_000, 50).unwrap();
     let b = exv.batch(&all).unwrap();
     let mut total_seen = 0;
@@ -304,7 +308,10 @@ fn examples_never_see_the_future() {
         let slot = cs.users.iter().position(|&x| x == u).unwrap();
         let r = cs.user_clusters(slot);
         let n = (b.long_offsets[s + 1] - b.long_offsets[s]) as usize;
-        let visible = r.clone().filter(|&c| cs.cluster_members(c).iter().all(|&m| ds.behaviours.timestamp[ds.user_range(u as usize).start + m as usize] < t)).count();
+        let visible = r
+            .clone()
+            .filter(|&c| cs.cluster_members(c).iter().all(|&m| ds.behaviours.timestamp[ds.user_range(u as usize).start + m as usize] < t))
+            .count();
         assert_eq!(n, visible, "sample {s}");
         if t >= split.time {
             assert_eq!(n, r.len(), "a test sample sees every cluster");

@@ -100,7 +100,13 @@ mod tests {
             for j in 0..s.len() {
                 if l[i] > 0.5 && l[j] < 0.5 {
                     den += 1.0;
-                    num += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    num += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

@@ -59,7 +59,12 @@ impl Optimizer {
     /// Apply one step of gradients (as `step::step` returns them).
     pub fn update(&mut self, model: &mut Model, grads: &[Grad<f32>]) -> Result<()> {
         if grads.len() != self.state.len() {
-            return Err(Error::LengthMismatch { field: "grads", got: grads.len(), expected: self.state.len(), expected_what: "parameter count" });
+            return Err(Error::LengthMismatch {
+                field: "grads",
+                got: grads.len(),
+                expected: self.state.len(),
+                expected_what: "parameter count",
+            });
         }
         self.step += 1;
         let c = self.cfg;
@@ -71,7 +76,12 @@ impl Optimizer {
             match g {
                 Grad::Dense(g) => {
                     if g.len() != p.data.len() {
-                        return Err(Error::LengthMismatch { field: "dense gradient", got: g.len(), expected: p.data.len(), expected_what: "tensor size" });
+                        return Err(Error::LengthMismatch {
+                            field: "dense gradient",
+                            got: g.len(),
+                            expected: p.data.len(),
+                            expected_what: "tensor size",
+                        });
                     }
                     if ROW_TABLES.contains(&i) {
                         return Err(Error::BadShape { field: "gradient", value: i as u64, why: "embedding tables take row gradients" });
@@ -86,7 +96,12 @@ impl Optimizer {
                 }
                 Grad::Rows { rows, values } => {
                     if values.len() != rows.len() * cols {
-                        return Err(Error::LengthMismatch { field: "row gradient", got: values.len(), expected: rows.len() * cols, expected_what: "rows * cols" });
+                        return Err(Error::LengthMismatch {
+                            field: "row gradient",
+                            got: values.len(),
+                            expected: rows.len() * cols,
+                            expected_what: "rows * cols",
+                        });
                     }
                     let n_rows = p.data.len() / cols.max(1);
                     if let Some(bad) = rows.iter().position(|&r| r as usize >= n_rows) {

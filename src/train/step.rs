@@ -114,7 +114,10 @@ impl<'a> Weights<'a, f32> {
 pub enum Grad<T> {
     Dense(Vec<T>),
     /// `rows` ascending and unique; `values [rows.len(), cols]`.
-    Rows { rows: Vec<u32>, values: Vec<T> },
+    Rows {
+        rows: Vec<u32>,
+        values: Vec<T>,
+    },
 }
 
 impl<T: Real> Grad<T> {
@@ -539,7 +542,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
             continue;
         }
         let dpooled = mm_nt(dout, bn, d, w.p[W_O], d);
-        let g = ops.attn_bwd(AttnIn { heads: h, q: &q, k: &act.k, v: &act.v, bias: &act.bias, offsets: &act.rows.offsets }, &act.p, &dpooled)?;
+        let g =
+            ops.attn_bwd(AttnIn { heads: h, q: &q, k: &act.k, v: &act.v, bias: &act.bias, offsets: &act.rows.offsets }, &act.p, &dpooled)?;
         dq.iter_mut().zip(&g.dq).for_each(|(x, &y)| *x = *x + y);
         let n = act.rows.len();
         dk_all[row0 * d..(row0 + n) * d].copy_from_slice(&g.dk);
@@ -624,11 +628,9 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         o
     };
     grads[ITEM_EMB] = Some(Grad::Rows { rows: it_rows.clone(), values: part(0, id) });
-    for (pi, keys, lo, wdt) in [
-        (AUTHOR_EMB, w.item_author, id, id),
-        (TOPIC_EMB, w.item_topic, 2 * id, sm),
-        (DURATION_EMB, w.item_duration, 2 * id + sm, sm),
-    ] {
+    for (pi, keys, lo, wdt) in
+        [(AUTHOR_EMB, w.item_author, id, id), (TOPIC_EMB, w.item_topic, 2 * id, sm), (DURATION_EMB, w.item_duration, 2 * id + sm, sm)]
+    {
         let k: Vec<u32> = it_rows.iter().map(|&i| keys[i as usize]).collect();
         let (rows, perm, seg) = segments_of(&k);
         grads[pi] = Some(Grad::Rows { rows, values: ops.segment_sum(&part(lo, wdt), wdt, &perm, &seg)? });

@@ -98,7 +98,8 @@ impl TrainState {
     pub fn load(path: &Path) -> Result<TrainState> {
         let (_, payload) = fileio::load(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION)?;
         let mut r = Reader::new(&payload, path);
-        let cfg: TrainConfig = serde_json::from_str(&r.str("train config")?).map_err(|e| Error::corrupt(path, format!("train config: {e}")))?;
+        let cfg: TrainConfig =
+            serde_json::from_str(&r.str("train config")?).map_err(|e| Error::corrupt(path, format!("train config: {e}")))?;
         let epoch = r.u64("epoch")? as usize;
         let step_losses = r.f32s("step losses")?;
         let reports: Vec<EpochReport> =

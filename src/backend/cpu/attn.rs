@@ -94,7 +94,8 @@ pub fn attn_bwd<T: Real>(x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> AttnGrads<
     let dk = d / h;
     let scale = T::of(1.0 / (dk as f64).sqrt());
     let n = *x.offsets.last().unwrap_or(&0) as usize;
-    let mut g = AttnGrads { dq: vec![T::zero(); b_n * d], dk: vec![T::zero(); n * d], dv: vec![T::zero(); n * d], dbias: vec![T::zero(); n * h] };
+    let mut g =
+        AttnGrads { dq: vec![T::zero(); b_n * d], dk: vec![T::zero(); n * d], dv: vec![T::zero(); n * d], dbias: vec![T::zero(); n * h] };
     // Per-sample row blocks of dk, dv, dbias, so samples run in parallel with `=` writes.
     let mut dk_parts = split_rows(&mut g.dk, x.offsets, d);
     let mut dv_parts = split_rows(&mut g.dv, x.offsets, d);

@@ -15,7 +15,9 @@ pub use real::Real;
 
 use std::sync::Arc;
 
-use super::{AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK};
+use super::{
+    AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK,
+};
 use crate::error::Result;
 
 /// `Σ a_i b_i` in f64 with eight independent accumulators (combined in a fixed order): each

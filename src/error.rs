@@ -62,6 +62,10 @@ pub enum Error {
     #[error("backend {backend} is unavailable: {why}")]
     BackendUnavailable { backend: &'static str, why: String },
 
+    /// The serving queue is full: the request was not queued (retry, or raise the capacity).
+    #[error("the request queue is full ({queue} requests waiting); retry later")]
+    Overloaded { queue: usize },
+
     /// An error reported by the GPU driver, runtime or shader compiler.
     #[error("{backend}: {op}: {message}")]
     Device { backend: &'static str, op: &'static str, message: String },

@@ -319,6 +319,12 @@ impl Model {
         self.params.iter().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| unknown(name))
     }
 
+    /// Tensor `i` in `param_shapes` order (`train::step` names the indices). Panics only
+    /// if `i` is past the end, which the constants there never are.
+    pub fn param_at(&self, i: usize) -> &Tensor {
+        &self.params[i].1
+    }
+
     /// Mutable access for training; `validate` catches a shape or value broken through it.
     pub fn param_mut(&mut self, name: &str) -> Result<&mut Tensor> {
         self.params.iter_mut().find(|(n, _)| *n == name).map(|(_, t)| t).ok_or_else(|| unknown(name))

@@ -1,0 +1,117 @@
+//! Dynamic batching: callers enqueue validated requests on a bounded queue; one worker thread
+//! takes the first waiting request, gathers more until `max_wait` passes or the batch is full
+//! (`max_batch_requests`, `max_batch_candidates`), scores each model version's share in one
+//! backend call and answers every caller on its own channel.
+//!
+//! - A full queue answers `Error::Overloaded` at once instead of blocking the caller.
+//! - Requests carry the model version they started with (`Arc<Loaded>`), so a swap mid-queue
+//!   never moves a request to another version; a batch holding two versions makes two calls.
+//! - A panic inside a batch is caught: its callers get an error, the worker keeps serving.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::engine::{score_batch, Loaded, ScoreRequest, ScoreResponse, Shared};
+use crate::error::{Error, Result};
+
+struct Job {
+    loaded: Arc<Loaded>,
+    req: ScoreRequest,
+    reply: SyncSender<Result<ScoreResponse>>,
+}
+
+pub(crate) struct Batcher {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    capacity: usize,
+}
+
+impl Batcher {
+    pub fn start(shared: Arc<Shared>) -> Result<Batcher> {
+        let capacity = shared.cfg.queue_capacity;
+        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let worker = std::thread::Builder::new().name("twin-batcher".into()).spawn(move || run(shared, rx)).map_err(|e| Error::Device {
+            backend: "engine",
+            op: "start batcher thread",
+            message: e.to_string(),
+        })?;
+        Ok(Batcher { tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)), capacity })
+    }
+
+    pub fn submit(&self, loaded: Arc<Loaded>, req: ScoreRequest) -> Result<ScoreResponse> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(tx) = tx else {
+            return Err(Error::Device { backend: "engine", op: "score", message: "the engine is shutting down".into() });
+        };
+        match tx.try_send(Job { loaded, req, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Error::Overloaded { queue: self.capacity }),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Error::Device { backend: "engine", op: "score", message: "the batching worker has stopped".into() })
+            }
+        }
+        answer.recv().unwrap_or_else(|_| {
+            Err(Error::Device { backend: "engine", op: "score", message: "the batching worker dropped the request".into() })
+        })
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // Closing the queue ends the worker once it has answered what is queued.
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
+    let cfg = shared.cfg.clone();
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + cfg.max_wait;
+        let mut cands = first.req.candidates.len();
+        let mut jobs = vec![first];
+        while jobs.len() < cfg.max_batch_requests && cands < cfg.max_batch_candidates {
+            let now = Instant::now();
+            if now >= deadline {
+                // Take whatever is already waiting without further delay.
+                match rx.try_recv() {
+                    Ok(j) => {
+                        cands += j.req.candidates.len();
+                        jobs.push(j);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(j) => {
+                    cands += j.req.candidates.len();
+                    jobs.push(j);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // One backend call per model version present in the batch.
+        while !jobs.is_empty() {
+            let v = jobs[0].loaded.clone();
+            let (mine, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| Arc::ptr_eq(&j.loaded, &v));
+            jobs = rest;
+            let reqs: Vec<&ScoreRequest> = mine.iter().map(|j| &j.req).collect();
+            let results = catch_unwind(AssertUnwindSafe(|| score_batch(&shared, &v, &reqs))).unwrap_or_else(|_| {
+                reqs.iter()
+                    .map(|_| Err(Error::Device { backend: "engine", op: "score batch", message: "internal panic (caught)".into() }))
+                    .collect()
+            });
+            for (job, res) in mine.into_iter().zip(results) {
+                let _ = job.reply.send(res);
+            }
+        }
+    }
+}

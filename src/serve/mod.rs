@@ -1,0 +1,15 @@
+//! Serving: an embeddable, thread-safe scoring engine (issue 6).
+//!
+//! - [`Engine`] loads a model file onto a backend, builds the precomputed online tables once
+//!   per model version, and scores requests (one user × B candidates → B CTRs) with the full
+//!   forward pass of SPEC §5: GSU + ESU on the backend, short-term attention, MLP, sigmoid.
+//! - Dynamic batching ([`batcher`]): concurrent requests are gathered into one backend call
+//!   (bounded queue, max batch, max wait).
+//! - Hot swap: a new model version loads and builds its tables off the request path, then
+//!   replaces the old one atomically; in-flight requests finish on the version they started
+//!   with; a bad file is refused and the old model keeps serving.
+
+mod batcher;
+mod engine;
+
+pub use engine::{Behaviour, CandidateDebug, Engine, EngineConfig, ScoreRequest, ScoreResponse};

@@ -3,6 +3,7 @@
 //! CPU reference; `cluster` for the offline job; `model` for parameters and the model file.
 
 pub mod backend;
+pub mod capi;
 pub mod cluster;
 pub mod data;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod online;
 pub mod plot;
 pub mod rng;
+pub mod serve;
 pub mod train;
 
 pub use backend::{Backend, BackendChoice, BackendKind};

@@ -18,6 +18,9 @@ use twin_engine::train::Variant;
 #[path = "cli/train.rs"]
 mod train_cmd;
 
+#[path = "cli/serve.rs"]
+mod serve_cmd;
+
 #[derive(Parser)]
 #[command(name = "twin", version, about = "TWIN / TWIN-V2 engine: data, offline clustering, online scoring")]
 struct Cli {
@@ -188,6 +191,16 @@ enum Cmd {
     },
     /// Say what a dataset, model or clusters file holds.
     Info { path: PathBuf },
+    /// Serve a model over HTTP/JSON: GET /health, POST /score, POST /admin/swap.
+    Serve {
+        #[command(flatten)]
+        opts: serve_cmd::ServeOpts,
+    },
+    /// Load-test a running `twin serve` with requests built from a dataset's users.
+    Loadtest {
+        #[command(flatten)]
+        opts: serve_cmd::LoadtestOpts,
+    },
 }
 
 fn main() {
@@ -263,6 +276,8 @@ fn run(cli: Cli) -> Result<()> {
             train_cmd::cmd_demo(data.as_deref(), users, &vs, &out, &opts)?
         }
         Cmd::Info { path } => cmd_info(&path)?,
+        Cmd::Serve { opts } => serve_cmd::cmd_serve(&opts)?,
+        Cmd::Loadtest { opts } => serve_cmd::cmd_loadtest(&opts)?,
     }
     Ok(())
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use twin_engine::backend::{self, Backend, BackendChoice, BackendKind, DType, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K};
+use twin_engine::backend::cpu::segment_sum::segments_of;
+use twin_engine::backend::{
+    self, AttnSaved, Backend, BackendChoice, BackendKind, DType, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K,
+};
 use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
 use twin_engine::features;
@@ -226,10 +229,49 @@ fn bench_cluster(c: &mut Criterion) {
     }
 }
 
+fn bench_attn(c: &mut Criterion) {
+    // Training attention: B = 512 samples of 100 rows, D = 128, h = 4 (forward and backward).
+    let (b_n, rows, heads) = (512usize, 100usize, H);
+    let n = b_n * rows;
+    let q = fill(b_n * D, 21);
+    let k = fill(n * D, 22);
+    let v = fill(n * D, 23);
+    let bias = fill(n * heads, 24);
+    let dpooled = fill(b_n * D, 25);
+    let offsets: Vec<u32> = (0..=b_n as u32).map(|b| b * rows as u32).collect();
+    for be in backends() {
+        let fwd = be.attn_fwd(heads, &q, &k, &v, &bias, &offsets).unwrap();
+        let saved = AttnSaved { q: &q, k: &k, v: &v, bias: &bias, offsets: &offsets, p: &fwd.p };
+        let id = format!("{}/B{b_n}_rows{rows}_D{D}_h{heads}", be.kind());
+        let mut g = c.benchmark_group("attn");
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("fwd", &id), |bn| bn.iter(|| be.attn_fwd(heads, &q, &k, &v, &bias, &offsets).unwrap()));
+        g.bench_function(BenchmarkId::new("bwd", &id), |bn| bn.iter(|| be.attn_bwd(heads, saved, &dpooled).unwrap()));
+        g.finish();
+    }
+}
+
+fn bench_segment_sum(c: &mut Criterion) {
+    // Gradient scatter-add: N = 512 * 150 rows of width 128 into ~20k segments (unique keys).
+    let (n, width) = (512usize * 150, 128usize);
+    let mut r = SplitMix64::new(26);
+    let keys: Vec<u32> = (0..n).map(|_| r.below(20_000) as u32).collect();
+    let (uniq, perm, offs) = segments_of(&keys);
+    let src = fill(n * width, 27);
+    for be in backends() {
+        let id = format!("{}/N{n}_W{width}_S{}", be.kind(), uniq.len());
+        let mut g = c.benchmark_group("segment_sum");
+        g.throughput(Throughput::Bytes((n * width * 4) as u64));
+        g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.segment_sum(&src, width, &perm, &offs).unwrap()));
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3)).without_plots()
 }
 
 criterion_group! { name = online; config = config(); targets = bench_online }
 criterion_group! { name = offline; config = config(); targets = bench_kmeans, bench_cluster }
-criterion_main!(online, offline);
+criterion_group! { name = train_ops; config = config(); targets = bench_attn, bench_segment_sum }
+criterion_main!(online, offline, train_ops);

@@ -23,6 +23,12 @@ mod with_cuda {
             Err(e) => panic!("kernel compile failed:\n{e}"),
         };
         assert_eq!(done.len(), KERNEL_SOURCES.len());
+        // The training kernels are in the list (compile_kernel checks each entry point is in the PTX).
+        for (stem, entries) in [("attn", &["attn_fwd", "attn_bwd"][..]), ("segment_sum", &["segment_sum_fwd"][..])] {
+            let src = KERNEL_SOURCES.iter().find(|s| s.stem == stem).unwrap_or_else(|| panic!("kernels/{stem}.cu not in KERNEL_SOURCES"));
+            assert_eq!(src.functions, entries, "kernels/{stem}.cu entry points");
+            assert!(done.iter().any(|(s, _)| s == stem));
+        }
         for (stem, bytes) in &done {
             assert!(*bytes > 0, "{stem}: empty PTX");
             eprintln!("cuda_compile: kernels/{stem}.cu -> {bytes} bytes of PTX for sm_90");

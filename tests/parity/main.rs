@@ -5,6 +5,7 @@
 
 mod common;
 
+mod attn;
 mod cluster;
 mod cross_bias;
 mod cuda_compile;
@@ -13,6 +14,8 @@ mod gather;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+mod segment_sum;
+mod train;
 
 /// `auto` never picks a CPU Vulkan adapter (lavapipe): it is used only when wgpu is asked for.
 #[cfg(feature = "wgpu")]

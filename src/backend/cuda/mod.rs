@@ -18,6 +18,7 @@
 //! default). Choose with `CudaBackend::set_gsu_version` or the env var `TWIN_CUDA_GSU=v1|v2`.
 //! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
 
+mod attn;
 mod cross_bias;
 mod esu;
 mod gather;
@@ -25,6 +26,7 @@ mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
 mod online;
+mod segment_sum;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -37,8 +39,8 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use half::f16;
 
 use super::{
-    check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput,
-    OnlineTables, TableData, TopK,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult,
+    OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
 };
 use crate::error::{Error, Result};
 
@@ -90,6 +92,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         source: include_str!("../../../kernels/kmeans.cu"),
         fmad: false,
         functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd"],
+    },
+    KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
+    KernelSource {
+        stem: "segment_sum",
+        source: include_str!("../../../kernels/segment_sum.cu"),
+        fmad: false,
+        functions: &["segment_sum_fwd"],
     },
 ];
 
@@ -477,6 +486,18 @@ impl Backend for CudaBackend {
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
         check::online(t, batch, k)?;
         online::online(self, t, batch, k)
+    }
+
+    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
+        attn::attn_fwd(self, heads, q, k, v, bias, offsets)
+    }
+
+    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
+        attn::attn_bwd(self, heads, x, dpooled)
+    }
+
+    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+        segment_sum::segment_sum(self, src, width, perm, seg_offsets)
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

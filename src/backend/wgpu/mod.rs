@@ -17,12 +17,14 @@
 //!   online ops bind P_Q/P_K/P_V/cross values whole: when one is chunked, the rows a call needs
 //!   are first gathered into a compact per-call table (`split.rs`).
 
+mod attn;
 mod cross_bias;
 mod esu;
 mod gather;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+mod segment_sum;
 mod split;
 
 use std::collections::HashMap;
@@ -31,8 +33,8 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::{
-    check, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput,
-    OnlineTables, TableData, TopK,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult,
+    OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
 };
 use crate::error::{Error, Result};
 
@@ -680,6 +682,18 @@ impl Backend for WgpuBackend {
             return split::online(self, t, batch, k);
         }
         esu::online(self, t, batch, k)
+    }
+
+    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
+        attn::attn_fwd(self, heads, q, k, v, bias, offsets)
+    }
+
+    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
+        attn::attn_bwd(self, heads, x, dpooled)
+    }
+
+    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+        segment_sum::segment_sum(self, src, width, perm, seg_offsets)
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

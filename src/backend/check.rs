@@ -1,7 +1,9 @@
 //! Input validation shared by every backend. Runs on the host before any kernel, so a GPU
 //! kernel may index without bounds checks: every id, offset and length has been checked here.
 
-use super::{DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TableData, TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K};
+use super::{
+    CrossBwdIn, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TableData, TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
+};
 use crate::error::{Error, Result};
 
 pub fn len(field: &'static str, got: usize, expected: usize, expected_what: &'static str) -> Result<()> {
@@ -299,6 +301,44 @@ pub fn segment_sum(src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32])
     finite("src", src)?;
     if src.len() > u32::MAX as usize || (seg_offsets.len() - 1).saturating_mul(width) > u32::MAX as usize {
         return Err(Error::TooLarge { field: "segment_sum size", value: src.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+/// GEMM operands: `a` holds `m * k` values, `b` `k * n`, finite, sizes within u32 indexing.
+pub fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<()> {
+    let mk = m.checked_mul(k).ok_or(Error::TooLarge { field: "m * k", value: u64::MAX, limit: u32::MAX as u64 })?;
+    let kn = k.checked_mul(n).ok_or(Error::TooLarge { field: "k * n", value: u64::MAX, limit: u32::MAX as u64 })?;
+    let mn = m.checked_mul(n).ok_or(Error::TooLarge { field: "m * n", value: u64::MAX, limit: u32::MAX as u64 })?;
+    for (field, v) in [("m * k", mk), ("k * n", kn), ("m * n", mn)] {
+        if v > u32::MAX as usize {
+            return Err(Error::TooLarge { field, value: v as u64, limit: u32::MAX as u64 });
+        }
+    }
+    len("a", a.len(), mk, "m * k")?;
+    len("b", b.len(), kn, "k * n")?;
+    finite("a", a)?;
+    finite("b", b)
+}
+
+/// Cross backward: shapes consistent with `dims` and `offsets`, everything finite.
+pub fn cross_tables_bwd(x: &CrossBwdIn<'_>) -> Result<()> {
+    let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
+    if h == 0 || jn == 0 || c == 0 {
+        return Err(Error::BadShape { field: "cross dims", value: 0, why: "heads, n_cross and dim must be positive" });
+    }
+    len("offsets", x.offsets.len(), jn + 1, "n_cross + 1")?;
+    let v = x.e.len() / c;
+    len("e", x.e.len(), v * c, "a multiple of dim")?;
+    offsets("offsets", x.offsets, v)?;
+    len("dcb", x.dcb.len(), v * h, "V * heads")?;
+    let d = if v == 0 { 0 } else { x.dcv.len() / v };
+    len("dcv", x.dcv.len(), v * d, "V * D")?;
+    len("w_c", x.w_c.len(), h * jn * c, "heads * n_cross * dim")?;
+    len("beta", x.beta.len(), h * jn, "heads * n_cross")?;
+    len("w_vc", x.w_vc.len(), jn * c * d, "n_cross * dim * D")?;
+    for (field, t) in [("dcb", x.dcb), ("dcv", x.dcv), ("e", x.e), ("w_c", x.w_c), ("beta", x.beta), ("w_vc", x.w_vc)] {
+        finite(field, t)?;
     }
     Ok(())
 }

@@ -352,6 +352,33 @@ pub struct AttnGrads {
     pub dbias: Vec<f32>,
 }
 
+/// Operand layout of [`Backend::gemm`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKind {
+    /// `a [m, k] · b [k, n]`
+    NN,
+    /// `a [m, k] · b[n, k]ᵀ`
+    NT,
+    /// `a[k, m]ᵀ · b [k, n]`
+    TN,
+}
+
+/// [`Backend::cross_tables_bwd`]'s inputs: table gradients `dcb [V, h]`, `dcv [V, D]` and the
+/// parameters `e [V, C]`, `w_c [h, J, C]`, `beta [h, J]`, `w_vc [J*C, D]`, `offsets [J + 1]`.
+#[derive(Clone, Copy, Debug)]
+pub struct CrossBwdIn<'a> {
+    pub dcb: &'a [f32],
+    pub dcv: &'a [f32],
+    pub e: &'a [f32],
+    pub w_c: &'a [f32],
+    pub beta: &'a [f32],
+    pub w_vc: &'a [f32],
+    pub offsets: &'a [u32],
+    pub dims: CrossDims,
+}
+
+pub use cpu::cross_bias::CrossTableGrads;
+
 /// Shapes of the training-form cross bias.
 #[derive(Clone, Copy, Debug)]
 pub struct CrossDims {
@@ -466,6 +493,42 @@ pub trait Backend: Send + Sync {
     }
     /// The backend's [`Backend::segment_sum`], called after validation.
     fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>>;
+
+    /// Dense f32 GEMM, row-major: `out [m, n] = op(a) · op(b)` where, by `kind`,
+    /// `NN`: `a [m, k]`, `b [k, n]`; `NT`: `a [m, k]`, `b [n, k]`; `TN`: `a [k, m]`, `b [k, n]`.
+    /// Every output element is reduced over `k` by one thread in a fixed order (deterministic).
+    fn gemm(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        check::gemm(a, b, m, k, n)?;
+        self.gemm_unchecked(kind, a, b, m, k, n)
+    }
+    /// The backend's [`Backend::gemm`], called after validation.
+    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>>;
+
+    /// Backward of the training-time cross tables into `E`, `w^c`, `β` and `W^{vc}`
+    /// (math in `cpu::cross_bias::cross_tables_bwd`).
+    fn cross_tables_bwd(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+        check::cross_tables_bwd(&x)?;
+        self.cross_tables_bwd_unchecked(x)
+    }
+    /// The backend's [`Backend::cross_tables_bwd`], called after validation.
+    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>>;
+
+    /// Mean binary cross-entropy of `logits` against `labels` and `dlogit = (σ(s) - y) / B`
+    /// (math in `cpu::bce`). Returns `(loss, dlogit)`.
+    fn bce(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+        check::len("labels", labels.len(), logits.len(), "logits length")?;
+        if logits.is_empty() {
+            return Err(Error::Empty { field: "logits", index: 0 });
+        }
+        check::finite("logits", logits)?;
+        check::finite("labels", labels)?;
+        if logits.len() > u32::MAX as usize {
+            return Err(Error::TooLarge { field: "logits", value: logits.len() as u64, limit: u32::MAX as u64 });
+        }
+        self.bce_unchecked(logits, labels)
+    }
+    /// The backend's [`Backend::bce`], called after validation.
+    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)>;
 
     /// The whole online path (SPEC §3) for a batch of requests.
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {

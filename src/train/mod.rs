@@ -11,11 +11,13 @@
 //! - [`trainer`]: epochs, per-epoch evaluation, atomic checkpoints and exact resume.
 
 pub mod examples;
-pub mod linalg;
 pub mod metrics;
 pub mod optim;
 pub mod step;
 pub mod trainer;
+
+/// The GEMMs moved to `backend::cpu::gemm` (they are the `gemm` op's reference).
+pub use crate::backend::cpu::gemm as linalg;
 
 pub use examples::{Examples, SeqSource, Split};
 pub use metrics::Metrics;

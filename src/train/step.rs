@@ -19,12 +19,13 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use super::linalg::{mm, mm_nt, mm_tn};
 use super::{Batch, Variant};
 use crate::backend::cpu::attn::{self, AttnIn};
+use crate::backend::cpu::cross_bias::{cross_tables_bwd, CrossTableGrads};
 use crate::backend::cpu::segment_sum::{self, segments_of};
 use crate::backend::cpu::Real;
-use crate::backend::{AttnSaved, Backend};
+use crate::backend::cpu::{bce, gemm};
+use crate::backend::{AttnSaved, Backend, CrossBwdIn, CrossDims, GemmKind};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
 
@@ -53,6 +54,24 @@ pub trait Ops<T> {
     fn attn_fwd(&self, x: AttnIn<'_, T>) -> Result<(Vec<T>, Vec<T>)>;
     fn attn_bwd(&self, x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> Result<attn::AttnGrads<T>>;
     fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>>;
+    /// `out [m, n] = op(a) · op(b)` (layouts as `Backend::gemm`).
+    fn gemm(&self, kind: GemmKind, a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>>;
+    fn cross_tables_bwd(&self, x: CrossIn<'_, T>) -> Result<CrossTableGrads<T>>;
+    /// `(mean BCE, dlogit)`.
+    fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)>;
+}
+
+/// Inputs of the cross-table backward (see `cpu::cross_bias::cross_tables_bwd`).
+#[derive(Clone, Copy)]
+pub struct CrossIn<'a, T> {
+    pub dcb: &'a [T],
+    pub dcv: &'a [T],
+    pub e: &'a [T],
+    pub w_c: &'a [T],
+    pub beta: &'a [T],
+    pub w_vc: &'a [T],
+    pub offsets: &'a [u32],
+    pub dims: CrossDims,
 }
 
 pub struct CpuOps;
@@ -66,6 +85,19 @@ impl<T: Real> Ops<T> for CpuOps {
     }
     fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>> {
         Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
+    }
+    fn gemm(&self, kind: GemmKind, a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>> {
+        Ok(match kind {
+            GemmKind::NN => gemm::mm(a, m, k, b, n),
+            GemmKind::NT => gemm::mm_nt(a, m, k, b, n),
+            GemmKind::TN => gemm::mm_tn(a, k, m, b, n),
+        })
+    }
+    fn cross_tables_bwd(&self, x: CrossIn<'_, T>) -> Result<CrossTableGrads<T>> {
+        Ok(cross_tables_bwd(x.dcb, x.dcv, x.e, x.w_c, x.beta, x.w_vc, x.offsets, x.dims))
+    }
+    fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)> {
+        Ok(bce::bce(logits, labels))
     }
 }
 
@@ -85,6 +117,28 @@ impl Ops<f32> for BackendOps<'_> {
             return Ok(vec![0.0; seg_offsets.len().saturating_sub(1) * width]);
         }
         self.0.segment_sum(src, width, perm, seg_offsets)
+    }
+    fn gemm(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        if m == 0 || n == 0 || k == 0 {
+            // Nothing to multiply (e.g. no long rows in the batch): no device launch.
+            return Ok(vec![0.0; m * n]);
+        }
+        self.0.gemm(kind, a, b, m, k, n)
+    }
+    fn cross_tables_bwd(&self, x: CrossIn<'_, f32>) -> Result<CrossTableGrads<f32>> {
+        self.0.cross_tables_bwd(CrossBwdIn {
+            dcb: x.dcb,
+            dcv: x.dcv,
+            e: x.e,
+            w_c: x.w_c,
+            beta: x.beta,
+            w_vc: x.w_vc,
+            offsets: x.offsets,
+            dims: x.dims,
+        })
+    }
+    fn bce(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+        self.0.bce(logits, labels)
     }
 }
 
@@ -298,7 +352,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
 
     // 1. Targets and the cross tables.
     let x_t = cx.inherent_rows(&batch.target);
-    let q = mm(&x_t, bn, hd, w.p[W_Q], d);
+    let q = ops.gemm(GemmKind::NN, &x_t, w.p[W_Q], bn, hd, d)?;
     let (cb, cv) = cx.cross_tables();
 
     // 2. GSU over the long sequence.
@@ -392,8 +446,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     }
     let nu = uniq.len();
     let x_u = cx.inherent_rows(&uniq);
-    let kp = mm(&x_u, nu, hd, w.p[W_K], d);
-    let vp = mm(&x_u, nu, hd, w.p[W_V], d);
+    let kp = ops.gemm(GemmKind::NN, &x_u, w.p[W_K], nu, hd, d)?;
+    let vp = ops.gemm(GemmKind::NN, &x_u, w.p[W_V], nu, hd, d)?;
 
     // 4. Attention per block.
     let n_long = long.len();
@@ -428,8 +482,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     };
     let long_act = attend(long, uidx_all[..n_long].to_vec())?;
     let short_act = attend(short, uidx_all[n_long..].to_vec())?;
-    let out_long = mm(&long_act.pooled, bn, d, w.p[W_O], d);
-    let out_short = mm(&short_act.pooled, bn, d, w.p[W_O], d);
+    let out_long = ops.gemm(GemmKind::NN, &long_act.pooled, w.p[W_O], bn, d, d)?;
+    let out_short = ops.gemm(GemmKind::NN, &short_act.pooled, w.p[W_O], bn, d, d)?;
 
     // 5. MLP input: [context, x_t, out_long, out_short].
     let sd = cfg.small_dim;
@@ -451,7 +505,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     let mut acts = vec![z];
     for i in 0..n_layers {
         let (wi, bi) = (w.p[MLP0 + 2 * i], w.p[MLP0 + 2 * i + 1]);
-        let mut y = mm(&acts[i], bn, widths[i], wi, widths[i + 1]);
+        let mut y = ops.gemm(GemmKind::NN, &acts[i], wi, bn, widths[i], widths[i + 1])?;
         let last = i + 1 == n_layers;
         y.par_chunks_mut(widths[i + 1]).for_each(|row| {
             for (x, &bb) in row.iter_mut().zip(bi) {
@@ -464,15 +518,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         acts.push(y);
     }
     let logits = &acts[n_layers];
-    let mut loss = 0f64;
-    let mut prob = Vec::with_capacity(bn);
-    for b in 0..bn {
-        let s = logits[b].f64();
-        let y = batch.label[b] as f64;
-        loss += s.max(0.0) - s * y + (-s.abs()).exp().ln_1p();
-        prob.push((1.0 / (1.0 + (-s).exp())) as f32);
-    }
-    loss /= bn as f64;
+    let (loss, dlogit) = ops.bce(logits, &batch.label)?;
+    let prob: Vec<f32> = logits.iter().map(|&s| (1.0 / (1.0 + (-s.f64()).exp())) as f32).collect();
     if !loss.is_finite() {
         return Err(Error::NonFinite { field: "loss", index: 0, value: loss as f32 });
     }
@@ -482,8 +529,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
 
     // ---- Backward ----
     let mut grads: Vec<Option<Grad<T>>> = (0..MLP0 + 2 * n_layers).map(|_| None).collect();
-    let inv_b = 1.0 / bn as f64;
-    let mut dy: Vec<T> = (0..bn).map(|b| T::of((1.0 / (1.0 + (-logits[b].f64()).exp()) - batch.label[b] as f64) * inv_b)).collect();
+    let mut dy: Vec<T> = dlogit;
     for i in (0..n_layers).rev() {
         let (fi, fo) = (widths[i], widths[i + 1]);
         let last = i + 1 == n_layers;
@@ -495,7 +541,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
                 }
             });
         }
-        let dw = mm_tn(&acts[i], bn, fi, &dy, fo);
+        let dw = ops.gemm(GemmKind::TN, &acts[i], &dy, fi, bn, fo)?;
         let mut db = vec![T::zero(); fo];
         for row in dy.chunks(fo) {
             for (x, &y) in db.iter_mut().zip(row) {
@@ -504,7 +550,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         }
         grads[MLP0 + 2 * i] = Some(Grad::Dense(dw));
         grads[MLP0 + 2 * i + 1] = Some(Grad::Dense(db));
-        dy = mm_nt(&dy, bn, fo, w.p[MLP0 + 2 * i], fi);
+        dy = ops.gemm(GemmKind::NT, &dy, w.p[MLP0 + 2 * i], bn, fo, fi)?;
     }
     let dz = dy; // [B, zin]
     let mut dx_t = vec![T::zero(); bn * hd];
@@ -527,8 +573,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     grads[CONTEXT_EMB] = Some(Grad::Rows { rows: ctx_rows, values: ops.segment_sum(&dctx, sd, &ctx_perm, &ctx_seg)? });
 
     // W^o and the attention blocks.
-    let mut dwo = mm_tn(&long_act.pooled, bn, d, &dout_long, d);
-    let dwo_s = mm_tn(&short_act.pooled, bn, d, &dout_short, d);
+    let mut dwo = ops.gemm(GemmKind::TN, &long_act.pooled, &dout_long, d, bn, d)?;
+    let dwo_s = ops.gemm(GemmKind::TN, &short_act.pooled, &dout_short, d, bn, d)?;
     dwo.iter_mut().zip(&dwo_s).for_each(|(x, &y)| *x = *x + y);
     grads[W_O] = Some(Grad::Dense(dwo));
     let mut dq = vec![T::zero(); bn * d];
@@ -541,7 +587,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         if act.rows.len() == 0 {
             continue;
         }
-        let dpooled = mm_nt(dout, bn, d, w.p[W_O], d);
+        let dpooled = ops.gemm(GemmKind::NT, dout, w.p[W_O], bn, d, d)?;
         let g =
             ops.attn_bwd(AttnIn { heads: h, q: &q, k: &act.k, v: &act.v, bias: &act.bias, offsets: &act.rows.offsets }, &act.p, &dpooled)?;
         dq.iter_mut().zip(&g.dq).for_each(|(x, &y)| *x = *x + y);
@@ -563,55 +609,40 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     let dcb_rows = ops.segment_sum(&dbias_all, h, &src_row, &c_seg)?;
 
     // Projections.
-    grads[W_Q] = Some(Grad::Dense(mm_tn(&x_t, bn, hd, &dq, d)));
-    grads[W_K] = Some(Grad::Dense(mm_tn(&x_u, nu, hd, &dkp, d)));
-    grads[W_V] = Some(Grad::Dense(mm_tn(&x_u, nu, hd, &dvp, d)));
-    let dx_q = mm_nt(&dq, bn, d, w.p[W_Q], hd);
+    grads[W_Q] = Some(Grad::Dense(ops.gemm(GemmKind::TN, &x_t, &dq, hd, bn, d)?));
+    grads[W_K] = Some(Grad::Dense(ops.gemm(GemmKind::TN, &x_u, &dkp, hd, nu, d)?));
+    grads[W_V] = Some(Grad::Dense(ops.gemm(GemmKind::TN, &x_u, &dvp, hd, nu, d)?));
+    let dx_q = ops.gemm(GemmKind::NT, &dq, w.p[W_Q], bn, d, hd)?;
     dx_t.iter_mut().zip(&dx_q).for_each(|(x, &y)| *x = *x + y);
-    let mut dx_u = mm_nt(&dkp, nu, d, w.p[W_K], hd);
-    let dx_v = mm_nt(&dvp, nu, d, w.p[W_V], hd);
+    let mut dx_u = ops.gemm(GemmKind::NT, &dkp, w.p[W_K], nu, d, hd)?;
+    let dx_v = ops.gemm(GemmKind::NT, &dvp, w.p[W_V], nu, d, hd)?;
     dx_u.iter_mut().zip(&dx_v).for_each(|(x, &y)| *x = *x + y);
 
-    // Cross parameters from dcb / dcv.
+    // Cross parameters from dcb / dcv (scattered into full [ΣV, ·] tables; ΣV is tiny).
     {
-        let (cd, e, w_c, beta, w_vc) = (cx.cd, w.p[CROSS_EMB], w.p[W_C], w.p[BETA], w.p[W_VC]);
-        let offs = cfg.cross_offsets();
-        let mut de = vec![T::zero(); cfg.cross_rows() * cd];
-        let mut dwc = vec![T::zero(); w_c.len()];
-        let mut dbeta = vec![T::zero(); beta.len()];
-        let mut dwvc = vec![T::zero(); w_vc.len()];
-        for (s, &c) in c_rows.iter().enumerate() {
+        let v_n = cfg.cross_rows();
+        let mut dcb = vec![T::zero(); v_n * h];
+        let mut dcv = vec![T::zero(); v_n * d];
+        for (si, &c) in c_rows.iter().enumerate() {
             let c = c as usize;
-            let j = offs.iter().rposition(|&o| o as usize <= c).unwrap_or(0).min(j_n - 1);
-            let ev = &e[c * cd..(c + 1) * cd];
-            let dcv = &dcv_rows[s * d..(s + 1) * d];
-            for t in 0..cd {
-                let wrow = &w_vc[(j * cd + t) * d..(j * cd + t + 1) * d];
-                let dw = &mut dwvc[(j * cd + t) * d..(j * cd + t + 1) * d];
-                let mut acc = T::zero();
-                for col in 0..d {
-                    dw[col] = dw[col] + ev[t] * dcv[col];
-                    acc = acc + wrow[col] * dcv[col];
-                }
-                de[c * cd + t] = de[c * cd + t] + acc;
-            }
-            for a in 0..h {
-                let g = dcb_rows[s * h + a];
-                let wi = (a * j_n + j) * cd;
-                let wv = &w_c[wi..wi + cd];
-                let dot: T = ev.iter().zip(wv).map(|(&x, &y)| x * y).sum();
-                let bt = beta[a * j_n + j];
-                dbeta[a * j_n + j] = dbeta[a * j_n + j] + g * dot;
-                for t in 0..cd {
-                    dwc[wi + t] = dwc[wi + t] + g * bt * ev[t];
-                    de[c * cd + t] = de[c * cd + t] + g * bt * wv[t];
-                }
-            }
+            dcb[c * h..(c + 1) * h].copy_from_slice(&dcb_rows[si * h..(si + 1) * h]);
+            dcv[c * d..(c + 1) * d].copy_from_slice(&dcv_rows[si * d..(si + 1) * d]);
         }
-        grads[CROSS_EMB] = Some(Grad::Dense(de));
-        grads[W_C] = Some(Grad::Dense(dwc));
-        grads[BETA] = Some(Grad::Dense(dbeta));
-        grads[W_VC] = Some(Grad::Dense(dwvc));
+        let offs = cfg.cross_offsets();
+        let g = ops.cross_tables_bwd(CrossIn {
+            dcb: &dcb,
+            dcv: &dcv,
+            e: w.p[CROSS_EMB],
+            w_c: w.p[W_C],
+            beta: w.p[BETA],
+            w_vc: w.p[W_VC],
+            offsets: &offs,
+            dims: CrossDims { heads: h, n_cross: j_n, dim: cx.cd },
+        })?;
+        grads[CROSS_EMB] = Some(Grad::Dense(g.de));
+        grads[W_C] = Some(Grad::Dense(g.dw_c));
+        grads[BETA] = Some(Grad::Dense(g.dbeta));
+        grads[W_VC] = Some(Grad::Dense(g.dw_vc));
     }
 
     // Embedding rows from dx_t (targets) and dx_u (unique row items).

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::Real;
 use crate::backend::{CrossDims, HostTable};
 
 /// Inference form: `out[n, a] = Σ_j table[rows[n*J + j], a]`; `table: [V, h]`.
@@ -42,4 +43,97 @@ pub fn dense(e: &[f32], w_c: &[f32], beta: &[f32], d: CrossDims) -> Vec<f32> {
         }
     });
     out
+}
+
+/// Gradients of the cross parameters, from the gradients of the stacked cross tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossTableGrads<T> {
+    /// `[V, C]`
+    pub de: Vec<T>,
+    /// `[h, J, C]`
+    pub dw_c: Vec<T>,
+    /// `[h, J]`
+    pub dbeta: Vec<T>,
+    /// `[J * C, D]`
+    pub dw_vc: Vec<T>,
+}
+
+/// Backward of the training-time cross tables (SPEC §3.2, built per step from the current
+/// parameters): `cb[v, a] = β[a,j] (E[v] · w_c[a,j])` and `cv[v] = E[v] W^{vc}[jC..(j+1)C, :]`
+/// for `v` in feature `j`'s rows `offsets[j]..offsets[j+1]`. Given `dcb [V, h]` and
+/// `dcv [V, D]`, every gradient element is one sum over `v` in ascending order:
+///   `dE[v, t]      = Σ_col W^{vc}[jC+t, col] dcv[v, col] + Σ_a dcb[v, a] β[a,j] w_c[a,j,t]`
+///   `dβ[a, j]      = Σ_v dcb[v, a] (E[v] · w_c[a,j])`
+///   `dw_c[a, j, t] = Σ_v dcb[v, a] β[a,j] E[v, t]`
+///   `dW^{vc}[jC+t, col] = Σ_v E[v, t] dcv[v, col]`
+/// Shapes: `e [V, C]`, `w_c [h, J, C]`, `beta [h, J]`, `w_vc [J*C, D]`, `offsets [J + 1]`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_tables_bwd<T: Real>(
+    dcb: &[T],
+    dcv: &[T],
+    e: &[T],
+    w_c: &[T],
+    beta: &[T],
+    w_vc: &[T],
+    offsets: &[u32],
+    dims: CrossDims,
+) -> CrossTableGrads<T> {
+    let (h, jn, c) = (dims.heads, dims.n_cross, dims.dim);
+    let v_n = e.len() / c.max(1);
+    let d = dcv.len() / v_n.max(1);
+    let feature = |v: usize| (0..jn).find(|&j| (offsets[j] as usize..offsets[j + 1] as usize).contains(&v)).unwrap_or(0);
+    let mut g = CrossTableGrads {
+        de: vec![T::zero(); v_n * c],
+        dw_c: vec![T::zero(); h * jn * c],
+        dbeta: vec![T::zero(); h * jn],
+        dw_vc: vec![T::zero(); jn * c * d],
+    };
+    for v in 0..v_n {
+        let j = feature(v);
+        for t in 0..c {
+            let wrow = &w_vc[(j * c + t) * d..(j * c + t + 1) * d];
+            let mut acc = T::zero();
+            for (w, &x) in wrow.iter().zip(&dcv[v * d..(v + 1) * d]) {
+                acc = acc + *w * x;
+            }
+            for a in 0..h {
+                acc = acc + dcb[v * h + a] * beta[a * jn + j] * w_c[(a * jn + j) * c + t];
+            }
+            g.de[v * c + t] = acc;
+        }
+    }
+    for j in 0..jn {
+        let rows = offsets[j] as usize..offsets[j + 1] as usize;
+        for a in 0..h {
+            let wv = &w_c[(a * jn + j) * c..(a * jn + j + 1) * c];
+            let bt = beta[a * jn + j];
+            let mut db = T::zero();
+            for v in rows.clone() {
+                let ev = &e[v * c..(v + 1) * c];
+                let mut dot = T::zero();
+                for (&x, &y) in ev.iter().zip(wv) {
+                    dot = dot + x * y;
+                }
+                db = db + dcb[v * h + a] * dot;
+            }
+            g.dbeta[a * jn + j] = db;
+            for t in 0..c {
+                let mut acc = T::zero();
+                for v in rows.clone() {
+                    acc = acc + dcb[v * h + a] * bt * e[v * c + t];
+                }
+                g.dw_c[(a * jn + j) * c + t] = acc;
+            }
+        }
+        for t in 0..c {
+            for col in 0..d {
+                let mut acc = T::zero();
+                for v in rows.clone() {
+                    acc = acc + e[v * c + t] * dcv[v * d + col];
+                }
+                g.dw_vc[(j * c + t) * d + col] = acc;
+            }
+        }
+    }
+    g
 }

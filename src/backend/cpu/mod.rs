@@ -2,9 +2,11 @@
 //! Multi-threaded with rayon over requests/candidates/points; long reductions in f64.
 
 pub mod attn;
+pub mod bce;
 pub mod cross_bias;
 pub mod esu;
 pub mod gather;
+pub mod gemm;
 pub mod gsu_topk;
 pub mod kmeans;
 pub mod log_size_bias;
@@ -16,7 +18,8 @@ pub use real::Real;
 use std::sync::Arc;
 
 use super::{
-    AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TopK,
+    AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable, GemmKind, HostTable,
+    KmeansBatch, OnlineBatch, OnlineTables, TopK,
 };
 use crate::error::Result;
 
@@ -125,6 +128,22 @@ impl Backend for CpuBackend {
 
     fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
         Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
+    }
+
+    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        Ok(match kind {
+            GemmKind::NN => gemm::mm(a, m, k, b, n),
+            GemmKind::NT => gemm::mm_nt(a, m, k, b, n),
+            GemmKind::TN => gemm::mm_tn(a, k, m, b, n),
+        })
+    }
+
+    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+        Ok(cross_bias::cross_tables_bwd(x.dcb, x.dcv, x.e, x.w_c, x.beta, x.w_vc, x.offsets, x.dims))
+    }
+
+    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+        Ok(bce::bce(logits, labels))
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

@@ -1,5 +1,5 @@
-//! Dense row-major GEMMs for the training reference, generic over [`Real`] (ndarray's
-//! matrixmultiply kernels underneath). Parallel over blocks of *output rows* only, so every
+//! Dense row-major GEMMs (the `gemm` op's reference and the training step's), generic over
+//! [`Real`] (ndarray's matrixmultiply kernels underneath). Parallel over blocks of *output rows* only, so every
 //! output element is reduced by one thread in a fixed order: results do not depend on the
 //! thread count.
 
@@ -7,7 +7,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::backend::cpu::Real;
+use super::Real;
 
 const ROWS_PER_TASK: usize = 256;
 

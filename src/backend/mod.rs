@@ -365,14 +365,15 @@ pub enum GemmKind {
 
 /// [`Backend::cross_tables_bwd`]'s inputs: table gradients `dcb [V, h]`, `dcv [V, D]` and the
 /// parameters `e [V, C]`, `w_c [h, J, C]`, `beta [h, J]`, `w_vc [J*C, D]`, `offsets [J + 1]`.
+/// Generic so the f64 training reference shares it; backends take f32.
 #[derive(Clone, Copy, Debug)]
-pub struct CrossBwdIn<'a> {
-    pub dcb: &'a [f32],
-    pub dcv: &'a [f32],
-    pub e: &'a [f32],
-    pub w_c: &'a [f32],
-    pub beta: &'a [f32],
-    pub w_vc: &'a [f32],
+pub struct CrossBwdIn<'a, T = f32> {
+    pub dcb: &'a [T],
+    pub dcv: &'a [T],
+    pub e: &'a [T],
+    pub w_c: &'a [T],
+    pub beta: &'a [T],
+    pub w_vc: &'a [T],
     pub offsets: &'a [u32],
     pub dims: CrossDims,
 }

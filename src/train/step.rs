@@ -56,22 +56,9 @@ pub trait Ops<T> {
     fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>>;
     /// `out [m, n] = op(a) · op(b)` (layouts as `Backend::gemm`).
     fn gemm(&self, kind: GemmKind, a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>>;
-    fn cross_tables_bwd(&self, x: CrossIn<'_, T>) -> Result<CrossTableGrads<T>>;
+    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, T>) -> Result<CrossTableGrads<T>>;
     /// `(mean BCE, dlogit)`.
     fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)>;
-}
-
-/// Inputs of the cross-table backward (see `cpu::cross_bias::cross_tables_bwd`).
-#[derive(Clone, Copy)]
-pub struct CrossIn<'a, T> {
-    pub dcb: &'a [T],
-    pub dcv: &'a [T],
-    pub e: &'a [T],
-    pub w_c: &'a [T],
-    pub beta: &'a [T],
-    pub w_vc: &'a [T],
-    pub offsets: &'a [u32],
-    pub dims: CrossDims,
 }
 
 pub struct CpuOps;
@@ -93,7 +80,7 @@ impl<T: Real> Ops<T> for CpuOps {
             GemmKind::TN => gemm::mm_tn(a, k, m, b, n),
         })
     }
-    fn cross_tables_bwd(&self, x: CrossIn<'_, T>) -> Result<CrossTableGrads<T>> {
+    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, T>) -> Result<CrossTableGrads<T>> {
         Ok(cross_tables_bwd(x.dcb, x.dcv, x.e, x.w_c, x.beta, x.w_vc, x.offsets, x.dims))
     }
     fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)> {
@@ -125,7 +112,7 @@ impl Ops<f32> for BackendOps<'_> {
         }
         self.0.gemm(kind, a, b, m, k, n)
     }
-    fn cross_tables_bwd(&self, x: CrossIn<'_, f32>) -> Result<CrossTableGrads<f32>> {
+    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, f32>) -> Result<CrossTableGrads<f32>> {
         self.0.cross_tables_bwd(CrossBwdIn {
             dcb: x.dcb,
             dcv: x.dcv,
@@ -629,7 +616,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
             dcv[c * d..(c + 1) * d].copy_from_slice(&dcv_rows[si * d..(si + 1) * d]);
         }
         let offs = cfg.cross_offsets();
-        let g = ops.cross_tables_bwd(CrossIn {
+        let g = ops.cross_tables_bwd(CrossBwdIn {
             dcb: &dcb,
             dcv: &dcv,
             e: w.p[CROSS_EMB],

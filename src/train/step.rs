@@ -113,16 +113,7 @@ impl Ops<f32> for BackendOps<'_> {
         self.0.gemm(kind, a, b, m, k, n)
     }
     fn cross_tables_bwd(&self, x: CrossBwdIn<'_, f32>) -> Result<CrossTableGrads<f32>> {
-        self.0.cross_tables_bwd(CrossBwdIn {
-            dcb: x.dcb,
-            dcv: x.dcv,
-            e: x.e,
-            w_c: x.w_c,
-            beta: x.beta,
-            w_vc: x.w_vc,
-            offsets: x.offsets,
-            dims: x.dims,
-        })
+        self.0.cross_tables_bwd(x)
     }
     fn bce(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
         self.0.bce(logits, labels)

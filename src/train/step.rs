@@ -23,8 +23,8 @@ use super::{Batch, Variant};
 use crate::backend::cpu::attn::{self, AttnIn};
 use crate::backend::cpu::cross_bias::{cross_tables_bwd, CrossTableGrads};
 use crate::backend::cpu::segment_sum::{self, segments_of};
-use crate::backend::cpu::Real;
 use crate::backend::cpu::{bce, gemm};
+use crate::backend::cpu::{dot, Real};
 use crate::backend::{AttnSaved, Backend, CrossBwdIn, CrossDims, GemmKind};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
@@ -357,7 +357,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
                     (r0..r1)
                         .map(|r| {
                             let it = batch.long_item[r] as usize;
-                            et.iter().zip(&w.p[ITEM_EMB][it * id..(it + 1) * id]).map(|(&x, &y)| x * y).sum()
+                            dot(et, &w.p[ITEM_EMB][it * id..(it + 1) * id])
                         })
                         .collect()
                 }
@@ -369,7 +369,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
                     for a in 0..h {
                         for i in 0..hd {
                             let row = &wk[i * d + a * dk..i * d + (a + 1) * dk];
-                            qt[a * hd + i] = row.iter().zip(&qb[a * dk..(a + 1) * dk]).map(|(&x, &y)| x * y).sum();
+                            qt[a * hd + i] = dot(row, &qb[a * dk..(a + 1) * dk]);
                         }
                     }
                     let mut x = vec![T::zero(); hd];
@@ -379,9 +379,9 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
                             cx.inherent(batch.long_item[r] as usize, &mut x);
                             let mut g = T::zero();
                             for a in 0..h {
-                                let dot: T = x.iter().zip(&qt[a * hd..(a + 1) * hd]).map(|(&u, &v)| u * v).sum();
+                                let dt: T = dot(&x, &qt[a * hd..(a + 1) * hd]);
                                 let bias: T = (0..j_n).map(|j| cb[batch.long_cross[r * j_n + j] as usize * h + a]).sum();
-                                g = g + dot * scale + bias + T::of_f32(batch.long_log_n[r]);
+                                g = g + dt * scale + bias + T::of_f32(batch.long_log_n[r]);
                             }
                             g * inv_h
                         })

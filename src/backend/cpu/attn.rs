@@ -54,7 +54,7 @@ pub fn attn_fwd<T: Real>(x: AttnIn<'_, T>) -> (Vec<T>, Vec<T>) {
             let mut m = T::neg_infinity();
             for r in 0..rows {
                 let ka = &x.k[(r0 + r) * d + a * dk..(r0 + r) * d + (a + 1) * dk];
-                let dot: T = qa.iter().zip(ka).map(|(&u, &w)| u * w).sum();
+                let dot: T = super::dot(qa, ka);
                 let alpha = dot * scale + x.bias[(r0 + r) * h + a];
                 pb[r * h + a] = alpha;
                 m = m.max(alpha);
@@ -113,7 +113,7 @@ pub fn attn_bwd<T: Real>(x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> AttnGrads<
             let mut sum_pg = T::zero();
             for r in 0..rows {
                 let va = &x.v[(r0 + r) * d + lo..(r0 + r) * d + hi];
-                let gr: T = dpa.iter().zip(va).map(|(&u, &w)| u * w).sum();
+                let gr: T = super::dot(dpa, va);
                 dbb[r * h + a] = gr;
                 sum_pg = sum_pg + p[(r0 + r) * h + a] * gr;
             }

@@ -13,7 +13,7 @@ pub mod log_size_bias;
 mod real;
 pub mod segment_sum;
 
-pub use real::Real;
+pub use real::{dot, Real};
 
 use std::sync::Arc;
 

@@ -197,8 +197,6 @@ impl Rows {
 /// Saved activations of one attention block.
 struct AttnAct<T> {
     rows: Rows,
-    /// Index of each row's item in the unique-item list.
-    uidx: Vec<u32>,
     k: Vec<T>,
     v: Vec<T>,
     bias: Vec<T>,
@@ -429,7 +427,8 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
 
     // 4. Attention per block.
     let n_long = long.len();
-    let attend = |rows: Rows, uidx: Vec<u32>| -> Result<AttnAct<T>> {
+    // `uidx`: each row's index in the unique-item list.
+    let attend = |rows: Rows, uidx: &[u32]| -> Result<AttnAct<T>> {
         let n = rows.len();
         let mut k = vec![T::zero(); n * d];
         let mut v = vec![T::zero(); n * d];
@@ -456,10 +455,10 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         } else {
             ops.attn_fwd(AttnIn { heads: h, q: &q, k: &k, v: &v, bias: &bias, offsets: &rows.offsets })?
         };
-        Ok(AttnAct { rows, uidx, k, v, bias, p, pooled })
+        Ok(AttnAct { rows, k, v, bias, p, pooled })
     };
-    let long_act = attend(long, uidx_all[..n_long].to_vec())?;
-    let short_act = attend(short, uidx_all[n_long..].to_vec())?;
+    let long_act = attend(long, &uidx_all[..n_long])?;
+    let short_act = attend(short, &uidx_all[n_long..])?;
     let out_long = ops.gemm(GemmKind::NN, &long_act.pooled, w.p[W_O], bn, d, d)?;
     let out_short = ops.gemm(GemmKind::NN, &short_act.pooled, w.p[W_O], bn, d, d)?;
 
@@ -573,7 +572,6 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
         dk_all[row0 * d..(row0 + n) * d].copy_from_slice(&g.dk);
         dv_all[row0 * d..(row0 + n) * d].copy_from_slice(&g.dv);
         dbias_all[row0 * h..(row0 + n) * h].copy_from_slice(&g.dbias);
-        debug_assert_eq!(act.uidx.len(), n);
     }
     // Per unique item: dK, dV (rows grouped by item in `segments_of(all_items)` order = uniq).
     let dkp = ops.segment_sum(&dk_all, d, &perm_u, &seg_u)?;

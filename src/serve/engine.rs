@@ -319,6 +319,8 @@ fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -
         })
         .collect();
 
+    // Host cross-bias table for debug attention weights, built once per batch that asks.
+    let debug_cb = if reqs.iter().any(|r| r.debug) { Some(m.cross_tables()?.0) } else { None };
     // Long sequences (requests with at least one row).
     if variant.uses_long() {
         let mut q = OnlineRequests::new();
@@ -352,7 +354,10 @@ fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -
                     out_long[c_glob * d..(c_glob + 1) * d].copy_from_slice(&out[ci * d..(ci + 1) * d]);
                     if reqs[ri].debug {
                         let (idx, sc) = topk.row(ci);
-                        let att = attention_weights(m, reqs[ri], idx, batch.cands[ci], variant.uses_clusters());
+                        let att = match &debug_cb {
+                            Some(cb) => attention_weights(m, cb, reqs[ri], idx, batch.cands[ci], variant.uses_clusters()),
+                            None => Vec::new(),
+                        };
                         debug[c_glob] = Some(CandidateDebug { topk_positions: idx.to_vec(), topk_scores: sc.to_vec(), attention: att });
                     }
                 }
@@ -481,7 +486,7 @@ fn sim_soft_topk(m: &Model, batch: &crate::backend::OnlineBatch<'_>, k: usize) -
 }
 
 /// Debug only: the ESU's per-head softmax weights over the finalists, on the host.
-fn attention_weights(m: &Model, req: &ScoreRequest, idx: &[u32], cand: u32, log_n: bool) -> Vec<f32> {
+fn attention_weights(m: &Model, cb: &crate::backend::HostTable, req: &ScoreRequest, idx: &[u32], cand: u32, log_n: bool) -> Vec<f32> {
     let c = &m.config;
     let (h, d, dk) = (c.heads, c.d_model(), c.d_head);
     let rows: Vec<&Behaviour> = idx.iter().filter_map(|&p| req.long.get(p as usize)).collect();
@@ -491,7 +496,6 @@ fn attention_weights(m: &Model, req: &ScoreRequest, idx: &[u32], cand: u32, log_
     let hd = c.inherent_dim();
     let q = mm(xq.as_slice().unwrap_or(&[]), 1, hd, &wq.data, d);
     let k = mm(xk.as_slice().unwrap_or(&[]), items.len(), hd, &wk.data, d);
-    let Ok((cb, _)) = m.cross_tables() else { return Vec::new() };
     let mut att = vec![0f32; items.len() * h];
     for a in 0..h {
         let logits: Vec<f64> = rows

@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use twin_engine::backend::cpu::segment_sum::segments_of;
 use twin_engine::backend::{
-    self, AttnSaved, Backend, BackendChoice, BackendKind, DType, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K,
+    self, AttnSaved, Backend, BackendChoice, BackendKind, DType, GemmKind, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K,
 };
 use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
@@ -267,11 +267,43 @@ fn bench_segment_sum(c: &mut Criterion) {
     }
 }
 
+fn bench_gemm(c: &mut Criterion) {
+    // Training GEMMs: the K/V projection (76,800 behaviour rows x 144 -> 128), its weight gradient
+    // (TN, reduced over the 76,800 rows) and the first MLP layer (B = 512, 408 -> 256).
+    let shapes = [(GemmKind::NN, 76_800usize, 144usize, 128usize), (GemmKind::TN, 144, 76_800, 128), (GemmKind::NN, 512, 408, 256)];
+    for be in backends() {
+        for (i, &(kind, m, k, n)) in shapes.iter().enumerate() {
+            let a = fill(m * k, 30 + i as u64);
+            let b = fill(k * n, 40 + i as u64);
+            let id = format!("{}/{kind:?}_m{m}_k{k}_n{n}", be.kind());
+            let mut g = c.benchmark_group("gemm");
+            g.throughput(Throughput::Elements((2 * m * k * n) as u64)); // flops
+            g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.gemm(kind, &a, &b, m, k, n).unwrap()));
+            g.finish();
+        }
+    }
+}
+
+fn bench_bce(c: &mut Criterion) {
+    // The loss of one training batch (B = 512) and of a large evaluation batch.
+    for be in backends() {
+        for b_n in [512usize, 100_000] {
+            let logits = fill(b_n, 50);
+            let labels: Vec<f32> = fill(b_n, 51).iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
+            let id = format!("{}/B{b_n}", be.kind());
+            let mut g = c.benchmark_group("bce");
+            g.throughput(Throughput::Elements(b_n as u64));
+            g.bench_function(BenchmarkId::from_parameter(&id), |bn| bn.iter(|| be.bce(&logits, &labels).unwrap()));
+            g.finish();
+        }
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3)).without_plots()
 }
 
 criterion_group! { name = online; config = config(); targets = bench_online }
 criterion_group! { name = offline; config = config(); targets = bench_kmeans, bench_cluster }
-criterion_group! { name = train_ops; config = config(); targets = bench_attn, bench_segment_sum }
+criterion_group! { name = train_ops; config = config(); targets = bench_attn, bench_segment_sum, bench_gemm, bench_bce }
 criterion_main!(online, offline, train_ops);

@@ -1,5 +1,6 @@
-// cross_bias.cu — cross-feature bias (SPEC §3.2), both forms. Compiled with --fmad=false so
-// the f64 arithmetic below rounds exactly like the CPU reference (no FMA contraction).
+// cross_bias.cu — cross-feature bias (SPEC §3.2), both forms, and the training backward.
+// Compiled with --fmad=false so the f64 (forward) and f32 (backward) arithmetic below rounds
+// exactly like the CPU reference (no FMA contraction).
 //
 // cross_bias_fwd (inference, gather-sum):
 //   table [V, h] (f32, or f16 when p.table_f16), rows [N, J] (cross-table rows), out [N, h] f32.
@@ -8,9 +9,25 @@
 // cross_bias_dense_fwd (training form):
 //   e [N, J, C], w_c [h, J, C], beta [h, J], out [N, h] f32.
 //   out[n, a] = Σ_j beta[a, j] * (Σ_c e[n, j, c] * w_c[a, j, c]), all in f64 in index order.
-// Launch (both): one thread per (n, a), 1-D grid-stride, 256 threads per block.
+// cross_bias_bwd (training backward into the parameters, src/backend/cpu/cross_bias.rs::
+//   cross_tables_bwd): the stacked tables are cb[v, a] = β[a,j] (E[v] · w_c[a,j]) and
+//   cv[v] = E[v] W^{vc}[jC..(j+1)C, :] for v in feature j's rows offsets[j]..offsets[j+1].
+//   Shapes: V stacked cross rows, h heads, J features, C = dim, D = model width;
+//   dcb [V, h], dcv [V, D], e [V, C], w_c [h, J, C], beta [h, J], w_vc [J*C, D], offsets [J+1];
+//   out = [dE (V*C) | dw_c (h*J*C) | dβ (h*J) | dW^{vc} (J*C*D)] f32, one packed buffer.
+//   One thread per output element, each a sum over v ascending in f32 with exactly the CPU's
+//   operations in the CPU's order (--fmad=false: bit-identical to the reference), written with `=`:
+//     dE[v, t]           = Σ_col W^{vc}[jC+t, col] dcv[v, col] + Σ_a (dcb[v,a] β[a,j]) w_c[a,j,t]
+//                          (j = the first feature whose rows hold v)
+//     dw_c[a, j, t]      = Σ_v (dcb[v, a] β[a,j]) E[v, t]
+//     dβ[a, j]           = Σ_v dcb[v, a] (E[v] · w_c[a,j])          (dot in t order)
+//     dW^{vc}[jC+t, col] = Σ_v E[v, t] dcv[v, col]
+//   for v in feature j's rows. check::cross_tables_bwd guarantees the shapes and offsets that
+//   start at 0, never decrease and end at V; indices are formed in 64 bits.
+// Launch (all three): one thread per output element ((n, a) for the forward kernels), 1-D
+//   grid-stride, 256 threads per block.
 // Versions: one each. Bounds: rows checked against V (check::cross_bias); dense shapes checked
-// by check::cross_bias_dense.
+// by check::cross_bias_dense; backward shapes by check::cross_tables_bwd.
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -27,6 +44,17 @@ struct CrossBiasDenseParams {
     u32 heads;    // h
     u32 n_cross;  // J
     u32 dim;      // C, per-feature embedding width
+};
+
+struct CrossBiasBwdParams {
+    u32 v_rows;   // V
+    u32 heads;    // h
+    u32 n_cross;  // J
+    u32 dim;      // C
+    u32 d;        // D
+    u32 pad0;
+    u32 pad1;
+    u32 pad2;
 };
 
 __device__ __forceinline__ float f16_to_f32(unsigned short h) {
@@ -70,5 +98,57 @@ cross_bias_dense_fwd(const CrossBiasDenseParams p, const float* __restrict__ e, 
             acc = acc + (double)beta[(u64)a * p.n_cross + j] * dot;
         }
         out[i] = (float)acc;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+cross_bias_bwd(const CrossBiasBwdParams p, const float* __restrict__ dcb, const float* __restrict__ dcv,
+               const float* __restrict__ e, const float* __restrict__ w_c, const float* __restrict__ beta,
+               const float* __restrict__ w_vc, const u32* __restrict__ offsets, float* __restrict__ out) {
+    const u64 H = p.heads, J = p.n_cross, C = p.dim, D = p.d;
+    const u64 n_de = (u64)p.v_rows * C, n_dwc = H * J * C, n_db = H * J, n_dwvc = J * C * D;
+    const u64 total = n_de + n_dwc + n_db + n_dwvc;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        if (i < n_de) {
+            const u64 v = i / C, t = i - v * C;
+            u64 j = 0;  // the first feature whose rows hold v (the CPU's `feature`)
+            for (u64 jj = 0; jj < J; ++jj) {
+                if (offsets[jj] <= v && v < offsets[jj + 1]) {
+                    j = jj;
+                    break;
+                }
+            }
+            const float* wrow = w_vc + (j * C + t) * D;
+            const float* g = dcv + v * D;
+            float acc = 0.0f;
+            for (u64 col = 0; col < D; ++col) acc = acc + wrow[col] * g[col];
+            for (u64 a = 0; a < H; ++a) acc = acc + dcb[v * H + a] * beta[a * J + j] * w_c[(a * J + j) * C + t];
+            out[i] = acc;
+        } else if (i < n_de + n_dwc) {
+            const u64 x = i - n_de;
+            const u64 a = x / (J * C), j = (x / C) % J, t = x % C;
+            const float bt = beta[a * J + j];
+            float acc = 0.0f;
+            for (u64 v = offsets[j]; v < offsets[j + 1]; ++v) acc = acc + dcb[v * H + a] * bt * e[v * C + t];
+            out[i] = acc;
+        } else if (i < n_de + n_dwc + n_db) {
+            const u64 x = i - n_de - n_dwc;
+            const u64 a = x / J, j = x - a * J;
+            const float* wv = w_c + (a * J + j) * C;
+            float db = 0.0f;
+            for (u64 v = offsets[j]; v < offsets[j + 1]; ++v) {
+                float dot = 0.0f;
+                for (u64 t = 0; t < C; ++t) dot = dot + e[v * C + t] * wv[t];
+                db = db + dcb[v * H + a] * dot;
+            }
+            out[i] = db;
+        } else {
+            const u64 x = i - n_de - n_dwc - n_db;
+            const u64 row = x / D, col = x - row * D;  // row = j*C + t
+            const u64 j = row / C, t = row - j * C;
+            float acc = 0.0f;
+            for (u64 v = offsets[j]; v < offsets[j + 1]; ++v) acc = acc + e[v * C + t] * dcv[v * D + col];
+            out[i] = acc;
+        }
     }
 }

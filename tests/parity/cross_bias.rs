@@ -101,3 +101,130 @@ fn cross_bias_errors_match_cpu() {
         }
     });
 }
+
+/// Inputs of the cross backward: `v` stacked rows split into features by `offsets`, width `d`.
+struct BwdCase {
+    dcb: Vec<f32>,
+    dcv: Vec<f32>,
+    e: Vec<f32>,
+    w_c: Vec<f32>,
+    beta: Vec<f32>,
+    w_vc: Vec<f32>,
+    offsets: Vec<u32>,
+    dims: CrossDims,
+}
+
+impl BwdCase {
+    fn new(offsets: Vec<u32>, d: usize, seed: u64) -> BwdCase {
+        let (h, jn, c) = (H, offsets.len() - 1, 8);
+        let v = *offsets.last().unwrap() as usize;
+        let mut rng = SplitMix64::new(seed);
+        BwdCase {
+            dcb: randn(&mut rng, v * h, 1.0),
+            dcv: randn(&mut rng, v * d, 1.0),
+            e: randn(&mut rng, v * c, 0.5),
+            w_c: randn(&mut rng, h * jn * c, 0.5),
+            beta: randn(&mut rng, h * jn, 1.0),
+            w_vc: randn(&mut rng, jn * c * d, 0.3),
+            offsets,
+            dims: CrossDims { heads: h, n_cross: jn, dim: c },
+        }
+    }
+    fn input(&self) -> twin_engine::backend::CrossBwdIn<'_> {
+        twin_engine::backend::CrossBwdIn {
+            dcb: &self.dcb,
+            dcv: &self.dcv,
+            e: &self.e,
+            w_c: &self.w_c,
+            beta: &self.beta,
+            w_vc: &self.w_vc,
+            offsets: &self.offsets,
+            dims: self.dims,
+        }
+    }
+    /// The same case with every value replaced by its absolute value (error scales).
+    fn abs(&self) -> BwdCase {
+        let a = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        BwdCase {
+            dcb: a(&self.dcb),
+            dcv: a(&self.dcv),
+            e: a(&self.e),
+            w_c: a(&self.w_c),
+            beta: a(&self.beta),
+            w_vc: a(&self.w_vc),
+            offsets: self.offsets.clone(),
+            dims: self.dims,
+        }
+    }
+}
+
+/// The training shape (V = 74 rows of the three cross features, h = 4, C = 8, D = 128), an empty
+/// feature, one row, no rows at all, and V = 20,000 with D = 16 (several WGSL passes: llvmpipe's
+/// loop cap). f32 on both sides in the same order; the WGSL compiler may contract, so the
+/// tolerance is 2e-6·Σ|terms| + 1e-6. Two runs agree bit for bit.
+#[test]
+fn cross_tables_bwd_matches_cpu() {
+    let c0 = cpu();
+    let cases = vec![
+        ("training", BwdCase::new(features::cross_offsets(), D, 90)),
+        ("empty feature", BwdCase::new(vec![0, 0, 40, 74], 128, 91)),
+        ("one row", BwdCase::new(vec![0, 1], 7, 92)),
+        ("no rows", BwdCase::new(vec![0, 0, 0, 0], 0, 93)),
+        ("long", BwdCase::new(vec![0, 5000, 12_000, 20_000], 16, 94)),
+    ];
+    for_each_backend!(|gpu, cpu| {
+        for (name, c) in &cases {
+            let got = gpu.cross_tables_bwd(c.input()).unwrap();
+            let want = cpu.cross_tables_bwd(c.input()).unwrap();
+            let ca = c.abs();
+            let mag = c0.cross_tables_bwd(ca.input()).unwrap();
+            let tol = |m: &[f32]| {
+                let m = m.to_vec();
+                move |i: usize| 2e-6 * m[i] + 1e-6
+            };
+            assert_close(&format!("cross bwd {name} dE"), &got.de, &want.de, tol(&mag.de), 0.0);
+            assert_close(&format!("cross bwd {name} dw_c"), &got.dw_c, &want.dw_c, tol(&mag.dw_c), 0.0);
+            assert_close(&format!("cross bwd {name} dbeta"), &got.dbeta, &want.dbeta, tol(&mag.dbeta), 0.0);
+            assert_close(&format!("cross bwd {name} dW_vc"), &got.dw_vc, &want.dw_vc, tol(&mag.dw_vc), 0.0);
+            assert_eq!(gpu.cross_tables_bwd(c.input()).unwrap(), got, "cross bwd {name}: differs run to run");
+        }
+    });
+}
+
+#[test]
+fn cross_tables_bwd_errors_are_typed() {
+    let check = |be: &dyn twin_engine::backend::Backend| {
+        let c = BwdCase::new(features::cross_offsets(), 16, 95);
+        let x = c.input();
+        let mut dn = c.dcv.clone();
+        dn[33] = f32::NAN;
+        assert!(matches!(
+            be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { dcv: &dn, ..x }),
+            Err(Error::NonFinite { field: "dcv", index: 33, .. })
+        ));
+        assert!(matches!(
+            be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { w_vc: &c.w_vc[1..], ..x }),
+            Err(Error::LengthMismatch { field: "w_vc", .. })
+        ));
+        assert!(matches!(
+            be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { dcb: &c.dcb[4..], ..x }),
+            Err(Error::LengthMismatch { field: "dcb", .. })
+        ));
+        let mut bad = c.offsets.clone();
+        bad[1] = bad[2] + 1;
+        assert!(matches!(
+            be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { offsets: &bad, ..x }),
+            Err(Error::BadOffsets { field: "offsets", .. })
+        ));
+        assert!(matches!(
+            be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { offsets: &c.offsets[1..], ..x }),
+            Err(Error::LengthMismatch { field: "offsets", .. })
+        ));
+        let zero = CrossDims { heads: 0, ..c.dims };
+        assert!(matches!(be.cross_tables_bwd(twin_engine::backend::CrossBwdIn { dims: zero, ..x }), Err(Error::BadShape { .. })));
+    };
+    check(&*cpu());
+    for u in variants() {
+        check(&*u.be);
+    }
+}

@@ -24,7 +24,13 @@ mod with_cuda {
         };
         assert_eq!(done.len(), KERNEL_SOURCES.len());
         // The training kernels are in the list (compile_kernel checks each entry point is in the PTX).
-        for (stem, entries) in [("attn", &["attn_fwd", "attn_bwd"][..]), ("segment_sum", &["segment_sum_fwd"][..])] {
+        for (stem, entries) in [
+            ("attn", &["attn_fwd", "attn_bwd"][..]),
+            ("segment_sum", &["segment_sum_fwd"][..]),
+            ("gemm", &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"][..]),
+            ("bce", &["bce_fwd"][..]),
+            ("cross_bias", &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"][..]),
+        ] {
             let src = KERNEL_SOURCES.iter().find(|s| s.stem == stem).unwrap_or_else(|| panic!("kernels/{stem}.cu not in KERNEL_SOURCES"));
             assert_eq!(src.functions, entries, "kernels/{stem}.cu entry points");
             assert!(done.iter().any(|(s, _)| s == stem));

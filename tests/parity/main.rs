@@ -6,11 +6,13 @@
 mod common;
 
 mod attn;
+mod bce;
 mod cluster;
 mod cross_bias;
 mod cuda_compile;
 mod esu;
 mod gather;
+mod gemm;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;

@@ -1,9 +1,10 @@
-//! Host side of `kernels/cross_bias.cu`.
+//! Host side of `kernels/cross_bias.cu`: the inference gather-sum, the dense training form and
+//! the training backward into the cross parameters.
 
 use cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
 
 use super::{device_err, u32_of, CudaBackend, TablePtr};
-use crate::backend::{CrossDims, DeviceTable};
+use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::Result;
 
 /// Mirrors `CrossBiasParams` in kernels/cross_bias.cu.
@@ -29,6 +30,22 @@ pub(crate) struct CrossBiasDenseParams {
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
 unsafe impl DeviceRepr for CrossBiasDenseParams {}
+
+/// Mirrors `CrossBiasBwdParams` in kernels/cross_bias.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CrossBiasBwdParams {
+    pub v_rows: u32,
+    pub heads: u32,
+    pub n_cross: u32,
+    pub dim: u32,
+    pub d: u32,
+    pub pad0: u32,
+    pub pad1: u32,
+    pub pad2: u32,
+}
+// SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
+unsafe impl DeviceRepr for CrossBiasBwdParams {}
 
 /// Launch `cross_bias_fwd` on device buffers: `rows` [n * J] (checked < table rows), `out` [n * h].
 pub(crate) fn launch_cross_bias(
@@ -94,4 +111,47 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
     // const float* beta [h*J], float* out [n*h]); lengths checked by check::cross_bias_dense.
     unsafe { b.launch(be.grid_1d(total as u64)) }.map_err(device_err("cross_bias_dense launch"))?;
     be.dtoh("cross_bias_dense: download", &out, total)
+}
+
+/// `cross_bias_bwd`: one thread per element of `[dE | dw_c | dβ | dW^{vc}]` (one packed buffer,
+/// one download), split here.
+pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+    let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
+    let v_n = x.e.len() / c;
+    let d = x.dcv.len().checked_div(v_n).unwrap_or(0);
+    let (n_de, n_dwc, n_db, n_dwvc) = (v_n * c, h * jn * c, h * jn, jn * c * d);
+    let total = n_de + n_dwc + n_db + n_dwvc;
+    let params = CrossBiasBwdParams {
+        v_rows: u32_of("cross rows (V)", v_n)?,
+        heads: u32_of("heads", h)?,
+        n_cross: u32_of("n_cross", jn)?,
+        dim: u32_of("cross dim", c)?,
+        d: u32_of("D", d)?,
+        pad0: 0,
+        pad1: 0,
+        pad2: 0,
+    };
+    let up = |what: &'static str, v: &[f32]| be.htod(what, v);
+    let (dcb, dcv, e, w_c) = (
+        up("cross_bwd: upload dcb", x.dcb)?,
+        up("cross_bwd: upload dcv", x.dcv)?,
+        up("cross_bwd: upload e", x.e)?,
+        up("cross_bwd: upload w_c", x.w_c)?,
+    );
+    let (beta, w_vc) = (up("cross_bwd: upload beta", x.beta)?, up("cross_bwd: upload w_vc", x.w_vc)?);
+    let offs = be.htod("cross_bwd: upload offsets", x.offsets)?;
+    let out = be.zeros::<f32>("cross_bwd: alloc grads", total)?;
+    let mut b = be.stream().launch_builder(be.f("cross_bias_bwd"));
+    b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs).arg(&out);
+    // SAFETY: kernel (CrossBiasBwdParams, dcb [V*h], dcv [V*D], e [V*C], w_c [h*J*C], beta [h*J],
+    // w_vc [J*C*D], offsets [J+1], out [V*C + h*J*C + h*J + J*C*D]); check::cross_tables_bwd
+    // validated every length against (V, h, J, C, D) and the offsets (0 .. V, non-decreasing), so
+    // every row v read is < V; the grid-stride loop covers exactly `total` elements, each written
+    // once by its own thread. Buffers of length 0 are one element and never read.
+    unsafe { b.launch(be.grid_1d(total as u64)) }.map_err(device_err("cross_bias_bwd launch"))?;
+    let mut g = be.dtoh("cross_bwd: download grads", &out, total)?;
+    let dw_vc = g.split_off(n_de + n_dwc + n_db);
+    let dbeta = g.split_off(n_de + n_dwc);
+    let dw_c = g.split_off(n_de);
+    Ok(CrossTableGrads { de: g, dw_c, dbeta, dw_vc })
 }

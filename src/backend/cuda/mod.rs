@@ -19,9 +19,11 @@
 //! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
 
 mod attn;
+mod bce;
 mod cross_bias;
 mod esu;
 mod gather;
+mod gemm;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
@@ -39,8 +41,8 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use half::f16;
 
 use super::{
-    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult,
-    OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
+    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
 };
 use crate::error::{Error, Result};
 
@@ -66,7 +68,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "cross_bias",
         source: include_str!("../../../kernels/cross_bias.cu"),
         fmad: false,
-        functions: &["cross_bias_fwd", "cross_bias_dense_fwd"],
+        functions: &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"],
     },
     KernelSource {
         stem: "log_size_bias",
@@ -100,6 +102,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         fmad: false,
         functions: &["segment_sum_fwd"],
     },
+    KernelSource {
+        stem: "gemm",
+        source: include_str!("../../../kernels/gemm.cu"),
+        fmad: true,
+        functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
+    },
+    KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd"] },
 ];
 
 const BACKEND: &str = "cuda";
@@ -498,6 +507,18 @@ impl Backend for CudaBackend {
 
     fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
         segment_sum::segment_sum(self, src, width, perm, seg_offsets)
+    }
+
+    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        gemm::gemm(self, kind, a, b, m, k, n)
+    }
+
+    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+        cross_bias::cross_tables_bwd(self, x)
+    }
+
+    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+        bce::bce(self, logits, labels)
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

@@ -1,12 +1,18 @@
-//! `cross_bias` (shaders/cross_bias.wgsl): inference gather-sum and dense training form.
+//! `cross_bias` (shaders/cross_bias.wgsl): inference gather-sum, dense training form and the
+//! training backward into the cross parameters.
 
 use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
-use crate::backend::{CrossDims, DeviceTable};
+use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::{Error, Result};
 
 const SRC: &str = include_str!("../../../shaders/cross_bias.wgsl");
 const BINDS: &[B] = &[B::R, B::R, B::R, B::W];
+/// Backward: dcb, offsets, dcv (read); packed grads (read-write); e, w_c, β, w_vc (read).
+const BINDS_BWD: &[B] = &[B::R, B::R, B::R, B::W, B::R, B::R, B::R, B::R];
+/// Loop iterations one backward pass may spend per invocation (llvmpipe stops at 65,535).
+const BWD_BUDGET: usize = 32_768;
 
+/// Mirrors `Params` in shaders/cross_bias.wgsl (`d`, `s0`, `s1` are read by the backward only).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -14,6 +20,16 @@ struct Params {
     heads: u32,
     n_cross: u32,
     dim: u32,
+    d: u32,
+    s0: u32,
+    s1: u32,
+    pad: u32,
+}
+
+impl Params {
+    fn fwd(n: usize, heads: usize, n_cross: usize, dim: usize) -> Params {
+        Params { n: n as u32, heads: heads as u32, n_cross: n_cross as u32, dim: dim as u32, d: 0, s0: 0, s1: 0, pad: 0 }
+    }
 }
 
 /// Encode `out[n, a] = Σ_j T[rows[n*J+j], a]` for `n` behaviours whose rows are on the device.
@@ -30,7 +46,7 @@ pub(crate) fn encode_gather_sum(
     // The bias table is [V, h] f32 with V in the tens: always one chunk.
     let tab = be.whole(t.name, wt, t.rows, t.cols, 4)?;
     let pipe = be.pipe("cross_bias", SRC, "cross_bias_fwd_v1", 0, BINDS)?;
-    let p = be.uniform(&Params { n: n as u32, heads: t.cols as u32, n_cross: n_cross as u32, dim: 0 });
+    let p = be.uniform(&Params::fwd(n, t.cols, n_cross, 0));
     be.dispatch(enc, &pipe, &p, &[tab, rows, tab, out], grid(((n * t.cols) as u64).div_ceil(64)));
     Ok(())
 }
@@ -78,7 +94,7 @@ pub(crate) fn dense(be: &WgpuBackend, e: &[f32], w_c: &[f32], beta: &[f32], d: C
         for g in &groups {
             let eb = be.upload("e", &e[g.start * per..g.end * per]);
             let out = be.output("cross bias dense", g.len() * d.heads);
-            let p = be.uniform(&Params { n: g.len() as u32, heads: d.heads as u32, n_cross: d.n_cross as u32, dim: d.dim as u32 });
+            let p = be.uniform(&Params::fwd(g.len(), d.heads, d.n_cross, d.dim));
             be.dispatch(&mut enc, &pipe, &p, &[&eb, &wb, &bb, &out], grid(((g.len() * d.heads) as u64).div_ceil(64)));
             outs.push((out, g.len()));
         }
@@ -86,4 +102,73 @@ pub(crate) fn dense(be: &WgpuBackend, e: &[f32], w_c: &[f32], beta: &[f32], d: C
         let bytes = be.finish("cross_bias_dense", enc, &reads)?;
         Ok(bytes.iter().flat_map(|b| words_f32(b)).collect())
     })
+}
+
+/// `cross_bias_bwd_v1`: one invocation per element of `[dE | dw_c | dβ | dW^{vc}]` (one packed
+/// output, one download), split here. Each element's sum runs over at most `S` steps per pass
+/// (a dβ step costs C + 1 loop trips), passes in step order; every input binds whole (the
+/// tables are tiny: V = 74 in training) and one over the binding limit is `Error::TooLarge`.
+pub(crate) fn cross_tables_bwd(be: &WgpuBackend, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+    let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
+    let v_n = x.e.len() / c;
+    let d = x.dcv.len().checked_div(v_n).unwrap_or(0);
+    let (n_de, n_dwc, n_db, n_dwvc) = (v_n * c, h * jn * c, h * jn, jn * c * d);
+    let total = n_de + n_dwc + n_db + n_dwvc;
+    let lim = be.max_binding();
+    for (field, len) in [
+        ("dcb", x.dcb.len()),
+        ("dcv", x.dcv.len()),
+        ("e", x.e.len()),
+        ("w_c", x.w_c.len()),
+        ("beta", x.beta.len()),
+        ("w_vc", x.w_vc.len()),
+        ("offsets", x.offsets.len()),
+        ("cross grads (V*C + h*J*C + h*J + J*C*D)", total),
+    ] {
+        if (len as u64) * 4 > lim {
+            return Err(Error::TooLarge { field, value: len as u64 * 4, limit: lim });
+        }
+    }
+    // One step of the feature search plus one step of any sum must fit a pass.
+    if jn + c + 1 > BWD_BUDGET {
+        return Err(Error::TooLarge {
+            field: "n_cross + cross dim (per-invocation loop length)",
+            value: (jn + c + 1) as u64,
+            limit: BWD_BUDGET as u64,
+        });
+    }
+    let steps = (BWD_BUDGET - jn) / (c + 1);
+    let longest = (0..jn).map(|j| (x.offsets[j + 1] - x.offsets[j]) as usize).max().unwrap_or(0).max(d + h);
+    let passes = longest.div_ceil(steps).max(1);
+    let mut g = be.scoped("cross_tables_bwd", || {
+        let pipe = be.pipe("cross_bias", SRC, "cross_bias_bwd_v1", 0, BINDS_BWD)?;
+        let dcb = be.upload("dcb", x.dcb);
+        let offs = be.upload("offsets", x.offsets);
+        let dcv = be.upload("dcv", x.dcv);
+        let e = be.upload("e", x.e);
+        let w_c = be.upload("w_c", x.w_c);
+        let beta = be.upload("beta", x.beta);
+        let w_vc = be.upload("w_vc", x.w_vc);
+        let out = be.output("cross grads", total);
+        let mut enc = be.encoder();
+        for pass in 0..passes {
+            let p = be.uniform(&Params {
+                n: v_n as u32,
+                heads: h as u32,
+                n_cross: jn as u32,
+                dim: c as u32,
+                d: d as u32,
+                s0: (pass * steps) as u32,
+                s1: ((pass + 1) * steps) as u32,
+                pad: 0,
+            });
+            be.dispatch(&mut enc, &pipe, &p, &[&dcb, &offs, &dcv, &out, &e, &w_c, &beta, &w_vc], grid((total as u64).div_ceil(64)));
+        }
+        let bytes = be.finish("cross_tables_bwd", enc, &[Readback { buf: &out, bytes: (total * 4) as u64 }])?;
+        Ok(words_f32(&bytes[0]))
+    })?;
+    let dw_vc = g.split_off(n_de + n_dwc + n_db);
+    let dbeta = g.split_off(n_de + n_dwc);
+    let dw_c = g.split_off(n_de);
+    Ok(CrossTableGrads { de: g, dw_c, dbeta, dw_vc })
 }

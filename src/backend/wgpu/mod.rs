@@ -18,9 +18,11 @@
 //!   are first gathered into a compact per-call table (`split.rs`).
 
 mod attn;
+mod bce;
 mod cross_bias;
 mod esu;
 mod gather;
+mod gemm;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
@@ -33,8 +35,8 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::{
-    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossDims, DType, DeviceTable, HostTable, KmeansBatch, KmeansResult,
-    OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
+    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
 };
 use crate::error::{Error, Result};
 
@@ -694,6 +696,18 @@ impl Backend for WgpuBackend {
 
     fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
         segment_sum::segment_sum(self, src, width, perm, seg_offsets)
+    }
+
+    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+        gemm::gemm(self, kind, a, b, m, k, n)
+    }
+
+    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+        cross_bias::cross_tables_bwd(self, x)
+    }
+
+    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+        bce::bce(self, logits, labels)
     }
 
     fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {

@@ -1,0 +1,95 @@
+//! bce (mean binary cross-entropy on logits, and dlogit) against the CPU reference (f64).
+//!
+//! Logits are Normal(0, 3) with outliers (every 97th ±50: saturated sigmoids, loss terms of 50),
+//! labels mostly 0/1 with some soft labels. The loss mean must agree to 1e-6 relative (CUDA
+//! computes in f64 like the CPU; WGSL in f32, with the per-sample terms summed on the host in
+//! f64); dlogit = (σ(s) - y) / B to |err| <= 1e-6 / B + 1e-5·|want|.
+
+use twin_engine::backend::Backend;
+use twin_engine::rng::SplitMix64;
+use twin_engine::Error;
+
+use crate::attn::bits;
+use crate::common::*;
+use crate::for_each_backend;
+
+fn inputs(b: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = SplitMix64::new(seed);
+    let logits = randn(&mut rng, b, 3.0);
+    let labels = (0..b)
+        .map(|i| match rng.below(10) {
+            0 => 0.25,
+            1..=4 => 1.0,
+            _ => {
+                if i % 11 == 0 {
+                    0.5
+                } else {
+                    0.0
+                }
+            }
+        })
+        .collect();
+    (logits, labels)
+}
+
+fn check(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, logits: &[f32], labels: &[f32]) -> f64 {
+    let (gl, gd) = gpu.bce(logits, labels).unwrap();
+    let (wl, wd) = cpu.bce(logits, labels).unwrap();
+    let rel = (gl - wl).abs() / wl.abs().max(1e-12);
+    assert!(rel <= 1e-6, "{what}: loss {gl} vs CPU {wl} (relative error {rel:.2e} > 1e-6)");
+    let inv = 1.0 / logits.len() as f32;
+    assert_close(&format!("{what} dlogit"), &gd, &wd, |_| 1e-6 * inv, 1e-5);
+    let (again_l, again_d) = gpu.bce(logits, labels).unwrap();
+    assert_eq!(again_l.to_bits(), gl.to_bits(), "{what}: loss differs run to run");
+    assert_eq!(bits(&again_d), bits(&gd), "{what}: dlogit differs run to run");
+    rel
+}
+
+#[test]
+fn bce_matches_cpu() {
+    for_each_backend!(|gpu, cpu| {
+        let mut worst = 0f64;
+        for (i, b) in [1usize, 7, 64, 97, 512, 1025, 100_003].into_iter().enumerate() {
+            let (s, y) = inputs(b, 70 + i as u64);
+            worst = worst.max(check(&format!("bce B={b}"), &*gpu, &*cpu, &s, &y));
+        }
+        // Extremes: saturated both ways, exact zeros, tiny logits.
+        let s = vec![0.0, -0.0, 1e-7, -1e-7, 17.0, -17.0, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30];
+        let y = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        worst = worst.max(check("bce extremes", &*gpu, &*cpu, &s, &y));
+        eprintln!("  bce: worst loss relative error {worst:.2e} (tolerance 1e-6)");
+    });
+}
+
+/// wgpu with a 64 KiB binding cap runs the samples in groups: identical to the unsplit backend.
+#[test]
+fn bce_split() {
+    let cpu = cpu();
+    for (u, whole) in split_pairs() {
+        let (s, y) = inputs(100_003, 80);
+        let (gl, gd) = u.be.bce(&s, &y).unwrap();
+        let (wl, wd) = whole.bce(&s, &y).unwrap();
+        assert_eq!(gl.to_bits(), wl.to_bits(), "{}: split loss differs", u.label);
+        assert_eq!(bits(&gd), bits(&wd), "{}: split dlogit differs", u.label);
+        check(&format!("bce split [{}]", u.label), &*u.be, &*cpu, &s, &y);
+    }
+}
+
+#[test]
+fn bce_errors_are_typed() {
+    let check = |be: &dyn Backend| {
+        let (s, y) = inputs(10, 90);
+        assert!(matches!(be.bce(&s, &y[1..]), Err(Error::LengthMismatch { field: "labels", .. })));
+        assert!(matches!(be.bce(&[], &[]), Err(Error::Empty { field: "logits", .. })));
+        let mut sn = s.clone();
+        sn[3] = f32::NAN;
+        assert!(matches!(be.bce(&sn, &y), Err(Error::NonFinite { field: "logits", index: 3, .. })));
+        let mut yn = y.clone();
+        yn[9] = f32::NEG_INFINITY;
+        assert!(matches!(be.bce(&s, &yn), Err(Error::NonFinite { field: "labels", index: 9, .. })));
+    };
+    check(&*cpu());
+    for u in variants() {
+        check(&*u.be);
+    }
+}

@@ -509,8 +509,9 @@ fn check_request(o: &Map<String, Value>) -> Option<String> {
     let num = |path: String, v: Option<&Value>| -> Option<String> {
         match v {
             None => Some(format!("{path}: missing (required)")),
-            Some(x) if x.is_number() => None,
-            Some(x) => Some(format!("{path} = {}: expected a finite number", show(x))),
+            // Numbers are f32 on the engine side: 1e39 is a number in JSON but not a finite f32.
+            Some(x) if x.as_f64().is_some_and(|f| (f as f32).is_finite()) => None,
+            Some(x) => Some(format!("{path} = {}: expected a finite number (32-bit float)", show(x))),
         }
     };
     if let Some(e) = int("request_time", o.get("request_time"), true, None) {

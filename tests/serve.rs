@@ -59,17 +59,23 @@ fn request_for(
     let raw = |r: usize| Behaviour::raw(b.item[r], b.timestamp[r], b.play_time[r], b.duration[r]);
     let long = match clusters {
         Some(cs) => {
+            // Clusters wholly in the past plus the uncovered past behaviours, oldest first (as training builds it).
             let slot = cs.users.iter().position(|&x| x as usize == u).unwrap();
-            cs.user_clusters(slot)
-                .filter(|&c| cs.timestamp[c] < t)
-                .map(|c| Behaviour {
+            let mut covered = vec![false; hist.len()];
+            let mut rows: Vec<Behaviour> = Vec::new();
+            for c in cs.user_clusters(slot).filter(|&c| cs.timestamp[c] < t) {
+                cs.cluster_members(c).iter().for_each(|&m| covered[m as usize] = true);
+                rows.push(Behaviour {
                     item: cs.item[c],
                     timestamp: cs.timestamp[c],
                     play_time: cs.play_time[c],
                     completion: cs.completion[c],
                     size: cs.size[c],
-                })
-                .collect()
+                });
+            }
+            rows.extend(covered.iter().enumerate().filter(|(_, &c)| !c).map(|(p, _)| raw(hist.start + p)));
+            rows.sort_by_key(|r| r.timestamp);
+            rows
         }
         None if variant.uses_long() => hist.clone().map(raw).collect(),
         None => Vec::new(),

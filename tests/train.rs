@@ -307,16 +307,20 @@ fn examples_never_see_the_future() {
         let u = ds.samples.user[s];
         let slot = cs.users.iter().position(|&x| x == u).unwrap();
         let r = cs.user_clusters(slot);
-        let n = (b.long_offsets[s + 1] - b.long_offsets[s]) as usize;
-        let visible = r
-            .clone()
-            .filter(|&c| cs.cluster_members(c).iter().all(|&m| ds.behaviours.timestamp[ds.user_range(u as usize).start + m as usize] < t))
-            .count();
-        assert_eq!(n, visible, "sample {s}");
+        let ur = ds.user_range(u as usize);
+        let rows = b.long_offsets[s] as usize..b.long_offsets[s + 1] as usize;
+        let visible: Vec<usize> =
+            r.clone().filter(|&c| cs.cluster_members(c).iter().all(|&m| ds.behaviours.timestamp[ur.start + m as usize] < t)).collect();
+        let covered: usize = visible.iter().map(|&c| cs.size[c] as usize).sum();
+        let hist = ds.history_before(u as usize, t).len();
+        // Every past behaviour exactly once: visible clusters plus the rest as singletons.
+        assert_eq!(rows.len(), visible.len() + (hist - covered), "sample {s}");
+        let sum_n: f64 = b.long_log_n[rows.clone()].iter().map(|&l| (l as f64).exp()).sum();
+        assert!((sum_n - hist as f64).abs() < 1e-3 * hist as f64 + 1e-6, "sample {s}: Σn = {sum_n}, history {hist}");
         if t >= split.time {
-            assert_eq!(n, r.len(), "a test sample sees every cluster");
+            assert_eq!(visible.len(), r.len(), "a test sample sees every cluster");
         }
-        total_seen += n;
+        total_seen += visible.len();
     }
     assert!(total_seen > 0);
     assert!(Examples::new(&ds, Variant::TwinV2, None, 100, 50).is_err());

@@ -7,8 +7,11 @@
 //!   request time, the most recent `max_long` (long) and `short_len` (short).
 //! - Clusters (`twin-v2`): built by the offline job from behaviours before the split time. A
 //!   sample uses the user's clusters whose *newest* member is strictly before its request time
-//!   (clusters are ordered by newest member, so a prefix): a test sample sees them all, a
-//!   training sample never sees a cluster holding a behaviour from its own future.
+//!   (clusters are ordered by newest member, so a prefix), plus every behaviour before its
+//!   request time that those clusters do not cover, as a singleton (`n = 1`): the behaviours
+//!   since the last offline run, and those of clusters that reach past the sample. So every
+//!   past behaviour is counted exactly once (`Σ n` = history length) and no future one is; a
+//!   serving system does the same with the clusters of its last offline run.
 
 use super::{Batch, Variant};
 use crate::cluster::ClusterSet;
@@ -138,12 +141,38 @@ impl<'a> Examples<'a> {
                         }
                     }
                     SeqSource::Clusters(cs) => {
+                        // Clusters wholly in the past, plus every past behaviour they do not
+                        // cover as a singleton (n = 1): each behaviour before `t` is counted
+                        // exactly once, and none after it.
+                        let h = hist.len();
+                        let mut covered = vec![false; h];
+                        // (timestamp, cluster index or usize::MAX for a raw row, position)
+                        let mut rows: Vec<(i64, usize, usize)> = Vec::new();
                         let slot = self.slots[u] as usize;
                         if slot < cs.n_users() {
                             let r = cs.user_clusters(slot);
                             let end = r.start + cs.timestamp[r.clone()].partition_point(|&ts| ts < t);
-                            let start = end.saturating_sub(self.max_long).max(r.start);
-                            for c in start..end {
+                            for c in r.start..end {
+                                for &m in cs.cluster_members(c) {
+                                    if let Some(x) = covered.get_mut(m as usize) {
+                                        *x = true;
+                                    }
+                                }
+                                rows.push((cs.timestamp[c], c, 0));
+                            }
+                        }
+                        for (pos, _) in covered.iter().enumerate().filter(|(_, &cv)| !cv) {
+                            rows.push((bh.timestamp[hist.start + pos], usize::MAX, pos));
+                        }
+                        // Oldest first (stable: ties keep clusters before raw rows), the newest `max_long` kept.
+                        rows.sort_by_key(|&(ts, _, _)| ts);
+                        for &(_, c, pos) in &rows[rows.len().saturating_sub(self.max_long)..] {
+                            if c == usize::MAX {
+                                let r = hist.start + pos;
+                                b.long_item.push(bh.item[r]);
+                                b.long_cross.extend_from_slice(&features::cross_rows(bh.play_time[r], bh.duration[r], bh.timestamp[r], t));
+                                b.long_log_n.push(0.0);
+                            } else {
                                 b.long_item.push(cs.item[c]);
                                 b.long_cross.extend_from_slice(&features::cross_rows_from_ratio(
                                     cs.completion[c],

@@ -17,6 +17,7 @@ mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
 mod segment_sum;
+mod serve;
 mod train;
 
 /// `auto` never picks a CPU Vulkan adapter (lavapipe): it is used only when wgpu is asked for.

@@ -107,8 +107,11 @@ typedef enum twin_dtype {
 /* Engine settings. Start from twin_engine_options_default() and change what you need.
  * The enum fields hold twin_backend / twin_variant / twin_dtype values (fixed 32-bit width
  * for a stable layout); a value outside the enum is refused with TWIN_ERR_INVALID_INPUT.
- * A size field set to 0 takes the library default. */
+ * A size field set to 0 takes the library default. struct_size lets a later library that adds
+ * fields tell an older caller's struct apart; a struct_size this library does not know is
+ * refused with TWIN_ERR_INVALID_INPUT. */
 typedef struct twin_engine_options {
+    uint32_t struct_size;          /* sizeof(twin_engine_options); set by twin_engine_options_default */
     int32_t backend;               /* twin_backend; default TWIN_BACKEND_AUTO */
     int32_t variant;               /* twin_variant; default TWIN_VARIANT_TWIN */
     int32_t dtype;                 /* twin_dtype; default TWIN_DTYPE_F32 */

@@ -101,6 +101,9 @@ pub struct TwinRequest {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TwinEngineOptions {
+    /// `sizeof(twin_engine_options)` as the caller was compiled: a later library that adds
+    /// fields at the end can tell an older caller's struct from its own.
+    pub struct_size: u32,
     pub backend: i32,
     pub variant: i32,
     pub dtype: i32,
@@ -280,6 +283,16 @@ fn bad_enum(field: &str, v: i32, of: &str) -> Fail {
 
 /// The engine configuration `opts` describes.
 fn config_from(o: &TwinEngineOptions) -> Result<EngineConfig, Fail> {
+    let want = std::mem::size_of::<TwinEngineOptions>();
+    if o.struct_size as usize != want {
+        return Err(Fail::new(
+            TWIN_ERR_INVALID_INPUT,
+            format!(
+                "opts.struct_size = {} but this library's twin_engine_options is {want} bytes (start from twin_engine_options_default)",
+                o.struct_size
+            ),
+        ));
+    }
     let d = EngineConfig::default();
     let backend = match o.backend {
         TWIN_BACKEND_AUTO => BackendChoice::Auto,
@@ -335,6 +348,7 @@ fn default_options() -> TwinEngineOptions {
         DType::F16 => TWIN_DTYPE_F16,
     };
     TwinEngineOptions {
+        struct_size: std::mem::size_of::<TwinEngineOptions>() as u32,
         backend,
         variant,
         dtype,
@@ -601,7 +615,7 @@ const _: () = {
     assert!(std::mem::size_of::<TwinBehaviour>() == 32);
     assert!(std::mem::offset_of!(TwinBehaviour, timestamp) == 8);
     assert!(std::mem::offset_of!(TwinBehaviour, size) == 24);
-    assert!(std::mem::size_of::<TwinEngineOptions>() == 64);
+    assert!(std::mem::size_of::<TwinEngineOptions>() == 72);
 };
 
 #[cfg(test)]
@@ -945,6 +959,7 @@ mod tests {
             (TwinEngineOptions { backend: 9, ..o }, "opts.backend = 9"),
             (TwinEngineOptions { variant: -1, ..o }, "opts.variant = -1"),
             (TwinEngineOptions { dtype: 2, ..o }, "opts.dtype = 2"),
+            (TwinEngineOptions { struct_size: 8, ..o }, "opts.struct_size = 8"),
         ] {
             let mut h = std::ptr::null_mut();
             // SAFETY: valid path and options, writable `h`.

@@ -50,26 +50,32 @@ fn profile_dir() -> PathBuf {
     deps.parent().expect("deps/ has a parent directory").to_path_buf()
 }
 
-/// The cdylib, built with `cargo build --lib` (same profile) if this test run did not build it.
+/// The cdylib, brought up to date with `cargo build --lib` (same profile and features; a no-op
+/// when current). `cargo test` does not rebuild the cdylib, so a stale one from an older
+/// source would otherwise be tested against the new Rust side.
 fn cdylib() -> PathBuf {
     let dir = profile_dir();
     let name = format!("{}twin_engine{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let lib = dir.join(&name);
-    if !lib.exists() {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(repo()).args(["build", "--lib"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
+        let features: Vec<&str> =
+            [("cuda", cfg!(feature = "cuda")), ("wgpu", cfg!(feature = "wgpu"))].iter().filter(|f| f.1).map(|f| f.0).collect();
+        if !features.is_empty() {
+            cmd.arg("--features").arg(features.join(","));
+        }
         // The target directory is the profile directory's parent (plain `target/<profile>`).
         if let Some(target_dir) = dir.parent() {
             cmd.arg("--target-dir").arg(target_dir);
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("{name} is missing in {} and `{cargo} build --lib` failed to start: {e}", dir.display()));
-        assert!(status.success(), "{name} is missing in {} and `{cargo} build --lib` failed ({status})", dir.display());
+        let status =
+            cmd.status().unwrap_or_else(|e| panic!("`{cargo} build --lib` (for {name} in {}) failed to start: {e}", dir.display()));
+        assert!(status.success(), "`{cargo} build --lib` (for {name} in {}) failed ({status})", dir.display());
     }
     assert!(lib.exists(), "{name} not found in {} (is `crate-type = [\"rlib\", \"cdylib\"]` set in Cargo.toml?)", dir.display());
     lib
@@ -195,6 +201,7 @@ fn header_matches_the_rust_side() {
     off!(
         "twin_engine_options",
         TwinEngineOptions,
+        struct_size,
         backend,
         variant,
         dtype,

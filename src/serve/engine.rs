@@ -5,11 +5,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::batcher::Batcher;
+use crate::backend::cpu::gemm::mm;
 use crate::backend::{self, Backend, BackendChoice, DType, OnlineRequests, OnlineTables, TopK};
 use crate::error::{Error, Result};
 use crate::features;
 use crate::model::Model;
-use crate::train::linalg::mm;
 use crate::train::step::{CONTEXT_EMB, MLP0};
 use crate::train::Variant;
 

@@ -16,9 +16,6 @@ pub mod optim;
 pub mod step;
 pub mod trainer;
 
-/// The GEMMs moved to `backend::cpu::gemm` (they are the `gemm` op's reference).
-pub use crate::backend::cpu::gemm as linalg;
-
 pub use examples::{Examples, SeqSource, Split};
 pub use metrics::Metrics;
 pub use trainer::{evaluate, train, EpochReport, TrainConfig, TrainReport};

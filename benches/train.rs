@@ -27,7 +27,7 @@ fn batch(cfg: &ModelConfig, l: usize, log_n: bool, seed: u64) -> Batch {
     let mut r = SplitMix64::new(seed);
     let offs = cfg.cross_offsets();
     let mut b = Batch { long_offsets: vec![0], short_offsets: vec![0], ..Batch::default() };
-    let mut row = |r: &mut SplitMix64, items: &mut Vec<u32>, cross: &mut Vec<u32>| {
+    let row = |r: &mut SplitMix64, items: &mut Vec<u32>, cross: &mut Vec<u32>| {
         items.push(r.below(cfg.n_items as u64) as u32);
         for j in 0..cfg.n_cross() {
             cross.push(offs[j] + r.below((offs[j + 1] - offs[j]) as u64) as u32);

@@ -26,9 +26,11 @@ Bernoulli(0.5), random item ids and cross buckets, equal lengths (the mask is st
 
 On the GPU machine:   python3 benches/w3_torch.py --L 1000,10000   [--variant twin-v2] [--compile]
 CPU smoke test:       python3 benches/w3_torch.py --device cpu --L 200 --batch 32 --items 10000 --steps 3 --warmup 1
-Prints the card's copy bandwidth and f32 GEMM rate, then one JSON row per shape: median / p10 / p90
-step ms (CUDA events), samples/s = B / median, peak memory, bytes and flops of the work, the floor
-and the ratio to it.
+Prints the card's copy bandwidth and f32 GEMM rate (not with --json), then one JSON row per shape:
+median / p10 / p90 step ms (CUDA events), samples/s = B / median, peak memory, bytes and flops of
+the work, the floor and the ratio to it. Rows also carry the fields scripts/gpu-report.py reads:
+work "train", peer "torch", mode, device_kind, dtype, shape "B=512,L=1000" (L before clustering for
+twin-v2), variant, runs. --budget-s caps one row's timed steps (never fewer than 3; runs says how many).
 """
 import argparse, json, math, platform, resource, statistics, time
 import torch
@@ -196,21 +198,31 @@ def measure(args, dev, L, model, fwd, opts, bw, tf):
         step(i)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    ts = sorted(timed_ms(lambda: step(i), dev) for i in range(args.steps))
+    ts, t0 = [], time.perf_counter()
+    while len(ts) < args.steps and (len(ts) < 3 or time.perf_counter() - t0 < args.budget_s):
+        ts.append(timed_ms(lambda: step(len(ts)), dev))
+    ts.sort()
     med = statistics.median(ts)
     pct = lambda p: ts[min(len(ts) - 1, round(p * (len(ts) - 1)))]
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     byts, flops = work(B, Lseq, K, args.items, args.authors, v2)
     floor_ms = max(byts / bw, flops / tf) * 1e3
-    return dict(op="w3_train_step", variant=args.variant, mode="compile" if args.compile else "eager",
-                gsu=args.gsu, L=L, L_seq=Lseq, K=K, B=B, short=SHORT, items=args.items, dtype="f32",
+    return dict(common(args, dev, L), runs=len(ts), op="w3_train_step", gsu=args.gsu, L=L, L_seq=Lseq,
+                K=K, B=B, short=SHORT, items=args.items,
                 tf32=bool(args.tf32), median_ms=round(med, 4), p10_ms=round(pct(0.1), 4),
-                p90_ms=round(pct(0.9), 4), samples_per_s=round(B / (med / 1e3), 1), steps=args.steps,
+                p90_ms=round(pct(0.9), 4), samples_per_s=round(B / (med / 1e3), 1), steps=len(ts),
                 loss=round(float(state["loss"]), 5), peak_mem_gb=round(peak / 2**30, 3),
                 peak_mem_kind="cuda allocated" if dev.type == "cuda" else "host max RSS",
                 bytes=int(byts), flops=int(flops), floor_ms=round(floor_ms, 4),
                 ratio_to_floor=round(med / floor_ms, 2), device=args.device_name, torch=torch.__version__)
+
+
+def common(args, dev, L):
+    """The row fields every peer script shares (scripts/gpu-report.py keys on work, dtype, shape)."""
+    return dict(work="train", peer="torch", mode="compile" if args.compile else "eager",
+                device_kind=dev.type, device=args.device_name, dtype="f32", shape=f"B={args.batch},L={L}",
+                variant=args.variant)
 
 
 def main():
@@ -226,7 +238,9 @@ def main():
     ap.add_argument("--tf32", type=int, default=1)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--budget-s", type=float, default=60.0, help="cap on one row's timed steps (>= 3 steps)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--json", action="store_true", help="print only the JSON rows (no device line)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
@@ -234,8 +248,9 @@ def main():
     torch.manual_seed(0)
     args.device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
     bw, tf = ceilings(dev)
-    print(f"device {args.device_name} copy {bw/1e12:.3f} TB/s  f32 gemm (tf32 {'on' if args.tf32 else 'off'}) "
-          f"{tf/1e12:.1f} TFLOP/s  torch {torch.__version__}", flush=True)
+    if not args.json:
+        print(f"device {args.device_name} copy {bw/1e12:.3f} TB/s  f32 gemm (tf32 {'on' if args.tf32 else 'off'}) "
+              f"{tf/1e12:.1f} TFLOP/s  torch {torch.__version__}", flush=True)
     model = TwinCTR(args.items, args.authors, args.gsu).to(dev)
     sparse = [model.item.weight, model.author.weight]
     dense = [p for n, p in model.named_parameters() if n not in ("item.weight", "author.weight")]
@@ -246,15 +261,15 @@ def main():
         try:
             fwd = torch.compile(model, dynamic=False)
         except Exception as ex:  # noqa: BLE001 - report, do not hide
-            print(json.dumps(dict(op="w3_train_step", mode="compile", error=repr(ex)[:500])), flush=True)
+            for L in (int(s) for s in args.L.split(",") if s.strip()):
+                print(json.dumps(dict(common(args, dev, L), op="w3_train_step", error=repr(ex)[:500])), flush=True)
             return
     for L in (int(s) for s in args.L.split(",") if s.strip()):
         try:
             r = measure(args, dev, L, model, fwd, opts, bw, tf)
         except Exception as ex:  # noqa: BLE001 - e.g. compile of sparse embeddings, or out of memory
-            r = dict(op="w3_train_step", variant=args.variant, mode="compile" if args.compile else "eager",
-                     gsu=args.gsu, L=L, B=args.batch, device=args.device_name, torch=torch.__version__,
-                     error=repr(ex)[:500])
+            r = dict(common(args, dev, L), op="w3_train_step", gsu=args.gsu, L=L, B=args.batch,
+                     torch=torch.__version__, error=repr(ex)[:500])
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         print(json.dumps(r), flush=True)

@@ -107,6 +107,13 @@ pub struct ClusterStats {
     pub backend_calls: usize,
     pub levels: usize,
     pub forced_chunks: usize,
+    /// Work the k-means did, summed over problems: points assigned (`n_p · (iterations_p + 1)`,
+    /// the first assignment included), points summed into centroid updates (`n_p ·
+    /// iterations_p`) and point-centroid distances (`n_p · k_p · (iterations_p + 1)`).
+    /// Benchmarks derive the bytes and flops of a clustering run from these.
+    pub assign_points: u64,
+    pub update_points: u64,
+    pub assign_distances: u64,
 }
 
 struct Node {
@@ -221,9 +228,18 @@ pub fn cluster_users(
                 seeds.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64, node.depth as u64]));
             }
             let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &ks };
-            let res = backend.kmeans(&batch, &seeds, cfg.max_iter)?;
+            let res = {
+                let _range = crate::nvtx::range("cluster: one level's k-means");
+                backend.kmeans(&batch, &seeds, cfg.max_iter)?
+            };
             stats.backend_calls += 1;
             stats.kmeans_problems += chunk.len();
+            for (p, &k) in ks.iter().enumerate() {
+                let (n, it) = ((offsets[p + 1] - offsets[p]) as u64, res.iterations[p] as u64);
+                stats.assign_points += n * (it + 1);
+                stats.update_points += n * it;
+                stats.assign_distances += n * (it + 1) * k as u64;
+            }
             for (p, node) in chunk.iter().enumerate() {
                 let a = &res.assign[offsets[p] as usize..offsets[p + 1] as usize];
                 let k = ks[p] as usize;

@@ -3,6 +3,7 @@
 //! CPU reference; `cluster` for the offline job; `model` for parameters and the model file.
 
 pub mod backend;
+pub mod bench;
 pub mod capi;
 pub mod cluster;
 pub mod data;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod features;
 pub mod fileio;
 pub mod model;
+pub mod nvtx;
 pub mod online;
 pub mod plot;
 pub mod rng;

@@ -21,6 +21,9 @@ mod train_cmd;
 #[path = "cli/serve.rs"]
 mod serve_cmd;
 
+#[path = "cli/bench.rs"]
+mod bench_cmd;
+
 #[derive(Parser)]
 #[command(name = "twin", version, about = "TWIN / TWIN-V2 engine: data, offline clustering, online scoring")]
 struct Cli {
@@ -201,6 +204,11 @@ enum Cmd {
         #[command(flatten)]
         opts: serve_cmd::LoadtestOpts,
     },
+    /// Benchmark BENCHMARKS.md's workloads (online, cluster, train) on one backend.
+    Bench {
+        #[command(flatten)]
+        opts: bench_cmd::BenchOpts,
+    },
 }
 
 fn main() {
@@ -278,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info { path } => cmd_info(&path)?,
         Cmd::Serve { opts } => serve_cmd::cmd_serve(&opts)?,
         Cmd::Loadtest { opts } => serve_cmd::cmd_loadtest(&opts)?,
+        Cmd::Bench { opts } => bench_cmd::cmd_bench(&opts)?,
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ pub mod cpu;
 
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use half::f16;
 
@@ -388,6 +390,59 @@ pub struct CrossDims {
     pub dim: usize,
 }
 
+/// Host↔device traffic of one backend instance: copies and bytes in each direction, counted
+/// since the backend was opened. Benchmarks read it before and after a run (`since`) to report
+/// the transfers each run pays; a backend without device memory (the CPU) reports zeros.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Transfers {
+    pub h2d_calls: u64,
+    pub h2d_bytes: u64,
+    pub d2h_calls: u64,
+    pub d2h_bytes: u64,
+}
+
+impl Transfers {
+    /// The traffic between `before` and `self`.
+    pub fn since(self, before: Transfers) -> Transfers {
+        Transfers {
+            h2d_calls: self.h2d_calls.saturating_sub(before.h2d_calls),
+            h2d_bytes: self.h2d_bytes.saturating_sub(before.h2d_bytes),
+            d2h_calls: self.d2h_calls.saturating_sub(before.d2h_calls),
+            d2h_bytes: self.d2h_bytes.saturating_sub(before.d2h_bytes),
+        }
+    }
+}
+
+/// The counters behind [`Backend::transfers`]: GPU backends bump them in their copy helpers.
+#[derive(Debug, Default)]
+pub struct TransferCounter {
+    h2d_calls: AtomicU64,
+    h2d_bytes: AtomicU64,
+    d2h_calls: AtomicU64,
+    d2h_bytes: AtomicU64,
+}
+
+impl TransferCounter {
+    /// One host → device copy of `bytes`.
+    pub fn up(&self, bytes: usize) {
+        self.h2d_calls.fetch_add(1, Ordering::Relaxed);
+        self.h2d_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// One device → host copy of `bytes`.
+    pub fn down(&self, bytes: usize) {
+        self.d2h_calls.fetch_add(1, Ordering::Relaxed);
+        self.d2h_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Transfers {
+        Transfers {
+            h2d_calls: self.h2d_calls.load(Ordering::Relaxed),
+            h2d_bytes: self.h2d_bytes.load(Ordering::Relaxed),
+            d2h_calls: self.d2h_calls.load(Ordering::Relaxed),
+            d2h_bytes: self.d2h_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The engine's kernels. Object safe: callers hold `Arc<dyn Backend>`.
 ///
 /// Ops that return host vectors exist so each kernel can be tested and benchmarked on its own;
@@ -399,6 +454,32 @@ pub trait Backend: Send + Sync {
     fn device_id(&self) -> u64;
     /// Human-readable device description (adapter name, compute capability, threads).
     fn describe(&self) -> String;
+
+    /// Host↔device copies since this backend was opened (zeros where there is no device memory).
+    fn transfers(&self) -> Transfers {
+        Transfers::default()
+    }
+
+    /// Wait until every piece of work submitted to the device so far has finished.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Run `f` once and return how long it took in milliseconds, on the device's own clock where
+    /// the backend has one (CUDA events recorded on its stream around `f`), else on the host's
+    /// monotonic clock with the device synchronised before and after.
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        self.synchronize()?;
+        let t0 = Instant::now();
+        f()?;
+        self.synchronize()?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    }
+
+    /// Which clock [`Backend::time_ms`] reads.
+    fn clock(&self) -> &'static str {
+        "host monotonic clock, device synchronised"
+    }
 
     /// Make a host table resident. Rejects non-finite values (SPEC: a NaN is an input error).
     fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
@@ -573,7 +654,23 @@ pub trait Backend: Send + Sync {
     /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
     /// A problem's result does not depend on which other problems share the batch.
     fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
-        let mut centroids = self.kmeans_seed(batch, seeds)?;
+        let centroids = self.kmeans_seed(batch, seeds)?; // validates the batch and the seeds
+        self.lloyd_unchecked(batch, centroids, max_iter)
+    }
+
+    /// Lloyd iterations from the given initial centroids `[Σk, dim]` (what `kmeans` runs after
+    /// seeding): assign, then update + assign until no assignment of a problem changes or
+    /// `max_iter` updates. GPU backends keep points and centroids on the device throughout.
+    fn lloyd(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+        check::kmeans(batch)?;
+        check::centroids(batch, &centroids)?;
+        self.lloyd_unchecked(batch, centroids, max_iter)
+    }
+
+    /// The backend's [`Backend::lloyd`], called after validation. The default chains the
+    /// host-level ops.
+    fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+        let mut centroids = centroids;
         let mut assign = self.kmeans_assign(batch, &centroids)?;
         let n_prob = batch.n_problems();
         let mut iterations = vec![0u32; n_prob];

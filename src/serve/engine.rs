@@ -301,6 +301,7 @@ pub(crate) fn score_batch(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreReques
 }
 
 fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -> Result<Vec<ScoreResponse>> {
+    let _range = crate::nvtx::range("serve: score batch");
     let be = shared.backend.as_ref();
     let m = &loaded.model;
     let c = &m.config;

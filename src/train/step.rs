@@ -317,6 +317,7 @@ impl<T: Real> Ctx<'_, '_, T> {
 pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, batch: &Batch, grad: bool) -> Result<StepOut<T>> {
     let cfg = w.cfg;
     check_batch(cfg, batch)?;
+    let _range = crate::nvtx::range("train step");
     let bn = batch.target.len();
     if bn == 0 {
         return Err(Error::Empty { field: "batch", index: 0 });
@@ -505,6 +506,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     }
 
     // ---- Backward ----
+    let _backward = crate::nvtx::range("train step: backward");
     let mut grads: Vec<Option<Grad<T>>> = (0..MLP0 + 2 * n_layers).map(|_| None).collect();
     let mut dy: Vec<T> = dlogit;
     for i in (0..n_layers).rev() {

@@ -85,7 +85,7 @@ fn shapes() -> Vec<Vec<usize>> {
 /// The long sample (100,003 rows), alone and beside short ones. Runs on every backend:
 /// lavapipe takes about a second per call (tiles keep each invocation's loops short).
 fn long_shapes() -> Vec<Vec<usize>> {
-    vec![vec![100_003], vec![3, 100_003, 0]]
+    vec![vec![100_003], vec![3, 100_003, 0]].into_iter().filter(|s| keep_len(s.iter().sum())).collect()
 }
 
 fn check_fwd(what: &str, got: &AttnOut, want: &AttnOut) {
@@ -133,8 +133,10 @@ fn attn_bwd_matches_cpu() {
                 check_bwd(&format!("attn_bwd h{h} dk{dk} B{}", rows.len()), &*gpu, &*cpu, &c);
             }
         }
-        let c = case(&[3, 100_003, 0], 4, 32, 400);
-        check_bwd("attn_bwd long", &*gpu, &*cpu, &c);
+        if keep_len(100_006) {
+            let c = case(&[3, 100_003, 0], 4, 32, 400);
+            check_bwd("attn_bwd long", &*gpu, &*cpu, &c);
+        }
     });
 }
 

@@ -49,7 +49,7 @@ fn check(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, logits: &[f32], label
 fn bce_matches_cpu() {
     for_each_backend!(|gpu, cpu| {
         let mut worst = 0f64;
-        for (i, b) in [1usize, 7, 64, 97, 512, 1025, 100_003].into_iter().enumerate() {
+        for (i, b) in [1usize, 7, 64, 97, 512, 1025, 100_003].into_iter().filter(|&b| keep_len(b)).enumerate() {
             let (s, y) = inputs(b, 70 + i as u64);
             worst = worst.max(check(&format!("bce B={b}"), &*gpu, &*cpu, &s, &y));
         }

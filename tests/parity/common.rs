@@ -25,20 +25,12 @@ pub fn backends_under_test() -> Vec<Arc<dyn Backend>> {
 
 pub fn variants() -> Vec<Under> {
     let mut v: Vec<Under> = Vec::new();
-    #[cfg(feature = "cuda")]
-    match backend::open(backend::BackendChoice::Cuda) {
-        Ok((b, _)) => {
-            v.push(Under { label: "cuda (gsu v2, fused)".into(), be: b });
-            // The simple numbered version stays under test beside the fused one.
-            if let Ok(v1) = twin_engine::backend::cuda::CudaBackend::new(0) {
-                v1.set_gsu_version(twin_engine::backend::cuda::GsuVersion::V1);
-                v.push(Under { label: "cuda (gsu v1)".into(), be: std::sync::Arc::new(v1) });
-            }
-        }
-        Err(e) => eprintln!("parity: cuda skipped: {e}"),
+    if wanted("cuda") {
+        cuda_variants(&mut v);
     }
     #[cfg(feature = "wgpu")]
     match backend::open(backend::BackendChoice::Wgpu) {
+        Ok(_) if !wanted("wgpu") => {}
         Ok((b, _)) => {
             v.push(Under { label: "wgpu default".into(), be: b });
             v.push(Under {
@@ -67,6 +59,57 @@ pub fn variants() -> Vec<Under> {
         eprintln!("parity: no GPU backend compiled in or present; nothing to compare");
     }
     v
+}
+
+/// `TWIN_REQUIRE_CUDA=1`: a CUDA backend that cannot be built, opened or loaded fails the test
+/// instead of being skipped (the GPU run kit sets it, so a broken CUDA path cannot pass).
+pub fn require_cuda() -> bool {
+    std::env::var("TWIN_REQUIRE_CUDA").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skip note, or a failure naming CUDA when `TWIN_REQUIRE_CUDA` is set.
+pub fn cuda_missing(what: &str, why: &str) {
+    assert!(!require_cuda(), "TWIN_REQUIRE_CUDA is set but CUDA is unavailable for {what}: {why}");
+    eprintln!("parity: cuda skipped ({what}): {why}");
+}
+
+/// `TWIN_PARITY_ONLY=cuda|wgpu` limits the GPU backends under test (the kit runs the CUDA
+/// variants alone under compute-sanitizer); unset, every backend present is tested.
+pub fn wanted(kind: &str) -> bool {
+    match std::env::var("TWIN_PARITY_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|k| k.trim() == kind),
+        _ => true,
+    }
+}
+
+/// `TWIN_PARITY_SMALL=1` drops the long shapes (L or N above 5,000) for slow runs such as
+/// compute-sanitizer; every other shape, off the block sizes, stays.
+pub fn keep_len(n: usize) -> bool {
+    n <= 5000 || !std::env::var("TWIN_PARITY_SMALL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The CUDA backend twice: as opened (fused GSU v2) and forced onto GSU v1, both with their
+/// output buffers poisoned (NaN / u32::MAX) before every launch, as on wgpu.
+fn cuda_variants(v: &mut Vec<Under>) {
+    #[cfg(feature = "cuda")]
+    {
+        use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+        for (label, version) in [("cuda (gsu v2, fused)", GsuVersion::V2), ("cuda (gsu v1)", GsuVersion::V1)] {
+            match CudaBackend::new(0) {
+                Ok(b) => {
+                    b.set_gsu_version(version);
+                    b.set_poison_outputs(true);
+                    v.push(Under { label: label.into(), be: Arc::new(b) });
+                }
+                Err(e) => return cuda_missing(label, &e.to_string()),
+            }
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = &v;
+        cuda_missing("every op", "this test binary was built without the `cuda` feature");
+    }
 }
 
 /// wgpu with a tiny storage-binding cap, so tables and batches are split (ops that split).
@@ -351,5 +394,5 @@ pub fn skip_long_on(gpu: &dyn Backend, max_l: usize) -> bool {
     if skip {
         eprintln!("  skipped: GSU v1 with L = {max_l} on llvmpipe (65535-iteration loop limit)");
     }
-    skip
+    skip || !keep_len(max_l)
 }

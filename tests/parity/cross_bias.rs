@@ -31,7 +31,7 @@ fn cross_bias_gather_sum_matches_cpu() {
     for_each_backend!(|gpu, cpu| {
         let tg = gpu.upload_table("cross_bias", &t.host_cb).unwrap();
         let tc = cpu.upload_table("cross_bias", &t.host_cb).unwrap();
-        for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().enumerate() {
+        for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().filter(|&n| keep_len(n)).enumerate() {
             let r = rows(n, 50 + i as u64);
             let got = gpu.cross_bias(&tg, &r, 3).unwrap();
             let want = cpu.cross_bias(&tc, &r, 3).unwrap();

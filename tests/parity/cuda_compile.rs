@@ -1,11 +1,14 @@
 //! Every CUDA kernel compiles through NVRTC for sm_90 (no GPU needed), and, where a GPU is
 //! present, GSU v1 and v2 agree bit for bit and the backend says no when it is absent.
-//! Without libnvrtc the compile test prints a skip note, unless `CI` is set: then it fails.
+//! Without libnvrtc the compile test prints a skip note, unless `CI` or `TWIN_REQUIRE_CUDA` is
+//! set: then it fails; with `TWIN_REQUIRE_CUDA` a missing GPU fails every test here too.
 
 #[cfg(feature = "cuda")]
 mod with_cuda {
     use twin_engine::backend::cuda::{compile_all_kernels, nvrtc_present, CudaBackend, GsuVersion, KERNEL_SOURCES};
     use twin_engine::backend::{Backend, HostTable, OnlineRequests, OnlineTables};
+
+    use crate::common::{cuda_missing, require_cuda};
 
     fn ci() -> bool {
         std::env::var_os("CI").is_some()
@@ -15,6 +18,7 @@ mod with_cuda {
     fn every_kernel_compiles_for_sm90() {
         if !nvrtc_present() {
             assert!(!ci(), "CI is set but libnvrtc could not be loaded (pip install nvidia-cuda-nvrtc==13.0.88, set LD_LIBRARY_PATH)");
+            assert!(!require_cuda(), "TWIN_REQUIRE_CUDA is set but libnvrtc (CUDA's run-time compiler) could not be loaded");
             eprintln!("cuda_compile: skipped, libnvrtc not found (set LD_LIBRARY_PATH to an NVRTC 13.0 lib dir)");
             return;
         }
@@ -46,7 +50,7 @@ mod with_cuda {
         // On a machine without libcuda or a GPU this must be an error, never a panic.
         match CudaBackend::new(0) {
             Ok(b) => eprintln!("cuda_compile: device present: {}", b.describe()),
-            Err(e) => eprintln!("cuda_compile: cuda unavailable (expected without a GPU): {e}"),
+            Err(e) => cuda_missing("opening device 0", &e.to_string()),
         }
         // An ordinal past the last device is always an error.
         assert!(CudaBackend::new(1 << 20).is_err());
@@ -92,11 +96,9 @@ mod with_cuda {
     fn gsu_v1_and_v2_agree_on_device() {
         let be = match CudaBackend::new(0) {
             Ok(b) => b,
-            Err(e) => {
-                eprintln!("cuda_compile: GSU v1/v2 comparison skipped: {e}");
-                return;
-            }
+            Err(e) => return cuda_missing("GSU v1/v2 comparison", &e.to_string()),
         };
+        be.set_poison_outputs(true);
         let mut rng = Lcg(7);
         let vocab = [5usize, 7, 3];
         // (L, B) per request: ragged, L < K, L = 1, a request with no candidates, several tiles
@@ -146,6 +148,7 @@ mod with_cuda {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn every_kernel_compiles_for_sm90() {
+    assert!(!crate::common::require_cuda(), "TWIN_REQUIRE_CUDA is set but this test binary was built without the `cuda` feature");
     if std::env::var_os("CI").is_some() {
         eprintln!("cuda_compile: built without the `cuda` feature; run `cargo test --features cuda` to compile the kernels");
     } else {

@@ -24,7 +24,7 @@ fn inputs(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
 #[test]
 fn log_size_bias_matches_cpu() {
     for_each_backend!(|gpu, cpu| {
-        for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().enumerate() {
+        for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().filter(|&n| keep_len(n)).enumerate() {
             let (bias, sizes) = inputs(n, 40 + i as u64);
             let got = gpu.log_size_bias(&bias, &sizes, H).unwrap();
             let want = cpu.log_size_bias(&bias, &sizes, H).unwrap();

@@ -62,8 +62,8 @@ pub(crate) fn attn_fwd(be: &CudaBackend, heads: usize, q: &[f32], k: &[f32], v: 
         be.htod("attn_fwd: upload bias", bias)?,
         be.htod("attn_fwd: upload offsets", offsets)?,
     );
-    let pd = be.zeros::<f32>("attn_fwd: alloc p", n * heads)?;
-    let pooled = be.zeros::<f32>("attn_fwd: alloc pooled", b_n * d)?;
+    let pd = be.output::<f32>("attn_fwd: alloc p", n * heads)?;
+    let pooled = be.output::<f32>("attn_fwd: alloc pooled", b_n * d)?;
     let mut b = be.stream().launch_builder(be.f("attn_fwd"));
     b.arg(&p).arg(&qd).arg(&kd).arg(&vd).arg(&bd).arg(&od).arg(&pd).arg(&pooled);
     // SAFETY: kernel (AttnParams, q [B*D], k [N*D], v [N*D], bias [N*h], offsets [B+1], p [N*h],
@@ -87,10 +87,10 @@ pub(crate) fn attn_bwd(be: &CudaBackend, heads: usize, x: AttnSaved<'_>, dpooled
         be.htod("attn_bwd: upload p", x.p)?,
         be.htod("attn_bwd: upload dpooled", dpooled)?,
     );
-    let dq = be.zeros::<f32>("attn_bwd: alloc dq", b_n * d)?;
-    let dk = be.zeros::<f32>("attn_bwd: alloc dk", n * d)?;
-    let dv = be.zeros::<f32>("attn_bwd: alloc dv", n * d)?;
-    let dbias = be.zeros::<f32>("attn_bwd: alloc dbias", n * heads)?;
+    let dq = be.output::<f32>("attn_bwd: alloc dq", b_n * d)?;
+    let dk = be.output::<f32>("attn_bwd: alloc dk", n * d)?;
+    let dv = be.output::<f32>("attn_bwd: alloc dv", n * d)?;
+    let dbias = be.output::<f32>("attn_bwd: alloc dbias", n * heads)?;
     let mut b = be.stream().launch_builder(be.f("attn_bwd"));
     b.arg(&p).arg(&qd).arg(&kd).arg(&vd).arg(&od).arg(&pd).arg(&dpd).arg(&dq).arg(&dk).arg(&dv).arg(&dbias);
     // SAFETY: kernel (AttnParams, q [B*D], k [N*D], v [N*D], offsets [B+1], p [N*h], dpooled [B*D],

@@ -25,8 +25,8 @@ pub(crate) fn bce(be: &CudaBackend, logits: &[f32], labels: &[f32]) -> Result<(f
     let p = BceParams { n: u32_of("logits", n)?, pad0: 0, inv_b: inv };
     let sd = be.htod("bce: upload logits", logits)?;
     let yd = be.htod("bce: upload labels", labels)?;
-    let loss = be.zeros::<f64>("bce: alloc loss", n)?;
-    let dl = be.zeros::<f32>("bce: alloc dlogit", n)?;
+    let loss = be.output::<f64>("bce: alloc loss", n)?;
+    let dl = be.output::<f32>("bce: alloc dlogit", n)?;
     let mut b = be.stream().launch_builder(be.f("bce_fwd"));
     b.arg(&p).arg(&sd).arg(&yd).arg(&loss).arg(&dl);
     // SAFETY: kernel (BceParams, logits [B], labels [B], loss [B] f64, dlogit [B]); the trait checked

@@ -83,7 +83,7 @@ pub(crate) fn cross_bias(be: &CudaBackend, table: &DeviceTable, rows: &[u32], n_
     }
     let tp = be.table_ptr(table)?;
     let rows_d = be.htod("cross_bias: upload", rows)?;
-    let out = be.zeros::<u32>("cross_bias: alloc", n * heads)?;
+    let out = be.output::<u32>("cross_bias: alloc", n * heads)?;
     launch_cross_bias(be, tp, heads, n, n_cross, &rows_d.slice(..), &out.slice(..))?;
     let words = be.dtoh("cross_bias: download", &out, n * heads)?;
     Ok(words.into_iter().map(f32::from_bits).collect())
@@ -104,7 +104,7 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
     let e_d = be.htod("cross_bias_dense: upload e", e)?;
     let w_d = be.htod("cross_bias_dense: upload w_c", w_c)?;
     let b_d = be.htod("cross_bias_dense: upload beta", beta)?;
-    let out = be.zeros::<f32>("cross_bias_dense: alloc", total)?;
+    let out = be.output::<f32>("cross_bias_dense: alloc", total)?;
     let mut b = be.stream().launch_builder(be.f("cross_bias_dense_fwd"));
     b.arg(&params).arg(&e_d).arg(&w_d).arg(&b_d).arg(&out);
     // SAFETY: kernel (CrossBiasDenseParams, const float* e [n*J*C], const float* w_c [h*J*C],
@@ -140,7 +140,7 @@ pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<Cr
     );
     let (beta, w_vc) = (up("cross_bwd: upload beta", x.beta)?, up("cross_bwd: upload w_vc", x.w_vc)?);
     let offs = be.htod("cross_bwd: upload offsets", x.offsets)?;
-    let out = be.zeros::<f32>("cross_bwd: alloc grads", total)?;
+    let out = be.output::<f32>("cross_bwd: alloc grads", total)?;
     let mut b = be.stream().launch_builder(be.f("cross_bias_bwd"));
     b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs).arg(&out);
     // SAFETY: kernel (CrossBiasBwdParams, dcb [V*h], dcv [V*D], e [V*C], w_c [h*J*C], beta [h*J],

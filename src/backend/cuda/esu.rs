@@ -122,7 +122,7 @@ pub(crate) fn esu(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, bias:
     let ri = pk.push(&topk.idx);
     let rc = pk.push(&topk.count);
     let buf = be.htod("esu: upload", &pk.words)?;
-    let out = be.zeros::<u32>("esu: alloc", n_cand * dim)?;
+    let out = be.output::<u32>("esu: alloc", n_cand * dim)?;
     launch(be, t, &buf, &br, &view(&buf, &rb), topk.k, &view(&buf, &ri), &view(&buf, &rc), &out.slice(..))?;
     let words = be.dtoh("esu: download", &out, n_cand * dim)?;
     Ok(words.into_iter().map(f32::from_bits).collect())

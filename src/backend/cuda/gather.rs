@@ -26,7 +26,7 @@ pub(crate) fn gather(be: &CudaBackend, table: &DeviceTable, ids: &[u32]) -> Resu
     let tp = be.table_ptr(table)?;
     let params = GatherParams { n: u32_of("ids", ids.len())?, cols: u32_of("table cols", cols)? };
     let ids_d = be.htod("gather: upload ids", ids)?;
-    let out = be.zeros::<f32>("gather: alloc", total)?;
+    let out = be.output::<f32>("gather: alloc", total)?;
     let name = if tp.f16 == 1 { "gather_fwd_f16" } else { "gather_fwd_f32" };
     let mut b = be.stream().launch_builder(be.f(name));
     b.arg(&params).arg(&tp.ptr).arg(&ids_d).arg(&out);

@@ -44,7 +44,7 @@ pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: us
     };
     let ad = be.htod("gemm: upload a", a)?;
     let bd = be.htod("gemm: upload b", b)?;
-    let out = be.zeros::<f32>("gemm: alloc out", m * n)?;
+    let out = be.output::<f32>("gemm: alloc out", m * n)?;
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
     let mut lb = be.stream().launch_builder(be.f(name));
     lb.arg(&p).arg(&ad).arg(&bd).arg(&out);

@@ -347,7 +347,7 @@ pub(crate) fn gsu_topk(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, 
     let buf = be.htod("gsu: upload", &pk.words)?;
     // One output buffer: idx | score | count | flag.
     let nk = n_cand * k;
-    let outbuf = be.zeros::<u32>("gsu: alloc out", 2 * nk + n_cand + 1)?;
+    let outbuf = be.output_with_flags("gsu: alloc out", 2 * nk + n_cand, 1)?;
     let out = GsuOut {
         idx: outbuf.slice(0..nk),
         score: outbuf.slice(nk..2 * nk),

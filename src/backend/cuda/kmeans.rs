@@ -81,7 +81,7 @@ pub(crate) fn assign(be: &CudaBackend, batch: &KmeansBatch, centroids: &[f32]) -
     }
     let d = upload(be, batch)?;
     let c = be.htod("kmeans: upload centroids", centroids)?;
-    let a = be.zeros::<u32>("kmeans: alloc assign", n)?;
+    let a = be.output::<u32>("kmeans: alloc assign", n)?;
     launch_assign(be, &d, &c, &a)?;
     be.dtoh("kmeans assign: download", &a, n)
 }
@@ -102,6 +102,7 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
 /// is updated and reassigned each round (converged ones are fixed points), a problem counts an
 /// iteration while active and stops being active once its assignment does not change.
 pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+    let _range = crate::nvtx::range("kmeans: lloyd");
     let n = batch.points.len() / batch.dim;
     let n_prob = batch.n_problems();
     if n == 0 || n_prob == 0 {
@@ -109,8 +110,8 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
     }
     let d = upload(be, batch)?;
     let c = be.htod("kmeans: upload centroids", &centroids)?;
-    let mut cur = be.zeros::<u32>("kmeans: alloc assign", n)?;
-    let mut next = be.zeros::<u32>("kmeans: alloc assign", n)?;
+    let mut cur = be.output::<u32>("kmeans: alloc assign", n)?;
+    let mut next = be.output::<u32>("kmeans: alloc assign", n)?;
     let mut changed = be.zeros::<u32>("kmeans: alloc flags", n_prob)?;
     launch_assign(be, &d, &c, &cur)?;
     let mut iterations = vec![0u32; n_prob];

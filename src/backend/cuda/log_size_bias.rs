@@ -46,7 +46,7 @@ pub(crate) fn log_size_bias(be: &CudaBackend, bias: &[f32], sizes: &[f32], heads
     let rb = pk.push_f32(bias);
     let rs = pk.push_f32(sizes);
     let buf = be.htod("log_size_bias: upload", &pk.words)?;
-    let out = be.zeros::<u32>("log_size_bias: alloc", n * heads)?;
+    let out = be.output::<u32>("log_size_bias: alloc", n * heads)?;
     launch_log_size_bias(be, n, heads, &buf.slice(rb), &buf.slice(rs), &out.slice(..))?;
     let words = be.dtoh("log_size_bias: download", &out, n * heads)?;
     Ok(words.into_iter().map(f32::from_bits).collect())

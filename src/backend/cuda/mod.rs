@@ -32,17 +32,19 @@ mod segment_sum;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, LaunchConfig, ValidAsZeroBits,
+};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use half::f16;
 
 use super::{
     check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
+    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -147,7 +149,13 @@ pub fn include_dir() -> Option<String> {
         .map(|p| p.to_string())
 }
 
-type PtxCache = Mutex<HashMap<(String, &'static str), Ptx>>;
+/// `TWIN_CUDA_LINEINFO=1`: compile with `-lineinfo` so Nsight Compute maps counters to source
+/// lines (profiling runs; no effect on the generated code's speed).
+pub fn lineinfo() -> bool {
+    std::env::var("TWIN_CUDA_LINEINFO").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+type PtxCache = Mutex<HashMap<(String, &'static str, bool), Ptx>>;
 static PTX_CACHE: OnceLock<PtxCache> = OnceLock::new();
 
 fn compile_error_text(e: &CompileError) -> String {
@@ -166,14 +174,19 @@ pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
         return Err(unavailable("libnvrtc could not be loaded (install NVRTC and put it on LD_LIBRARY_PATH)"));
     }
     let cache = PTX_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let key = (arch.to_string(), src.stem);
+    let line = lineinfo();
+    let key = (arch.to_string(), src.stem, line);
     if let Some(p) = cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.get(&key) {
         return Ok(p.clone());
+    }
+    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
+    if line {
+        options.push("-lineinfo".into());
     }
     let opts = CompileOptions {
         fmad: Some(src.fmad),
         include_paths: include_dir().into_iter().collect(),
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        options,
         name: Some(format!("{}.cu", src.stem)),
         ..Default::default()
     };
@@ -247,6 +260,19 @@ pub struct CudaBackend {
     smem_optin: u32,
     kernels: Kernels,
     gsu_version: AtomicU8,
+    /// Fill every output buffer with 0xFF bytes (NaN / u32::MAX) before its kernel runs, so an
+    /// element a kernel forgets to write reads back as NaN, not as a plausible 0.
+    poison: AtomicBool,
+    copies: TransferCounter,
+}
+
+/// `TWIN_CUDA_POISON=1|0` overrides the default (on in debug builds, as on wgpu).
+fn poison_default() -> bool {
+    match std::env::var("TWIN_CUDA_POISON").ok().as_deref() {
+        Some("0") | Some("") => false,
+        Some(_) => true,
+        None => cfg!(debug_assertions),
+    }
 }
 
 impl CudaBackend {
@@ -312,6 +338,8 @@ impl CudaBackend {
             smem_optin,
             kernels: Kernels { map },
             gsu_version: AtomicU8::new(gsu as u8),
+            poison: AtomicBool::new(poison_default()),
+            copies: TransferCounter::default(),
         })
     }
 
@@ -330,6 +358,46 @@ impl CudaBackend {
 
     pub fn set_gsu_version(&self, v: GsuVersion) {
         self.gsu_version.store(v as u8, Ordering::Relaxed);
+    }
+
+    /// Poison output buffers (see the field); the parity tests switch it on.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub fn poison_outputs(&self) -> bool {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Device-to-device copy bandwidth in bytes/s: `reps` copies of a `bytes` buffer timed with
+    /// events (read + write bytes counted, as the PyTorch peer does). The benchmark's memory floor.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: u32) -> Result<f64> {
+        let n = (bytes / 4).max(1);
+        let src = self.zeros::<u32>("bandwidth: alloc", n)?;
+        let mut dst = self.zeros::<u32>("bandwidth: alloc", n)?;
+        self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: warm-up copy"))?;
+        let ms = self.time_ms(&mut || {
+            for _ in 0..reps {
+                self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: copy"))?;
+            }
+            Ok(())
+        })?;
+        Ok(2.0 * (n * 4) as f64 * reps as f64 / (ms.max(1e-6) / 1e3))
+    }
+
+    /// Peak f32 FMA rate on CUDA cores and f16 tensor-core rate (flop/s) from the SM count and
+    /// the boost clock: 128 f32 lanes per SM; 4096 f16 flop/clock/SM on sm_90 (dense), 2048 on
+    /// sm_80, and the f32 rate where tensor cores are unknown. Nominal peaks, not measurements.
+    pub fn peak_flops(&self) -> Result<(f64, f64)> {
+        let khz = self.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).map_err(device_err("device attribute"))? as f64;
+        let per_sm_clock = self.sm_count as f64 * khz * 1e3;
+        let f32_peak = per_sm_clock * 256.0;
+        let f16_peak = match self.arch.as_str() {
+            "sm_90" | "sm_90a" | "sm_100" | "sm_120" => per_sm_clock * 4096.0,
+            "sm_80" | "sm_86" | "sm_89" => per_sm_clock * 2048.0,
+            _ => f32_peak,
+        };
+        Ok((f32_peak, f16_peak))
     }
 
     pub(crate) fn f(&self, name: &'static str) -> &CudaFunction {
@@ -359,12 +427,40 @@ impl CudaBackend {
         if data.is_empty() {
             return self.zeros(op, 1);
         }
+        self.copies.up(std::mem::size_of_val(data));
         self.stream.clone_htod(data).map_err(device_err(op))
+    }
+
+    /// A buffer of at least one element that a kernel will write in full: poisoned with 0xFF
+    /// bytes when `poison_outputs` is on (NaN for f32, u32::MAX for indices), else zeroed.
+    /// Accumulators and flags that a kernel expects to start at zero use [`Self::zeros`].
+    pub(crate) fn output<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
+        let mut s = self.zeros::<T>(op, n)?;
+        if self.poison_outputs() {
+            let bytes = s.num_bytes();
+            let (ptr, _guard) = s.device_ptr_mut(&self.stream);
+            // SAFETY: `ptr` is this freshly allocated slice's own device memory of `bytes` bytes,
+            // allocated on `self.stream`, and the memset is ordered on the same stream. 0xFF bytes
+            // are a valid bit pattern for the f32/u32/u64 buffers the backend allocates.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }.map_err(device_err(op))?;
+        }
+        Ok(s)
     }
 
     /// Zeroed device buffer of at least one element.
     pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
         self.stream.alloc_zeros::<T>(n.max(1)).map_err(device_err(op))
+    }
+
+    /// [`Self::output`] of `n + flags` words whose last `flags` words start at zero: the error
+    /// flags a kernel raises (NaN seen), downloaded with the results in one copy.
+    pub(crate) fn output_with_flags(&self, op: &'static str, n: usize, flags: usize) -> Result<CudaSlice<u32>> {
+        let mut s = self.output::<u32>(op, n + flags)?;
+        if self.poison_outputs() && flags > 0 {
+            let mut tail = s.slice_mut(n..n + flags);
+            self.stream.memset_zeros(&mut tail).map_err(device_err(op))?;
+        }
+        Ok(s)
     }
 
     /// Device → host copy of the first `n` elements (synchronous for pageable memory).
@@ -373,6 +469,7 @@ impl CudaBackend {
             return Ok(Vec::new());
         }
         let v = s.slice(0..n);
+        self.copies.down(n * std::mem::size_of::<T>());
         self.stream.clone_dtoh(&v).map_err(device_err(op))
     }
 
@@ -447,6 +544,26 @@ impl Backend for CudaBackend {
     }
     fn describe(&self) -> String {
         format!("{} (GSU {:?})", self.desc, self.gsu_version())
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.copies.get()
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(device_err("synchronize"))
+    }
+
+    fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timed).map_err(device_err("record start event"))?;
+        f()?;
+        let end = self.stream.record_event(timed).map_err(device_err("record end event"))?;
+        Ok(start.elapsed_ms(&end).map_err(device_err("event elapsed time"))? as f64)
+    }
+
+    fn clock(&self) -> &'static str {
+        "CUDA events on the backend's stream"
     }
 
     fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
@@ -529,8 +646,7 @@ impl Backend for CudaBackend {
         kmeans::update(self, batch, assign, prev)
     }
 
-    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
-        let centroids = self.kmeans_seed(batch, seeds)?; // validates the batch and the seeds
+    fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
         kmeans::lloyd(self, batch, centroids, max_iter)
     }
 }

@@ -9,6 +9,7 @@ use crate::error::Result;
 
 /// `batch` already passed check::online(t, batch, k).
 pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
+    let _range = crate::nvtx::range("online");
     let n_cand = batch.cands.len();
     let n_beh = batch.items.len();
     let (d, h, j) = (t.d_model(), t.heads, t.n_cross());
@@ -23,7 +24,7 @@ pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k:
     let buf = be.htod("online: upload", &pk.words)?;
 
     // Per-behaviour bias [ΣL, h]: cross bias, then + ln n in place.
-    let bias = be.zeros::<u32>("online: alloc bias", n_beh * h)?;
+    let bias = be.output::<u32>("online: alloc bias", n_beh * h)?;
     let bias_v = bias.slice(..);
     cross_bias::launch_cross_bias(be, be.table_ptr(&t.cross_bias)?, h, n_beh, j, &view(&buf, &br.cross), &bias_v)?;
     log_size_bias::launch_log_size_bias(be, n_beh, h, &bias_v, &view(&buf, &br.sizes), &bias_v)?;
@@ -32,7 +33,7 @@ pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k:
     let nk = n_cand * k;
     let (o_score, o_count, o_out, o_flag) = (nk, 2 * nk, 2 * nk + n_cand, 2 * nk + n_cand + n_cand * d);
     let total = o_flag + 1;
-    let outbuf = be.zeros::<u32>("online: alloc out", total)?;
+    let outbuf = be.output_with_flags("online: alloc out", o_flag, 1)?;
     let g = GsuOut {
         idx: outbuf.slice(0..o_score),
         score: outbuf.slice(o_score..o_count),

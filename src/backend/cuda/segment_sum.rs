@@ -28,7 +28,7 @@ pub(crate) fn segment_sum(be: &CudaBackend, src: &[f32], width: usize, perm: &[u
     let sd = be.htod("segment_sum: upload src", src)?;
     let pd = be.htod("segment_sum: upload perm", perm)?;
     let od = be.htod("segment_sum: upload seg_offsets", seg_offsets)?;
-    let out = be.zeros::<f32>("segment_sum: alloc", total)?;
+    let out = be.output::<f32>("segment_sum: alloc", total)?;
     let mut b = be.stream().launch_builder(be.f("segment_sum_fwd"));
     b.arg(&p).arg(&sd).arg(&pd).arg(&od).arg(&out);
     // SAFETY: kernel (SegmentSumParams, src [N*W], perm [M], seg_offsets [S+1], out [S*W]);

@@ -132,11 +132,9 @@ pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[
     })
 }
 
-/// Seed on the host (the trait's reference seeding), then Lloyd iterations on the device with
-/// the same semantics as the trait's default `kmeans`.
-pub(crate) fn kmeans(be: &WgpuBackend, b: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
-    use crate::backend::Backend;
-    let init = be.kmeans_seed(b, seeds)?;
+/// Lloyd iterations on the device from seeded centroids `init`, with the same semantics as the
+/// trait's default `lloyd_unchecked`.
+pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
     be.scoped("kmeans", || {
         let gs = groups(be, b)?;
         let n_prob = b.n_problems();

@@ -36,7 +36,7 @@ use wgpu::util::DeviceExt;
 
 use super::{
     check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK,
+    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -122,6 +122,7 @@ pub struct WgpuBackend {
     max_binding: u64,
     opts: WgpuOptions,
     pipes: Mutex<HashMap<(&'static str, u32), Arc<Pipe>>>,
+    copies: TransferCounter,
 }
 
 fn dev_err(op: &'static str, e: impl std::fmt::Display) -> Error {
@@ -326,6 +327,7 @@ impl WgpuBackend {
             max_binding,
             opts,
             pipes: Mutex::new(HashMap::new()),
+            copies: TransferCounter::default(),
         })
     }
 
@@ -417,10 +419,41 @@ impl WgpuBackend {
         Ok(p)
     }
 
+    /// The adapter this backend runs on (name, device type, driver).
+    pub fn adapter(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Buffer-to-buffer copy bandwidth in bytes/s (read + write counted): `reps` copies of
+    /// `bytes` (capped by the device's largest buffer) in one submission, host clock around
+    /// the submit and the wait. The benchmark's memory floor on a real GPU.
+    pub fn copy_bandwidth(&self, bytes: u64, reps: u32) -> Result<f64> {
+        let size = bytes.min(self.device.limits().max_buffer_size) / 4 * 4;
+        self.scoped("copy bandwidth", || {
+            let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+            let src = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bw src"), size, usage, mapped_at_creation: false });
+            let dst = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("bw dst"), size, usage, mapped_at_creation: false });
+            let run = |n: u32| -> Result<f64> {
+                let mut enc = self.encoder();
+                for _ in 0..n {
+                    enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+                }
+                let t0 = std::time::Instant::now();
+                self.queue.submit([enc.finish()]);
+                self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev_err("copy bandwidth", e))?;
+                Ok(t0.elapsed().as_secs_f64())
+            };
+            run(1)?;
+            let t = run(reps)?;
+            Ok(2.0 * size as f64 * reps as f64 / t.max(1e-9))
+        })
+    }
+
     // ---- buffers -------------------------------------------------------------------------
 
     pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.copies.up(bytes.len());
         if bytes.len() % 4 != 0 || bytes.len() < 16 {
             let mut v = bytes.to_vec();
             v.resize(v.len().div_ceil(4).max(4) * 4, 0);
@@ -438,6 +471,7 @@ impl WgpuBackend {
     }
 
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
+        self.copies.up(std::mem::size_of::<T>());
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::bytes_of(p),
@@ -451,6 +485,7 @@ impl WgpuBackend {
         let size = (words.max(4) * 4) as u64;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         if self.opts.poison_outputs {
+            self.copies.up(size as usize);
             let bytes = vec![0xFFu8; size as usize];
             return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &bytes, usage });
         }
@@ -502,6 +537,7 @@ impl WgpuBackend {
             }
         }
         self.queue.submit([enc.finish()]);
+        self.copies.down(total as usize);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |res| {
             let _ = tx.send(res);
@@ -606,6 +642,10 @@ impl Backend for WgpuBackend {
             self.max_binding >> 20,
             if self.opts.gsu == GsuVersion::V1 { "v1" } else { "v2" }
         )
+    }
+
+    fn transfers(&self) -> Transfers {
+        self.copies.get()
     }
 
     fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
@@ -718,9 +758,7 @@ impl Backend for WgpuBackend {
         kmeans::update(self, batch, assign, prev)
     }
 
-    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
-        check::kmeans(batch)?;
-        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
-        kmeans::kmeans(self, batch, seeds, max_iter)
+    fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+        kmeans::lloyd(self, batch, centroids, max_iter)
     }
 }

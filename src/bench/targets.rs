@@ -1,0 +1,97 @@
+//! The backends a benchmark runs on, one [`Target`] per kernel version, and the card under them.
+
+use std::sync::Arc;
+
+use super::card::{self, Card};
+use crate::backend::{self, Backend, BackendChoice};
+use crate::error::Result;
+
+/// One backend instance to time, labelled with the kernel version it runs.
+#[derive(Clone)]
+pub struct Target {
+    pub be: Arc<dyn Backend>,
+    pub version: String,
+}
+
+/// A backend that runs on this machine's CPU (the CPU backend, or a CPU Vulkan driver such as
+/// lavapipe): benchmarks pick smaller default shapes for it.
+pub fn cpu_bound(be: &dyn Backend) -> bool {
+    be.kind() == backend::BackendKind::Cpu || be.describe().contains("(Cpu,")
+}
+
+/// Which ops have numbered versions worth a row each: the GSU of the online path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versions {
+    /// Every GSU version the backend has (W1).
+    Gsu,
+    /// The backend as opened (W2, W3).
+    Default,
+}
+
+/// Open `choice` (`auto` as `backend::open` resolves it) and measure its card. With
+/// `Versions::Gsu`, a GPU backend comes once per GSU version, v1 before v2.
+pub fn open_targets(choice: BackendChoice, versions: Versions) -> Result<(Card, Vec<Target>)> {
+    let choice = match choice {
+        BackendChoice::Auto => match backend::open(BackendChoice::Auto)?.0.kind() {
+            backend::BackendKind::Cpu => BackendChoice::Cpu,
+            backend::BackendKind::Cuda => BackendChoice::Cuda,
+            backend::BackendKind::Wgpu => BackendChoice::Wgpu,
+        },
+        c => c,
+    };
+    match choice {
+        BackendChoice::Cuda => cuda_targets(versions),
+        BackendChoice::Wgpu => wgpu_targets(versions),
+        _ => {
+            let be = backend::open(BackendChoice::Cpu)?.0;
+            Ok((card::cpu_card(), vec![Target { be, version: "ref".into() }]))
+        }
+    }
+}
+
+#[allow(unreachable_code, unused_variables)]
+fn cuda_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
+    #[cfg(feature = "cuda")]
+    {
+        use crate::backend::cuda::{CudaBackend, GsuVersion};
+        let first = CudaBackend::new(0)?;
+        let card = card::cuda_card(&first)?;
+        let mut out = Vec::new();
+        if versions == Versions::Gsu {
+            let v1 = CudaBackend::new(0)?;
+            v1.set_gsu_version(GsuVersion::V1);
+            out.push(Target { be: Arc::new(v1), version: "gsu v1".into() });
+            first.set_gsu_version(GsuVersion::V2);
+            out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
+        } else {
+            out.push(Target { be: Arc::new(first), version: "v1".into() });
+        }
+        return Ok((card, out));
+    }
+    backend::open(BackendChoice::Cuda).map(|_| unreachable!())
+}
+
+#[allow(unreachable_code, unused_variables)]
+fn wgpu_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
+    #[cfg(feature = "wgpu")]
+    {
+        use crate::backend::wgpu::{GsuVersion, WgpuBackend, WgpuOptions};
+        let open = |gsu: GsuVersion| {
+            let mut o = WgpuOptions::from_env(true);
+            o.gsu = gsu;
+            o.poison_outputs = false;
+            WgpuBackend::with_options(o)
+        };
+        let first = open(GsuVersion::V2)?;
+        let card = card::wgpu_card(&first)?;
+        let mut out = Vec::new();
+        if versions == Versions::Gsu {
+            out.push(Target { be: Arc::new(open(GsuVersion::V1)?), version: "gsu v1".into() });
+            out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
+        } else {
+            out.push(Target { be: Arc::new(first), version: "v1".into() });
+        }
+        return Ok((card, out));
+    }
+    backend::open(BackendChoice::Wgpu).map(|_| unreachable!())
+}

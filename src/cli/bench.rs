@@ -1,0 +1,111 @@
+//! `twin bench`: BENCHMARKS.md's W1 (online), W2 (cluster) and W3 (train) on one backend, as
+//! `twin_engine::bench` runs them: resident inputs, device-event timing on CUDA, one row per
+//! shape and kernel version with the floor on the card and the transfers per run.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use twin_engine::backend::BackendChoice;
+use twin_engine::bench::{self, targets::Versions, Options, Report};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Work {
+    /// W1: the online path (GSU + ESU), every GSU version.
+    Online,
+    /// W2: Lloyd k-means, one user's clustering, a batch of users.
+    Cluster,
+    /// W3: one training step (forward, backward, optimizer).
+    Train,
+    /// All three, in that order.
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchOpts {
+    /// Which workload.
+    #[arg(value_enum)]
+    work: Work,
+    /// cpu, cuda, wgpu or auto.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Table dtypes of the online path, comma separated (f16, f32).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16")]
+    dtype: Vec<String>,
+    /// Shapes, comma separated: online `LxB` or `RxLxB`; cluster `lloyd:N`, `user:N`,
+    /// `users:UxN`; train `BxL`. Default: BENCHMARKS.md's, smaller on CPU-bound backends.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Option<Vec<String>>,
+    /// Timed runs per row (reported figures use at least 20).
+    #[arg(long, default_value_t = 20)]
+    reps: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Seconds a row may spend timing (fewer runs, never below 3; the row says how many).
+    #[arg(long)]
+    budget_s: Option<f64>,
+    /// Item-table rows (W1) and catalogue size (W3); default 10^6 on a GPU, 10^5 on the CPU.
+    #[arg(long)]
+    items: Option<usize>,
+    /// Print the rows as JSON (the card, the clock and every row) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
+    let choice: BackendChoice = o.backend.parse().with_context(|| format!("--backend {}", o.backend))?;
+    for d in &o.dtype {
+        if d != "f32" && d != "f16" {
+            bail!("--dtype {d}: expected f32 or f16");
+        }
+    }
+    if o.reps == 0 {
+        bail!("--reps 0: at least one timed run");
+    }
+    let opts =
+        Options { reps: o.reps, warmup: o.warmup, budget_s: o.budget_s, shapes: o.shapes.clone(), dtypes: o.dtype.clone(), items: o.items };
+    let works = match o.work {
+        Work::All => vec![Work::Online, Work::Cluster, Work::Train],
+        w => vec![w],
+    };
+    if works.len() > 1 && o.shapes.is_some() {
+        bail!("--shapes applies to one workload at a time (online, cluster or train), not `all`");
+    }
+    let mut rows = Vec::new();
+    let mut card = None;
+    let mut clock = "";
+    for w in works {
+        let versions = if w == Work::Online { Versions::Gsu } else { Versions::Default };
+        let (c, targets) = bench::open_targets(choice, versions).with_context(|| format!("opening --backend {}", o.backend))?;
+        let cpu_bound = targets.iter().all(|t| bench::targets::cpu_bound(t.be.as_ref()));
+        clock = targets[0].be.clock();
+        let r = match w {
+            Work::Online => bench::online::run(&targets, &c, &opts, cpu_bound, &mut rows),
+            Work::Cluster => bench::cluster::run(&targets, &c, &opts, cpu_bound, &mut rows),
+            Work::Train => bench::train::run(&targets, &c, &opts, cpu_bound, &mut rows),
+            Work::All => unreachable!("expanded above"),
+        };
+        r.with_context(|| format!("twin bench {w:?}"))?;
+        card.get_or_insert(c);
+    }
+    let card = card.context("no workload ran")?;
+    let report = Report { card: &card, clock, rows: &rows };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &o.out {
+        std::fs::write(p, &json).with_context(|| format!("--out {}", p.display()))?;
+    }
+    if o.json {
+        println!("{json}");
+    } else {
+        print!("{}", bench::format_table(&card, clock, &rows));
+    }
+    if rows.iter().all(|r| r.error.is_some()) {
+        bail!("every row failed (first: {})", rows.first().and_then(|r| r.error.clone()).unwrap_or_default());
+    }
+    Ok(())
+}

@@ -1,6 +1,11 @@
 //! Every engine op on every backend compiled in and present, beside the CPU baseline.
 //! Groups are named by op stem; ids are `<backend>/<shape>`.
 //!
+//! These are per-op figures as a caller of the host-slice API sees them: criterion's wall clock
+//! around validation, uploads, launches and downloads. The workload figures (W1-W3 on resident
+//! inputs, device-event timing, floors, transfers per run) come from `twin bench`, which the GPU
+//! kit runs. `TWIN_BENCH_BACKENDS=cuda,wgpu` limits the backends (default: all present).
+//!
 //! Shapes follow BENCHMARKS.md (W1 online path, W2 clustering). The CPU backend runs scaled-down
 //! W1 shapes (2-core machines): set `TWIN_BENCH_FULL=1` on a GPU machine for the full ones.
 //! `TWIN_BENCH_ITEMS` sets the table rows (default 10^6 as in W1).
@@ -22,8 +27,12 @@ const H: usize = 4;
 const D: usize = 128;
 
 fn backends() -> Vec<Arc<dyn Backend>> {
-    let mut v = vec![backend::open(BackendChoice::Cpu).unwrap().0];
-    for choice in [BackendChoice::Cuda, BackendChoice::Wgpu] {
+    let wanted = std::env::var("TWIN_BENCH_BACKENDS").unwrap_or_else(|_| "cpu,cuda,wgpu".into());
+    let mut v = Vec::new();
+    for (name, choice) in [("cpu", BackendChoice::Cpu), ("cuda", BackendChoice::Cuda), ("wgpu", BackendChoice::Wgpu)] {
+        if !wanted.split(',').any(|w| w.trim() == name) {
+            continue;
+        }
         if let Ok((b, _)) = backend::open(choice) {
             v.push(b);
         }

@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use twin_engine::backend::{self, Backend, BackendChoice, BackendKind};
-use twin_engine::data::Items;
-use twin_engine::features;
 use twin_engine::model::{Model, ModelConfig};
-use twin_engine::rng::SplitMix64;
 use twin_engine::train::optim::{OptimConfig, Optimizer};
 use twin_engine::train::step::{self, BackendOps, CpuOps, Weights};
-use twin_engine::train::{Batch, Variant};
+use twin_engine::train::Variant;
 
 const B: usize = 512;
 
@@ -23,45 +20,9 @@ fn n_items() -> usize {
     std::env::var("TWIN_BENCH_ITEMS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000)
 }
 
-fn batch(cfg: &ModelConfig, l: usize, log_n: bool, seed: u64) -> Batch {
-    let mut r = SplitMix64::new(seed);
-    let offs = cfg.cross_offsets();
-    let mut b = Batch { long_offsets: vec![0], short_offsets: vec![0], ..Batch::default() };
-    let row = |r: &mut SplitMix64, items: &mut Vec<u32>, cross: &mut Vec<u32>| {
-        items.push(r.below(cfg.n_items as u64) as u32);
-        for j in 0..cfg.n_cross() {
-            cross.push(offs[j] + r.below((offs[j + 1] - offs[j]) as u64) as u32);
-        }
-    };
-    for s in 0..B {
-        b.target.push(r.below(cfg.n_items as u64) as u32);
-        b.context.push((s % 24) as u32);
-        b.label.push(r.below(2) as f32);
-        b.user.push(s as u32);
-        for _ in 0..l {
-            row(&mut r, &mut b.long_item, &mut b.long_cross);
-            b.long_log_n.push(if log_n { ((1 + r.below(19)) as f32).ln() } else { 0.0 });
-        }
-        b.long_offsets.push(b.long_item.len() as u32);
-        for _ in 0..50 {
-            row(&mut r, &mut b.short_item, &mut b.short_cross);
-        }
-        b.short_offsets.push(b.short_item.len() as u32);
-    }
-    b
-}
-
 fn bench_train(c: &mut Criterion) {
     let n = n_items();
-    let mut r = SplitMix64::new(1);
-    let items = Items {
-        author: (0..n).map(|_| r.below(n as u64 / 10 + 1) as u32).collect(),
-        topic: (0..n).map(|_| r.below(64) as u32).collect(),
-        duration_bucket: (0..n).map(|_| r.below(features::DURATION_BUCKETS as u64) as u32).collect(),
-        external_id: (0..n as u64).collect(),
-        n_authors: (n / 10 + 1) as u32,
-        n_topics: 64,
-    };
+    let items = twin_engine::bench::train::items(n);
     let model = Model::init(ModelConfig::for_items(&items), &items, 1).unwrap();
     let full = std::env::var_os("TWIN_BENCH_FULL").is_some();
     let mut bes: Vec<std::sync::Arc<dyn Backend>> = vec![backend::open(BackendChoice::Cpu).unwrap().0];
@@ -80,7 +41,7 @@ fn bench_train(c: &mut Criterion) {
                 continue;
             }
             let gsu_len = if v == Variant::TwinV2 { l / 10 } else { l };
-            let b = batch(&model.config, gsu_len, v == Variant::TwinV2, 7);
+            let b = twin_engine::bench::train::batch(&model.config, B, gsu_len, v == Variant::TwinV2, 7);
             let mut m = model.clone();
             let mut opt = Optimizer::new(&m, OptimConfig::default());
             let id = BenchmarkId::new(format!("{}/{}", be.kind().name(), v), format!("L={l}"));

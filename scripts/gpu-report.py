@@ -17,11 +17,11 @@ written (--dry-run prints the report instead of writing anything).
 """
 import argparse, datetime, json, math, os, sys
 
-WORK_GROUPS = (("online", "W1 online path", ("online",)),
-               ("cluster", "W2 clustering", ("lloyd", "cluster_one_user", "cluster_users")),
-               ("train", "W3 training step", ("train",)))
+WORK_GROUPS = (("W1 online path", ("online",)), ("W2 clustering", ("lloyd", "cluster_one_user", "cluster_users")),
+               ("W3 training step", ("train",)))
 OP_WORK = {"gsu+esu": "online", "kmeans_lloyd20": "lloyd", "hier_cluster_one_user": "cluster_one_user",
            "w3_train_step": "train"}
+DTYPE_ALIAS = {"float16": "f16", "float32": "f32", "bfloat16": "bf16", "half": "f16", "float": "f32"}
 DASH = "—"
 
 
@@ -33,24 +33,18 @@ def num(x):
     return v if math.isfinite(v) else None
 
 
-def fmt_ms(v):
+def fmt_ms(v, small="{:.3f}"):
+    """3 significant digits or so; below 1, `small` (ms: 3 decimals, ratios: 2 significant digits)."""
     v = num(v)
     if v is None:
         return DASH
-    if v >= 100:
-        return f"{v:,.0f}"
-    if v >= 10:
-        return f"{v:.1f}"
     if v >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3f}" if v >= 0.01 else f"{v:.4f}"
+        return f"{v:,.0f}" if v >= 100 else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
+    return small.format(v) if v >= 0.01 else f"{v:.4f}" if small == "{:.3f}" else f"{v:.2g}"
 
 
 def fmt_x(v):
-    v = num(v)
-    if v is None:
-        return DASH
-    return f"{v:,.0f}" if v >= 100 else (f"{v:.1f}" if v >= 10 else f"{v:.2f}")
+    return fmt_ms(v, "{:.2g}")
 
 
 def fmt_rate(v):
@@ -73,12 +67,7 @@ def shape_kv(shape):
 
 
 def shape_sort(shape):
-    nums = []
-    for v in shape_kv(shape).values():
-        try:
-            nums.append(float(v))
-        except ValueError:
-            nums.append(0.0)
+    nums = [num(v) or 0.0 for v in shape_kv(shape).values()]
     return (len(nums), nums, str(shape))
 
 
@@ -93,7 +82,7 @@ def normalize(row, source):
     r["side"] = "peer" if ("peer" in r or r.get("op") in OP_WORK) else "ours"
     if "work" not in r and r.get("op") in OP_WORK:
         r["work"] = OP_WORK[r["op"]]
-    w = r.get("work", "?")
+    w = r["work"] = str(r.get("work", "?"))
     if "shape" not in r:
         if w == "online" and "L" in r and "B" in r:
             r["shape"] = f"L={r['L']},B={r['B']}"
@@ -105,7 +94,8 @@ def normalize(row, source):
             r["shape"] = f"B={r.get('B', 512)},L={r['L']}"
         else:
             r["shape"] = "?"
-    r.setdefault("dtype", "f32")
+    r["shape"] = str(r["shape"])
+    r["dtype"] = DTYPE_ALIAS.get(str(r.get("dtype", "f32")), str(r.get("dtype", "f32")))
     if r["side"] == "peer":
         r.setdefault("peer", "torch")
         if "device_kind" not in r:               # older rows: guess from the device name or the old peer
@@ -158,17 +148,34 @@ def load_file(path):
         return res
     except ValueError:
         pass
-    for line in text.splitlines():
-        s = line.strip()
-        if not s:
+    # JSON lines, or a file cut short: decode every complete object; a {"card": ..., "rows": [...]}
+    # cut mid-way still gives its card and its complete rows.
+    dec, starts, i = json.JSONDecoder(), set(), text.find("{")
+    while i >= 0:
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
             continue
-        if s.startswith("{") or s.startswith("["):
-            try:
-                take(json.loads(s))
-            except ValueError:
-                res["bad_lines"] += 1
+        starts.add(i)
+        if isinstance(obj, dict) and "rows" not in obj and not ({"work", "op", "peer", "shape"} & set(obj)):
+            if "bw_bytes_per_s" in obj or "backend" in obj:
+                res["cards"].append(obj)                 # a card on its own
+        else:
+            take(obj)
+        i = text.find("{", end)
+    pos = 0
+    for line in text.splitlines(True):
+        s = line.strip()
+        if s.startswith("{") and pos + line.index("{") not in starts:
+            res["bad_lines"] += 1
         elif s.startswith("device "):
             res["banners"].append(s)
+        pos += len(line)
+    if res["cards"] and res["kind"] != "twin bench":
+        res["kind"] = "twin bench"
+    if res["bad_lines"]:
+        res["kind"] += ", partial"
     if not res["rows"] and not res["cards"]:
         raise ValueError(f"no JSON rows ({res['bad_lines']} unparsable lines)" if res["bad_lines"]
                          else "no JSON rows")
@@ -227,7 +234,7 @@ def timing(r, tag=""):
     if r is None:
         return DASH
     if not ok(r):
-        return f"{tag}error"
+        return f"{tag}{'error' if 'error' in r else 'no time'}"
     s = f"{tag}{fmt_ms(r['median_ms'])}"
     if num(r.get("p10_ms")) is not None and num(r.get("p90_ms")) is not None:
         s += f" ({fmt_ms(r['p10_ms'])}–{fmt_ms(r['p90_ms'])})"
@@ -313,10 +320,10 @@ def card_line(card, text):
     if card:
         parts.append(f"{card.get('device', '?')} ({card.get('backend', '?')})")
         if num(card.get("bw_bytes_per_s")):
-            parts.append(f"{num(card['bw_bytes_per_s']) / 1e12:.2f} TB/s")
+            parts.append(f"copy {num(card['bw_bytes_per_s']) / 1e9:,.1f} GB/s")
         for k in ("f32_flops", "f16_flops"):
             if num(card.get(k)):
-                parts.append(f"{k[:3]} {num(card[k]) / 1e12:,.0f} TFLOP/s")
+                parts.append(f"{k[:3]} {num(card[k]) / 1e12:,.3g} TFLOP/s")
         if card.get("how"):
             parts.append(f"({card['how']})")
     if text:
@@ -324,11 +331,23 @@ def card_line(card, text):
     return " · ".join(parts) if parts else "unknown card"
 
 
+def distinct_cards(cards):
+    """One card per backend (the first seen): every bench file repeats its backend's card."""
+    seen, out = set(), []
+    for c in cards:
+        key = c.get("backend")
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
 def report(data, now):
-    card = data["cards"][0] if data["cards"] else None
+    cards = distinct_cards(data["cards"])
+    card = cards[0] if cards else None
     title_card = data["card_text"] or (card or {}).get("device") or "unknown card"
-    L = [f"# twin-engine benchmark report — {now:%Y-%m-%d %H:%M} UTC — {title_card}", "",
-         f"Card: {card_line(card, data['card_text'])}"]
+    L = [f"# twin-engine benchmark report — {now:%Y-%m-%d %H:%M} UTC — {title_card}", ""]
+    L += [f"- Card ({c.get('backend', '?')}): {card_line(c, '')}" for c in cards] or [f"- Card: {card_line(None, data['card_text'])}"]
     for b in sorted(set(data["banners"])):
         L.append(f"<br>Peer: `{b}`")
     L.append("")
@@ -339,7 +358,7 @@ def report(data, now):
         L.append("")
     rows = data["rows"]
     known = set()
-    for _, title, works in WORK_GROUPS:
+    for title, works in WORK_GROUPS:
         known.update(works)
         L += [f"## {title}", ""] + table(rows, list(works), len(works) > 1)
     other = sorted({r.get("work", "?") for r in rows} - known)
@@ -404,6 +423,9 @@ def main():
         data["cards"] += res["cards"]
         data["banners"] += res["banners"]
         data["inputs"].append(dict(file=n, kind=res["kind"], rows=len(res["rows"]), bad_lines=res["bad_lines"]))
+        if res["bad_lines"]:
+            data["unreadable"].append(dict(file=n, why=f"partly: {res['bad_lines']} unparsable lines "
+                                                       f"({len(res['rows'])} rows read)"))
     data["card"] = data["cards"][0] if data["cards"] else None
     md = report(data, now)
     if args.dry_run:

@@ -95,7 +95,8 @@ pub fn run(targets: &[Target], card: &Card, o: &Options, cpu_bound: bool, rows: 
         })
         .collect::<Result<_>>()?;
     let n = o.items.unwrap_or(if cpu_bound { 100_000 } else { 1_000_000 });
-    let model = Model::init(ModelConfig::for_items(&items(n)), &items(n), 1)?;
+    let catalogue = items(n);
+    let model = Model::init(ModelConfig::for_items(&catalogue), &catalogue, 1)?;
     for t in targets {
         for &(b, l) in &parsed {
             for v in [Variant::Twin, Variant::TwinV2] {

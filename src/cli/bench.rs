@@ -46,13 +46,18 @@ pub struct BenchOpts {
     /// Seconds a row may spend timing (fewer runs, never below 3; the row says how many).
     #[arg(long)]
     budget_s: Option<f64>,
+    /// The small default shapes (those of CPU-bound backends) on any backend: one quick pass
+    /// over every kernel, e.g. under a profiler.
+    #[arg(long)]
+    small: bool,
     /// Item-table rows (W1) and catalogue size (W3); default 10^6 on a GPU, 10^5 on the CPU.
     #[arg(long)]
     items: Option<usize>,
     /// Print the rows as JSON (the card, the clock and every row) instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also write the JSON to this file.
+    /// Also write the JSON to this file, rewritten after every workload so a run cut short
+    /// keeps what it measured.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -82,7 +87,7 @@ pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
     for w in works {
         let versions = if w == Work::Online { Versions::Gsu } else { Versions::Default };
         let (c, targets) = bench::open_targets(choice, versions).with_context(|| format!("opening --backend {}", o.backend))?;
-        let cpu_bound = targets.iter().all(|t| bench::targets::cpu_bound(t.be.as_ref()));
+        let cpu_bound = o.small || targets.iter().all(|t| bench::targets::cpu_bound(t.be.as_ref()));
         clock = targets[0].be.clock();
         let r = match w {
             Work::Online => bench::online::run(&targets, &c, &opts, cpu_bound, &mut rows),
@@ -91,14 +96,14 @@ pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
             Work::All => unreachable!("expanded above"),
         };
         r.with_context(|| format!("twin bench {w:?}"))?;
-        card.get_or_insert(c);
+        let card = card.get_or_insert(c);
+        if let Some(p) = &o.out {
+            let json = serde_json::to_string_pretty(&Report { card, clock, rows: &rows })?;
+            std::fs::write(p, json).with_context(|| format!("--out {}", p.display()))?;
+        }
     }
     let card = card.context("no workload ran")?;
-    let report = Report { card: &card, clock, rows: &rows };
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(p) = &o.out {
-        std::fs::write(p, &json).with_context(|| format!("--out {}", p.display()))?;
-    }
+    let json = serde_json::to_string_pretty(&Report { card: &card, clock, rows: &rows })?;
     if o.json {
         println!("{json}");
     } else {

@@ -116,7 +116,7 @@ fn cuda_variants(v: &mut Vec<Under>) {
 pub fn split_variants() -> Vec<Under> {
     let mut v = Vec::new();
     #[cfg(feature = "wgpu")]
-    if backend::open(backend::BackendChoice::Wgpu).is_ok() {
+    if wanted("wgpu") && backend::open(backend::BackendChoice::Wgpu).is_ok() {
         v.push(Under { label: "wgpu max-binding 64 KiB".into(), be: wgpu_with(|o| o.max_binding = Some(64 << 10)) });
         v.push(Under {
             label: "wgpu max-binding 64 KiB, f32 tables".into(),

@@ -157,3 +157,109 @@ fn train_eval_demo() {
         assert_eq!(&std::fs::read(out.join(png)).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
     }
 }
+
+/// `twin bench` on every backend this build can run here: each workload gives one row per
+/// shape (and per GSU version on a GPU backend), with times, work, floors and transfers; the CPU
+/// pays no transfers, a GPU backend does. Bad flags are one-line errors naming the flag.
+#[test]
+fn bench_runs_every_workload() {
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "wgpu") && std::env::var_os("CI").is_some() {
+        backends.push("wgpu"); // lavapipe in CI; elsewhere a Vulkan driver may be missing
+    }
+    for be in backends {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.json");
+        let out = ok(&[
+            "bench",
+            "online",
+            "--backend",
+            be,
+            "--shapes",
+            "97x3,2x101x5",
+            "--items",
+            "1000",
+            "--reps",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            "--out",
+            s(&file),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&file).unwrap()).unwrap());
+        let rows = v["rows"].as_array().unwrap();
+        let versions = if be == "cpu" { 1 } else { 2 };
+        assert_eq!(rows.len(), 2 * 2 * versions, "{be}: shapes x dtypes x versions: {out}");
+        assert!(v["card"]["bw_bytes_per_s"].as_f64().unwrap() > 0.0);
+        for r in rows {
+            assert!(r.get("error").is_none(), "{be}: {r}");
+            assert_eq!(r["runs"], 3);
+            let (p10, med, p90) = (r["p10_ms"].as_f64().unwrap(), r["median_ms"].as_f64().unwrap(), r["p90_ms"].as_f64().unwrap());
+            assert!(0.0 < p10 && p10 <= med && med <= p90, "{r}");
+            assert!(r["bytes"].as_f64().unwrap() > 0.0 && r["flops"].as_f64().unwrap() > 0.0);
+            assert!(r["floor_us"].as_f64().unwrap() > 0.0);
+            let (up, down) = (r["h2d_calls"].as_f64().unwrap(), r["d2h_calls"].as_f64().unwrap());
+            if be == "cpu" {
+                assert_eq!((up, down), (0.0, 0.0), "the CPU backend copies nothing: {r}");
+            } else {
+                assert!(up >= 1.0 && down >= 1.0 && r["d2h_bytes"].as_f64().unwrap() > 0.0, "{r}");
+            }
+        }
+        assert_eq!(rows[0]["shape"], "L=97,B=3");
+        assert_eq!(rows[1]["shape"], "R=2,L=101,B=5");
+
+        let out = ok(&[
+            "bench",
+            "cluster",
+            "--backend",
+            be,
+            "--shapes",
+            "lloyd:400,user:300,users:2x200",
+            "--reps",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let works: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["work"].as_str().unwrap()).collect();
+        assert_eq!(works, ["lloyd", "cluster_one_user", "cluster_users"], "{out}");
+        assert_eq!(v["rows"][0]["shape"], "N=400,k=6,dim=64,iters=20");
+        assert!(v["rows"][2]["users_per_s"].as_f64().unwrap() > 0.0);
+        assert!(v["rows"].as_array().unwrap().iter().all(|r| r.get("error").is_none() && r["flops"].as_f64().unwrap() > 0.0), "{out}");
+
+        let out = ok(&["bench", "train", "--backend", be, "--shapes", "4x30", "--items", "1000", "--reps", "2", "--warmup", "0", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let versions: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap()).collect();
+        assert_eq!(versions, ["twin", "twin-v2"], "{out}");
+        assert!(v["rows"][0]["samples_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    }
+    // The table form names every column the kit reads.
+    let table = ok(&[
+        "bench",
+        "online",
+        "--backend",
+        "cpu",
+        "--shapes",
+        "50x2",
+        "--items",
+        "500",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--dtype",
+        "f32",
+    ]);
+    for col in ["median ms", "p10 ms", "p90 ms", "floor µs", "×floor", "h2d calls/MB", "L=50,B=2"] {
+        assert!(table.contains(col), "{col} missing from:\n{table}");
+    }
+    fails(&["bench", "online", "--backend", "cpu", "--shapes", "0x3"], &["--shapes"]);
+    fails(&["bench", "train", "--backend", "cpu", "--shapes", "4x5x6"], &["--shapes (train)"]);
+    fails(&["bench", "cluster", "--backend", "cpu", "--shapes", "kmeans:5"], &["--shapes (cluster)"]);
+    fails(&["bench", "online", "--backend", "tpu"], &["--backend tpu"]);
+    fails(&["bench", "online", "--backend", "cpu", "--dtype", "bf16"], &["--dtype bf16"]);
+    fails(&["bench", "all", "--backend", "cpu", "--shapes", "97x3"], &["--shapes"]);
+}

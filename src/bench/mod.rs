@@ -233,3 +233,85 @@ pub struct Report<'a> {
     pub clock: &'a str,
     pub rows: &'a [Row],
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn quantiles_interpolate() {
+        let xs: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        assert_eq!(quantile(&xs, 0.5), 5.5);
+        assert!((quantile(&xs, 0.1) - 1.9).abs() < 1e-12);
+        assert!((quantile(&xs, 0.9) - 9.1).abs() < 1e-12);
+        assert_eq!(quantile(&[3.0], 0.9), 3.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn dims_parse_or_name_the_flag() {
+        assert_eq!(parse_dims("--shapes", "10000x512").unwrap(), [10000, 512]);
+        assert_eq!(parse_dims("--shapes", "64x10_000x256").unwrap(), [64, 10000, 256]);
+        for bad in ["", "x5", "5x", "0x5", "ax5", "5x-1"] {
+            let e = parse_dims("--shapes", bad).unwrap_err().to_string();
+            assert!(e.contains("--shapes"), "{bad:?}: {e}");
+        }
+    }
+
+    /// W1's work at (10^4, 512) f16 on the peer's card (3.01 TB/s, 790 TFLOP/s) is the 5 µs
+    /// floor BENCHMARKS.md lists.
+    #[test]
+    fn online_floor_matches_the_benchmark_table() {
+        let (bytes, flops) = online::work(1, 10_000, 512, 2);
+        let card = Card {
+            backend: "cuda".into(),
+            device: "H100".into(),
+            bw_bytes_per_s: 3.01e12,
+            f32_flops: 790e12 / 14.0,
+            f16_flops: 790e12,
+            how: String::new(),
+        };
+        let us = card.floor_us(bytes, flops, true).unwrap();
+        assert!((5.0..5.7).contains(&us), "{us} µs");
+        assert_eq!(online::work(64, 10_000, 256, 2).0, 64.0 * online::work(1, 10_000, 256, 2).0);
+    }
+
+    #[test]
+    fn measure_runs_reps_or_stops_at_the_budget() {
+        let be = CpuBackend::new();
+        let mut calls = 0;
+        let o = Options { reps: 7, warmup: 2, ..Options::default() };
+        let m = measure(&be, &o, &mut || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((m.times_ms.len(), calls), (7, 9));
+        assert_eq!(m.transfers, Transfers::default());
+        // A budget already spent still leaves three timed runs.
+        let o = Options { reps: 50, warmup: 5, budget_s: Some(0.0), ..Options::default() };
+        let m = measure(&be, &o, &mut || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(m.times_ms.len(), 3);
+        assert!(m.times_ms.iter().all(|&t| t >= 1.0), "{:?}", m.times_ms);
+        // An error inside the work is returned, not timed.
+        let e = measure(&be, &o, &mut || Err(Error::Empty { field: "x", index: 0 })).unwrap_err();
+        assert!(e.to_string().contains('x'));
+    }
+
+    #[test]
+    fn transfers_since() {
+        let a = Transfers { h2d_calls: 5, h2d_bytes: 100, d2h_calls: 2, d2h_bytes: 8 };
+        let b = Transfers { h2d_calls: 2, h2d_bytes: 40, d2h_calls: 2, d2h_bytes: 0 };
+        assert_eq!(a.since(b), Transfers { h2d_calls: 3, h2d_bytes: 60, d2h_calls: 0, d2h_bytes: 8 });
+        let c = crate::backend::TransferCounter::default();
+        c.up(10);
+        c.up(6);
+        c.down(4);
+        assert_eq!(c.get(), Transfers { h2d_calls: 2, h2d_bytes: 16, d2h_calls: 1, d2h_bytes: 4 });
+    }
+}

@@ -105,7 +105,11 @@ pub fn cpu_card() -> Card {
         f16_flops: flops,
         how: format!(
             "bandwidth: 5 parallel copies of 256 MiB; peak: measured f32 multiply-add loop on every thread{}",
-            if cfg!(debug_assertions) { " (a debug build: the peak is far below the machine's, so are the floors)" } else { "" }
+            if cfg!(debug_assertions) {
+                " (built with debug assertions: an unoptimised build measures a peak, and so floors, far below the machine's)"
+            } else {
+                ""
+            }
         ),
     }
 }

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use twin_engine::backend::cpu::segment_sum::segments_of;
-use twin_engine::backend::{
-    self, AttnSaved, Backend, BackendChoice, BackendKind, DType, GemmKind, HostTable, KmeansBatch, OnlineRequests, OnlineTables, TOP_K,
-};
+use twin_engine::backend::{self, AttnSaved, Backend, BackendChoice, DType, GemmKind, KmeansBatch, OnlineRequests, OnlineTables, TOP_K};
+use twin_engine::bench::online::{fill, requests, HostTables};
+use twin_engine::bench::targets::cpu_bound;
 use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
-use twin_engine::features;
 use twin_engine::rng::SplitMix64;
 
 const H: usize = 4;
@@ -48,67 +47,16 @@ fn n_items() -> usize {
     std::env::var("TWIN_BENCH_ITEMS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
 }
 
-/// Uniform in [-1, 1): fast enough to fill 10^8-element tables.
-fn fill(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = SplitMix64::new(seed);
-    (0..n).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
-}
-
-struct HostTables {
-    pq: HostTable,
-    pk: HostTable,
-    pv: HostTable,
-    cb: HostTable,
-    cv: HostTable,
-    wo: HostTable,
-}
-
 fn host_tables(n: usize) -> HostTables {
-    let v = *features::cross_offsets().last().unwrap() as usize;
-    HostTables {
-        pq: HostTable::f32(n, D, fill(n * D, 1)).unwrap(),
-        pk: HostTable::f32(n, D, fill(n * D, 2)).unwrap(),
-        pv: HostTable::f32(n, D, fill(n * D, 3)).unwrap(),
-        cb: HostTable::f32(v, H, fill(v * H, 4)).unwrap(),
-        cv: HostTable::f32(v, D, fill(v * D, 5)).unwrap(),
-        wo: HostTable::f32(D, D, fill(D * D, 6)).unwrap(),
-    }
+    HostTables::random(n).unwrap()
 }
 
 fn upload(be: &dyn Backend, h: &HostTables, dtype: DType) -> OnlineTables {
-    let conv = |t: &HostTable| if dtype == DType::F16 { t.to_f16() } else { t.clone() };
-    OnlineTables {
-        p_q: be.upload_table("p_q", &conv(&h.pq)).unwrap(),
-        p_k: be.upload_table("p_k", &conv(&h.pk)).unwrap(),
-        p_v: be.upload_table("p_v", &conv(&h.pv)).unwrap(),
-        cross_bias: be.upload_table("cross_bias", &h.cb).unwrap(),
-        cross_value: be.upload_table("cross_value", &h.cv).unwrap(),
-        w_o: be.upload_table("w_o", &h.wo).unwrap(),
-        cross_offsets: features::cross_offsets(),
-        heads: H,
-    }
+    h.upload(be, dtype == DType::F16).unwrap()
 }
 
 fn request(n_items: usize, l: usize, b: usize, seed: u64) -> OnlineRequests {
-    let mut r = SplitMix64::new(seed);
-    let offs = features::cross_offsets();
-    let items: Vec<u32> = (0..l).map(|_| r.below(n_items as u64) as u32).collect();
-    let mut cross = Vec::with_capacity(l * 3);
-    for _ in 0..l {
-        for j in 0..3 {
-            cross.push(offs[j] + r.below((offs[j + 1] - offs[j]) as u64) as u32);
-        }
-    }
-    let sizes: Vec<f32> = (0..l).map(|_| 1.0 + r.below(20) as f32).collect();
-    let cands: Vec<u32> = (0..b).map(|_| r.below(n_items as u64) as u32).collect();
-    let mut req = OnlineRequests::new();
-    req.push(&items, &cross, &sizes, &cands);
-    req
-}
-
-/// A backend that runs on this machine's CPU: the reference, or lavapipe (llvmpipe).
-fn cpu_bound(be: &dyn Backend) -> bool {
-    be.kind() == BackendKind::Cpu || be.describe().contains("llvmpipe")
+    requests(n_items, 1, l, b, seed)
 }
 
 /// W1 shapes (L, B) per backend: CPU-bound backends get the scaled-down list unless TWIN_BENCH_FULL.

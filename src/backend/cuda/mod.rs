@@ -20,6 +20,7 @@
 
 mod attn;
 mod bce;
+mod buffers;
 mod cross_bias;
 mod esu;
 mod gather;
@@ -27,6 +28,7 @@ mod gemm;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+mod measure;
 mod online;
 mod segment_sum;
 
@@ -36,9 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, LaunchConfig, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use half::f16;
 
@@ -369,37 +369,6 @@ impl CudaBackend {
         self.poison.load(Ordering::Relaxed)
     }
 
-    /// Device-to-device copy bandwidth in bytes/s: `reps` copies of a `bytes` buffer timed with
-    /// events (read + write bytes counted, as the PyTorch peer does). The benchmark's memory floor.
-    pub fn copy_bandwidth(&self, bytes: usize, reps: u32) -> Result<f64> {
-        let n = (bytes / 4).max(1);
-        let src = self.zeros::<u32>("bandwidth: alloc", n)?;
-        let mut dst = self.zeros::<u32>("bandwidth: alloc", n)?;
-        self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: warm-up copy"))?;
-        let ms = self.time_ms(&mut || {
-            for _ in 0..reps {
-                self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: copy"))?;
-            }
-            Ok(())
-        })?;
-        Ok(2.0 * (n * 4) as f64 * reps as f64 / (ms.max(1e-6) / 1e3))
-    }
-
-    /// Peak f32 FMA rate on CUDA cores and f16 tensor-core rate (flop/s) from the SM count and
-    /// the boost clock: 128 f32 lanes per SM; 4096 f16 flop/clock/SM on sm_90 (dense), 2048 on
-    /// sm_80, and the f32 rate where tensor cores are unknown. Nominal peaks, not measurements.
-    pub fn peak_flops(&self) -> Result<(f64, f64)> {
-        let khz = self.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).map_err(device_err("device attribute"))? as f64;
-        let per_sm_clock = self.sm_count as f64 * khz * 1e3;
-        let f32_peak = per_sm_clock * 256.0;
-        let f16_peak = match self.arch.as_str() {
-            "sm_90" | "sm_90a" | "sm_100" | "sm_120" => per_sm_clock * 4096.0,
-            "sm_80" | "sm_86" | "sm_89" => per_sm_clock * 2048.0,
-            _ => f32_peak,
-        };
-        Ok((f32_peak, f16_peak))
-    }
-
     pub(crate) fn f(&self, name: &'static str) -> &CudaFunction {
         self.kernels.get(name)
     }
@@ -420,57 +389,6 @@ impl CudaBackend {
             CudaTable::F32(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 0 },
             CudaTable::F16(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 1 },
         })
-    }
-
-    /// Host → device copy; an empty slice becomes a one-element buffer (no zero-size allocations).
-    pub(crate) fn htod<T: DeviceRepr + ValidAsZeroBits + Default + Clone>(&self, op: &'static str, data: &[T]) -> Result<CudaSlice<T>> {
-        if data.is_empty() {
-            return self.zeros(op, 1);
-        }
-        self.copies.up(std::mem::size_of_val(data));
-        self.stream.clone_htod(data).map_err(device_err(op))
-    }
-
-    /// A buffer of at least one element that a kernel will write in full: poisoned with 0xFF
-    /// bytes when `poison_outputs` is on (NaN for f32, u32::MAX for indices), else zeroed.
-    /// Accumulators and flags that a kernel expects to start at zero use [`Self::zeros`].
-    pub(crate) fn output<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
-        let mut s = self.zeros::<T>(op, n)?;
-        if self.poison_outputs() {
-            let bytes = s.num_bytes();
-            let (ptr, _guard) = s.device_ptr_mut(&self.stream);
-            // SAFETY: `ptr` is this freshly allocated slice's own device memory of `bytes` bytes,
-            // allocated on `self.stream`, and the memset is ordered on the same stream. 0xFF bytes
-            // are a valid bit pattern for the f32/u32/u64 buffers the backend allocates.
-            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }.map_err(device_err(op))?;
-        }
-        Ok(s)
-    }
-
-    /// Zeroed device buffer of at least one element.
-    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(n.max(1)).map_err(device_err(op))
-    }
-
-    /// [`Self::output`] of `n + flags` words whose last `flags` words start at zero: the error
-    /// flags a kernel raises (NaN seen), downloaded with the results in one copy.
-    pub(crate) fn output_with_flags(&self, op: &'static str, n: usize, flags: usize) -> Result<CudaSlice<u32>> {
-        let mut s = self.output::<u32>(op, n + flags)?;
-        if self.poison_outputs() && flags > 0 {
-            let mut tail = s.slice_mut(n..n + flags);
-            self.stream.memset_zeros(&mut tail).map_err(device_err(op))?;
-        }
-        Ok(s)
-    }
-
-    /// Device → host copy of the first `n` elements (synchronous for pageable memory).
-    pub(crate) fn dtoh<T: DeviceRepr + Default + Clone>(&self, op: &'static str, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let v = s.slice(0..n);
-        self.copies.down(n * std::mem::size_of::<T>());
-        self.stream.clone_dtoh(&v).map_err(device_err(op))
     }
 
     /// Grid for the 1-D grid-stride kernels (256 threads per block).

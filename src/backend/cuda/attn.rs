@@ -1,8 +1,9 @@
 //! Host side of `kernels/attn.cu`: training attention forward and backward, one block per
 //! (sample, head). Inputs are validated by `check::attn` in the trait's provided methods.
 
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::{AttnGrads, AttnOut, AttnSaved};
 use crate::error::{Error, Result};
@@ -24,7 +25,7 @@ pub(crate) struct AttnParams {
     pub pad1: u32,
 }
 // SAFETY: `#[repr(C)]` of 4-byte fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for AttnParams {}
+unsafe impl KernelParam for AttnParams {}
 
 /// Shapes of one call: `(B, N, D)` and the launch parameters.
 fn params(heads: usize, q_len: usize, bias_len: usize, offsets: &[u32]) -> Result<(usize, usize, usize, AttnParams, LaunchConfig)> {
@@ -64,7 +65,7 @@ pub(crate) fn attn_fwd(be: &CudaBackend, heads: usize, q: &[f32], k: &[f32], v: 
     );
     let pd = be.output::<f32>("attn_fwd: alloc p", n * heads)?;
     let pooled = be.output::<f32>("attn_fwd: alloc pooled", b_n * d)?;
-    let mut b = be.stream().launch_builder(be.f("attn_fwd"));
+    let mut b = be.launcher("attn_fwd");
     b.arg(&p).arg(&qd).arg(&kd).arg(&vd).arg(&bd).arg(&od).arg(&pd).arg(&pooled);
     // SAFETY: kernel (AttnParams, q [B*D], k [N*D], v [N*D], bias [N*h], offsets [B+1], p [N*h],
     // pooled [B*D]); check::attn validated every length, the offsets (0 .. N, non-decreasing) and
@@ -91,7 +92,7 @@ pub(crate) fn attn_bwd(be: &CudaBackend, heads: usize, x: AttnSaved<'_>, dpooled
     let dk = be.output::<f32>("attn_bwd: alloc dk", n * d)?;
     let dv = be.output::<f32>("attn_bwd: alloc dv", n * d)?;
     let dbias = be.output::<f32>("attn_bwd: alloc dbias", n * heads)?;
-    let mut b = be.stream().launch_builder(be.f("attn_bwd"));
+    let mut b = be.launcher("attn_bwd");
     b.arg(&p).arg(&qd).arg(&kd).arg(&vd).arg(&od).arg(&pd).arg(&dpd).arg(&dq).arg(&dk).arg(&dv).arg(&dbias);
     // SAFETY: kernel (AttnParams, q [B*D], k [N*D], v [N*D], offsets [B+1], p [N*h], dpooled [B*D],
     // dq [B*D], dk [N*D], dv [N*D], dbias [N*h]); lengths and offsets validated by check::attn and

@@ -2,8 +2,7 @@
 //! thread per sample; the mean is summed here in f64 in sample order (the CPU's order).
 //! Inputs are validated in the trait's provided `Backend::bce`.
 
-use cudarc::driver::{DeviceRepr, PushKernelArg};
-
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::error::Result;
 
@@ -17,7 +16,7 @@ pub(crate) struct BceParams {
 }
 // SAFETY: `#[repr(C)]` of (u32, u32, f64): 16 bytes, f64 at offset 8, the same layout as the CUDA
 // struct.
-unsafe impl DeviceRepr for BceParams {}
+unsafe impl KernelParam for BceParams {}
 
 pub(crate) fn bce(be: &CudaBackend, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
     let n = logits.len();
@@ -27,7 +26,7 @@ pub(crate) fn bce(be: &CudaBackend, logits: &[f32], labels: &[f32]) -> Result<(f
     let yd = be.htod("bce: upload labels", labels)?;
     let loss = be.output::<f64>("bce: alloc loss", n)?;
     let dl = be.output::<f32>("bce: alloc dlogit", n)?;
-    let mut b = be.stream().launch_builder(be.f("bce_fwd"));
+    let mut b = be.launcher("bce_fwd");
     b.arg(&p).arg(&sd).arg(&yd).arg(&loss).arg(&dl);
     // SAFETY: kernel (BceParams, logits [B], labels [B], loss [B] f64, dlogit [B]); the trait checked
     // labels.len() == logits.len() == B >= 1 and B <= u32::MAX; the grid-stride loop covers exactly

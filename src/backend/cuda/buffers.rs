@@ -1,60 +1,138 @@
-//! Device buffers of the CUDA backend: copies in and out (counted for benchmarks), zeroed
-//! scratch, and outputs poisoned before their kernels run.
+//! Device buffers of the CUDA backend over [`Device`]: typed owned allocations (`Buf`) and
+//! borrowed ranges of them (`View`); copies in and out (counted for benchmarks), zeroed scratch,
+//! and outputs poisoned before their kernels run.
 
-use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
+use bytemuck::Pod;
+
+use super::device::Device;
 use super::{device_err, CudaBackend};
 use crate::error::Result;
 
+/// `len` elements of `T` in device memory, freed when dropped.
+pub(crate) struct Buf<T> {
+    dev: Arc<dyn Device>,
+    addr: u64,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> Drop for Buf<T> {
+    fn drop(&mut self) {
+        self.dev.free(self.addr);
+    }
+}
+
+impl<T> Buf<T> {
+    pub(crate) fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Elements `range` of the buffer (clamped to it).
+    pub(crate) fn slice(&self, range: impl RangeBounds<usize>) -> View<'_, T> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        }
+        .min(self.len);
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e + 1,
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => self.len,
+        }
+        .clamp(start, self.len);
+        View { addr: self.addr + (start * size_of::<T>()) as u64, len: end - start, _b: PhantomData }
+    }
+}
+
+/// A range of a [`Buf`], borrowed for as long as it is used.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a, T> {
+    addr: u64,
+    len: usize,
+    _b: PhantomData<&'a T>,
+}
+
+impl<T> View<'_, T> {
+    pub(crate) fn addr(&self) -> u64 {
+        self.addr
+    }
+}
+
 impl CudaBackend {
+    /// Uninitialised device buffer of at least one element.
+    fn alloc<T: Pod>(&self, op: &'static str, n: usize) -> Result<Buf<T>> {
+        let len = n.max(1);
+        let addr = self.dev.alloc(len * size_of::<T>()).map_err(device_err(op))?;
+        Ok(Buf { dev: self.dev.clone(), addr, len, _t: PhantomData })
+    }
+
     /// Host → device copy; an empty slice becomes a one-element buffer (no zero-size allocations).
-    pub(crate) fn htod<T: DeviceRepr + ValidAsZeroBits + Default + Clone>(&self, op: &'static str, data: &[T]) -> Result<CudaSlice<T>> {
+    pub(crate) fn htod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<Buf<T>> {
         if data.is_empty() {
             return self.zeros(op, 1);
         }
+        let b = self.alloc::<T>(op, data.len())?;
         self.copies.up(std::mem::size_of_val(data));
-        self.stream.clone_htod(data).map_err(device_err(op))
+        self.dev.htod(b.addr, bytemuck::cast_slice(data)).map_err(device_err(op))?;
+        Ok(b)
     }
 
     /// A buffer of at least one element that a kernel will write in full: poisoned with 0xFF
-    /// bytes when `poison_outputs` is on (NaN for f32, u32::MAX for indices), else zeroed.
-    /// Accumulators and flags that a kernel expects to start at zero use [`Self::zeros`].
-    pub(crate) fn output<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
-        let mut s = self.zeros::<T>(op, n)?;
-        if self.poison_outputs() {
-            let bytes = s.num_bytes();
-            let (ptr, _guard) = s.device_ptr_mut(&self.stream);
-            // SAFETY: `ptr` is this freshly allocated slice's own device memory of `bytes` bytes,
-            // allocated on `self.stream`, and the memset is ordered on the same stream. 0xFF bytes
-            // are a valid bit pattern for the f32/u32/u64 buffers the backend allocates.
-            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }.map_err(device_err(op))?;
-        }
-        Ok(s)
+    /// bytes when `poison_outputs` is on (NaN for f32 and f64, u32::MAX for indices), else
+    /// zeroed. Accumulators and flags that a kernel expects to start at zero use [`Self::zeros`].
+    pub(crate) fn output<T: Pod>(&self, op: &'static str, n: usize) -> Result<Buf<T>> {
+        let b = self.alloc::<T>(op, n)?;
+        let byte = if self.poison_outputs() { 0xFF } else { 0 };
+        self.dev.memset(b.addr, byte, b.len * size_of::<T>()).map_err(device_err(op))?;
+        Ok(b)
     }
 
     /// Zeroed device buffer of at least one element.
-    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, op: &'static str, n: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(n.max(1)).map_err(device_err(op))
+    pub(crate) fn zeros<T: Pod>(&self, op: &'static str, n: usize) -> Result<Buf<T>> {
+        let b = self.alloc::<T>(op, n)?;
+        self.dev.memset(b.addr, 0, b.len * size_of::<T>()).map_err(device_err(op))?;
+        Ok(b)
+    }
+
+    /// Set every byte of `v` to zero (stream-ordered).
+    pub(crate) fn memset_zeros<T>(&self, op: &'static str, v: &View<'_, T>) -> Result<()> {
+        self.dev.memset(v.addr, 0, v.len * size_of::<T>()).map_err(device_err(op))
     }
 
     /// [`Self::output`] of `n + flags` words whose last `flags` words start at zero: the error
     /// flags a kernel raises (NaN seen), downloaded with the results in one copy.
-    pub(crate) fn output_with_flags(&self, op: &'static str, n: usize, flags: usize) -> Result<CudaSlice<u32>> {
-        let mut s = self.output::<u32>(op, n + flags)?;
-        if self.poison_outputs() && flags > 0 {
-            let mut tail = s.slice_mut(n..n + flags);
-            self.stream.memset_zeros(&mut tail).map_err(device_err(op))?;
+    pub(crate) fn output_with_flags(&self, op: &'static str, n: usize, flags: usize) -> Result<Buf<u32>> {
+        let s = self.output::<u32>(op, n + flags)?;
+        if flags > 0 {
+            self.memset_zeros(op, &s.slice(n..n + flags))?;
         }
         Ok(s)
     }
 
-    /// Device → host copy of the first `n` elements (synchronous for pageable memory).
-    pub(crate) fn dtoh<T: DeviceRepr + Default + Clone>(&self, op: &'static str, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
+    /// Device → host copy of the first `n` elements (waits for the queued work).
+    pub(crate) fn dtoh<T: Pod>(&self, op: &'static str, s: &Buf<T>, n: usize) -> Result<Vec<T>> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let v = s.slice(0..n);
-        self.copies.down(n * std::mem::size_of::<T>());
-        self.stream.clone_dtoh(&v).map_err(device_err(op))
+        let n = n.min(s.len);
+        let mut out = vec![T::zeroed(); n];
+        self.copies.down(n * size_of::<T>());
+        self.dev.dtoh(s.addr, bytemuck::cast_slice_mut(&mut out)).map_err(device_err(op))?;
+        Ok(out)
+    }
+
+    /// Device-to-device copy of all of `src` into `dst` (same length).
+    pub(crate) fn dtod<T>(&self, op: &'static str, src: &Buf<T>, dst: &Buf<T>) -> Result<()> {
+        self.dev.dtod(dst.addr, src.addr, src.len.min(dst.len) * size_of::<T>()).map_err(device_err(op))
     }
 }

@@ -1,8 +1,8 @@
 //! Host side of `kernels/cross_bias.cu`: the inference gather-sum, the dense training form and
 //! the training backward into the cross parameters.
 
-use cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
-
+use super::buffers::View;
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend, TablePtr};
 use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::Result;
@@ -17,7 +17,7 @@ pub(crate) struct CrossBiasParams {
     pub table_f16: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for CrossBiasParams {}
+unsafe impl KernelParam for CrossBiasParams {}
 
 /// Mirrors `CrossBiasDenseParams` in kernels/cross_bias.cu.
 #[repr(C)]
@@ -29,7 +29,7 @@ pub(crate) struct CrossBiasDenseParams {
     pub dim: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for CrossBiasDenseParams {}
+unsafe impl KernelParam for CrossBiasDenseParams {}
 
 /// Mirrors `CrossBiasBwdParams` in kernels/cross_bias.cu.
 #[repr(C)]
@@ -45,7 +45,7 @@ pub(crate) struct CrossBiasBwdParams {
     pub pad2: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for CrossBiasBwdParams {}
+unsafe impl KernelParam for CrossBiasBwdParams {}
 
 /// Launch `cross_bias_fwd` on device buffers: `rows` [n * J] (checked < table rows), `out` [n * h].
 pub(crate) fn launch_cross_bias(
@@ -54,8 +54,8 @@ pub(crate) fn launch_cross_bias(
     heads: usize,
     n: usize,
     n_cross: usize,
-    rows: &CudaView<u32>,
-    out: &CudaView<u32>,
+    rows: &View<u32>,
+    out: &View<u32>,
 ) -> Result<()> {
     if n == 0 || heads == 0 {
         return Ok(());
@@ -66,7 +66,7 @@ pub(crate) fn launch_cross_bias(
         n_cross: u32_of("n_cross", n_cross)?,
         table_f16: table.f16,
     };
-    let mut b = be.stream().launch_builder(be.f("cross_bias_fwd"));
+    let mut b = be.launcher("cross_bias_fwd");
     b.arg(&params).arg(&table.ptr).arg(rows).arg(out);
     // SAFETY: kernel (CrossBiasParams, const void* table [V, h], const u32* rows [n*J], float* out
     // [n*h]); every row id is < V (check::cross_bias / check::online), `out` has n*h words and
@@ -105,7 +105,7 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
     let w_d = be.htod("cross_bias_dense: upload w_c", w_c)?;
     let b_d = be.htod("cross_bias_dense: upload beta", beta)?;
     let out = be.output::<f32>("cross_bias_dense: alloc", total)?;
-    let mut b = be.stream().launch_builder(be.f("cross_bias_dense_fwd"));
+    let mut b = be.launcher("cross_bias_dense_fwd");
     b.arg(&params).arg(&e_d).arg(&w_d).arg(&b_d).arg(&out);
     // SAFETY: kernel (CrossBiasDenseParams, const float* e [n*J*C], const float* w_c [h*J*C],
     // const float* beta [h*J], float* out [n*h]); lengths checked by check::cross_bias_dense.
@@ -141,7 +141,7 @@ pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<Cr
     let (beta, w_vc) = (up("cross_bwd: upload beta", x.beta)?, up("cross_bwd: upload w_vc", x.w_vc)?);
     let offs = be.htod("cross_bwd: upload offsets", x.offsets)?;
     let out = be.output::<f32>("cross_bwd: alloc grads", total)?;
-    let mut b = be.stream().launch_builder(be.f("cross_bias_bwd"));
+    let mut b = be.launcher("cross_bias_bwd");
     b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs).arg(&out);
     // SAFETY: kernel (CrossBiasBwdParams, dcb [V*h], dcv [V*D], e [V*C], w_c [h*J*C], beta [h*J],
     // w_vc [J*C*D], offsets [J+1], out [V*C + h*J*C + h*J + J*C*D]); check::cross_tables_bwd

@@ -1,8 +1,10 @@
 //! Host side of `kernels/esu.cu` and the standalone `esu` op.
 
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
+use super::buffers::{Buf, View};
 use super::gsu_topk::{cand_req, pack_batch, view, BatchRanges};
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::backend::{OnlineBatch, OnlineTables, TopK};
 use crate::error::{Error, Result};
@@ -30,7 +32,7 @@ pub(crate) struct EsuParams {
     pub pad: u32,
 }
 // SAFETY: `#[repr(C)]` of 4-byte fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for EsuParams {}
+unsafe impl KernelParam for EsuParams {}
 
 pub(crate) fn smem_bytes(dim: usize, heads: usize, k: usize) -> usize {
     4 * (2 * dim + k * heads + k)
@@ -42,13 +44,13 @@ pub(crate) fn smem_bytes(dim: usize, heads: usize, k: usize) -> usize {
 pub(crate) fn launch(
     be: &CudaBackend,
     t: &OnlineTables,
-    buf: &CudaSlice<u32>,
+    buf: &Buf<u32>,
     br: &BatchRanges,
-    bias: &CudaView<u32>,
+    bias: &View<u32>,
     k: usize,
-    topk_idx: &CudaView<u32>,
-    topk_count: &CudaView<u32>,
-    out: &CudaView<u32>,
+    topk_idx: &View<u32>,
+    topk_count: &View<u32>,
+    out: &View<u32>,
 ) -> Result<()> {
     let n_cand = br.cands.len();
     if n_cand == 0 {
@@ -85,7 +87,7 @@ pub(crate) fn launch(
     let (seq_off, items, cross, creq, cands) =
         (view(buf, &br.seq_off), view(buf, &br.items), view(buf, &br.cross), view(buf, &br.cand_req), view(buf, &br.cands));
     let cfg = LaunchConfig { grid_dim: (p.n_cand, 1, 1), block_dim: (ESU_THREADS, 1, 1), shared_mem_bytes: smem as u32 };
-    let mut b = be.stream().launch_builder(be.f("esu_fwd"));
+    let mut b = be.launcher("esu_fwd");
     b.arg(&p)
         .arg(&q.ptr)
         .arg(&kt.ptr)

@@ -1,7 +1,6 @@
 //! Host side of `kernels/gather.cu`.
 
-use cudarc::driver::{DeviceRepr, PushKernelArg};
-
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::DeviceTable;
 use crate::error::Result;
@@ -14,7 +13,7 @@ pub(crate) struct GatherParams {
     pub cols: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for GatherParams {}
+unsafe impl KernelParam for GatherParams {}
 
 /// `ids` already checked against `table.rows` (check::gather).
 pub(crate) fn gather(be: &CudaBackend, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
@@ -28,7 +27,7 @@ pub(crate) fn gather(be: &CudaBackend, table: &DeviceTable, ids: &[u32]) -> Resu
     let ids_d = be.htod("gather: upload ids", ids)?;
     let out = be.output::<f32>("gather: alloc", total)?;
     let name = if tp.f16 == 1 { "gather_fwd_f16" } else { "gather_fwd_f32" };
-    let mut b = be.stream().launch_builder(be.f(name));
+    let mut b = be.launcher(name);
     b.arg(&params).arg(&tp.ptr).arg(&ids_d).arg(&out);
     // SAFETY: the kernel is (GatherParams, table*, const u32* ids, float* out): `tp.ptr` is the
     // table of `table.rows * cols` elements of the dtype named by `name`, `ids_d` holds `n` ids

@@ -2,8 +2,9 @@
 //! 64x64 output tile, every output element reduced over k by one thread in increasing order.
 //! Inputs are validated by `check::gemm` in the trait's provided method.
 
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::GemmKind;
 use crate::error::{Error, Result};
@@ -22,7 +23,7 @@ pub(crate) struct GemmParams {
     pub tiles_n: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for GemmParams {}
+unsafe impl KernelParam for GemmParams {}
 
 pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
     if m == 0 || n == 0 {
@@ -46,7 +47,7 @@ pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: us
     let bd = be.htod("gemm: upload b", b)?;
     let out = be.output::<f32>("gemm: alloc out", m * n)?;
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
-    let mut lb = be.stream().launch_builder(be.f(name));
+    let mut lb = be.launcher(name);
     lb.arg(&p).arg(&ad).arg(&bd).arg(&out);
     // SAFETY: kernel (GemmParams, a [m*k], b [k*n], out [m*n]) for every kind; check::gemm validated
     // both lengths (and m*k, k*n, m*n <= u32::MAX), m, n, k > 0 here; grid tiles_m*tiles_n blocks of

@@ -1,8 +1,10 @@
 //! Host side of `kernels/gsu_topk.cu`: the work plan (v1 score-row offsets, v2 tiles × chunks),
 //! the launches, and the standalone `gsu_topk` op.
 
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
+use super::buffers::{Buf, View};
+use super::launch::KernelParam;
 use super::{device_err, push_u64, u32_of, CudaBackend, GsuVersion, Packer};
 use crate::backend::{OnlineBatch, OnlineTables, TopK};
 use crate::error::{Error, Result};
@@ -31,7 +33,7 @@ pub(crate) struct GsuScoreParams {
     pub scale: f32,
 }
 // SAFETY: `#[repr(C)]` of 4-byte fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for GsuScoreParams {}
+unsafe impl KernelParam for GsuScoreParams {}
 
 /// Mirrors `GsuSelectParams`.
 #[repr(C)]
@@ -41,7 +43,7 @@ pub(crate) struct GsuSelectParams {
     pub k: u32,
 }
 // SAFETY: as above.
-unsafe impl DeviceRepr for GsuSelectParams {}
+unsafe impl KernelParam for GsuSelectParams {}
 
 /// Mirrors `GsuV2Params`.
 #[repr(C)]
@@ -55,7 +57,7 @@ pub(crate) struct GsuV2Params {
     pub scale: f32,
 }
 // SAFETY: as above.
-unsafe impl DeviceRepr for GsuV2Params {}
+unsafe impl KernelParam for GsuV2Params {}
 
 /// Dynamic shared memory of `gsu_topk_fwd_v2_*` (layout in the kernel).
 pub(crate) fn v2_smem_bytes(dim: usize, k: usize) -> usize {
@@ -198,7 +200,7 @@ pub(crate) fn pack_plan(pk: &mut Packer, p: &GsuPlan) -> PlanRanges {
 
 /// A view of `len` words at `r.start` (at least one word, so empty sections still give a valid
 /// pointer; kernels never read an empty section).
-pub(crate) fn view<'a>(buf: &'a CudaSlice<u32>, r: &std::ops::Range<usize>) -> CudaView<'a, u32> {
+pub(crate) fn view<'a>(buf: &'a Buf<u32>, r: &std::ops::Range<usize>) -> View<'a, u32> {
     let end = if r.end > r.start { r.end } else { (r.start + 1).min(buf.len()) };
     let start = r.start.min(end.saturating_sub(1));
     buf.slice(start..end)
@@ -207,10 +209,10 @@ pub(crate) fn view<'a>(buf: &'a CudaSlice<u32>, r: &std::ops::Range<usize>) -> C
 /// Outputs of the GSU, as views into caller buffers: idx [ΣB*K], score [ΣB*K] (f32 bits),
 /// count [ΣB], flag [1] (set to 1 by a NaN score; zeroed by the caller).
 pub(crate) struct GsuOut<'a> {
-    pub idx: CudaView<'a, u32>,
-    pub score: CudaView<'a, u32>,
-    pub count: CudaView<'a, u32>,
-    pub flag: CudaView<'a, u32>,
+    pub idx: View<'a, u32>,
+    pub score: View<'a, u32>,
+    pub count: View<'a, u32>,
+    pub flag: View<'a, u32>,
 }
 
 /// Run the planned GSU. `buf` holds the packed batch and plan; `bias` is [ΣL, h] f32.
@@ -218,10 +220,10 @@ pub(crate) fn launch(
     be: &CudaBackend,
     t: &OnlineTables,
     p: &GsuPlan,
-    buf: &CudaSlice<u32>,
+    buf: &Buf<u32>,
     br: &BatchRanges,
     pr: &PlanRanges,
-    bias: &CudaView<u32>,
+    bias: &View<u32>,
     out: &GsuOut,
 ) -> Result<()> {
     let n_cand = br.cands.len();
@@ -251,7 +253,7 @@ pub(crate) fn launch(
             let gy = p.max_l.div_ceil(256).clamp(1, 65535) as u32;
             let cfg = LaunchConfig { grid_dim: (n_cand32, gy, 1), block_dim: (256, 1, 1), shared_mem_bytes: u32_of("D", 4 * dim)? };
             be.allow_smem("gsu_topk_fwd_v1_score", cfg.shared_mem_bytes)?;
-            let mut b = be.stream().launch_builder(be.f("gsu_topk_fwd_v1_score"));
+            let mut b = be.launcher("gsu_topk_fwd_v1_score");
             b.arg(&sp)
                 .arg(&q.ptr)
                 .arg(&kt.ptr)
@@ -269,7 +271,7 @@ pub(crate) fn launch(
             // row write stays inside `scores`; dyn smem = 4*D for q.
             unsafe { b.launch(cfg) }.map_err(device_err("gsu v1 score launch"))?;
             let cfg = LaunchConfig { grid_dim: (n_cand32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            let mut b = be.stream().launch_builder(be.f("gsu_topk_fwd_v1_select"));
+            let mut b = be.launcher("gsu_topk_fwd_v1_select");
             b.arg(&sel).arg(&seq_off).arg(&cand_req).arg(&score_off).arg(&scores).arg(&out.idx).arg(&out.score).arg(&out.count);
             // SAFETY: kernel (GsuSelectParams, seq_off, cand_req, score_off, scores, idx [ΣB*K],
             // score [ΣB*K], count [ΣB]); K ≤ 256 = blockDim (check::online); writes rows c only.
@@ -296,7 +298,7 @@ pub(crate) fn launch(
                 shared_mem_bytes: u32_of("gsu v2 shared memory", p.smem)?,
             };
             be.allow_smem(name, cfg.shared_mem_bytes)?;
-            let mut b = be.stream().launch_builder(be.f(name));
+            let mut b = be.launcher(name);
             b.arg(&vp).arg(&q.ptr).arg(&kt.ptr).arg(&items).arg(&cands).arg(bias).arg(&work).arg(&partial).arg(&out.flag);
             // SAFETY: kernel (GsuV2Params, P_Q, P_K (dtype = name), items, cands, bias [ΣL*h],
             // work [n_work*10], partial [partial_len] u64, flag); work items come from `plan`
@@ -305,7 +307,7 @@ pub(crate) fn launch(
             // dyn smem = v2_smem_bytes(D, K) ≤ the device's opt-in limit (else v1 was planned).
             unsafe { b.launch(cfg) }.map_err(device_err("gsu v2 launch"))?;
             let cfg = LaunchConfig { grid_dim: (n_cand32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            let mut b = be.stream().launch_builder(be.f("gsu_topk_fwd_v2_merge"));
+            let mut b = be.launcher("gsu_topk_fwd_v2_merge");
             b.arg(&sel)
                 .arg(&seq_off)
                 .arg(&cand_off)

@@ -2,8 +2,10 @@
 //! Lloyd loop (points, centroids and assignments stay on the device; per iteration only the
 //! `[P]` changed-flags come back).
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
+use super::buffers::Buf;
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
@@ -18,14 +20,14 @@ pub(crate) struct KmeansParams {
     pub total_k: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for KmeansParams {}
+unsafe impl KernelParam for KmeansParams {}
 
 /// The batch on the device.
 struct DevProblems {
     p: KmeansParams,
-    points: CudaSlice<f32>,
-    offsets: CudaSlice<u32>,
-    coffs: CudaSlice<u32>,
+    points: Buf<f32>,
+    offsets: Buf<u32>,
+    coffs: Buf<u32>,
 }
 
 fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
@@ -44,12 +46,12 @@ fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
     })
 }
 
-fn launch_assign(be: &CudaBackend, d: &DevProblems, centroids: &CudaSlice<f32>, assign: &CudaSlice<u32>) -> Result<()> {
+fn launch_assign(be: &CudaBackend, d: &DevProblems, centroids: &Buf<f32>, assign: &Buf<u32>) -> Result<()> {
     if d.p.n_points == 0 {
         return Ok(());
     }
     let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let mut b = be.stream().launch_builder(be.f("kmeans_assign_fwd"));
+    let mut b = be.launcher("kmeans_assign_fwd");
     b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign);
     // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], centroids
     // [Σk*dim], assign [N]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending at N,
@@ -58,13 +60,13 @@ fn launch_assign(be: &CudaBackend, d: &DevProblems, centroids: &CudaSlice<f32>, 
     Ok(())
 }
 
-fn launch_update(be: &CudaBackend, d: &DevProblems, assign: &CudaSlice<u32>, centroids: &CudaSlice<f32>) -> Result<()> {
+fn launch_update(be: &CudaBackend, d: &DevProblems, assign: &Buf<u32>, centroids: &Buf<f32>) -> Result<()> {
     if d.p.total_k == 0 {
         return Ok(());
     }
     let threads = (d.p.dim.div_ceil(32) * 32).clamp(32, 256);
     let cfg = LaunchConfig { grid_dim: (d.p.total_k, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
-    let mut b = be.stream().launch_builder(be.f("kmeans_update_fwd"));
+    let mut b = be.launcher("kmeans_update_fwd");
     b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(centroids);
     // SAFETY: kernel (KmeansParams, points, offsets, coffs, assign [N] (each < k of its problem,
     // check::assignments or produced by kmeans_assign_fwd), centroids [Σk*dim] updated in place);
@@ -112,7 +114,7 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
     let c = be.htod("kmeans: upload centroids", &centroids)?;
     let mut cur = be.output::<u32>("kmeans: alloc assign", n)?;
     let mut next = be.output::<u32>("kmeans: alloc assign", n)?;
-    let mut changed = be.zeros::<u32>("kmeans: alloc flags", n_prob)?;
+    let changed = be.zeros::<u32>("kmeans: alloc flags", n_prob)?;
     launch_assign(be, &d, &c, &cur)?;
     let mut iterations = vec![0u32; n_prob];
     let mut active = vec![true; n_prob];
@@ -122,9 +124,9 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
         }
         launch_update(be, &d, &cur, &c)?;
         launch_assign(be, &d, &c, &next)?;
-        be.stream().memset_zeros(&mut changed).map_err(device_err("kmeans: clear flags"))?;
+        be.memset_zeros("kmeans: clear flags", &changed.slice(..))?;
         let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let mut b = be.stream().launch_builder(be.f("kmeans_changed_fwd"));
+        let mut b = be.launcher("kmeans_changed_fwd");
         b.arg(&d.p).arg(&d.offsets).arg(&cur).arg(&next).arg(&changed);
         // SAFETY: kernel (KmeansParams, offsets [P+1], old [N], new [N], changed [P]); one
         // thread per point, writes only changed[its problem] (< P).

@@ -1,7 +1,7 @@
 //! Host side of `kernels/log_size_bias.cu`.
 
-use cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
-
+use super::buffers::View;
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::error::Result;
 
@@ -13,22 +13,22 @@ pub(crate) struct LogSizeBiasParams {
     pub heads: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for LogSizeBiasParams {}
+unsafe impl KernelParam for LogSizeBiasParams {}
 
 /// Launch `log_size_bias_fwd`: `bias`, `out` [n * h] f32 (may be the same buffer), `sizes` [n].
 pub(crate) fn launch_log_size_bias(
     be: &CudaBackend,
     n: usize,
     heads: usize,
-    bias: &CudaView<u32>,
-    sizes: &CudaView<u32>,
-    out: &CudaView<u32>,
+    bias: &View<u32>,
+    sizes: &View<u32>,
+    out: &View<u32>,
 ) -> Result<()> {
     if n == 0 || heads == 0 {
         return Ok(());
     }
     let params = LogSizeBiasParams { n: u32_of("behaviours", n)?, heads: u32_of("heads", heads)? };
-    let mut b = be.stream().launch_builder(be.f("log_size_bias_fwd"));
+    let mut b = be.launcher("log_size_bias_fwd");
     b.arg(&params).arg(bias).arg(sizes).arg(out);
     // SAFETY: kernel (LogSizeBiasParams, const float* bias [n*h], const float* sizes [n], float*
     // out [n*h]); the views hold those lengths (f32 bits in u32 words); `out` may alias `bias`,

@@ -1,8 +1,6 @@
 //! What the card can do, measured or read from its attributes: the floors of `twin bench`.
 
-use cudarc::driver::sys::CUdevice_attribute;
-
-use super::{device_err, CudaBackend};
+use super::CudaBackend;
 use crate::backend::Backend;
 use crate::error::Result;
 
@@ -12,11 +10,11 @@ impl CudaBackend {
     pub fn copy_bandwidth(&self, bytes: usize, reps: u32) -> Result<f64> {
         let n = (bytes / 4).max(1);
         let src = self.zeros::<u32>("bandwidth: alloc", n)?;
-        let mut dst = self.zeros::<u32>("bandwidth: alloc", n)?;
-        self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: warm-up copy"))?;
+        let dst = self.zeros::<u32>("bandwidth: alloc", n)?;
+        self.dtod("bandwidth: warm-up copy", &src, &dst)?;
         let ms = self.time_ms(&mut || {
             for _ in 0..reps {
-                self.stream.memcpy_dtod(&src, &mut dst).map_err(device_err("bandwidth: copy"))?;
+                self.dtod("bandwidth: copy", &src, &dst)?;
             }
             Ok(())
         })?;
@@ -27,7 +25,7 @@ impl CudaBackend {
     /// the boost clock: 128 f32 lanes per SM; 4096 f16 flop/clock/SM on sm_90 (dense), 2048 on
     /// sm_80, and the f32 rate where tensor cores are unknown. Nominal peaks, not measurements.
     pub fn peak_flops(&self) -> Result<(f64, f64)> {
-        let khz = self.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).map_err(device_err("device attribute"))? as f64;
+        let khz = self.clock_khz as f64;
         let per_sm_clock = self.sm_count as f64 * khz * 1e3;
         let f32_peak = per_sm_clock * 256.0;
         let f16_peak = match self.arch.as_str() {

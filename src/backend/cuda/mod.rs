@@ -22,11 +22,13 @@ mod attn;
 mod bce;
 mod buffers;
 mod cross_bias;
+mod device;
 mod esu;
 mod gather;
 mod gemm;
 mod gsu_topk;
 mod kmeans;
+mod launch;
 mod log_size_bias;
 mod measure;
 mod online;
@@ -37,10 +39,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig};
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, LaunchConfig};
+
+use buffers::Buf;
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use device::{Device, DriverDevice};
 use half::f16;
+use launch::Launch;
 
 use super::{
     check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
@@ -115,7 +121,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
 
 const BACKEND: &str = "cuda";
 
-pub(crate) fn device_err(op: &'static str) -> impl Fn(DriverError) -> Error {
+pub(crate) fn device_err<E: std::fmt::Debug>(op: &'static str) -> impl Fn(E) -> Error {
     move |e| Error::Device { backend: BACKEND, op, message: format!("{e:?}") }
 }
 
@@ -225,9 +231,9 @@ pub enum GsuVersion {
 }
 
 /// A table resident on the device.
-pub enum CudaTable {
-    F32(CudaSlice<f32>),
-    F16(CudaSlice<f16>),
+pub(crate) enum CudaTable {
+    F32(Buf<f32>),
+    F16(Buf<f16>),
 }
 
 /// Device address of a table plus its dtype flag, as the kernels take them.
@@ -237,28 +243,16 @@ pub(crate) struct TablePtr {
     pub f16: u32,
 }
 
-struct Kernels {
-    map: HashMap<&'static str, CudaFunction>,
-}
-
-impl Kernels {
-    fn get(&self, name: &'static str) -> &CudaFunction {
-        // Every name used by the backend is listed in KERNEL_SOURCES and was loaded at `new`.
-        &self.map[name]
-    }
-}
-
 pub struct CudaBackend {
     id: u64,
-    // Kept so the context outlives every slice and module of this backend.
-    #[allow(dead_code)]
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    /// The driver (or the emulator) every op runs over.
+    dev: Arc<dyn Device>,
     desc: String,
     arch: String,
     sm_count: u32,
     smem_optin: u32,
-    kernels: Kernels,
+    /// Boost clock in kHz (the nominal peaks of `twin bench`).
+    clock_khz: u32,
     gsu_version: AtomicU8,
     /// Fill every output buffer with 0xFF bytes (NaN / u32::MAX) before its kernel runs, so an
     /// element a kernel forgets to write reads back as NaN, not as a plausible 0.
@@ -316,6 +310,7 @@ impl CudaBackend {
         let smem_optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(device_err("device attribute"))? as u32;
+        let clock_khz = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).map_err(device_err("device attribute"))? as u32;
         let mut map = HashMap::new();
         for src in KERNEL_SOURCES {
             let ptx = compile_kernel(src, &arch)?;
@@ -324,23 +319,28 @@ impl CudaBackend {
                 map.insert(f, module.load_function(f).map_err(device_err("load function"))?);
             }
         }
+        let dev = Arc::new(DriverDevice { ctx, stream, functions: map });
+        Ok(Self::over(dev, format!("cuda device {ordinal}: {name} ({arch}, {sm_count} SMs)"), arch, sm_count, smem_optin, clock_khz))
+    }
+
+    /// The backend over `dev`, with the device's geometry (the planners size launches by it).
+    fn over(dev: Arc<dyn Device>, desc: String, arch: String, sm_count: u32, smem_optin: u32, clock_khz: u32) -> Self {
         let gsu = match std::env::var("TWIN_CUDA_GSU").ok().as_deref() {
             Some("v1") | Some("1") => GsuVersion::V1,
             _ => GsuVersion::V2,
         };
-        Ok(CudaBackend {
+        CudaBackend {
             id: super::next_device_id(),
-            desc: format!("cuda device {ordinal}: {name} ({arch}, {sm_count} SMs)"),
-            ctx,
-            stream,
+            dev,
+            desc,
             arch,
             sm_count,
             smem_optin,
-            kernels: Kernels { map },
+            clock_khz,
             gsu_version: AtomicU8::new(gsu as u8),
             poison: AtomicBool::new(poison_default()),
             copies: TransferCounter::default(),
-        })
+        }
     }
 
     /// Architecture the kernels were compiled for ("sm_90").
@@ -369,12 +369,9 @@ impl CudaBackend {
         self.poison.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn f(&self, name: &'static str) -> &CudaFunction {
-        self.kernels.get(name)
-    }
-
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// Describe a launch of `kernel` (an entry point listed in `KERNEL_SOURCES`).
+    pub(crate) fn launcher(&self, kernel: &'static str) -> Launch<'_> {
+        Launch::new(self, kernel)
     }
 
     pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a CudaTable> {
@@ -383,11 +380,10 @@ impl CudaBackend {
 
     pub(crate) fn table_ptr(&self, t: &DeviceTable) -> Result<TablePtr> {
         let tab = self.table(t)?;
-        // Event tracking is off (see `open`), so the guards are no-ops; the table's memory stays
-        // alive as long as the caller holds `t`.
+        // The table's memory stays alive as long as the caller holds `t`.
         Ok(match tab {
-            CudaTable::F32(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 0 },
-            CudaTable::F16(s) => TablePtr { ptr: s.device_ptr(&self.stream).0, f16: 1 },
+            CudaTable::F32(s) => TablePtr { ptr: s.addr(), f16: 0 },
+            CudaTable::F16(s) => TablePtr { ptr: s.addr(), f16: 1 },
         })
     }
 
@@ -408,9 +404,7 @@ impl CudaBackend {
     /// Allow `bytes` of dynamic shared memory for `name` (needed above 48 KiB).
     pub(crate) fn allow_smem(&self, name: &'static str, bytes: u32) -> Result<()> {
         if bytes > 48 * 1024 {
-            self.f(name)
-                .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-                .map_err(device_err("set max dynamic shared memory"))?;
+            self.dev.set_max_dynamic_smem(name, bytes).map_err(device_err("set max dynamic shared memory"))?;
         }
         Ok(())
     }
@@ -469,19 +463,15 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(device_err("synchronize"))
+        self.dev.synchronize().map_err(device_err("synchronize"))
     }
 
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
-        let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.stream.record_event(timed).map_err(device_err("record start event"))?;
-        f()?;
-        let end = self.stream.record_event(timed).map_err(device_err("record end event"))?;
-        Ok(start.elapsed_ms(&end).map_err(device_err("event elapsed time"))? as f64)
+        self.dev.time_ms(f)
     }
 
     fn clock(&self) -> &'static str {
-        "CUDA events on the backend's stream"
+        self.dev.clock()
     }
 
     fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {

@@ -1,8 +1,7 @@
 //! Host side of `kernels/segment_sum.cu`: deterministic scatter-add, one thread per output
 //! element adding its segment's source rows in list order (bit-identical to the CPU).
 
-use cudarc::driver::{DeviceRepr, PushKernelArg};
-
+use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
 use crate::error::Result;
 
@@ -16,7 +15,7 @@ pub(crate) struct SegmentSumParams {
     pub pad1: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
-unsafe impl DeviceRepr for SegmentSumParams {}
+unsafe impl KernelParam for SegmentSumParams {}
 
 pub(crate) fn segment_sum(be: &CudaBackend, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
     let s_n = seg_offsets.len() - 1;
@@ -29,7 +28,7 @@ pub(crate) fn segment_sum(be: &CudaBackend, src: &[f32], width: usize, perm: &[u
     let pd = be.htod("segment_sum: upload perm", perm)?;
     let od = be.htod("segment_sum: upload seg_offsets", seg_offsets)?;
     let out = be.output::<f32>("segment_sum: alloc", total)?;
-    let mut b = be.stream().launch_builder(be.f("segment_sum_fwd"));
+    let mut b = be.launcher("segment_sum_fwd");
     b.arg(&p).arg(&sd).arg(&pd).arg(&od).arg(&out);
     // SAFETY: kernel (SegmentSumParams, src [N*W], perm [M], seg_offsets [S+1], out [S*W]);
     // check::segment_sum validated perm < N, the offsets (0 .. M, non-decreasing) and the sizes;

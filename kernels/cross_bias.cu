@@ -58,9 +58,13 @@ struct CrossBiasBwdParams {
 };
 
 __device__ __forceinline__ float f16_to_f32(unsigned short h) {
+#ifdef TWIN_CUDA_EMU
+    return emu::half_bits_to_float(h);  // exact binary16 -> binary32 (emu/cuda_emu.h)
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(256)

@@ -7,6 +7,8 @@ pub mod bench;
 pub mod capi;
 pub mod cluster;
 pub mod data;
+#[cfg(feature = "cuda-emu")]
+pub mod emu;
 pub mod error;
 pub mod features;
 pub mod fileio;

@@ -1,0 +1,274 @@
+// cuda_emu.h — the subset of CUDA C++ that kernels/*.cu use, for compiling them as host C++17
+// (g++ -x c++ -include emu/cuda_emu.h -DTWIN_CUDA_EMU -ffp-contract=off). The kernels then run
+// on the CPU under emu/runtime.cpp: each block's threads are fibers on one OS thread, switched
+// only at synchronisation points, in an order drawn from the launch seed. See emu/README.md for
+// what this can and cannot tell about the hardware.
+#pragma once
+
+#ifndef TWIN_CUDA_EMU
+#define TWIN_CUDA_EMU 1
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <math.h>
+
+// ---------------------------------------------------------------- qualifiers
+// Kernels are compiled one file per translation unit, each wrapped in its own namespace by the
+// generated wrapper (build.rs), so same-named helpers in several files never collide; a plain
+// `inline` is therefore enough (a `static` here would break `__device__` member functions).
+#define __host__
+#define __device__
+#define __forceinline__ inline __attribute__((always_inline))
+// Entry points keep the C name the registry looks up, but stay out of any exported symbol set.
+#define __global__ __attribute__((visibility("hidden")))
+#define __launch_bounds__(...)
+// __restrict__ is a GNU C++ keyword already.
+#define __align__(n) __attribute__((aligned(n)))
+// Shared memory: one block runs at a time on one OS thread, so storage that is static per OS
+// thread is exactly "one copy per block, seen by all its threads". `thread_local` is the one
+// storage class that is implicitly static at block scope and also combines with `extern` (the
+// dynamic `extern __shared__ T name[]`, defined per file by the generated wrapper).
+#define __shared__ thread_local
+#define __constant__ const
+
+// ---------------------------------------------------------------- built-in types
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct __attribute__((aligned(8))) uint2 {
+    unsigned int x, y;
+};
+struct __attribute__((aligned(16))) uint4 {
+    unsigned int x, y, z, w;
+};
+struct __attribute__((aligned(8))) int2 {
+    int x, y;
+};
+struct __attribute__((aligned(16))) int4 {
+    int x, y, z, w;
+};
+struct __attribute__((aligned(8))) float2 {
+    float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
+inline uint2 make_uint2(unsigned int x, unsigned int y) { return uint2{x, y}; }
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) { return uint4{x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return int2{x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+// Per-fiber built-in variables: the scheduler rewrites them before it resumes a fiber. Every
+// read in a kernel follows an opaque call into the runtime at each switch point, so the compiler
+// cannot keep a stale copy across one. `__thread` (not thread_local): no TLS init wrappers.
+extern __thread uint3 threadIdx;
+extern __thread uint3 blockIdx;
+extern __thread dim3 blockDim;
+extern __thread dim3 gridDim;
+static constexpr int warpSize = 32;
+
+// ---------------------------------------------------------------- runtime hooks (emu/runtime.cpp)
+namespace emu {
+void syncthreads(const char* file, int line);
+void syncwarp(unsigned mask);
+// mode: 0 idx, 1 up, 2 down, 3 xor (bfly); returns the source lane's 8-byte slot.
+uint64_t shfl(unsigned mask, uint64_t v, int mode, int arg, int width);
+unsigned ballot(unsigned mask, int pred);
+[[noreturn]] void trap(const char* what);
+// First touch in a block of a static __shared__ variable: fills it with the garbage pattern.
+void shared_touch(void* p, size_t bytes);
+
+template <typename T>
+inline uint64_t to_slot(T v) {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8, "warp shuffles move 4- or 8-byte values");
+    uint64_t s = 0;
+    std::memcpy(&s, &v, sizeof(T));
+    return s;
+}
+template <typename T>
+inline T from_slot(uint64_t s) {
+    T v;
+    std::memcpy(&v, &s, sizeof(T));
+    return v;
+}
+
+// Exact IEEE binary16 -> binary32 (every f16 is representable in f32): subnormals normalised,
+// inf kept, NaN payload kept with the quiet bit set (as x86 F16C and the `half` crate do).
+inline float half_bits_to_float(unsigned short h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1fu) {
+        bits = sign | 0x7f800000u | (man << 13) | (man ? 0x00400000u : 0u);
+    } else if (exp != 0u) {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (man == 0u) {
+        bits = sign;
+    } else {  // subnormal: value man * 2^-24; normalise the mantissa
+        int e = 113;  // biased f32 exponent of 2^-14, the subnormal scale
+        while ((man & 0x400u) == 0u) {
+            man <<= 1;
+            --e;
+        }
+        bits = sign | ((uint32_t)e << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+}  // namespace emu
+
+// Static shared declarations, as rewritten by build.rs, register themselves through this.
+#define EMU_SHARED_TOUCH(x) ::emu::shared_touch((void*)&(x), sizeof(x))
+
+// ---------------------------------------------------------------- synchronisation and warps
+#define __syncthreads() ::emu::syncthreads(__FILE__, __LINE__)
+inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::syncwarp(mask); }
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src, int width = warpSize) {
+    return emu::from_slot<T>(emu::shfl(mask, emu::to_slot(v), 0, src, width));
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+    return emu::from_slot<T>(emu::shfl(mask, emu::to_slot(v), 1, (int)delta, width));
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize) {
+    return emu::from_slot<T>(emu::shfl(mask, emu::to_slot(v), 2, (int)delta, width));
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
+    return emu::from_slot<T>(emu::shfl(mask, emu::to_slot(v), 3, lane_mask, width));
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) { return emu::ballot(mask, pred); }
+inline int __any_sync(unsigned mask, int pred) { return emu::ballot(mask, pred) != 0u; }
+inline int __all_sync(unsigned mask, int pred) { return emu::ballot(mask, pred) == mask; }
+inline void __trap() { emu::trap("__trap() called"); }
+
+// ---------------------------------------------------------------- integer intrinsics
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+inline unsigned __brev(unsigned x) {
+    x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
+    x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
+    x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
+    x = ((x >> 8) & 0x00ff00ffu) | ((x & 0x00ff00ffu) << 8);
+    return (x >> 16) | (x << 16);
+}
+
+// ---------------------------------------------------------------- atomics
+// Fibers of a block never run at the same time and blocks run one after another, so a plain
+// read-modify-write is atomic here; the order of atomics between two barriers still varies with
+// the seed (it is the fibers' order).
+namespace emu {
+template <typename T>
+struct same_type {
+    using type = T;
+};
+}  // namespace emu
+// The value parameter does not take part in deduction: atomicAdd(&u32_var, 1) picks T = u32.
+#define EMU_ARG(T) typename ::emu::same_type<T>::type
+template <typename T>
+inline T atomicAdd(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T>
+inline T atomicSub(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old - v;
+    return old;
+}
+template <typename T>
+inline T atomicExch(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = v;
+    return old;
+}
+template <typename T>
+inline T atomicMax(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old < v ? v : old;
+    return old;
+}
+template <typename T>
+inline T atomicMin(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = v < old ? v : old;
+    return old;
+}
+template <typename T>
+inline T atomicCAS(T* p, EMU_ARG(T) cmp, EMU_ARG(T) v) {
+    const T old = *p;
+    if (old == cmp) *p = v;
+    return old;
+}
+inline unsigned atomicInc(unsigned* p, unsigned lim) {
+    const unsigned old = *p;
+    *p = (old >= lim) ? 0u : old + 1u;
+    return old;
+}
+
+// ---------------------------------------------------------------- float intrinsics
+// The _rn forms are single IEEE operations; the build uses -ffp-contract=off so nothing fuses.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline float __frcp_rn(float a) { return 1.0f / a; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+// Fast-math intrinsics: the host's accurate functions (the GPU's approximations differ).
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+inline int __float_as_int(float f) {
+    int i;
+    std::memcpy(&i, &f, 4);
+    return i;
+}
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+inline double __longlong_as_double(long long i) {
+    double d;
+    std::memcpy(&d, &i, 8);
+    return d;
+}
+inline long long __double_as_longlong(double d) {
+    long long i;
+    std::memcpy(&i, &d, 8);
+    return i;
+}

@@ -28,6 +28,9 @@ pub fn variants() -> Vec<Under> {
     if wanted("cuda") {
         cuda_variants(&mut v);
     }
+    if named("cuda-emu") {
+        emulated_variants(&mut v);
+    }
     #[cfg(feature = "wgpu")]
     match backend::open(backend::BackendChoice::Wgpu) {
         Ok(_) if !wanted("wgpu") => {}
@@ -73,8 +76,9 @@ pub fn cuda_missing(what: &str, why: &str) {
     eprintln!("parity: cuda skipped ({what}): {why}");
 }
 
-/// `TWIN_PARITY_ONLY=cuda|wgpu` limits the GPU backends under test (the kit runs the CUDA
-/// variants alone under compute-sanitizer); unset, every backend present is tested.
+/// `TWIN_PARITY_ONLY=cuda|wgpu|cuda-emu` (comma separated) limits the GPU backends under test
+/// (the kit runs the CUDA variants alone under compute-sanitizer); unset, every GPU backend
+/// present is tested.
 pub fn wanted(kind: &str) -> bool {
     match std::env::var("TWIN_PARITY_ONLY") {
         Ok(only) if !only.is_empty() => only.split(',').any(|k| k.trim() == kind),
@@ -82,10 +86,21 @@ pub fn wanted(kind: &str) -> bool {
     }
 }
 
-/// `TWIN_PARITY_SMALL=1` drops the long shapes (L or N above 5,000) for slow runs such as
-/// compute-sanitizer; every other shape, off the block sizes, stays.
+/// The emulated CUDA backend is tested only when `TWIN_PARITY_ONLY` names `cuda-emu`: it runs
+/// at small shapes in a run of its own (CI: `TWIN_PARITY_ONLY=cuda-emu TWIN_PARITY_SMALL=1`).
+pub fn named(kind: &str) -> bool {
+    std::env::var("TWIN_PARITY_ONLY").is_ok_and(|only| only.split(',').any(|k| k.trim() == kind))
+}
+
+/// `TWIN_PARITY_SMALL=1`: the slow runs (compute-sanitizer, the CUDA emulator) use small
+/// shapes, still off the block sizes.
+pub fn small() -> bool {
+    std::env::var("TWIN_PARITY_SMALL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Under [`small`], lengths above 5,000 (L or N) are dropped.
 pub fn keep_len(n: usize) -> bool {
-    n <= 5000 || !std::env::var("TWIN_PARITY_SMALL").is_ok_and(|v| !v.is_empty() && v != "0")
+    n <= 5000 || !small()
 }
 
 /// The CUDA backend twice: as opened (fused GSU v2) and forced onto GSU v1, both with their
@@ -110,6 +125,28 @@ fn cuda_variants(v: &mut Vec<Under>) {
         let _ = &v;
         cuda_missing("every op", "this test binary was built without the `cuda` feature");
     }
+}
+
+/// With feature `cuda-emu`: the CUDA backend's own host code over the CPU emulator, GSU v2 and
+/// v1, outputs poisoned, each with its own thread-schedule seed (`TWIN_EMU_SEED` moves both).
+/// Runs on every machine, beside a real GPU where there is one. Without the feature, asking for
+/// it is a failure, not a silent skip.
+fn emulated_variants(v: &mut Vec<Under>) {
+    #[cfg(feature = "cuda-emu")]
+    {
+        use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+        let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        for (i, (label, version)) in
+            [("cuda-emu (gsu v2, fused)", GsuVersion::V2), ("cuda-emu (gsu v1)", GsuVersion::V1)].into_iter().enumerate()
+        {
+            let b = CudaBackend::emulated(base + i as u64).expect("the CUDA emulator is built in with feature cuda-emu");
+            b.set_gsu_version(version);
+            b.set_poison_outputs(true);
+            v.push(Under { label: label.into(), be: Arc::new(b) });
+        }
+    }
+    #[cfg(not(feature = "cuda-emu"))]
+    panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature ({} variants)", v.len());
 }
 
 /// wgpu with a tiny storage-binding cap, so tables and batches are split (ops that split).

@@ -14,11 +14,13 @@ pub const ATOL: f32 = 2e-4;
 pub const RTOL: f32 = 2e-5;
 
 /// Shapes: L = 1, 97, 100, 101, 1025 with B = 1, 3, 512 (ragged, many users in one call, one
-/// user without candidates), and L = 100_003 with B ≤ 3.
+/// user without candidates), and L = 100_003 with B ≤ 3. Under `TWIN_PARITY_SMALL` the wide
+/// batch has B = 65 (one candidate tile of 64 and one more) and the long one is dropped.
 pub fn batches() -> Vec<(&'static str, Vec<(usize, usize)>)> {
+    let wide = if small() { ("B=65", vec![(1025, 65), (101, 65), (1, 65)]) } else { ("B=512", vec![(1025, 512), (101, 512), (1, 512)]) };
     vec![
         ("small", vec![(1, 1), (97, 3), (100, 1), (101, 3), (1025, 3), (1, 3), (100, 0), (97, 1), (101, 1)]),
-        ("B=512", vec![(1025, 512), (101, 512), (1, 512)]),
+        wide,
         ("L=100003", vec![(100_003, 3), (100_003, 1)]),
     ]
 }

@@ -1,7 +1,7 @@
 //! Training through a GPU backend's kernels (attention forward/backward and the deterministic
 //! scatter-adds) follows the CPU reference's loss curve for 100 steps, and is the same run to run.
 
-use crate::common::variants;
+use crate::common::{small, variants};
 use twin_engine::data::{generate, SynthConfig};
 use twin_engine::model::{Model, ModelConfig};
 use twin_engine::train::optim::{OptimConfig, Optimizer};
@@ -9,6 +9,15 @@ use twin_engine::train::step::{self, BackendOps, CpuOps, Ops, Weights};
 use twin_engine::train::{Examples, Split, Variant};
 
 const STEPS: usize = 100;
+
+/// 100 steps, or 20 under `TWIN_PARITY_SMALL` (the emulated CUDA run).
+fn steps() -> usize {
+    if small() {
+        20
+    } else {
+        STEPS
+    }
+}
 /// Loss-curve tolerance: f32 rounding differs between kernels and compounds through 100 Adam
 /// steps; anything larger means a wrong gradient (a 1% gradient error moves it by ~1e-2).
 const LOSS_ATOL: f64 = 2e-3;
@@ -20,8 +29,8 @@ fn run(
 ) -> (Vec<f64>, Model) {
     let mut m = model.clone();
     let mut opt = Optimizer::new(&m, OptimConfig { lr: 3e-3, ..OptimConfig::default() });
-    let mut losses = Vec::with_capacity(STEPS);
-    for i in 0..STEPS {
+    let mut losses = Vec::with_capacity(steps());
+    for i in 0..steps() {
         let out = ops(&m, &batches[i % batches.len()]);
         losses.push(out.loss);
         opt.update(&mut m, &out.grads.unwrap()).unwrap();
@@ -55,7 +64,7 @@ fn loss_curve_follows_cpu_for_100_steps() {
         let ex = Examples::new(&ds, v, None, 10_000, 50).unwrap();
         let batches: Vec<_> = split.train.chunks(32).map(|c| ex.batch(c).unwrap()).collect();
         let (want, want_m) = run(&with(&CpuOps, v), &model, &batches);
-        assert!(want[STEPS - 10..].iter().sum::<f64>() < want[..10].iter().sum::<f64>(), "the CPU run must learn");
+        assert!(want[steps() - 10..].iter().sum::<f64>() < want[..10].iter().sum::<f64>(), "the CPU run must learn");
         let unders = variants();
         if unders.is_empty() {
             eprintln!("parity train: no GPU backend compiled in or present; nothing to compare");
@@ -68,14 +77,15 @@ fn loss_curve_follows_cpu_for_100_steps() {
             }
             let (wo_g, wo_w) = (&got_m.param("w_o").unwrap().data, &want_m.param("w_o").unwrap().data);
             let max_diff = wo_g.iter().zip(wo_w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(max_diff < 5e-3, "{} {v}: W^o after {STEPS} steps differs by {max_diff}", u.label);
+            assert!(max_diff < 5e-3, "{} {v}: W^o after {} steps differs by {max_diff}", u.label, steps());
             // Same backend, same inputs: bit-identical losses (no order-dependent atomics).
             let (again, _) = run(&with(&ops, v), &model, &batches[..]);
             assert_eq!(again, got, "{} {v}: two runs differ", u.label);
             eprintln!(
-                "parity train {} {v}: max |loss - cpu| = {:.2e} over {STEPS} steps",
+                "parity train {} {v}: max |loss - cpu| = {:.2e} over {} steps",
                 u.label,
-                got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max)
+                got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max),
+                steps()
             );
         }
     }

@@ -23,6 +23,8 @@ mod bce;
 mod buffers;
 mod cross_bias;
 mod device;
+#[cfg(feature = "cuda-emu")]
+mod emu_device;
 mod esu;
 mod gather;
 mod gemm;

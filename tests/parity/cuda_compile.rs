@@ -155,3 +155,53 @@ fn every_kernel_compiles_for_sm90() {
         eprintln!("cuda_compile: skipped (no `cuda` feature)");
     }
 }
+
+/// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
+/// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
+/// (the standalone ops and the device-resident Lloyd loop), a training step and the dense cross
+/// bias. The emulator counts the kernels it launched; none may be missing.
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn every_kernel_launches_on_the_emulator() {
+    use twin_engine::backend::cuda::{CudaBackend, GsuVersion, KERNEL_SOURCES};
+    use twin_engine::backend::{Backend, DType, KmeansBatch, TOP_K};
+    use twin_engine::model::{Model, ModelConfig};
+    use twin_engine::train::step::{self, BackendOps, Weights};
+    use twin_engine::train::Variant;
+
+    use crate::common::{randn, requests, Tables};
+
+    let be = CudaBackend::emulated(7).unwrap();
+    be.set_poison_outputs(true);
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(3, dtype);
+        let tables = t.upload(&be);
+        let req = requests(&[(97, 3), (1025, 2)], 5);
+        for v in [GsuVersion::V1, GsuVersion::V2] {
+            be.set_gsu_version(v);
+            be.online(&tables, &req.as_batch(), TOP_K).unwrap();
+        }
+        be.gather(&tables.p_k, &[0, 3, 7]).unwrap();
+    }
+    let mut rng = twin_engine::rng::SplitMix64::new(9);
+    let points = randn(&mut rng, 300 * 8, 1.0);
+    let (offsets, k) = ([0u32, 120, 300], [3u32, 5]);
+    let batch = KmeansBatch { dim: 8, points: &points, offsets: &offsets, k: &k };
+    let res = be.kmeans(&batch, &[1, 2], 5).unwrap();
+    let assign = be.kmeans_assign(&batch, &res.centroids).unwrap();
+    be.kmeans_update(&batch, &assign, &res.centroids).unwrap();
+    let items = twin_engine::bench::train::items(300);
+    let mut cfg = ModelConfig::for_items(&items);
+    cfg.mlp_hidden = vec![16];
+    let model = Model::init(cfg, &items, 1).unwrap();
+    let b = twin_engine::bench::train::batch(&model.config, 4, 30, false, 3);
+    step::step(&BackendOps(&be), &Weights::of(&model), Variant::Twin, &b, true).unwrap();
+    let dims = twin_engine::backend::CrossDims { heads: 4, n_cross: 3, dim: 8 };
+    let (e, w_c, beta) = (randn(&mut rng, 5 * 3 * 8, 1.0), randn(&mut rng, 4 * 3 * 8, 1.0), randn(&mut rng, 4 * 3, 1.0));
+    be.cross_bias_dense(&e, &w_c, &beta, dims).unwrap();
+
+    let launched = be.launched_kernels();
+    let missing: Vec<&str> = KERNEL_SOURCES.iter().flat_map(|s| s.functions.iter().copied()).filter(|f| !launched.contains(f)).collect();
+    assert!(missing.is_empty(), "kernels never launched on the emulator: {missing:?} (launched: {launched:?})");
+    eprintln!("every kernel launched on the emulator: {} entry points", launched.len());
+}

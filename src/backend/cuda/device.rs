@@ -52,6 +52,10 @@ pub(crate) trait Device: Send + Sync {
     /// Run `f` and time it on the device's clock (events on a GPU).
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64>;
     fn clock(&self) -> &'static str;
+    /// Every kernel launched so far, where the device keeps count (the emulator does).
+    fn launched(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// The real driver: one context, its default stream, the loaded kernels.

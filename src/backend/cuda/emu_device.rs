@@ -30,6 +30,8 @@ pub(crate) struct EmuDevice {
     launches: AtomicU64,
     /// Guard-zone damage found when an allocation was freed; reported by the next copy down.
     damaged: Mutex<Vec<String>>,
+    /// Names of the kernels launched (tests check that every kernel ran).
+    launched: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 fn err(e: impl Into<String>) -> DevError {
@@ -121,6 +123,9 @@ impl Device for EmuDevice {
 
     unsafe fn launch(&self, kernel: &'static str, cfg: LaunchConfig, args: &[ArgSlot]) -> DevResult<()> {
         let ptrs: Vec<*mut c_void> = args.iter().map(|a| a.as_ptr() as *mut c_void).collect();
+        if let Ok(mut l) = self.launched.lock() {
+            l.insert(kernel);
+        }
         let n = self.launches.fetch_add(1, Ordering::Relaxed);
         let seed = crate::rng::SplitMix64::new(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
         // SAFETY: this function's contract (the arguments match the kernel, the buffers cover
@@ -151,6 +156,10 @@ impl Device for EmuDevice {
     fn clock(&self) -> &'static str {
         "host monotonic clock (CPU emulator: not GPU time)"
     }
+
+    fn launched(&self) -> Vec<&'static str> {
+        self.launched.lock().map(|l| l.iter().copied().collect()).unwrap_or_default()
+    }
 }
 
 impl CudaBackend {
@@ -168,8 +177,13 @@ impl CudaBackend {
                 }
             }
         }
-        let dev =
-            Arc::new(EmuDevice { allocs: Mutex::new(BTreeMap::new()), seed, launches: AtomicU64::new(0), damaged: Mutex::new(Vec::new()) });
+        let dev = Arc::new(EmuDevice {
+            allocs: Mutex::new(BTreeMap::new()),
+            seed,
+            launches: AtomicU64::new(0),
+            damaged: Mutex::new(Vec::new()),
+            launched: Mutex::new(Default::default()),
+        });
         Ok(Self::over(
             dev,
             format!("cuda emulator on the CPU (sm_90 geometry: {SM_COUNT} SMs, {SMEM_OPTIN} B shared; schedule seed {seed})"),

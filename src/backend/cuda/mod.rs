@@ -371,6 +371,11 @@ impl CudaBackend {
         self.poison.load(Ordering::Relaxed)
     }
 
+    /// The kernels this backend has launched, where its device keeps count (the emulator).
+    pub fn launched_kernels(&self) -> Vec<&'static str> {
+        self.dev.launched()
+    }
+
     /// Describe a launch of `kernel` (an entry point listed in `KERNEL_SOURCES`).
     pub(crate) fn launcher(&self, kernel: &'static str) -> Launch<'_> {
         Launch::new(self, kernel)

@@ -12,7 +12,8 @@
 //! - All matrices are row-major, f32 unless a table says f16. Reductions accumulate in f32 or
 //!   wider; the CPU reference uses f64 where the sum is long.
 //! - Validation (`check`) runs in the trait's provided methods before the backend's
-//!   `*_unchecked` implementation, so no backend reads out of bounds or repeats the checks.
+//!   `*_unchecked` implementation, so no backend reads out of bounds or repeats the checks. The
+//!   `*_unchecked` methods are `unsafe`: safe code cannot send unvalidated ids into a kernel.
 
 pub mod check;
 pub mod cpu;
@@ -79,54 +80,78 @@ pub trait Backend: Send + Sync {
     /// Make a host table resident. Rejects non-finite values (SPEC: a NaN is an input error).
     fn upload_table(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
         check::host_table(name, table)?;
-        self.upload_table_unchecked(name, table)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.upload_table_unchecked(name, table) }
     }
     /// The backend's [`Backend::upload_table`], called after validation.
-    fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable>;
 
     /// Precomputed-projection gather: `out[n] = table[ids[n]]` widened to f32, `[N, cols]`.
     fn gather(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
         check::gather(table, ids)?;
-        self.gather_unchecked(table, ids)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.gather_unchecked(table, ids) }
     }
     /// The backend's [`Backend::gather`], called after validation.
-    fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>>;
 
     /// Cross-feature bias, inference form: `out[n, a] = Σ_j table[rows[n*J + j], a]`.
     /// `table` is `[V, h]`; returns `[N, h]`.
     fn cross_bias(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
         check::cross_bias(table, rows, n_cross)?;
-        self.cross_bias_unchecked(table, rows, n_cross)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.cross_bias_unchecked(table, rows, n_cross) }
     }
     /// The backend's [`Backend::cross_bias`], called after validation.
-    fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>>;
 
     /// Cross-feature bias, training form: `out[n, a] = Σ_j β[a,j] (e[n,j,:] · w_c[a,j,:])`.
     /// `e: [N, J, C]`, `w_c: [h, J, C]`, `beta: [h, J]`; returns `[N, h]`.
     fn cross_bias_dense(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
         check::cross_bias_dense(e, w_c, beta, dims)?;
-        self.cross_bias_dense_unchecked(e, w_c, beta, dims)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.cross_bias_dense_unchecked(e, w_c, beta, dims) }
     }
     /// The backend's [`Backend::cross_bias_dense`], called after validation.
-    fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>>;
 
     /// Log-cluster-size reweighting: `out[n, a] = bias[n, a] + ln(sizes[n])`, `[N, h]`.
     fn log_size_bias(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
         check::log_size_bias(bias, sizes, heads)?;
-        self.log_size_bias_unchecked(bias, sizes, heads)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.log_size_bias_unchecked(bias, sizes, heads) }
     }
     /// The backend's [`Backend::log_size_bias`], called after validation.
-    fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>>;
 
     /// CP-GSU: `g_{b,l} = (1/h) Σ_a (q_{b,a}·k_{l,a}/√d_k + bias[l,a])`, keep the `min(k, L_r)`
     /// largest per candidate. `bias: [ΣL, h]` already holds the cross bias and `ln n`.
     fn gsu_topk(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
         check::online(t, batch, k)?;
         check::behaviour_bias(t, batch, bias)?;
-        self.gsu_topk_unchecked(t, batch, bias, k)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.gsu_topk_unchecked(t, batch, bias, k) }
     }
     /// The backend's [`Backend::gsu_topk`], called after validation.
-    fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK>;
 
     /// ESU: per-head softmax over the finalists of `α = q_a·k_{l,a}/√d_k + bias[l,a]`, pooling of
     /// `v_l = P_V[item_l] + Σ_j cross_value[cross_l,j]`, then `· W^o`. Returns `[ΣB, D]`.
@@ -134,10 +159,14 @@ pub trait Backend: Send + Sync {
         check::online(t, batch, topk.k.max(1))?;
         check::behaviour_bias(t, batch, bias)?;
         check::topk_for(batch, topk)?;
-        self.esu_unchecked(t, batch, bias, topk)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.esu_unchecked(t, batch, bias, topk) }
     }
     /// The backend's [`Backend::esu`], called after validation.
-    fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>>;
 
     /// Training attention forward (SPEC §5; ESU pooling without `W^o`, ragged rows per sample):
     /// `α = q_a·k_{r,a}/√d_k + bias[r,a]`, per-head softmax over sample `b`'s rows
@@ -145,10 +174,14 @@ pub trait Backend: Send + Sync {
     /// `bias [N, h]`. Returns the softmax weights `p [N, h]` (kept for the backward) and `pooled [B, D]`.
     fn attn_fwd(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
         check::attn(heads, q, k, v, bias, offsets)?;
-        self.attn_fwd_unchecked(heads, q, k, v, bias, offsets)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.attn_fwd_unchecked(heads, q, k, v, bias, offsets) }
     }
     /// The backend's [`Backend::attn_fwd`], called after validation.
-    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut>;
 
     /// Training attention backward: given `attn_fwd`'s inputs, its `p` and `dpooled [B, D]`,
     /// the gradients of `q`, `k`, `v` and `bias` (each written, not accumulated).
@@ -157,38 +190,54 @@ pub trait Backend: Send + Sync {
         check::len("p", x.p.len(), x.bias.len(), "bias length (N * h)")?;
         check::len("dpooled", dpooled.len(), x.q.len(), "q length (B * D)")?;
         check::finite("dpooled", dpooled)?;
-        self.attn_bwd_unchecked(heads, x, dpooled)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.attn_bwd_unchecked(heads, x, dpooled) }
     }
     /// The backend's [`Backend::attn_bwd`], called after validation.
-    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads>;
 
     /// Deterministic scatter-add: `out[s] = Σ src[perm[i]]` over `i` in `seg_offsets[s]..seg_offsets[s+1]`,
     /// added in that order. `src [N, width]`; returns `[S, width]`.
     fn segment_sum(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
         check::segment_sum(src, width, perm, seg_offsets)?;
-        self.segment_sum_unchecked(src, width, perm, seg_offsets)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.segment_sum_unchecked(src, width, perm, seg_offsets) }
     }
     /// The backend's [`Backend::segment_sum`], called after validation.
-    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>>;
 
     /// Dense f32 GEMM, row-major: `out [m, n] = op(a) · op(b)` where, by `kind`,
     /// `NN`: `a [m, k]`, `b [k, n]`; `NT`: `a [m, k]`, `b [n, k]`; `TN`: `a [k, m]`, `b [k, n]`.
     /// Every output element is reduced over `k` by one thread in a fixed order (deterministic).
     fn gemm(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
         check::gemm(a, b, m, k, n)?;
-        self.gemm_unchecked(kind, a, b, m, k, n)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.gemm_unchecked(kind, a, b, m, k, n) }
     }
     /// The backend's [`Backend::gemm`], called after validation.
-    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>>;
 
     /// Backward of the training-time cross tables into `E`, `w^c`, `β` and `W^{vc}`
     /// (math in `cpu::cross_bias::cross_tables_bwd`).
     fn cross_tables_bwd(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
         check::cross_tables_bwd(&x)?;
-        self.cross_tables_bwd_unchecked(x)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.cross_tables_bwd_unchecked(x) }
     }
     /// The backend's [`Backend::cross_tables_bwd`], called after validation.
-    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>>;
 
     /// Mean binary cross-entropy of `logits` against `labels` and `dlogit = (σ(s) - y) / B`
     /// (math in `cpu::bce`). Returns `(loss, dlogit)`.
@@ -202,10 +251,14 @@ pub trait Backend: Send + Sync {
         if logits.len() > u32::MAX as usize {
             return Err(Error::TooLarge { field: "logits", value: logits.len() as u64, limit: u32::MAX as u64 });
         }
-        self.bce_unchecked(logits, labels)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.bce_unchecked(logits, labels) }
     }
     /// The backend's [`Backend::bce`], called after validation.
-    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)>;
 
     /// The whole online path (SPEC §3) for a batch of requests.
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {
@@ -230,10 +283,14 @@ pub trait Backend: Send + Sync {
     fn kmeans_assign(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
         check::kmeans(batch)?;
         check::centroids(batch, centroids)?;
-        self.kmeans_assign_unchecked(batch, centroids)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.kmeans_assign_unchecked(batch, centroids) }
     }
     /// The backend's [`Backend::kmeans_assign`], called after validation.
-    fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>>;
 
     /// Centroid update: mean of each centroid's members (summed in point order, f64 on the
     /// reference); a centroid with no member keeps its previous value. Returns `[Σk, dim]`.
@@ -241,16 +298,21 @@ pub trait Backend: Send + Sync {
         check::kmeans(batch)?;
         check::centroids(batch, prev)?;
         check::assignments(batch, assign)?;
-        self.kmeans_update_unchecked(batch, assign, prev)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.kmeans_update_unchecked(batch, assign, prev) }
     }
     /// The backend's [`Backend::kmeans_update`], called after validation.
-    fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
 
     /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
     /// A problem's result does not depend on which other problems share the batch.
     fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
         let centroids = self.kmeans_seed(batch, seeds)?; // validates the batch and the seeds
-        self.lloyd_unchecked(batch, centroids, max_iter)
+                                                         // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.lloyd_unchecked(batch, centroids, max_iter) }
     }
 
     /// Lloyd iterations from the given initial centroids `[Σk, dim]` (what `kmeans` runs after
@@ -259,12 +321,16 @@ pub trait Backend: Send + Sync {
     fn lloyd(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
         check::kmeans(batch)?;
         check::centroids(batch, &centroids)?;
-        self.lloyd_unchecked(batch, centroids, max_iter)
+        // SAFETY: the checks above validated every input this backend indexes by.
+        unsafe { self.lloyd_unchecked(batch, centroids, max_iter) }
     }
 
     /// The backend's [`Backend::lloyd`], called after validation. The default chains the
     /// host-level ops.
-    fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+    ///
+    /// # Safety
+    /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
+    unsafe fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
         let mut centroids = centroids;
         let mut assign = self.kmeans_assign(batch, &centroids)?;
         let n_prob = batch.n_problems();

@@ -71,7 +71,7 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+    unsafe fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
         Ok(DeviceTable {
             name,
             rows: table.rows,
@@ -83,27 +83,27 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
+    unsafe fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {
         Ok(gather::gather(self.table(table)?, ids))
     }
 
-    fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
+    unsafe fn cross_bias_unchecked(&self, table: &DeviceTable, rows: &[u32], n_cross: usize) -> Result<Vec<f32>> {
         Ok(cross_bias::gather_sum(self.table(table)?, rows, n_cross))
     }
 
-    fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
+    unsafe fn cross_bias_dense_unchecked(&self, e: &[f32], w_c: &[f32], beta: &[f32], dims: CrossDims) -> Result<Vec<f32>> {
         Ok(cross_bias::dense(e, w_c, beta, dims))
     }
 
-    fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
+    unsafe fn log_size_bias_unchecked(&self, bias: &[f32], sizes: &[f32], heads: usize) -> Result<Vec<f32>> {
         Ok(log_size_bias::log_size_bias(bias, sizes, heads))
     }
 
-    fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
+    unsafe fn gsu_topk_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
         gsu_topk::gsu_topk(self.table(&t.p_q)?, self.table(&t.p_k)?, t.heads, batch, bias, k)
     }
 
-    fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
+    unsafe fn esu_unchecked(&self, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], topk: &TopK) -> Result<Vec<f32>> {
         let tabs = esu::EsuTables {
             p_q: self.table(&t.p_q)?,
             p_k: self.table(&t.p_k)?,
@@ -116,21 +116,21 @@ impl Backend for CpuBackend {
         Ok(esu::esu(&tabs, batch, bias, topk))
     }
 
-    fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
+    unsafe fn attn_fwd_unchecked(&self, heads: usize, q: &[f32], k: &[f32], v: &[f32], bias: &[f32], offsets: &[u32]) -> Result<AttnOut> {
         let (p, pooled) = attn::attn_fwd(attn::AttnIn { heads, q, k, v, bias, offsets });
         Ok(AttnOut { p, pooled })
     }
 
-    fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
+    unsafe fn attn_bwd_unchecked(&self, heads: usize, x: AttnSaved<'_>, dpooled: &[f32]) -> Result<AttnGrads> {
         let g = attn::attn_bwd(attn::AttnIn { heads, q: x.q, k: x.k, v: x.v, bias: x.bias, offsets: x.offsets }, x.p, dpooled);
         Ok(AttnGrads { dq: g.dq, dk: g.dk, dv: g.dv, dbias: g.dbias })
     }
 
-    fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
+    unsafe fn segment_sum_unchecked(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
         Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
     }
 
-    fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    unsafe fn gemm_unchecked(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
         Ok(match kind {
             GemmKind::NN => gemm::mm(a, m, k, b, n),
             GemmKind::NT => gemm::mm_nt(a, m, k, b, n),
@@ -138,19 +138,19 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
+    unsafe fn cross_tables_bwd_unchecked(&self, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
         Ok(cross_bias::cross_tables_bwd(x.dcb, x.dcv, x.e, x.w_c, x.beta, x.w_vc, x.offsets, x.dims))
     }
 
-    fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
+    unsafe fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
         Ok(bce::bce(logits, labels))
     }
 
-    fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
+    unsafe fn kmeans_assign_unchecked(&self, batch: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
         Ok(kmeans::assign(batch, centroids))
     }
 
-    fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
+    unsafe fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
         Ok(kmeans::update(batch, assign, prev))
     }
 }

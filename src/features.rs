@@ -104,3 +104,8 @@ mod tests {
         assert_eq!(r, [5, 10 + 5, 34 + 13]);
     }
 }
+
+/// Hour of day (UTC) of a request: the context feature.
+pub fn hour_of_day(t: i64) -> u32 {
+    (t.rem_euclid(86_400) / 3_600) as u32
+}

@@ -13,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod fileio;
 pub mod model;
+pub mod net;
 pub mod nvtx;
 pub mod online;
 pub mod plot;

@@ -2,7 +2,8 @@
 //! kernel may index without bounds checks: every id, offset and length has been checked here.
 
 use super::{
-    CrossBwdIn, DeviceTable, HostTable, KmeansBatch, OnlineBatch, OnlineTables, TableData, TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
+    CrossBwdIn, DeviceTable, Elem, GemmKind, HostTable, KmeansBatch, OnlineBatch, OnlineTables, Rows, Staged, TableData, Tensor, TopK,
+    MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
 };
 use crate::error::{Error, Result};
 
@@ -341,4 +342,74 @@ pub fn cross_tables_bwd(x: &CrossBwdIn<'_>) -> Result<()> {
         finite(field, t)?;
     }
     Ok(())
+}
+
+/// Device GEMM operands: f32 tensors shaped for `kind` (as `Backend::gemm`), sizes within u32
+/// indexing. (Finiteness was checked when the values went up.)
+pub fn gemm_dev(kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<()> {
+    let mk = m.checked_mul(k).ok_or(Error::TooLarge { field: "m * k", value: u64::MAX, limit: u32::MAX as u64 })?;
+    let kn = k.checked_mul(n).ok_or(Error::TooLarge { field: "k * n", value: u64::MAX, limit: u32::MAX as u64 })?;
+    let mn = m.checked_mul(n).ok_or(Error::TooLarge { field: "m * n", value: u64::MAX, limit: u32::MAX as u64 })?;
+    for (field, v) in [("m * k", mk), ("k * n", kn), ("m * n", mn)] {
+        if v > u32::MAX as usize {
+            return Err(Error::TooLarge { field, value: v as u64, limit: u32::MAX as u64 });
+        }
+    }
+    let (ar, ac) = match kind {
+        GemmKind::NN | GemmKind::NT => (m, k),
+        GemmKind::TN => (k, m),
+    };
+    let (br, bc) = match kind {
+        GemmKind::NN | GemmKind::TN => (k, n),
+        GemmKind::NT => (n, k),
+    };
+    a.expect("gemm a", ar, ac, Elem::F32)?;
+    b.expect("gemm b", br, bc, Elem::F32)
+}
+
+/// `x [m, n]` and `bias [1, n]`, both f32, distinct tensors.
+pub fn bias_act(x: &Tensor, bias: &Tensor) -> Result<()> {
+    x.expect("bias_act x", x.rows, x.cols, Elem::F32)?;
+    bias.expect("bias_act bias", 1, x.cols, Elem::F32)?;
+    if x.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "bias_act x", value: x.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+/// A row copy: same element type, the source's width fits `dst_col..`, listed ids belong to
+/// `staged` and stay below the rows they index, the row counts agree. Returns the rows copied.
+pub fn copy_rows(dst: &Tensor, dst_col: usize, dst_rows: Rows<'_>, src: &Tensor, src_rows: Rows<'_>, staged: &Staged) -> Result<usize> {
+    if dst.elem != src.elem {
+        return Err(Error::BadShape { field: "copy_rows src", value: src.len() as u64, why: "element type differs from dst" });
+    }
+    if dst_col.checked_add(src.cols).map_or(true, |e| e > dst.cols) {
+        return Err(Error::OutOfRange {
+            field: "copy_rows dst_col + src cols",
+            index: 0,
+            value: (dst_col + src.cols) as u64,
+            limit: dst.cols as u64,
+        });
+    }
+    for (field, r, t) in [("copy_rows dst ids", dst_rows, dst), ("copy_rows src ids", src_rows, src)] {
+        if let Rows::Ids(s) = r {
+            staged.owns(field, s.staging)?;
+            if s.bound > t.rows {
+                return Err(Error::OutOfRange { field, index: 0, value: s.bound as u64, limit: t.rows as u64 });
+            }
+        }
+    }
+    let n = match dst_rows {
+        Rows::Ids(s) => s.len(),
+        Rows::All => dst.rows,
+    };
+    let src_n = match src_rows {
+        Rows::Ids(s) => s.len(),
+        Rows::All => src.rows,
+    };
+    len("copy_rows source rows", src_n, n, "rows copied")?;
+    if dst.len() > u32::MAX as usize || src.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "copy_rows tensor", value: dst.len().max(src.len()) as u64, limit: u32::MAX as u64 });
+    }
+    Ok(n)
 }

@@ -17,9 +17,12 @@
 
 pub mod check;
 pub mod cpu;
+mod host_tensor;
+mod tensor;
 mod transfers;
 mod types;
 
+pub use tensor::{f32s, words, Act, Elem, HostMem, IdSlot, OnlineDev, OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS};
 pub use transfers::{TransferCounter, Transfers};
 
 use std::sync::Arc;
@@ -259,6 +262,157 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
     unsafe fn bce_unchecked(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)>;
+
+    // ---- device tensors (see `tensor`): handles in, handles out, explicit up- and downloads ----
+
+    /// A `[rows, cols]` tensor holding `data` (one upload).
+    fn tensor_from(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        check::len(name, data.len(), rows * cols, "rows * cols")?;
+        if elem == Elem::F32 {
+            check::finite(name, &f32s(data))?;
+        }
+        // SAFETY: the length matches the shape.
+        unsafe { self.tensor_from_unchecked(name, rows, cols, elem, data) }
+    }
+    /// The backend's [`Backend::tensor_from`].
+    ///
+    /// # Safety
+    /// `data.len() == rows * cols`.
+    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        Ok(host_tensor::tensor(self, name, rows, cols, elem, data.to_vec()))
+    }
+
+    /// An f32 tensor holding `data` (one upload; non-finite values refused).
+    fn tensor_f32(&self, name: &'static str, rows: usize, cols: usize, data: &[f32]) -> Result<Tensor> {
+        self.tensor_from(name, rows, cols, Elem::F32, &words(data))
+    }
+
+    /// A zeroed `[rows, cols]` tensor (no upload).
+    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        Ok(host_tensor::tensor(self, name, rows, cols, elem, vec![0; rows * cols]))
+    }
+
+    /// Copy every staged section to the backend in one upload.
+    fn upload_staging(&self, st: Staging) -> Result<Staged> {
+        let n = st.words.len();
+        // SAFETY: one row of exactly `n` words.
+        let tensor = unsafe { self.tensor_from_unchecked("staged batch", 1, n, Elem::U32, &st.words)? };
+        Ok(Staged { id: st.id, tensor })
+    }
+
+    /// Download the tensors' words, all in one device→host copy.
+    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        host_tensor::read(self, ts)
+    }
+
+    /// Stage one online batch for [`Backend::online_dev`] (validated here, like `online`'s).
+    fn stage_online(&self, st: &mut Staging, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineSlot> {
+        check::online(t, batch, k)?;
+        let sizes = words(batch.sizes);
+        let host = [
+            st.push(batch.seq_offsets),
+            st.push(batch.items),
+            st.push(batch.cross),
+            st.push(&sizes),
+            st.push(batch.cand_offsets),
+            st.push(batch.cands),
+        ];
+        let native = self.stage_online_native(st, t, batch, k)?;
+        Ok(OnlineSlot {
+            staging: st.id,
+            k,
+            n_cands: batch.cands.len(),
+            n_behaviours: batch.items.len(),
+            n_items: t.n_items(),
+            cross_rows: t.cross_bias.rows,
+            host,
+            native,
+        })
+    }
+    /// A backend's own layout of a validated batch, staged beside the host layout (CUDA packs its
+    /// request map and GSU plan). The default stages nothing more.
+    fn stage_online_native(
+        &self,
+        _st: &mut Staging,
+        _t: &OnlineTables,
+        _batch: &OnlineBatch,
+        _k: usize,
+    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+        Ok(None)
+    }
+
+    /// The online path (SPEC §3) on a staged batch; results stay on the device.
+    fn online_dev(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        staged.owns("online slot", slot.staging)?;
+        check::tables(t)?;
+        check::len("online slot n_items", slot.n_items, t.n_items(), "the tables' n_items")?;
+        check::len("online slot cross rows", slot.cross_rows, t.cross_bias.rows, "the tables' cross rows")?;
+        // SAFETY: the batch passed check::online against tables of the same shape when staged.
+        unsafe { self.online_dev_unchecked(t, staged, slot) }
+    }
+    /// The backend's [`Backend::online_dev`].
+    ///
+    /// # Safety
+    /// `slot` was staged into `staged` against tables shaped like `t`.
+    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        host_tensor::online_dev(self, t, staged, slot)
+    }
+
+    /// `dst[dst_row(i), dst_col ..] = src[src_row(i), ..]` for every copied row `i` (math in
+    /// `cpu::copy_rows`). Listed rows come from `staged`; the row count is the listed ids' count,
+    /// else `dst.rows`.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_rows(&self, dst: &Tensor, dst_col: usize, dst_rows: Rows<'_>, src: &Tensor, src_rows: Rows<'_>, staged: &Staged) -> Result<()> {
+        let n = check::copy_rows(dst, dst_col, dst_rows, src, src_rows, staged)?;
+        // SAFETY: check::copy_rows bounded every id and column range.
+        unsafe { self.copy_rows_unchecked(dst, dst_col, dst_rows, src, src_rows, staged, n) }
+    }
+    /// The backend's [`Backend::copy_rows`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::copy_rows`, which returned `n`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn copy_rows_unchecked(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, src_rows, staged, n)
+    }
+
+    /// [`Backend::gemm`] on tensors: returns `out [m, n]`.
+    fn gemm_dev(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        check::gemm_dev(kind, a, b, m, k, n)?;
+        // SAFETY: shapes checked.
+        unsafe { self.gemm_dev_unchecked(kind, a, b, m, k, n) }
+    }
+    /// The backend's [`Backend::gemm_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::gemm_dev`.
+    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        host_tensor::gemm_dev(self, kind, a, b, m, k, n)
+    }
+
+    /// In place: `x[i, j] = act(x[i, j] + bias[j])`, `x [m, n]` f32, `bias [1, n]` (math in
+    /// `cpu::bias_act`).
+    fn bias_act(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        check::bias_act(x, bias)?;
+        // SAFETY: shapes checked.
+        unsafe { self.bias_act_unchecked(x, bias, act) }
+    }
+    /// The backend's [`Backend::bias_act`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::bias_act`.
+    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        host_tensor::bias_act_op(self, x, bias, act)
+    }
 
     /// The whole online path (SPEC §3) for a batch of requests.
     fn online(&self, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Result<OnlineOutput> {

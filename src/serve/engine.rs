@@ -5,13 +5,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::batcher::Batcher;
-use crate::backend::cpu::gemm::mm;
-use crate::backend::{self, Backend, BackendChoice, DType, OnlineRequests, OnlineTables, TopK};
+use crate::backend::{self, Backend, BackendChoice, DType};
 use crate::error::{Error, Result};
-use crate::features;
 use crate::model::Model;
-use crate::train::step::{CONTEXT_EMB, MLP0};
-use crate::train::Variant;
+pub use crate::net::request::{Behaviour, CandidateDebug, ScoreRequest, ScoreResponse};
+use crate::net::serving::ServingNet;
+use crate::net::Variant;
 
 /// Settings; the defaults suit a GPU under load and keep single requests fast.
 #[derive(Clone, Debug)]
@@ -53,73 +52,13 @@ impl Default for EngineConfig {
     }
 }
 
-/// One behaviour of the user's history, or (TWIN-V2) one cluster as a virtual item.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Behaviour {
-    pub item: u32,
-    /// Seconds; a cluster's newest member's.
-    pub timestamp: i64,
-    /// Seconds watched (a cluster: the mean).
-    pub play_time: f32,
-    /// Completion ratio in [0, 1] (a cluster: the mean).
-    pub completion: f32,
-    /// Cluster size `n` (1 for a raw behaviour).
-    #[serde(default = "one")]
-    pub size: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Behaviour {
-    /// A raw behaviour; completion is `clamp(play_time / duration, 0, 1)`.
-    pub fn raw(item: u32, timestamp: i64, play_time: f32, duration: f32) -> Behaviour {
-        Behaviour { item, timestamp, play_time, completion: features::completion_ratio(play_time, duration), size: 1 }
-    }
-}
-
-/// One user × B candidates.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ScoreRequest {
-    pub request_time: i64,
-    /// The GSU's input, oldest first: the raw lifelong sequence (`twin`, `sim-soft`) or the
-    /// user's clusters (`twin-v2`).
-    #[serde(default)]
-    pub long: Vec<Behaviour>,
-    /// Raw recent behaviours, oldest first; the model uses the last `short_len` of them.
-    #[serde(default)]
-    pub short: Vec<Behaviour>,
-    pub candidates: Vec<u32>,
-    /// Also return each candidate's GSU top-K and ESU attention weights.
-    #[serde(default)]
-    pub debug: bool,
-}
-
-/// Why a candidate scored as it did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct CandidateDebug {
-    /// Positions in `long` kept by the GSU, best first, with their relevance `g`.
-    pub topk_positions: Vec<u32>,
-    pub topk_scores: Vec<f32>,
-    /// `[K, h]`: per-head softmax weight of each finalist (order of `topk_positions`).
-    pub attention: Vec<f32>,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct ScoreResponse {
-    pub ctr: Vec<f32>,
-    pub model_version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub debug: Option<Vec<CandidateDebug>>,
-}
-
-/// One model version, resident: host parameters (MLP, embeddings) and backend tables.
+/// One model version, resident: the host model (request validation, debug output) and its
+/// parameters on the backend.
 pub(crate) struct Loaded {
     pub version: u64,
     pub source: PathBuf,
     pub model: Model,
-    pub tables: OnlineTables,
+    pub net: ServingNet,
 }
 
 pub(crate) struct Shared {
@@ -140,8 +79,8 @@ pub struct Engine {
 
 fn load_version(backend: &dyn Backend, cfg: &EngineConfig, path: &Path, version: u64) -> Result<Loaded> {
     let model = Model::load(path)?;
-    let tables = model.online_tables(backend, cfg.dtype)?;
-    Ok(Loaded { version, source: path.to_path_buf(), model, tables })
+    let net = ServingNet::new(backend, &model, cfg.dtype)?;
+    Ok(Loaded { version, source: path.to_path_buf(), model, net })
 }
 
 impl Engine {
@@ -284,12 +223,8 @@ pub(crate) fn validate(cfg: &EngineConfig, model: &Model, req: &ScoreRequest) ->
     Ok(())
 }
 
-fn cross_of(b: &Behaviour, t: i64) -> [u32; features::N_CROSS] {
-    features::cross_rows_from_ratio(b.completion, b.play_time, b.timestamp, t)
-}
-
 /// Score a batch of validated requests on one model version: one backend call for the
-/// long sequences, one for the short ones, then the MLP on the host.
+/// long sequences, one for the short ones, then the MLP, all on the backend (`net::serving`).
 pub(crate) fn score_batch(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -> Vec<Result<ScoreResponse>> {
     match score_batch_inner(shared, loaded, reqs) {
         Ok(v) => v.into_iter().map(Ok).collect(),
@@ -301,218 +236,6 @@ pub(crate) fn score_batch(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreReques
 }
 
 fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -> Result<Vec<ScoreResponse>> {
-    let _range = crate::nvtx::range("serve: score batch");
-    let be = shared.backend.as_ref();
-    let m = &loaded.model;
-    let c = &m.config;
-    let variant = shared.cfg.variant;
-    let (d, hd, sd) = (c.d_model(), c.inherent_dim(), c.small_dim);
-    let n_cand: usize = reqs.iter().map(|r| r.candidates.len()).sum();
-    let mut out_long = vec![0f32; n_cand * d];
-    let mut out_short = vec![0f32; n_cand * d];
-    let mut debug: Vec<Option<CandidateDebug>> = vec![None; n_cand];
-    let cand_start: Vec<usize> = reqs
-        .iter()
-        .scan(0usize, |acc, r| {
-            let s = *acc;
-            *acc += r.candidates.len();
-            Some(s)
-        })
-        .collect();
-
-    // Host cross-bias table for debug attention weights, built once per batch that asks.
-    let debug_cb = if reqs.iter().any(|r| r.debug) { Some(m.cross_tables()?.0) } else { None };
-    // Long sequences (requests with at least one row).
-    if variant.uses_long() {
-        let mut q = OnlineRequests::new();
-        let mut which = Vec::new();
-        for (i, r) in reqs.iter().enumerate() {
-            if r.long.is_empty() {
-                continue;
-            }
-            // `validate` capped the length at max_seq_len.
-            let seq = &r.long[..];
-            let items: Vec<u32> = seq.iter().map(|b| b.item).collect();
-            let cross: Vec<u32> = seq.iter().flat_map(|b| cross_of(b, r.request_time)).collect();
-            let sizes: Vec<f32> = seq.iter().map(|b| if variant.uses_clusters() { b.size.max(1) as f32 } else { 1.0 }).collect();
-            q.push(&items, &cross, &sizes, &r.candidates);
-            which.push(i);
-        }
-        if !which.is_empty() {
-            let batch = q.as_batch();
-            let k = c.top_k;
-            let (topk, out) = if variant == Variant::SimSoft {
-                let topk = sim_soft_topk(m, &batch, k);
-                let cross = be.cross_bias(&loaded.tables.cross_bias, batch.cross, loaded.tables.n_cross())?;
-                let out = be.esu(&loaded.tables, &batch, &cross, &topk)?;
-                (topk, out)
-            } else {
-                let o = be.online(&loaded.tables, &batch, k)?;
-                (o.topk, o.out)
-            };
-            for (bi, &ri) in which.iter().enumerate() {
-                for (ci, c_glob) in batch.cand_range(bi).zip(cand_start[ri]..) {
-                    out_long[c_glob * d..(c_glob + 1) * d].copy_from_slice(&out[ci * d..(ci + 1) * d]);
-                    if reqs[ri].debug {
-                        let (idx, sc) = topk.row(ci);
-                        let att = match &debug_cb {
-                            Some(cb) => attention_weights(m, cb, reqs[ri], idx, batch.cands[ci], variant.uses_clusters()),
-                            None => Vec::new(),
-                        };
-                        debug[c_glob] = Some(CandidateDebug { topk_positions: idx.to_vec(), topk_scores: sc.to_vec(), attention: att });
-                    }
-                }
-            }
-        }
-    }
-    // Short-term: attention over every one of the last `short_len` behaviours (no GSU, no ln n).
-    if variant.uses_short() {
-        let mut q = OnlineRequests::new();
-        let mut which = Vec::new();
-        for (i, r) in reqs.iter().enumerate() {
-            if r.short.is_empty() {
-                continue;
-            }
-            let seq = &r.short[r.short.len().saturating_sub(c.short_len)..];
-            let items: Vec<u32> = seq.iter().map(|b| b.item).collect();
-            let cross: Vec<u32> = seq.iter().flat_map(|b| cross_of(b, r.request_time)).collect();
-            q.push(&items, &cross, &vec![1.0; items.len()], &r.candidates);
-            which.push(i);
-        }
-        if !which.is_empty() {
-            let batch = q.as_batch();
-            let k = c.short_len;
-            let mut topk = TopK {
-                k,
-                idx: vec![u32::MAX; batch.cands.len() * k],
-                score: vec![f32::NEG_INFINITY; batch.cands.len() * k],
-                count: vec![0; batch.cands.len()],
-            };
-            for r in 0..batch.n_requests() {
-                let l = batch.seq_range(r).len();
-                for ci in batch.cand_range(r) {
-                    topk.count[ci] = l as u32;
-                    for p in 0..l {
-                        topk.idx[ci * k + p] = p as u32;
-                        topk.score[ci * k + p] = 0.0;
-                    }
-                }
-            }
-            let cross = be.cross_bias(&loaded.tables.cross_bias, batch.cross, loaded.tables.n_cross())?;
-            let out = be.esu(&loaded.tables, &batch, &cross, &topk)?;
-            for (bi, &ri) in which.iter().enumerate() {
-                for (ci, c_glob) in batch.cand_range(bi).zip(cand_start[ri]..) {
-                    out_short[c_glob * d..(c_glob + 1) * d].copy_from_slice(&out[ci * d..(ci + 1) * d]);
-                }
-            }
-        }
-    }
-    // MLP on [context, x_h(candidate), out_long, out_short].
-    let all_cands: Vec<u32> = reqs.iter().flat_map(|r| r.candidates.iter().copied()).collect();
-    let x = m.inherent_features_of(&all_cands)?;
-    let zin = c.mlp_input();
-    let ctx = &m.param_at(CONTEXT_EMB).data;
-    let mut z = vec![0f32; n_cand * zin];
-    for (ri, r) in reqs.iter().enumerate() {
-        let hour = crate::train::examples::hour_of_day(r.request_time) as usize % c.n_context;
-        for cg in cand_start[ri]..cand_start[ri] + r.candidates.len() {
-            let zr = &mut z[cg * zin..(cg + 1) * zin];
-            zr[..sd].copy_from_slice(&ctx[hour * sd..(hour + 1) * sd]);
-            zr[sd..sd + hd].copy_from_slice(x.row(cg).as_slice().unwrap_or(&[]));
-            zr[sd + hd..sd + hd + d].copy_from_slice(&out_long[cg * d..(cg + 1) * d]);
-            zr[sd + hd + d..].copy_from_slice(&out_short[cg * d..(cg + 1) * d]);
-        }
-    }
-    let widths: Vec<usize> = std::iter::once(zin).chain(c.mlp_hidden.iter().copied()).chain(std::iter::once(1)).collect();
-    let mut h = z;
-    for i in 0..widths.len() - 1 {
-        let w = &m.param_at(MLP0 + 2 * i).data;
-        let b = &m.param_at(MLP0 + 2 * i + 1).data;
-        let mut y = mm(&h, n_cand, widths[i], w, widths[i + 1]);
-        let last = i + 2 == widths.len();
-        for row in y.chunks_mut(widths[i + 1]) {
-            for (v, &bb) in row.iter_mut().zip(b) {
-                *v += bb;
-                if !last && *v < 0.0 {
-                    *v = 0.0;
-                }
-            }
-        }
-        h = y;
-    }
-    let mut res = Vec::with_capacity(reqs.len());
-    for (ri, r) in reqs.iter().enumerate() {
-        let range = cand_start[ri]..cand_start[ri] + r.candidates.len();
-        let ctr = h[range.clone()].iter().map(|&s| (1.0 / (1.0 + (-(s as f64)).exp())) as f32).collect();
-        let dbg = if r.debug {
-            Some(
-                range
-                    .map(|cg| {
-                        debug[cg].clone().unwrap_or(CandidateDebug { topk_positions: vec![], topk_scores: vec![], attention: vec![] })
-                    })
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        res.push(ScoreResponse { ctr, model_version: loaded.version, debug: dbg });
-    }
-    Ok(res)
-}
-
-/// SIM soft search: relevance = item-embedding inner product, top-K under SPEC's tie rule.
-fn sim_soft_topk(m: &Model, batch: &crate::backend::OnlineBatch<'_>, k: usize) -> TopK {
-    let id = m.config.id_dim;
-    let emb = m.item_embeddings();
-    let n = batch.cands.len();
-    let mut t = TopK { k, idx: vec![u32::MAX; n * k], score: vec![f32::NEG_INFINITY; n * k], count: vec![0; n] };
-    for r in 0..batch.n_requests() {
-        let seq = batch.seq_range(r);
-        for ci in batch.cand_range(r) {
-            let c = batch.cands[ci] as usize;
-            let ec = &emb[c * id..(c + 1) * id];
-            let s: Vec<f32> = batch.items[seq.clone()]
-                .iter()
-                .map(|&it| crate::backend::cpu::dot_f64(ec, &emb[it as usize * id..(it as usize + 1) * id]) as f32)
-                .collect();
-            let top = crate::backend::cpu::gsu_topk::select_topk(&s, k);
-            t.count[ci] = top.len() as u32;
-            for (j, (p, sc)) in top.into_iter().enumerate() {
-                t.idx[ci * k + j] = p;
-                t.score[ci * k + j] = sc;
-            }
-        }
-    }
-    t
-}
-
-/// Debug only: the ESU's per-head softmax weights over the finalists, on the host.
-fn attention_weights(m: &Model, cb: &crate::backend::HostTable, req: &ScoreRequest, idx: &[u32], cand: u32, log_n: bool) -> Vec<f32> {
-    let c = &m.config;
-    let (h, d, dk) = (c.heads, c.d_model(), c.d_head);
-    let rows: Vec<&Behaviour> = idx.iter().filter_map(|&p| req.long.get(p as usize)).collect();
-    let items: Vec<u32> = rows.iter().map(|b| b.item).collect();
-    let (Ok(xq), Ok(xk)) = (m.inherent_features_of(&[cand]), m.inherent_features_of(&items)) else { return Vec::new() };
-    let (Ok(wq), Ok(wk)) = (m.param("w_q"), m.param("w_k")) else { return Vec::new() };
-    let hd = c.inherent_dim();
-    let q = mm(xq.as_slice().unwrap_or(&[]), 1, hd, &wq.data, d);
-    let k = mm(xk.as_slice().unwrap_or(&[]), items.len(), hd, &wk.data, d);
-    let mut att = vec![0f32; items.len() * h];
-    for a in 0..h {
-        let logits: Vec<f64> = rows
-            .iter()
-            .enumerate()
-            .map(|(r, b)| {
-                let dot: f64 = (0..dk).map(|t| q[a * dk + t] as f64 * k[r * d + a * dk + t] as f64).sum();
-                let bias: f64 = cross_of(b, req.request_time).iter().map(|&row| cb.get(row as usize * h + a) as f64).sum();
-                dot / (dk as f64).sqrt() + bias + if log_n { (b.size.max(1) as f64).ln() } else { 0.0 }
-            })
-            .collect();
-        let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
-        for (r, l) in logits.iter().enumerate() {
-            att[r * h + a] = ((l - mx).exp() / z) as f32;
-        }
-    }
-    att
+    let scored = loaded.net.forward(shared.backend.as_ref(), &loaded.model, shared.cfg.variant, reqs)?;
+    Ok(scored.into_iter().map(|(ctr, debug)| ScoreResponse { ctr, model_version: loaded.version, debug }).collect())
 }

@@ -77,10 +77,7 @@ pub struct Examples<'a> {
     slots: Vec<u32>,
 }
 
-/// Hour of day (UTC) of a request: the context feature.
-pub fn hour_of_day(t: i64) -> u32 {
-    (t.rem_euclid(86_400) / 3_600) as u32
-}
+pub use crate::features::hour_of_day;
 
 impl<'a> Examples<'a> {
     pub fn new(data: &'a Dataset, variant: Variant, clusters: Option<&'a ClusterSet>, max_long: usize, short_len: usize) -> Result<Self> {

@@ -20,63 +20,7 @@ pub use examples::{Examples, SeqSource, Split};
 pub use metrics::Metrics;
 pub use trainer::{evaluate, train, EpochReport, TrainConfig, TrainReport};
 
-use crate::error::{Error, Result};
-
-/// Which sequence modules a model uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Variant {
-    /// GSU + ESU over the user's clusters (TWIN-V2), `ln n` reweighting; plus short-term.
-    TwinV2,
-    /// GSU + ESU over the raw lifelong sequence (TWIN); plus short-term.
-    Twin,
-    /// GSU by item-embedding inner product (SIM soft search), then the same ESU; plus short-term.
-    SimSoft,
-    /// Short-term attention over the 50 most recent behaviours only.
-    DinShort,
-    /// No sequence: context and target features only.
-    NoSeq,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 5] = [Variant::NoSeq, Variant::DinShort, Variant::SimSoft, Variant::Twin, Variant::TwinV2];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::TwinV2 => "twin-v2",
-            Variant::Twin => "twin",
-            Variant::SimSoft => "sim-soft",
-            Variant::DinShort => "din-short",
-            Variant::NoSeq => "no-seq",
-        }
-    }
-    pub fn uses_long(self) -> bool {
-        matches!(self, Variant::TwinV2 | Variant::Twin | Variant::SimSoft)
-    }
-    pub fn uses_short(self) -> bool {
-        !matches!(self, Variant::NoSeq)
-    }
-    pub fn uses_clusters(self) -> bool {
-        matches!(self, Variant::TwinV2)
-    }
-}
-
-impl std::str::FromStr for Variant {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s).ok_or(Error::InvalidValue {
-            field: "variant (twin-v2, twin, sim-soft, din-short, no-seq)",
-            index: 0,
-            value: s.len() as f64,
-            why: "unknown variant name",
-        })
-    }
-}
-
-impl std::fmt::Display for Variant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::net::Variant;
 
 /// One training or evaluation batch, flat and ragged. Long rows are the GSU's input (raw
 /// behaviours or cluster virtual items); short rows the most recent behaviours.

@@ -20,105 +20,18 @@ use std::cmp::Ordering;
 use rayon::prelude::*;
 
 use super::{Batch, Variant};
-use crate::backend::cpu::attn::{self, AttnIn};
-use crate::backend::cpu::cross_bias::{cross_tables_bwd, CrossTableGrads};
-use crate::backend::cpu::segment_sum::{self, segments_of};
-use crate::backend::cpu::{bce, gemm};
+use crate::backend::cpu::attn::AttnIn;
+use crate::backend::cpu::segment_sum::segments_of;
 use crate::backend::cpu::{dot, Real};
-use crate::backend::{AttnSaved, Backend, CrossBwdIn, CrossDims, GemmKind};
+use crate::backend::{Act, CrossBwdIn, CrossDims, GemmKind};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
+use crate::net::mlp::{self, HostDense};
 
-/// Parameter indices in `ModelConfig::param_shapes` order.
-pub const ITEM_EMB: usize = 0;
-pub const AUTHOR_EMB: usize = 1;
-pub const TOPIC_EMB: usize = 2;
-pub const DURATION_EMB: usize = 3;
-pub const CONTEXT_EMB: usize = 4;
-pub const CROSS_EMB: usize = 5;
-pub const W_Q: usize = 6;
-pub const W_K: usize = 7;
-pub const W_V: usize = 8;
-pub const W_C: usize = 9;
-pub const BETA: usize = 10;
-pub const W_VC: usize = 11;
-pub const W_O: usize = 12;
-pub const MLP0: usize = 13;
-/// Tables whose gradient is a set of rows (sparse updates).
-pub const ROW_TABLES: [usize; 5] = [ITEM_EMB, AUTHOR_EMB, TOPIC_EMB, DURATION_EMB, CONTEXT_EMB];
-
-/// The kernels a training step runs through: the attention forward/backward and the
-/// deterministic scatter-add. [`CpuOps`] is the generic reference; [`BackendOps`] sends them
-/// to a backend's kernels (f32), so a GPU backend's training kernels run inside real steps.
-pub trait Ops<T> {
-    fn attn_fwd(&self, x: AttnIn<'_, T>) -> Result<(Vec<T>, Vec<T>)>;
-    fn attn_bwd(&self, x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> Result<attn::AttnGrads<T>>;
-    fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>>;
-    /// `out [m, n] = op(a) · op(b)` (layouts as `Backend::gemm`).
-    fn gemm(&self, kind: GemmKind, a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>>;
-    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, T>) -> Result<CrossTableGrads<T>>;
-    /// `(mean BCE, dlogit)`.
-    fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)>;
-}
-
-pub struct CpuOps;
-
-impl<T: Real> Ops<T> for CpuOps {
-    fn attn_fwd(&self, x: AttnIn<'_, T>) -> Result<(Vec<T>, Vec<T>)> {
-        Ok(attn::attn_fwd(x))
-    }
-    fn attn_bwd(&self, x: AttnIn<'_, T>, p: &[T], dpooled: &[T]) -> Result<attn::AttnGrads<T>> {
-        Ok(attn::attn_bwd(x, p, dpooled))
-    }
-    fn segment_sum(&self, src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<T>> {
-        Ok(segment_sum::segment_sum(src, width, perm, seg_offsets))
-    }
-    fn gemm(&self, kind: GemmKind, a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>> {
-        Ok(match kind {
-            GemmKind::NN => gemm::mm(a, m, k, b, n),
-            GemmKind::NT => gemm::mm_nt(a, m, k, b, n),
-            GemmKind::TN => gemm::mm_tn(a, k, m, b, n),
-        })
-    }
-    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, T>) -> Result<CrossTableGrads<T>> {
-        Ok(cross_tables_bwd(x.dcb, x.dcv, x.e, x.w_c, x.beta, x.w_vc, x.offsets, x.dims))
-    }
-    fn bce(&self, logits: &[T], labels: &[f32]) -> Result<(f64, Vec<T>)> {
-        Ok(bce::bce(logits, labels))
-    }
-}
-
-pub struct BackendOps<'a>(pub &'a dyn Backend);
-
-impl Ops<f32> for BackendOps<'_> {
-    fn attn_fwd(&self, x: AttnIn<'_, f32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        let o = self.0.attn_fwd(x.heads, x.q, x.k, x.v, x.bias, x.offsets)?;
-        Ok((o.p, o.pooled))
-    }
-    fn attn_bwd(&self, x: AttnIn<'_, f32>, p: &[f32], dpooled: &[f32]) -> Result<attn::AttnGrads<f32>> {
-        let g = self.0.attn_bwd(x.heads, AttnSaved { q: x.q, k: x.k, v: x.v, bias: x.bias, offsets: x.offsets, p }, dpooled)?;
-        Ok(attn::AttnGrads { dq: g.dq, dk: g.dk, dv: g.dv, dbias: g.dbias })
-    }
-    fn segment_sum(&self, src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32]) -> Result<Vec<f32>> {
-        if perm.is_empty() {
-            return Ok(vec![0.0; seg_offsets.len().saturating_sub(1) * width]);
-        }
-        self.0.segment_sum(src, width, perm, seg_offsets)
-    }
-    fn gemm(&self, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
-        if m == 0 || n == 0 || k == 0 {
-            // Nothing to multiply (e.g. no long rows in the batch): no device launch.
-            return Ok(vec![0.0; m * n]);
-        }
-        self.0.gemm(kind, a, b, m, k, n)
-    }
-    fn cross_tables_bwd(&self, x: CrossBwdIn<'_, f32>) -> Result<CrossTableGrads<f32>> {
-        self.0.cross_tables_bwd(x)
-    }
-    fn bce(&self, logits: &[f32], labels: &[f32]) -> Result<(f64, Vec<f32>)> {
-        self.0.bce(logits, labels)
-    }
-}
+pub use crate::net::{
+    BackendOps, CpuOps, Ops, AUTHOR_EMB, BETA, CONTEXT_EMB, CROSS_EMB, DURATION_EMB, ITEM_EMB, MLP0, ROW_TABLES, TOPIC_EMB, W_C, W_K, W_O,
+    W_Q, W_V, W_VC,
+};
 
 /// Borrowed parameters plus the item → feature maps of the catalogue.
 pub struct Weights<'a, T> {
@@ -478,23 +391,10 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
             zr[sd + hd + d..].copy_from_slice(&out_short[b * d..(b + 1) * d]);
         }
     });
-    let widths: Vec<usize> = std::iter::once(zin).chain(cfg.mlp_hidden.iter().copied()).chain(std::iter::once(1)).collect();
+    let widths = mlp::widths(zin, &cfg.mlp_hidden);
     let n_layers = widths.len() - 1;
-    let mut acts = vec![z];
-    for i in 0..n_layers {
-        let (wi, bi) = (w.p[MLP0 + 2 * i], w.p[MLP0 + 2 * i + 1]);
-        let mut y = ops.gemm(GemmKind::NN, &acts[i], wi, bn, widths[i], widths[i + 1])?;
-        let last = i + 1 == n_layers;
-        y.par_chunks_mut(widths[i + 1]).for_each(|row| {
-            for (x, &bb) in row.iter_mut().zip(bi) {
-                *x = *x + bb;
-                if !last && *x < T::zero() {
-                    *x = T::zero();
-                }
-            }
-        });
-        acts.push(y);
-    }
+    let layers: Vec<(&[T], &[T])> = (0..n_layers).map(|i| (w.p[MLP0 + 2 * i], w.p[MLP0 + 2 * i + 1])).collect();
+    let acts = mlp::forward(&HostDense::new(ops), &layers, z, bn, &widths, Act::None)?;
     let logits = &acts[n_layers];
     let (loss, dlogit) = ops.bce(logits, &batch.label)?;
     let prob: Vec<f32> = logits.iter().map(|&s| (1.0 / (1.0 + (-s.f64()).exp())) as f32).collect();
@@ -508,30 +408,12 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     // ---- Backward ----
     let _backward = crate::nvtx::range("train step: backward");
     let mut grads: Vec<Option<Grad<T>>> = (0..MLP0 + 2 * n_layers).map(|_| None).collect();
-    let mut dy: Vec<T> = dlogit;
-    for i in (0..n_layers).rev() {
-        let (fi, fo) = (widths[i], widths[i + 1]);
-        let last = i + 1 == n_layers;
-        if !last {
-            // ReLU: gradient flows where the output was positive.
-            dy.par_iter_mut().zip(acts[i + 1].par_iter()).for_each(|(g, &a)| {
-                if a <= T::zero() {
-                    *g = T::zero();
-                }
-            });
-        }
-        let dw = ops.gemm(GemmKind::TN, &acts[i], &dy, fi, bn, fo)?;
-        let mut db = vec![T::zero(); fo];
-        for row in dy.chunks(fo) {
-            for (x, &y) in db.iter_mut().zip(row) {
-                *x = *x + y;
-            }
-        }
+    let mlp_w: Vec<&[T]> = layers.iter().map(|l| l.0).collect();
+    let (layer_grads, dz) = mlp::backward(ops, &mlp_w, &acts, dlogit, bn, &widths)?;
+    for (i, (dw, db)) in layer_grads.into_iter().enumerate() {
         grads[MLP0 + 2 * i] = Some(Grad::Dense(dw));
         grads[MLP0 + 2 * i + 1] = Some(Grad::Dense(db));
-        dy = ops.gemm(GemmKind::NT, &dy, w.p[MLP0 + 2 * i], bn, fo, fi)?;
     }
-    let dz = dy; // [B, zin]
     let mut dx_t = vec![T::zero(); bn * hd];
     let mut dctx = vec![T::zero(); bn * sd];
     let mut dout_long = vec![T::zero(); bn * d];

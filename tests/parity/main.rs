@@ -7,7 +7,9 @@ mod common;
 
 mod attn;
 mod bce;
+mod bias_act;
 mod cluster;
+mod copy_rows;
 mod cross_bias;
 mod cuda_compile;
 mod esu;

@@ -3,6 +3,8 @@
 
 pub mod attn;
 pub mod bce;
+pub mod bias_act;
+pub mod copy_rows;
 pub mod cross_bias;
 pub mod esu;
 pub mod gather;

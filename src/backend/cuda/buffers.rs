@@ -2,10 +2,11 @@
 //! borrowed ranges of them (`View`); copies in and out (counted for benchmarks), zeroed scratch,
 //! and outputs poisoned before their kernels run.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytemuck::Pod;
 
@@ -18,12 +19,70 @@ pub(crate) struct Buf<T> {
     dev: Arc<dyn Device>,
     addr: u64,
     len: usize,
+    /// Where the allocation returns when dropped (tensors); `None`: freed at once.
+    pool: Option<(Arc<Pool>, usize)>,
     _t: PhantomData<T>,
 }
 
 impl<T> Drop for Buf<T> {
     fn drop(&mut self) {
-        self.dev.free(self.addr);
+        match &self.pool {
+            Some((pool, bytes)) => pool.put(*bytes, self.addr),
+            None => self.dev.free(self.addr),
+        }
+    }
+}
+
+/// Freed tensor allocations kept for reuse, by size class (powers of two from 256 bytes), so a
+/// serving loop or a training step allocates from the driver only until its shapes repeat. At
+/// most `POOL_CAP_BYTES` are kept; past that a freed allocation goes back to the driver.
+pub(crate) struct Pool {
+    dev: Arc<dyn Device>,
+    free: Mutex<(HashMap<usize, Vec<u64>>, usize)>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+const POOL_CAP_BYTES: usize = 1 << 30;
+
+impl Pool {
+    pub(crate) fn new(dev: Arc<dyn Device>) -> Pool {
+        Pool { dev, free: Mutex::new((HashMap::new(), 0)) }
+    }
+    fn class(bytes: usize) -> usize {
+        bytes.max(256).next_power_of_two()
+    }
+    fn take(&self, class: usize) -> Option<u64> {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let a = g.0.get_mut(&class).and_then(|v| v.pop());
+        if a.is_some() {
+            g.1 -= class;
+        }
+        a
+    }
+    fn put(&self, class: usize, addr: u64) {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 + class > POOL_CAP_BYTES {
+            drop(g);
+            self.dev.free(addr);
+            return;
+        }
+        g.1 += class;
+        g.0.entry(class).or_default().push(addr);
+    }
+    /// Give every kept allocation back to the driver.
+    pub(crate) fn drain(&self) {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, v) in g.0.drain() {
+            for a in v {
+                self.dev.free(a);
+            }
+        }
+        g.1 = 0;
     }
 }
 
@@ -73,7 +132,18 @@ impl CudaBackend {
     fn alloc<T: Pod>(&self, op: &'static str, n: usize) -> Result<Buf<T>> {
         let len = n.max(1);
         let addr = self.dev.alloc(len * size_of::<T>()).map_err(device_err(op))?;
-        Ok(Buf { dev: self.dev.clone(), addr, len, _t: PhantomData })
+        Ok(Buf { dev: self.dev.clone(), addr, len, pool: None, _t: PhantomData })
+    }
+
+    /// Uninitialised device buffer of at least one element from the backend's pool.
+    pub(crate) fn alloc_pooled<T: Pod>(&self, op: &'static str, n: usize) -> Result<Buf<T>> {
+        let len = n.max(1);
+        let class = Pool::class(len * size_of::<T>());
+        let addr = match self.pool.take(class) {
+            Some(a) => a,
+            None => self.dev.alloc(class).map_err(device_err(op))?,
+        };
+        Ok(Buf { dev: self.dev.clone(), addr, len, pool: Some((self.pool.clone(), class)), _t: PhantomData })
     }
 
     /// Host → device copy; an empty slice becomes a one-element buffer (no zero-size allocations).

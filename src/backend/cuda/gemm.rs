@@ -4,7 +4,7 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::launch::KernelParam;
+use super::launch::{KernelParam, PushArg};
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::GemmKind;
 use crate::error::{Error, Result};
@@ -25,13 +25,19 @@ pub(crate) struct GemmParams {
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
 unsafe impl KernelParam for GemmParams {}
 
-pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
-    if m == 0 || n == 0 {
-        return Ok(Vec::new());
-    }
-    if k == 0 {
-        return Ok(vec![0.0; m * n]);
-    }
+/// Launch the GEMM of `kind` on views holding `a`, `b` (as `check::gemm` shapes them) and
+/// `out [m, n]`; m, n, k > 0.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch<A: PushArg, B: PushArg, O: PushArg>(
+    be: &CudaBackend,
+    kind: GemmKind,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &A,
+    b: &B,
+    out: &O,
+) -> Result<()> {
     let (tiles_m, tiles_n) = (m.div_ceil(TILE), n.div_ceil(TILE));
     let blocks = tiles_m * tiles_n;
     if blocks > i32::MAX as usize {
@@ -43,16 +49,27 @@ pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: us
         GemmKind::NT => "gemm_fwd_nt",
         GemmKind::TN => "gemm_fwd_tn",
     };
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let mut lb = be.launcher(name);
+    lb.arg(&p).arg(a).arg(b).arg(out);
+    // SAFETY: kernel (GemmParams, a [m*k], b [k*n], out [m*n]) for every kind; the callers
+    // validated both lengths (check::gemm / check::gemm_dev: m*k, k*n, m*n <= u32::MAX), m, n, k > 0;
+    // grid tiles_m*tiles_n blocks of GEMM_THREADS, each block reading rows < m / columns < n /
+    // p < k only and writing its own tile of out (rows < m, columns < n) once.
+    unsafe { lb.launch(cfg) }.map_err(device_err("gemm launch"))?;
+    Ok(())
+}
+
+pub(crate) fn gemm(be: &CudaBackend, kind: GemmKind, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    if m == 0 || n == 0 {
+        return Ok(Vec::new());
+    }
+    if k == 0 {
+        return Ok(vec![0.0; m * n]);
+    }
     let ad = be.htod("gemm: upload a", a)?;
     let bd = be.htod("gemm: upload b", b)?;
     let out = be.output::<f32>("gemm: alloc out", m * n)?;
-    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (GEMM_THREADS, 1, 1), shared_mem_bytes: 0 };
-    let mut lb = be.launcher(name);
-    lb.arg(&p).arg(&ad).arg(&bd).arg(&out);
-    // SAFETY: kernel (GemmParams, a [m*k], b [k*n], out [m*n]) for every kind; check::gemm validated
-    // both lengths (and m*k, k*n, m*n <= u32::MAX), m, n, k > 0 here; grid tiles_m*tiles_n blocks of
-    // GEMM_THREADS, each block reading rows < m / columns < n / p < k only and writing its own tile
-    // of out (rows < m, columns < n) once.
-    unsafe { lb.launch(cfg) }.map_err(device_err("gemm launch"))?;
+    launch(be, kind, m, k, n, &ad, &bd, &out)?;
     be.dtoh("gemm: download", &out, m * n)
 }

@@ -20,7 +20,9 @@
 
 mod attn;
 mod bce;
+mod bias_act;
 mod buffers;
+mod copy_rows;
 mod cross_bias;
 mod device;
 #[cfg(feature = "cuda-emu")]
@@ -35,6 +37,7 @@ mod log_size_bias;
 mod measure;
 mod online;
 mod segment_sum;
+mod tensor;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -44,15 +47,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, LaunchConfig};
 
-use buffers::Buf;
+use buffers::{Buf, Pool};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use device::{Device, DriverDevice};
 use half::f16;
 use launch::Launch;
 
 use super::{
-    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
+    check, Act, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem,
+    GemmKind, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows, Staged, Staging,
+    TableData, Tensor, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -119,6 +123,8 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
     },
     KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd"] },
+    KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
+    KernelSource { stem: "bias_act", source: include_str!("../../../kernels/bias_act.cu"), fmad: false, functions: &["bias_act_fwd"] },
 ];
 
 const BACKEND: &str = "cuda";
@@ -260,6 +266,8 @@ pub struct CudaBackend {
     /// element a kernel forgets to write reads back as NaN, not as a plausible 0.
     poison: AtomicBool,
     copies: TransferCounter,
+    /// Freed tensor allocations kept for reuse.
+    pool: Arc<Pool>,
 }
 
 /// `TWIN_CUDA_POISON=1|0` overrides the default (on in debug builds, as on wgpu).
@@ -333,6 +341,7 @@ impl CudaBackend {
         };
         CudaBackend {
             id: super::next_device_id(),
+            pool: Arc::new(Pool::new(dev.clone())),
             dev,
             desc,
             arch,
@@ -455,6 +464,53 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        self.tensor_upload(name, rows, cols, elem, data)
+    }
+
+    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        self.tensor_zeroed(name, rows, cols, elem)
+    }
+
+    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        self.tensors_read(ts)
+    }
+
+    fn stage_online_native(
+        &self,
+        st: &mut Staging,
+        t: &OnlineTables,
+        batch: &OnlineBatch,
+        k: usize,
+    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+        self.stage_native(st, t, batch, k)
+    }
+
+    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        self.online_staged(t, staged, slot)
+    }
+
+    unsafe fn copy_rows_unchecked(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        self.copy_rows_dev(dst, dst_col, dst_rows, src, src_rows, staged, n)
+    }
+
+    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        self.gemm_dev_launch(kind, a, b, m, k, n)
+    }
+
+    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        self.bias_act_dev(x, bias, act)
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
     }

@@ -1,0 +1,55 @@
+//! Host side of `kernels/copy_rows.cu` (math in `cpu::copy_rows`).
+
+use super::buffers::View;
+use super::launch::KernelParam;
+use super::{device_err, u32_of, CudaBackend};
+use crate::error::Result;
+
+/// Mirrors `CopyRowsParams` in kernels/copy_rows.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CopyRowsParams {
+    pub n: u32,
+    pub width: u32,
+    pub dst_cols: u32,
+    pub dst_col: u32,
+    pub has_dst_ids: u32,
+    pub has_src_ids: u32,
+}
+// SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
+unsafe impl KernelParam for CopyRowsParams {}
+
+/// `dst [·, dst_cols]`, `src [·, width]`; `dst_ids` / `src_ids` hold `n` ids each when given (else
+/// any valid view, unread).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    be: &CudaBackend,
+    n: usize,
+    width: usize,
+    dst_cols: usize,
+    dst_col: usize,
+    dst: &View<u32>,
+    dst_ids: Option<&View<u32>>,
+    src: &View<u32>,
+    src_ids: Option<&View<u32>>,
+) -> Result<()> {
+    if n == 0 || width == 0 {
+        return Ok(());
+    }
+    let p = CopyRowsParams {
+        n: u32_of("copy_rows n", n)?,
+        width: u32_of("copy_rows width", width)?,
+        dst_cols: u32_of("copy_rows dst_cols", dst_cols)?,
+        dst_col: u32_of("copy_rows dst_col", dst_col)?,
+        has_dst_ids: dst_ids.is_some() as u32,
+        has_src_ids: src_ids.is_some() as u32,
+    };
+    let mut b = be.launcher("copy_rows_fwd");
+    b.arg(&p).arg(dst).arg(dst_ids.unwrap_or(dst)).arg(src).arg(src_ids.unwrap_or(src));
+    // SAFETY: kernel (CopyRowsParams, u32* dst, const u32* dst_ids [n], const u32* src, const u32*
+    // src_ids [n]); check::copy_rows bounded every listed id below its tensor's rows and
+    // dst_col + width <= dst_cols, so every index the kernel forms is inside dst / src; an id view
+    // is read only when its flag is set (the stand-in pointer otherwise is never dereferenced).
+    unsafe { b.launch(be.grid_1d((n * width) as u64)) }.map_err(device_err("copy_rows launch"))?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Device tensors on CUDA: pooled allocations (`Buf::alloc_pooled`), explicit counted up- and
+//! downloads, and the device-resident ops of the serving network (`online_dev`, `copy_rows`,
+//! `gemm_dev`, `bias_act`), which launch on tensors without touching the host.
+
+use std::any::Any;
+use std::mem::size_of;
+use std::sync::Arc;
+
+use super::buffers::Buf;
+use super::gsu_topk::{self, cand_req, pack_batch, pack_plan, view, BatchRanges, GsuOut, GsuPlan, PlanRanges};
+use super::{bias_act, copy_rows, cross_bias, device_err, esu, gemm, log_size_bias, CudaBackend, Packer};
+use crate::backend::{Act, BackendKind, Elem, GemmKind, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor};
+use crate::error::{Error, Result};
+
+/// A tensor's device memory.
+pub(crate) struct CudaMem(pub Buf<u32>);
+
+/// CUDA's own layout of a staged online batch: its request map and GSU plan beside the batch.
+pub(crate) struct NativeOnline {
+    br: BatchRanges,
+    pr: PlanRanges,
+    plan: GsuPlan,
+}
+
+impl CudaBackend {
+    fn mem<'a>(&self, t: &'a Tensor) -> Result<&'a Buf<u32>> {
+        t.storage::<CudaMem>(BackendKind::Cuda, self.id).map(|m| &m.0)
+    }
+
+    fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: Buf<u32>) -> Tensor {
+        Tensor { name, rows, cols, elem, backend: BackendKind::Cuda, device_id: self.id, inner: Arc::new(CudaMem(buf)) }
+    }
+
+    /// A pooled buffer every element of which a kernel will write: poisoned (0xFF bytes) when
+    /// `poison_outputs` is on, else zeroed.
+    fn pooled_output(&self, op: &'static str, n: usize) -> Result<Buf<u32>> {
+        let b = self.alloc_pooled::<u32>(op, n)?;
+        let byte = if self.poison_outputs() { 0xFF } else { 0 };
+        self.dev.memset(b.addr(), byte, b.len() * 4).map_err(device_err(op))?;
+        Ok(b)
+    }
+
+    pub(crate) fn tensor_upload(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        let b = self.alloc_pooled::<u32>("tensor upload", data.len())?;
+        if !data.is_empty() {
+            self.copies.up(data.len() * 4);
+            self.dev.htod(b.addr(), bytemuck::cast_slice(data)).map_err(device_err("tensor upload"))?;
+        }
+        Ok(self.wrap(name, rows, cols, elem, b))
+    }
+
+    pub(crate) fn tensor_zeroed(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        let b = self.alloc_pooled::<u32>("tensor zeros", rows * cols)?;
+        self.dev.memset(b.addr(), 0, b.len() * 4).map_err(device_err("tensor zeros"))?;
+        Ok(self.wrap(name, rows, cols, elem, b))
+    }
+
+    /// Every tensor's words in one device→host copy (gathered device-side first when several).
+    pub(crate) fn tensors_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        let bufs: Vec<&Buf<u32>> = ts.iter().map(|t| self.mem(t)).collect::<Result<_>>()?;
+        let lens: Vec<usize> = ts.iter().map(|t| t.len()).collect();
+        let total: usize = lens.iter().sum();
+        if total == 0 {
+            return Ok(lens.iter().map(|_| Vec::new()).collect());
+        }
+        let mut all = vec![0u32; total];
+        if ts.len() == 1 {
+            self.copies.down(total * 4);
+            self.dev.dtoh(bufs[0].addr(), bytemuck::cast_slice_mut(&mut all)).map_err(device_err("tensor read"))?;
+        } else {
+            let staging = self.alloc_pooled::<u32>("tensor read", total)?;
+            let mut at = 0u64;
+            for (b, &n) in bufs.iter().zip(&lens) {
+                if n > 0 {
+                    self.dev.dtod(staging.addr() + at, b.addr(), n * 4).map_err(device_err("tensor read"))?;
+                }
+                at += (n * 4) as u64;
+            }
+            self.copies.down(total * 4);
+            self.dev.dtoh(staging.addr(), bytemuck::cast_slice_mut(&mut all)).map_err(device_err("tensor read"))?;
+        }
+        let mut out = Vec::with_capacity(ts.len());
+        let mut at = 0;
+        for n in lens {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Pack the request map and the GSU plan into the staging area (host layout already there).
+    pub(crate) fn stage_native(
+        &self,
+        st: &mut Staging,
+        t: &OnlineTables,
+        batch: &OnlineBatch,
+        k: usize,
+    ) -> Result<Option<Box<dyn Any + Send + Sync>>> {
+        let creq = cand_req(batch);
+        let plan = gsu_topk::plan(self, batch, t.d_model(), k)?;
+        let mut pk = Packer { words: std::mem::take(&mut st.words) };
+        let br = pack_batch(&mut pk, batch, &creq);
+        let pr = pack_plan(&mut pk, &plan);
+        st.words = pk.words;
+        Ok(Some(Box::new(NativeOnline { br, pr, plan })))
+    }
+
+    /// The online path (cross bias → ln n → GSU → ESU → W^o) on a staged batch; nothing moves
+    /// between host and device.
+    pub(crate) fn online_staged(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        let nat = slot.native.as_ref().and_then(|b| b.downcast_ref::<NativeOnline>()).ok_or(Error::BadShape {
+            field: "online slot",
+            value: 0,
+            why: "staged for another backend (stage it with this backend's stage_online)",
+        })?;
+        let buf = self.mem(&staged.tensor)?;
+        let (n_cand, n_beh, k) = (slot.n_cands, slot.n_behaviours, slot.k);
+        let (d, h, j) = (t.d_model(), t.heads, t.n_cross());
+        let nk = n_cand * k;
+        let bias = self.pooled_output("online_dev: bias", n_beh * h)?;
+        let bias_v = bias.slice(..n_beh * h);
+        cross_bias::launch_cross_bias(self, self.table_ptr(&t.cross_bias)?, h, n_beh, j, &view(buf, &nat.br.cross), &bias_v)?;
+        log_size_bias::launch_log_size_bias(self, n_beh, h, &bias_v, &view(buf, &nat.br.sizes), &bias_v)?;
+        let topk = self.pooled_output("online_dev: topk", 2 * nk + n_cand)?;
+        let flag = self.alloc_pooled::<u32>("online_dev: flag", 1)?;
+        self.dev.memset(flag.addr(), 0, 4).map_err(device_err("online_dev: flag"))?;
+        let out = self.pooled_output("online_dev: out", n_cand * d)?;
+        let g = GsuOut {
+            idx: topk.slice(0..nk),
+            score: topk.slice(nk..2 * nk),
+            count: topk.slice(2 * nk..2 * nk + n_cand),
+            flag: flag.slice(..),
+        };
+        gsu_topk::launch(self, t, &nat.plan, buf, &nat.br, &nat.pr, &bias_v, &g)?;
+        esu::launch(self, t, buf, &nat.br, &bias_v, k, &g.idx, &g.count, &out.slice(..n_cand * d))?;
+        Ok(OnlineDev {
+            out: self.wrap("online out", n_cand, d, Elem::F32, out),
+            topk: self.wrap("online topk", 1, 2 * nk + n_cand, Elem::U32, topk),
+            flag: self.wrap("online flag", 1, 1, Elem::U32, flag),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy_rows_dev(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        let (db, sb, ib) = (self.mem(dst)?, self.mem(src)?, self.mem(&staged.tensor)?);
+        let ids = |r: Rows<'_>| match r {
+            Rows::All => None,
+            Rows::Ids(s) => Some(view(ib, &s.range)),
+        };
+        let (di, si) = (ids(dst_rows), ids(src_rows));
+        copy_rows::launch(self, n, src.cols, dst.cols, dst_col, &db.slice(..), di.as_ref(), &sb.slice(..), si.as_ref())
+    }
+
+    pub(crate) fn gemm_dev_launch(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        if k == 0 {
+            return self.tensor_zeroed("gemm out", m, n, Elem::F32);
+        }
+        let out = self.pooled_output("gemm_dev: out", m * n)?;
+        if m > 0 && n > 0 {
+            gemm::launch(self, kind, m, k, n, &self.mem(a)?.slice(..), &self.mem(b)?.slice(..), &out.slice(..))?;
+        }
+        Ok(self.wrap("gemm out", m, n, Elem::F32, out))
+    }
+
+    pub(crate) fn bias_act_dev(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        bias_act::launch(self, x.rows, x.cols, act.code(), &self.mem(x)?.slice(..), &self.mem(bias)?.slice(..))
+    }
+}
+
+const _: () = assert!(size_of::<u32>() == 4);

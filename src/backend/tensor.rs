@@ -1,0 +1,243 @@
+//! Device tensors: typed handles to memory owned by one backend instance, and the staging area
+//! through which a whole batch goes up in one host→device copy.
+//!
+//! - [`Tensor`] generalises [`super::DeviceTable`]: a `[rows, cols]` matrix of 32-bit elements
+//!   (f32 or u32) that lives where its backend keeps memory (device memory on CUDA; host memory on
+//!   the CPU backend, and on backends whose device-resident ops are not written yet). Ops take and
+//!   return handles; `Backend::tensor_read` is the explicit download.
+//! - [`Staging`] collects a batch's inputs as words on the host; `Backend::upload_staging` copies
+//!   them up at once and returns [`Staged`], whose slots ([`IdSlot`], [`OnlineSlot`]) the ops
+//!   read. A slot records what its ids were checked against when it was staged (its bound), so an
+//!   op can refuse a slot whose ids could reach past its table without reading device memory.
+
+use std::any::Any;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::BackendKind;
+use crate::error::{Error, Result};
+
+/// Element type of a [`Tensor`] (both 32-bit, so every tensor is a run of words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    U32,
+}
+
+/// A `[rows, cols]` row-major matrix owned by one backend instance. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Tensor {
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub elem: Elem,
+    pub backend: BackendKind,
+    pub device_id: u64,
+    pub(crate) inner: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({} [{}x{}] {:?} on {})", self.name, self.rows, self.cols, self.elem, self.backend)
+    }
+}
+
+impl Tensor {
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The backend's own storage, or a typed error saying whose tensor this is.
+    pub(crate) fn storage<T: 'static>(&self, caller: BackendKind, caller_id: u64) -> Result<&T> {
+        let foreign = || Error::ForeignTable {
+            table: self.name,
+            owner: format!("{}#{}", self.backend, self.device_id),
+            caller: format!("{}#{}", caller, caller_id),
+        };
+        if self.backend != caller || self.device_id != caller_id {
+            return Err(foreign());
+        }
+        self.inner.downcast_ref::<T>().ok_or_else(foreign)
+    }
+
+    /// Require shape and element type.
+    pub(crate) fn expect(&self, field: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<()> {
+        if self.elem != elem {
+            return Err(Error::BadShape { field, value: self.len() as u64, why: "wrong element type (f32 / u32)" });
+        }
+        if self.rows != rows || self.cols != cols {
+            return Err(Error::LengthMismatch {
+                field,
+                got: self.len(),
+                expected: rows * cols,
+                expected_what: "rows * cols of the op's shape",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Host memory standing in for device memory: the CPU backend's tensors, and the tensors of a
+/// backend that uses the trait's host implementations.
+pub struct HostMem(Mutex<Vec<u32>>);
+
+impl HostMem {
+    pub fn new(words: Vec<u32>) -> HostMem {
+        HostMem(Mutex::new(words))
+    }
+    /// The words (a poisoned lock only means a panic elsewhere; the data is intact).
+    pub fn lock(&self) -> MutexGuard<'_, Vec<u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Words as f32.
+pub fn f32s(words: &[u32]) -> Vec<f32> {
+    words.iter().map(|&w| f32::from_bits(w)).collect()
+}
+/// f32 as words.
+pub fn words(xs: &[f32]) -> Vec<u32> {
+    xs.iter().map(|x| x.to_bits()).collect()
+}
+
+static NEXT_STAGING: AtomicU64 = AtomicU64::new(1);
+
+/// Word alignment of every staged section: 256 bytes, the largest storage-binding offset
+/// alignment a wgpu adapter may ask for, so any section can be bound in place.
+pub const STAGE_ALIGN_WORDS: usize = 64;
+
+/// A batch's inputs on the host, collected for one upload.
+pub struct Staging {
+    pub(crate) id: u64,
+    pub(crate) words: Vec<u32>,
+}
+
+impl Default for Staging {
+    fn default() -> Self {
+        Staging::new()
+    }
+}
+
+impl Staging {
+    pub fn new() -> Staging {
+        Staging { id: NEXT_STAGING.fetch_add(1, Ordering::Relaxed), words: Vec::new() }
+    }
+
+    /// Append `xs` at an aligned offset; returns its word range.
+    pub(crate) fn push(&mut self, xs: &[u32]) -> Range<usize> {
+        let start = self.words.len().next_multiple_of(STAGE_ALIGN_WORDS);
+        self.words.resize(start, 0);
+        self.words.extend_from_slice(xs);
+        start..self.words.len()
+    }
+
+    /// Stage row ids that an op will use to index a table of `bound` rows; refused here, with the
+    /// field and the value, if any id is out of range.
+    pub fn ids(&mut self, field: &'static str, ids: &[u32], bound: usize) -> Result<IdSlot> {
+        super::check::ids_below(field, ids, bound)?;
+        let range = self.push(ids);
+        Ok(IdSlot { staging: self.id, range, bound })
+    }
+
+    /// Words staged so far (the upload's size).
+    pub fn len_words(&self) -> usize {
+        self.words.len()
+    }
+}
+
+/// A staging area copied to a backend: one u32 tensor holding every staged section.
+pub struct Staged {
+    pub(crate) id: u64,
+    pub tensor: Tensor,
+}
+
+impl Staged {
+    pub(crate) fn owns(&self, field: &'static str, slot_staging: u64) -> Result<()> {
+        if slot_staging != self.id {
+            return Err(Error::BadShape { field, value: slot_staging, why: "slot was staged into another upload" });
+        }
+        Ok(())
+    }
+}
+
+/// Row ids in a [`Staged`] upload, all below `bound`.
+#[derive(Clone, Debug)]
+pub struct IdSlot {
+    pub(crate) staging: u64,
+    pub(crate) range: Range<usize>,
+    pub(crate) bound: usize,
+}
+
+impl IdSlot {
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// Which rows a row copy reads or writes: all in order, or listed ids.
+#[derive(Clone, Copy, Debug)]
+pub enum Rows<'a> {
+    All,
+    Ids(&'a IdSlot),
+}
+
+/// One online batch (SPEC §3) staged for `Backend::online_dev`. Validated when staged.
+pub struct OnlineSlot {
+    pub(crate) staging: u64,
+    pub(crate) k: usize,
+    pub(crate) n_cands: usize,
+    pub(crate) n_behaviours: usize,
+    /// Shape of the tables the batch was checked against.
+    pub(crate) n_items: usize,
+    pub(crate) cross_rows: usize,
+    /// Word ranges of `seq_offsets, items, cross, sizes, cand_offsets, cands` (the host layout).
+    pub(crate) host: [Range<usize>; 6],
+    /// A backend's own layout of the same batch (and its plan), when it stages one.
+    pub(crate) native: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl OnlineSlot {
+    pub fn n_cands(&self) -> usize {
+        self.n_cands
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// What `Backend::online_dev` leaves on the device.
+pub struct OnlineDev {
+    /// `[ΣB, D]`: the TWIN module's output per candidate (after `W^o`).
+    pub out: Tensor,
+    /// `[ΣB, 2K + 1]` as u32 words: per candidate `K` positions, `K` score bits, the count.
+    pub topk: Tensor,
+    /// `[1, 1]` u32: non-zero when a GSU score was NaN (read with the results).
+    pub flag: Tensor,
+}
+
+/// The activation `Backend::bias_act` applies after adding the bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    /// Logistic σ, evaluated in f64 and rounded (the CTR).
+    Sigmoid,
+}
+
+impl Act {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Act::None => 0,
+            Act::Relu => 1,
+            Act::Sigmoid => 2,
+        }
+    }
+}

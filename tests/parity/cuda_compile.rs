@@ -159,7 +159,7 @@ fn every_kernel_compiles_for_sm90() {
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
 /// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
 /// (the standalone ops and the device-resident Lloyd loop), a training step and the dense cross
-/// bias. The emulator counts the kernels it launched; none may be missing.
+/// bias and the serving network's forward pass. The emulator counts the kernels it launched; none may be missing.
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn every_kernel_launches_on_the_emulator() {
@@ -196,6 +196,13 @@ fn every_kernel_launches_on_the_emulator() {
     let model = Model::init(cfg, &items, 1).unwrap();
     let b = twin_engine::bench::train::batch(&model.config, 4, 30, false, 3);
     step::step(&BackendOps(&be), &Weights::of(&model), Variant::Twin, &b, true).unwrap();
+    // The serving network on device tensors (copy_rows, gemm_dev, bias_act).
+    let net = twin_engine::net::serving::ServingNet::new(&be, &model, DType::F32).unwrap();
+    let hist: Vec<twin_engine::net::Behaviour> =
+        (0..40).map(|i| twin_engine::net::Behaviour::raw((i * 7 % 300) as u32, 1_000 + i, 10.0, 20.0)).collect();
+    let r =
+        twin_engine::net::ScoreRequest { request_time: 10_000, long: hist.clone(), short: hist, candidates: vec![1, 2, 3], debug: false };
+    net.forward(&be, &model, Variant::Twin, &[&r]).unwrap();
     let dims = twin_engine::backend::CrossDims { heads: 4, n_cross: 3, dim: 8 };
     let (e, w_c, beta) = (randn(&mut rng, 5 * 3 * 8, 1.0), randn(&mut rng, 4 * 3 * 8, 1.0), randn(&mut rng, 4 * 3, 1.0));
     be.cross_bias_dense(&e, &w_c, &beta, dims).unwrap();

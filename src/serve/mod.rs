@@ -1,8 +1,9 @@
 //! Serving: an embeddable, thread-safe scoring engine (issue 6).
 //!
-//! - [`Engine`] loads a model file onto a backend, builds the precomputed online tables once
-//!   per model version, and scores requests (one user × B candidates → B CTRs) with the full
-//!   forward pass of SPEC §5: GSU + ESU on the backend, short-term attention, MLP, sigmoid.
+//! - [`Engine`] loads a model file onto a backend, uploads the network's serving parameters once
+//!   per model version (`net::serving::ServingNet`), and scores requests (one user × B candidates
+//!   → B CTRs) with the network's forward pass of SPEC §5 on the backend: GSU + ESU, short-term
+//!   attention, MLP, σ; on CUDA one upload and one download per batch.
 //! - Dynamic batching ([`batcher`]): concurrent requests are gathered into one backend call
 //!   (bounded queue, max batch, max wait).
 //! - Hot swap: a new model version loads and builds its tables off the request path, then

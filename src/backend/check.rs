@@ -306,8 +306,8 @@ pub fn segment_sum(src: &[f32], width: usize, perm: &[u32], seg_offsets: &[u32])
     Ok(())
 }
 
-/// GEMM operands: `a` holds `m * k` values, `b` `k * n`, finite, sizes within u32 indexing.
-pub fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<()> {
+/// `(m k, k n)`, with `m k`, `k n` and `m n` within u32 indexing.
+fn gemm_sizes(m: usize, k: usize, n: usize) -> Result<(usize, usize)> {
     let mk = m.checked_mul(k).ok_or(Error::TooLarge { field: "m * k", value: u64::MAX, limit: u32::MAX as u64 })?;
     let kn = k.checked_mul(n).ok_or(Error::TooLarge { field: "k * n", value: u64::MAX, limit: u32::MAX as u64 })?;
     let mn = m.checked_mul(n).ok_or(Error::TooLarge { field: "m * n", value: u64::MAX, limit: u32::MAX as u64 })?;
@@ -316,6 +316,12 @@ pub fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<()> {
             return Err(Error::TooLarge { field, value: v as u64, limit: u32::MAX as u64 });
         }
     }
+    Ok((mk, kn))
+}
+
+/// GEMM operands: `a` holds `m * k` values, `b` `k * n`, finite, sizes within u32 indexing.
+pub fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<()> {
+    let (mk, kn) = gemm_sizes(m, k, n)?;
     len("a", a.len(), mk, "m * k")?;
     len("b", b.len(), kn, "k * n")?;
     finite("a", a)?;
@@ -347,14 +353,7 @@ pub fn cross_tables_bwd(x: &CrossBwdIn<'_>) -> Result<()> {
 /// Device GEMM operands: f32 tensors shaped for `kind` (as `Backend::gemm`), sizes within u32
 /// indexing. (Finiteness was checked when the values went up.)
 pub fn gemm_dev(kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<()> {
-    let mk = m.checked_mul(k).ok_or(Error::TooLarge { field: "m * k", value: u64::MAX, limit: u32::MAX as u64 })?;
-    let kn = k.checked_mul(n).ok_or(Error::TooLarge { field: "k * n", value: u64::MAX, limit: u32::MAX as u64 })?;
-    let mn = m.checked_mul(n).ok_or(Error::TooLarge { field: "m * n", value: u64::MAX, limit: u32::MAX as u64 })?;
-    for (field, v) in [("m * k", mk), ("k * n", kn), ("m * n", mn)] {
-        if v > u32::MAX as usize {
-            return Err(Error::TooLarge { field, value: v as u64, limit: u32::MAX as u64 });
-        }
-    }
+    gemm_sizes(m, k, n)?;
     let (ar, ac) = match kind {
         GemmKind::NN | GemmKind::NT => (m, k),
         GemmKind::TN => (k, m),

@@ -1,7 +1,9 @@
-//! The trait's default (host) implementations of the device-tensor ops: tensors are
-//! [`HostMem`], and the ops run the CPU reference (`cpu::copy_rows`, `cpu::bias_act`) or the
-//! backend's own slice-level kernels (`gemm`, `online`). The CPU backend runs exactly these; a
-//! GPU backend overrides them with device-resident versions.
+//! The trait's default (host) implementations of the device-tensor ops: the ops read their
+//! tensors with `tensor_read`, run the CPU reference (`cpu::copy_rows`, `cpu::bias_act`) or the
+//! backend's own slice-level kernels (`gemm`, `online`), and write results back with
+//! `tensor_from` / `tensor_write`. On the CPU backend (tensors are [`HostMem`]) that moves
+//! nothing; a GPU backend overrides the ops with device-resident versions and falls back to these
+//! (paying the transfers) where its device form cannot run, e.g. an operand larger than a binding.
 
 use std::sync::Arc;
 
@@ -22,9 +24,23 @@ pub(crate) fn read<B: Backend + ?Sized>(be: &B, ts: &[&Tensor]) -> Result<Vec<Ve
     ts.iter().map(|t| mem(be, t).map(|m| m.lock().clone())).collect()
 }
 
+pub(crate) fn write<B: Backend + ?Sized>(be: &B, t: &Tensor, data: &[u32]) -> Result<()> {
+    mem(be, t)?.lock().copy_from_slice(data);
+    Ok(())
+}
+
+/// A tensor of the backend's own kind holding `data` (an upload on a GPU backend).
+fn put<B: Backend + ?Sized>(be: &B, name: &'static str, rows: usize, cols: usize, elem: Elem, data: Vec<u32>) -> Result<Tensor> {
+    if be.kind() == super::BackendKind::Cpu {
+        return Ok(tensor(be, name, rows, cols, elem, data));
+    }
+    // SAFETY: `data` holds rows * cols words by construction at every call site.
+    unsafe { be.tensor_from_unchecked(name, rows, cols, elem, &data) }
+}
+
 /// Rebuild the staged batch from the host layout and run the backend's `online`.
 pub(crate) fn online_dev<B: Backend + ?Sized>(be: &B, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
-    let w = mem(be, &staged.tensor)?.lock().clone();
+    let w = be.tensor_read(&[&staged.tensor])?.remove(0);
     let [so, it, cr, sz, co, ca] = &slot.host;
     let sizes = f32s(&w[sz.clone()]);
     let batch = OnlineBatch {
@@ -37,17 +53,14 @@ pub(crate) fn online_dev<B: Backend + ?Sized>(be: &B, t: &OnlineTables, staged: 
     };
     let o = be.online(t, &batch, slot.k)?;
     let (k, n) = (slot.k, slot.n_cands);
-    let mut tk = vec![0u32; n * (2 * k + 1)];
-    for c in 0..n {
-        let row = &mut tk[c * (2 * k + 1)..(c + 1) * (2 * k + 1)];
-        row[..k].copy_from_slice(&o.topk.idx[c * k..(c + 1) * k]);
-        row[k..2 * k].copy_from_slice(&words(&o.topk.score[c * k..(c + 1) * k]));
-        row[2 * k] = o.topk.count[c];
-    }
+    let mut tk = o.topk.idx.clone();
+    tk.extend(words(&o.topk.score));
+    tk.extend_from_slice(&o.topk.count);
     Ok(OnlineDev {
-        out: tensor(be, "online out", n, t.d_model(), Elem::F32, words(&o.out)),
-        topk: tensor(be, "online topk", n, 2 * k + 1, Elem::U32, tk),
-        flag: tensor(be, "online flag", 1, 1, Elem::U32, vec![0]),
+        out: put(be, "online out", n, t.d_model(), Elem::F32, words(&o.out))?,
+        topk: put(be, "online topk", 1, n * (2 * k + 1), Elem::U32, tk)?,
+        flag: put(be, "online flag", 1, 1, Elem::U32, vec![0])?,
+        flag_ok: 0,
     })
 }
 
@@ -71,14 +84,11 @@ pub(crate) fn copy_rows_op<B: Backend + ?Sized>(
     if Arc::ptr_eq(&dst.inner, &src.inner) {
         return Err(Error::BadShape { field: "copy_rows src", value: 0, why: "source and destination are the same tensor" });
     }
-    let (di, si) = {
-        let w = mem(be, &staged.tensor)?.lock();
-        (ids(&w, dst_rows), ids(&w, src_rows))
-    };
-    let s = mem(be, src)?.lock();
-    let mut d = mem(be, dst)?.lock();
+    let [w, s, mut d]: [Vec<u32>; 3] =
+        be.tensor_read(&[&staged.tensor, src, dst])?.try_into().map_err(|_| Error::Empty { field: "tensor_read", index: 0 })?;
+    let (di, si) = (ids(&w, dst_rows), ids(&w, src_rows));
     copy_rows::copy_rows(&mut d, dst.cols, dst_col, di.as_deref(), &s, src.cols, si.as_deref(), n);
-    Ok(())
+    be.tensor_write(dst, &d)
 }
 
 pub(crate) fn gemm_dev<B: Backend + ?Sized>(
@@ -90,19 +100,27 @@ pub(crate) fn gemm_dev<B: Backend + ?Sized>(
     k: usize,
     n: usize,
 ) -> Result<Tensor> {
-    let (av, bv) = (f32s(&mem(be, a)?.lock()), f32s(&mem(be, b)?.lock()));
-    let out = if m == 0 || n == 0 || k == 0 { vec![0.0; m * n] } else { be.gemm(kind, &av, &bv, m, k, n)? };
-    Ok(tensor(be, "gemm out", m, n, Elem::F32, words(&out)))
+    let r = be.tensor_read(&[a, b])?;
+    let (av, bv) = (f32s(&r[0]), f32s(&r[1]));
+    let out = if m == 0 || n == 0 || k == 0 {
+        vec![0.0; m * n]
+    } else {
+        match be.gemm(kind, &av, &bv, m, k, n) {
+            // A backend whose kernel cannot bind an operand this large (wgpu under a small
+            // storage-binding cap) hands the product to the reference.
+            Err(Error::TooLarge { .. }) => super::cpu::CpuBackend::new().gemm(kind, &av, &bv, m, k, n)?,
+            r => r?,
+        }
+    };
+    put(be, "gemm out", m, n, Elem::F32, words(&out))
 }
 
 pub(crate) fn bias_act_op<B: Backend + ?Sized>(be: &B, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
     if Arc::ptr_eq(&x.inner, &bias.inner) {
         return Err(Error::BadShape { field: "bias_act bias", value: 0, why: "bias and x are the same tensor" });
     }
-    let b = f32s(&mem(be, bias)?.lock());
-    let mut xw = mem(be, x)?.lock();
-    let mut xv = f32s(&xw);
+    let r = be.tensor_read(&[x, bias])?;
+    let (mut xv, b) = (f32s(&r[0]), f32s(&r[1]));
     bias_act::bias_act(&mut xv, &b, act);
-    xw.copy_from_slice(&words(&xv));
-    Ok(())
+    be.tensor_write(x, &words(&xv))
 }

@@ -17,7 +17,7 @@
 
 pub mod check;
 pub mod cpu;
-mod host_tensor;
+pub(crate) mod host_tensor;
 mod tensor;
 mod transfers;
 mod types;
@@ -290,6 +290,20 @@ pub trait Backend: Send + Sync {
     /// A zeroed `[rows, cols]` tensor (no upload).
     fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
         Ok(host_tensor::tensor(self, name, rows, cols, elem, vec![0; rows * cols]))
+    }
+
+    /// Overwrite a tensor's words (one upload).
+    fn tensor_write(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        check::len(t.name, data.len(), t.len(), "the tensor's rows * cols")?;
+        // SAFETY: the length matches.
+        unsafe { self.tensor_write_unchecked(t, data) }
+    }
+    /// The backend's [`Backend::tensor_write`].
+    ///
+    /// # Safety
+    /// `data.len() == t.len()`.
+    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        host_tensor::write(self, t, data)
     }
 
     /// Copy every staged section to the backend in one upload.

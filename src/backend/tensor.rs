@@ -217,10 +217,11 @@ impl OnlineSlot {
 pub struct OnlineDev {
     /// `[ΣB, D]`: the TWIN module's output per candidate (after `W^o`).
     pub out: Tensor,
-    /// `[ΣB, 2K + 1]` as u32 words: per candidate `K` positions, `K` score bits, the count.
+    /// `[1, ΣB (2K + 1)]` u32 words: positions `[ΣB K]`, score bits `[ΣB K]`, counts `[ΣB]`.
     pub topk: Tensor,
-    /// `[1, 1]` u32: non-zero when a GSU score was NaN (read with the results).
+    /// `[1, 1]` u32 read with the results: `flag_ok` unless a GSU score was NaN.
     pub flag: Tensor,
+    pub flag_ok: u32,
 }
 
 /// The activation `Backend::bias_act` applies after adding the bias.

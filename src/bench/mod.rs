@@ -305,13 +305,13 @@ mod tests {
 
     #[test]
     fn transfers_since() {
-        let a = Transfers { h2d_calls: 5, h2d_bytes: 100, d2h_calls: 2, d2h_bytes: 8 };
-        let b = Transfers { h2d_calls: 2, h2d_bytes: 40, d2h_calls: 2, d2h_bytes: 0 };
-        assert_eq!(a.since(b), Transfers { h2d_calls: 3, h2d_bytes: 60, d2h_calls: 0, d2h_bytes: 8 });
+        let a = Transfers { h2d_calls: 5, h2d_bytes: 100, d2h_calls: 2, d2h_bytes: 8, ..Default::default() };
+        let b = Transfers { h2d_calls: 2, h2d_bytes: 40, d2h_calls: 2, d2h_bytes: 0, ..Default::default() };
+        assert_eq!(a.since(b), Transfers { h2d_calls: 3, h2d_bytes: 60, d2h_calls: 0, d2h_bytes: 8, ..Default::default() });
         let c = crate::backend::TransferCounter::default();
         c.up(10);
         c.up(6);
         c.down(4);
-        assert_eq!(c.get(), Transfers { h2d_calls: 2, h2d_bytes: 16, d2h_calls: 1, d2h_bytes: 4 });
+        assert_eq!(c.get(), Transfers { h2d_calls: 2, h2d_bytes: 16, d2h_calls: 1, d2h_bytes: 4, ..Default::default() });
     }
 }

@@ -179,14 +179,17 @@ impl ServingNet {
         // One download: CTRs, the GSU NaN flags, the long top-K when debug output is asked.
         let want_debug = reqs.iter().any(|r| r.debug);
         let mut reads: Vec<&Tensor> = vec![ctr_t];
-        let n_flags = [&long_dev, &short_dev].iter().filter(|o| o.is_some()).count();
-        reads.extend(long_dev.iter().chain(short_dev.iter()).map(|o| &o.flag));
+        let devs: Vec<&OnlineDev> = long_dev.iter().chain(short_dev.iter()).collect();
+        let n_flags = devs.len();
+        reads.extend(devs.iter().map(|o| &o.flag));
         if want_debug {
             reads.extend(long_dev.iter().map(|o| &o.topk));
         }
         let got = be.tensor_read(&reads)?;
-        if got[1..1 + n_flags].iter().any(|f| f.first().is_some_and(|&w| w != 0)) {
-            return Err(Error::NonFinite { field: "gsu score (candidate, position)", index: 0, value: f32::NAN });
+        for (o, f) in devs.iter().zip(&got[1..1 + n_flags]) {
+            if f.first().is_some_and(|&w| w != o.flag_ok) {
+                return Err(Error::NonFinite { field: "gsu score (candidate, position)", index: 0, value: f32::NAN });
+            }
         }
         let ctr = f32s(&got[0]);
 
@@ -235,16 +238,16 @@ fn reqs_of(cand_start: &[usize], row: usize) -> usize {
     cand_start.partition_point(|&s| s <= row).saturating_sub(1)
 }
 
-/// `[ΣB, 2K + 1]` words (positions, score bits, count) as a [`TopK`].
+/// Positions `[ΣB K]`, score bits `[ΣB K]`, counts `[ΣB]` as a [`TopK`].
 fn topk_of(w: &[u32], k: usize) -> TopK {
     let n = w.len() / (2 * k + 1);
-    let mut t = TopK { k, idx: Vec::with_capacity(n * k), score: Vec::with_capacity(n * k), count: Vec::with_capacity(n) };
-    for row in w.chunks_exact(2 * k + 1) {
-        t.idx.extend_from_slice(&row[..k]);
-        t.score.extend(row[k..2 * k].iter().map(|&b| f32::from_bits(b)));
-        t.count.push(row[2 * k].min(k as u32));
+    let (nk, c) = (n * k, w.len().min(n * (2 * k + 1)));
+    TopK {
+        k,
+        idx: w[..nk].to_vec(),
+        score: w[nk..2 * nk].iter().map(|&b| f32::from_bits(b)).collect(),
+        count: w[2 * nk..c].iter().map(|&x| x.min(k as u32)).collect(),
     }
-    t
 }
 
 /// SIM soft search: relevance = item-embedding inner product, top-K under SPEC's tie rule.

@@ -476,6 +476,10 @@ impl Backend for CudaBackend {
         self.tensors_read(ts)
     }
 
+    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        self.tensor_overwrite(t, data)
+    }
+
     fn stage_online_native(
         &self,
         st: &mut Staging,

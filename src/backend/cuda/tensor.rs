@@ -55,6 +55,15 @@ impl CudaBackend {
         Ok(self.wrap(name, rows, cols, elem, b))
     }
 
+    pub(crate) fn tensor_overwrite(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        let b = self.mem(t)?;
+        if !data.is_empty() {
+            self.copies.up(data.len() * 4);
+            self.dev.htod(b.addr(), bytemuck::cast_slice(data)).map_err(device_err("tensor write"))?;
+        }
+        Ok(())
+    }
+
     /// Every tensor's words in one device→host copy (gathered device-side first when several).
     pub(crate) fn tensors_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
         let bufs: Vec<&Buf<u32>> = ts.iter().map(|t| self.mem(t)).collect::<Result<_>>()?;
@@ -137,6 +146,7 @@ impl CudaBackend {
             out: self.wrap("online out", n_cand, d, Elem::F32, out),
             topk: self.wrap("online topk", 1, 2 * nk + n_cand, Elem::U32, topk),
             flag: self.wrap("online flag", 1, 1, Elem::U32, flag),
+            flag_ok: 0,
         })
     }
 

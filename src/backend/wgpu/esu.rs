@@ -123,7 +123,7 @@ pub(crate) fn online(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k:
             cross_bias::encode_gather_sum(be, &mut enc, &t.cross_bias, &cross, nl, j, &cb)?;
             let bias = be.output("bias", nl * h);
             log_size_bias::encode(be, &mut enc, &cb, &sizes, nl, h, &bias)?;
-            let o = gsu_topk::encode(be, &mut enc, t, &info, &items, &bias, nc, k)?;
+            let o = gsu_topk::encode(be, &mut enc, t, &info, &items, &bias, nc, k, None)?;
             let s = Seq { info: &info, items: &items, cross: &cross, bias: &bias };
             let e = encode(be, &mut enc, t, &s, &o.idx, &o.count, nc, k)?;
             let [ri, rs, rc, rn] = o.readbacks(nc, k);

@@ -48,7 +48,7 @@ fn entry(kind: GemmKind) -> &'static str {
 }
 
 /// `n` items of `bytes` each fit one binding of `lim` bytes? Else a typed error naming `field`.
-fn fits(field: &'static str, n: usize, bytes: usize, lim: u64) -> Result<()> {
+pub(crate) fn fits(field: &'static str, n: usize, bytes: usize, lim: u64) -> Result<()> {
     let v = (n as u64).saturating_mul(bytes as u64);
     if v > lim {
         return Err(Error::TooLarge { field, value: v, limit: lim });
@@ -69,7 +69,7 @@ fn rows_per(lim: u64, row_bytes: usize, align: usize, cap: usize) -> usize {
 
 /// Encode the k chunks `[p0, p1)` of one bound problem (`m` rows of out) into `enc`.
 #[allow(clippy::too_many_arguments)]
-fn encode(
+pub(crate) fn encode(
     be: &WgpuBackend,
     enc: &mut wgpu::CommandEncoder,
     kind: GemmKind,

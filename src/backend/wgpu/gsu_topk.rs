@@ -63,6 +63,7 @@ pub(crate) fn encode(
     bias: &wgpu::Buffer,
     n_cand: usize,
     k: usize,
+    nan: Option<wgpu::Buffer>,
 ) -> Result<GsuOut> {
     let (q, kt) = (be.table(&t.p_q)?, be.table(&t.p_k)?);
     let d = t.d_model();
@@ -73,7 +74,11 @@ pub(crate) fn encode(
         idx: be.output("topk idx", n_cand * k),
         score: be.output("topk score", n_cand * k),
         count: be.output("topk count", n_cand),
-        nan: be.upload("nan flag", &[u32::MAX; 4]),
+        // u32::MAX until a NaN score is seen; the caller may bring it (filled on the device).
+        nan: match nan {
+            Some(b) => b,
+            None => be.upload("nan flag", &[u32::MAX; 4]),
+        },
     };
     let p = be.uniform(&Params {
         n_cand: n_cand as u32,
@@ -154,7 +159,7 @@ pub(crate) fn gsu_topk(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, 
             let items = be.upload("items", &batch.items[l0..l1]);
             let bb = be.upload("bias", &bias[l0 * h..l1 * h]);
             let mut enc = be.encoder();
-            let o = encode(be, &mut enc, t, &info, &items, &bb, nc, k)?;
+            let o = encode(be, &mut enc, t, &info, &items, &bb, nc, k, None)?;
             let reads = o.readbacks(nc, k);
             be.finish("gsu_topk", enc, &reads)
         })?;

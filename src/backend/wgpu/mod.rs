@@ -29,6 +29,7 @@ mod log_size_bias;
 mod measure;
 mod segment_sum;
 mod split;
+mod tensor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,8 +37,9 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::{
-    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
+    check, Act, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem,
+    GemmKind, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows, Staged, Staging,
+    TableData, Tensor, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -447,7 +449,8 @@ impl WgpuBackend {
     }
 
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
-        self.copies.up(std::mem::size_of::<T>());
+        // A dispatch's parameters: CUDA passes these as kernel arguments.
+        self.copies.aux(std::mem::size_of::<T>());
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::bytes_of(p),
@@ -461,7 +464,7 @@ impl WgpuBackend {
         let size = (words.max(4) * 4) as u64;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         if self.opts.poison_outputs {
-            self.copies.up(size as usize);
+            self.copies.aux(size as usize);
             let bytes = vec![0xFFu8; size as usize];
             return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &bytes, usage });
         }
@@ -476,9 +479,22 @@ impl WgpuBackend {
         bufs: &[&wgpu::Buffer],
         groups: (u32, u32),
     ) {
+        let binds: Vec<wgpu::BufferBinding> = bufs.iter().map(|b| b.as_entire_buffer_binding()).collect();
+        self.dispatch_bound(enc, pipe, params, &binds, groups);
+    }
+
+    /// [`Self::dispatch`] with buffer ranges (sections of a staged upload) as bindings.
+    pub(crate) fn dispatch_bound(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipe: &Pipe,
+        params: &wgpu::Buffer,
+        binds: &[wgpu::BufferBinding],
+        groups: (u32, u32),
+    ) {
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        for (i, b) in binds.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(b.clone()) });
         }
         let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.layout, entries: &entries });
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
@@ -597,6 +613,57 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
 }
 
 impl Backend for WgpuBackend {
+    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        self.tensor_upload(name, rows, cols, elem, data)
+    }
+
+    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        self.tensor_zeroed(name, rows, cols, elem)
+    }
+
+    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        self.tensors_read(ts)
+    }
+
+    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        self.tensor_overwrite(t, data)
+    }
+
+    fn stage_online_native(
+        &self,
+        st: &mut Staging,
+        t: &OnlineTables,
+        batch: &OnlineBatch,
+        k: usize,
+    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+        self.stage_native(st, t, batch, k)
+    }
+
+    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        self.online_staged(t, staged, slot)
+    }
+
+    unsafe fn copy_rows_unchecked(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        self.copy_rows_dev(dst, dst_col, dst_rows, src, src_rows, staged, n)
+    }
+
+    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        self.gemm_dev_enc(kind, a, b, m, k, n)
+    }
+
+    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        self.bias_act_dev(x, bias, act)
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Wgpu
     }

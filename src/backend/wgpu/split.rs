@@ -197,7 +197,7 @@ pub(crate) fn gsu_topk(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, 
             let info = be.upload("cand info", &info);
             let items = be.upload("items", &items);
             let bb = be.upload("bias", &bb);
-            let o = gsu_topk::encode(be, &mut enc, &tt, &info, &items, &bb, nc, k)?;
+            let o = gsu_topk::encode(be, &mut enc, &tt, &info, &items, &bb, nc, k, None)?;
             let reads = o.readbacks(nc, k);
             be.finish("gsu_topk", enc, &reads)
         })?;

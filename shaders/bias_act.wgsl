@@ -1,0 +1,26 @@
+// bias_act — bias and activation in place (the MLP's layers after each GEMM, SPEC §5).
+// Reference: src/backend/cpu/bias_act.rs; twin of kernels/bias_act.cu.
+// Shapes: x [m, n] f32 in place, bias [n] f32; act 0 = none, 1 = ReLU, 2 = σ:
+//   s = x[i, j] + bias[j]; none: s; ReLU: s < 0 ? 0 : s (bit-identical to the CPU);
+//   σ: 1 / (1 + exp(-s)) in f32 (WGSL has no f64; the CPU rounds an f64 σ: within 1e-7 + 1e-5 |σ|).
+// Geometry: 64 invocations per workgroup, one per element; 2-D grid past 65,535 groups.
+// bias_act_fwd_v1: one version (element-wise: its floor is 8 bytes per element). Written with `=`.
+struct Params { m: u32, n: u32, act: u32, pad0: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+
+@compute @workgroup_size(64)
+fn bias_act_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (e >= P.m * P.n) { return; }
+    let s = x[e] + bias[e % P.n];
+    var y = s;
+    if (P.act == 1u) {
+        y = select(s, 0.0, s < 0.0);
+    } else if (P.act == 2u) {
+        y = 1.0 / (1.0 + exp(-s));
+    }
+    x[e] = y;
+}

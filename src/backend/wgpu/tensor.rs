@@ -1,0 +1,260 @@
+//! Device tensors on wgpu: buffers uploaded once (`upload`, counted), read back in one staging
+//! copy (`finish`), and the serving network's ops encoded on them: `online_dev` (the fused online
+//! path on sections of the staged batch, copied device-side into its bindings), `copy_rows` and
+//! `bias_act` (shaders bound at the staged offsets), `gemm_dev` (shaders/gemm.wgsl).
+//!
+//! Where the device-resident form cannot run (a table or operand larger than one storage
+//! binding, or a batch the online path would cut into request groups) the op falls back to the
+//! trait's host implementation, which is correct and makes the transfers it always made.
+
+use std::any::Any;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::esu::{self, Seq};
+use super::{cross_bias, gemm, grid, gsu_topk, log_size_bias, split, Readback, WgpuBackend, B};
+use crate::backend::{
+    host_tensor, Act, BackendKind, Elem, GemmKind, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor,
+};
+use crate::error::Result;
+
+const COPY_SRC: &str = include_str!("../../../shaders/copy_rows.wgsl");
+const COPY_BINDS: &[B] = &[B::W, B::R, B::R, B::R];
+const BIAS_SRC: &str = include_str!("../../../shaders/bias_act.wgsl");
+const BIAS_BINDS: &[B] = &[B::W, B::R];
+
+/// Mirrors `Params` in shaders/copy_rows.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    n: u32,
+    width: u32,
+    dst_cols: u32,
+    dst_col: u32,
+    has_dst_ids: u32,
+    has_src_ids: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+/// Mirrors `Params` in shaders/bias_act.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BiasParams {
+    m: u32,
+    n: u32,
+    act: u32,
+    pad0: u32,
+}
+
+/// A tensor's device buffer (at least 16 bytes).
+pub(crate) struct WgpuMem(pub wgpu::Buffer);
+
+/// wgpu's own sections of a staged online batch: the per-candidate info and the NaN flag's
+/// initial value.
+pub(crate) struct NativeOnline {
+    info: Range<usize>,
+    nan: Range<usize>,
+}
+
+fn bytes(r: &Range<usize>) -> (u64, u64) {
+    ((r.start * 4) as u64, (r.len() * 4) as u64)
+}
+
+impl WgpuBackend {
+    fn mem<'a>(&self, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
+        t.storage::<WgpuMem>(BackendKind::Wgpu, self.id).map(|m| &m.0)
+    }
+
+    fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: wgpu::Buffer) -> Tensor {
+        Tensor { name, rows, cols, elem, backend: BackendKind::Wgpu, device_id: self.id, inner: Arc::new(WgpuMem(buf)) }
+    }
+
+    /// A zero-initialised device buffer of `words` (no transfer: wgpu zeroes new buffers).
+    fn scratch(&self, label: &str, words: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (words.max(4) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn tensor_upload(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        let b = self.scoped("tensor upload", || Ok(self.upload(name, data)))?;
+        Ok(self.wrap(name, rows, cols, elem, b))
+    }
+
+    pub(crate) fn tensor_zeroed(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        let b = self.scoped("tensor zeros", || Ok(self.scratch(name, rows * cols)))?;
+        Ok(self.wrap(name, rows, cols, elem, b))
+    }
+
+    pub(crate) fn tensor_overwrite(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        let b = self.mem(t)?;
+        if !data.is_empty() {
+            self.copies.up(data.len() * 4);
+            self.queue.write_buffer(b, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Every tensor's words in one staging copy and one map.
+    pub(crate) fn tensors_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        let bufs: Vec<&wgpu::Buffer> = ts.iter().map(|t| self.mem(t)).collect::<Result<_>>()?;
+        let reads: Vec<Readback> = bufs.iter().zip(ts).map(|(b, t)| Readback { buf: b, bytes: (t.len() * 4) as u64 }).collect();
+        let got = self.scoped("tensor read", || self.finish("tensor read", self.encoder(), &reads))?;
+        Ok(got.iter().map(|b| super::words_u32(b)).collect())
+    }
+
+    /// Stage the candidate info and the NaN flag when the batch runs as one request group on
+    /// whole tables; otherwise nothing (the op then takes the host path).
+    pub(crate) fn stage_native(
+        &self,
+        st: &mut Staging,
+        t: &OnlineTables,
+        batch: &OnlineBatch,
+        k: usize,
+    ) -> Result<Option<Box<dyn Any + Send + Sync>>> {
+        if split::needed(self, t, true)? || gsu_topk::request_groups(self, t, batch, k).len() != 1 {
+            return Ok(None);
+        }
+        let info = st.push(&gsu_topk::cand_info(batch, 0..batch.n_requests()));
+        let nan = st.push(&[u32::MAX; 4]);
+        Ok(Some(Box::new(NativeOnline { info, nan })))
+    }
+
+    pub(crate) fn online_staged(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        let Some(nat) = slot.native.as_ref().and_then(|b| b.downcast_ref::<NativeOnline>()) else {
+            return host_tensor::online_dev(self, t, staged, slot);
+        };
+        let sb = self.mem(&staged.tensor)?;
+        let (nc, nl, k) = (slot.n_cands, slot.n_behaviours, slot.k);
+        let (d, h, j) = (t.d_model(), t.heads, t.n_cross());
+        let nk = nc * k;
+        self.scoped("online_dev", || {
+            let mut enc = self.encoder();
+            // The fused path's bindings are whole buffers: copy the staged sections into them on
+            // the device (no host transfer).
+            let mut section = |r: &Range<usize>, label: &str| -> wgpu::Buffer {
+                let b = self.scratch(label, r.len());
+                let (off, len) = bytes(r);
+                if len > 0 {
+                    enc.copy_buffer_to_buffer(sb, off, &b, 0, len);
+                }
+                b
+            };
+            let [_, items_r, cross_r, sizes_r, _, _] = &slot.host;
+            let items = section(items_r, "items");
+            let cross = section(cross_r, "cross");
+            let sizes = section(sizes_r, "sizes");
+            let info = section(&nat.info, "cand info");
+            let nan = section(&nat.nan, "nan flag");
+            let cb = self.output("cross bias", nl * h);
+            cross_bias::encode_gather_sum(self, &mut enc, &t.cross_bias, &cross, nl, j, &cb)?;
+            let bias = self.output("bias", nl * h);
+            log_size_bias::encode(self, &mut enc, &cb, &sizes, nl, h, &bias)?;
+            let o = gsu_topk::encode(self, &mut enc, t, &info, &items, &bias, nc, k, Some(nan))?;
+            let s = Seq { info: &info, items: &items, cross: &cross, bias: &bias };
+            let out = esu::encode(self, &mut enc, t, &s, &o.idx, &o.count, nc, k)?;
+            let topk = self.scratch("online topk", 2 * nk + nc);
+            for (src, at, words) in [(&o.idx, 0, nk), (&o.score, nk, nk), (&o.count, 2 * nk, nc)] {
+                if words > 0 {
+                    enc.copy_buffer_to_buffer(src, 0, &topk, (at * 4) as u64, (words * 4) as u64);
+                }
+            }
+            self.queue.submit([enc.finish()]);
+            Ok(OnlineDev {
+                out: self.wrap("online out", nc, d, Elem::F32, out),
+                topk: self.wrap("online topk", 1, 2 * nk + nc, Elem::U32, topk),
+                flag: self.wrap("online flag", 1, 1, Elem::U32, o.nan),
+                flag_ok: u32::MAX,
+            })
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy_rows_dev(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        let lim = self.max_binding();
+        if (dst.len() * 4) as u64 > lim || (src.len() * 4) as u64 > lim || (staged.tensor.len() * 4) as u64 > lim {
+            return host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, src_rows, staged, n);
+        }
+        if n == 0 || src.cols == 0 {
+            return Ok(());
+        }
+        let (db, sb, ib) = (self.mem(dst)?, self.mem(src)?, self.mem(&staged.tensor)?);
+        let ids = |r: Rows<'_>| -> wgpu::BufferBinding<'_> {
+            match r {
+                Rows::All => ib.as_entire_buffer_binding(),
+                Rows::Ids(s) => {
+                    let (off, len) = bytes(&s.range);
+                    wgpu::BufferBinding { buffer: ib, offset: off, size: wgpu::BufferSize::new(len) }
+                }
+            }
+        };
+        let p = CopyParams {
+            n: n as u32,
+            width: src.cols as u32,
+            dst_cols: dst.cols as u32,
+            dst_col: dst_col as u32,
+            has_dst_ids: matches!(dst_rows, Rows::Ids(_)) as u32,
+            has_src_ids: matches!(src_rows, Rows::Ids(_)) as u32,
+            pad0: 0,
+            pad1: 0,
+        };
+        self.scoped("copy_rows", || {
+            let pipe = self.pipe("copy_rows", COPY_SRC, "copy_rows_fwd_v1", 0, COPY_BINDS)?;
+            let pu = self.uniform(&p);
+            let mut enc = self.encoder();
+            let binds = [db.as_entire_buffer_binding(), ids(dst_rows), sb.as_entire_buffer_binding(), ids(src_rows)];
+            self.dispatch_bound(&mut enc, &pipe, &pu, &binds, grid(((n * src.cols) as u64).div_ceil(64)));
+            self.queue.submit([enc.finish()]);
+            Ok(())
+        })
+    }
+
+    pub(crate) fn gemm_dev_enc(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        let lim = self.max_binding();
+        if [a.len(), b.len(), m * n].iter().any(|&w| (w * 4) as u64 > lim) {
+            return host_tensor::gemm_dev(self, kind, a, b, m, k, n);
+        }
+        let (ab, bb) = (self.mem(a)?, self.mem(b)?);
+        self.scoped("gemm_dev", || {
+            let out = if k == 0 { self.scratch("gemm out", m * n) } else { self.output("gemm out", m * n) };
+            if m > 0 && n > 0 && k > 0 {
+                let mut enc = self.encoder();
+                let k_stride = if kind == GemmKind::TN { 0 } else { k };
+                gemm::encode(self, &mut enc, kind, [ab, bb, &out], m, n, k_stride, (0, k), true)?;
+                self.queue.submit([enc.finish()]);
+            }
+            Ok(self.wrap("gemm out", m, n, Elem::F32, out))
+        })
+    }
+
+    pub(crate) fn bias_act_dev(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        if (x.len() * 4) as u64 > self.max_binding() {
+            return host_tensor::bias_act_op(self, x, bias, act);
+        }
+        if x.is_empty() {
+            return Ok(());
+        }
+        let (xb, bb) = (self.mem(x)?, self.mem(bias)?);
+        self.scoped("bias_act", || {
+            let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_fwd_v1", 0, BIAS_BINDS)?;
+            let pu = self.uniform(&BiasParams { m: x.rows as u32, n: x.cols as u32, act: act.code(), pad0: 0 });
+            let mut enc = self.encoder();
+            self.dispatch(&mut enc, &pipe, &pu, &[xb, bb], grid((x.len() as u64).div_ceil(64)));
+            self.queue.submit([enc.finish()]);
+            Ok(())
+        })
+    }
+}

@@ -19,6 +19,13 @@
 //   previous value (updated in place: a block reads and writes only its own centroid row).
 // kmeans_changed_fwd: one thread per point; changed[p] = 1 when any assignment of problem p
 //   differs between two iterations (benign same-value stores).
+// kmeans_converge_fwd: one thread per problem, after changed: a problem not yet done counts the
+//   iteration just run and is done when none of its assignments changed; changed[] is cleared
+//   for the next round. With it the Lloyd loop runs on the device without the host (no flag
+//   downloads per iteration).
+// done [P] (assign, update): a problem marked done is skipped. A done problem is a fixed point of
+//   update + assign (the host loop keeps iterating it and gets the same bits), so skipping it
+//   changes no result; the standalone ops pass an all-zero done.
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -42,10 +49,12 @@ __device__ __forceinline__ u32 find_segment(const u32* __restrict__ offs, u32 n_
 
 extern "C" __global__ void __launch_bounds__(256)
 kmeans_assign_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
-                  const u32* __restrict__ coffs, const float* __restrict__ centroids, u32* __restrict__ assign) {
+                  const u32* __restrict__ coffs, const float* __restrict__ centroids, u32* __restrict__ assign,
+                  const u32* __restrict__ done) {
     const u32 i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.n_points) return;
     const u32 prob = find_segment(offsets, p.n_problems, i);
+    if (done[prob] != 0u) return;
     const u32 c0 = coffs[prob], c1 = coffs[prob + 1];
     const float* x = points + (u64)i * p.dim;
     u32 best = 0;
@@ -67,9 +76,11 @@ kmeans_assign_fwd(const KmeansParams p, const float* __restrict__ points, const 
 
 extern "C" __global__ void __launch_bounds__(256)
 kmeans_update_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
-                  const u32* __restrict__ coffs, const u32* __restrict__ assign, float* __restrict__ centroids) {
+                  const u32* __restrict__ coffs, const u32* __restrict__ assign, float* __restrict__ centroids,
+                  const u32* __restrict__ done) {
     const u32 j = blockIdx.x;  // global centroid row
     const u32 prob = find_segment(coffs, p.n_problems, j);
+    if (done[prob] != 0u) return;  // block-uniform: every thread of the block leaves
     const u32 local = j - coffs[prob];
     const u32 s = offsets[prob], e = offsets[prob + 1];
     const u32 lane = threadIdx.x & 31u;
@@ -104,4 +115,15 @@ kmeans_changed_fwd(const KmeansParams p, const u32* __restrict__ offsets, const 
     if (old_assign[i] != new_assign[i]) {
         changed[find_segment(offsets, p.n_problems, i)] = 1u;
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+kmeans_converge_fwd(const KmeansParams p, u32* __restrict__ changed, u32* __restrict__ done, u32* __restrict__ iterations) {
+    const u32 q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= p.n_problems) return;
+    if (done[q] == 0u) {
+        iterations[q] += 1u;
+        if (changed[q] == 0u) done[q] = 1u;
+    }
+    changed[q] = 0u;
 }

@@ -163,3 +163,30 @@ fn kmeans_errors_match_cpu() {
         }
     });
 }
+
+/// The Lloyd loop runs on the device: its transfers do not grow with the number of iterations
+/// (the host no longer downloads change flags every round), and the result still equals the CPU
+/// reference's at every iteration budget, converged problems included.
+#[test]
+fn lloyd_transfers_do_not_grow_with_iterations() {
+    for_each_backend!(|gpu, cpu| {
+        let (pts, offs, ks) = problems(SIZES, 73);
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 31 + 5).collect();
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let init = cpu.kmeans_seed(&b, &seeds).unwrap();
+        let mut counts = Vec::new();
+        for max_iter in [1u32, 3, 20] {
+            let before = gpu.transfers();
+            let got = gpu.lloyd(&b, init.clone(), max_iter).unwrap();
+            let t = gpu.transfers().since(before);
+            let want = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
+            assert_eq!(got.assign, want.assign, "max_iter {max_iter}: assignments");
+            assert_eq!(got.iterations, want.iterations, "max_iter {max_iter}: iterations");
+            assert_close("lloyd centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+            eprintln!("lloyd max_iter {max_iter}: {t:?}, iterations {:?}", got.iterations);
+            counts.push((t.h2d_calls, t.d2h_calls));
+        }
+        assert!(counts.iter().all(|&c| c == counts[0]), "transfer calls grow with iterations: {counts:?}");
+        assert!(counts[0].1 <= 1, "more than one download per Lloyd run: {counts:?}");
+    });
+}

@@ -201,6 +201,38 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// Several device ranges `(address, words)` in one device→host copy: gathered device-side into
+    /// a pooled buffer first when there is more than one.
+    pub(crate) fn dtoh_many(&self, op: &'static str, parts: &[(u64, usize)]) -> Result<Vec<Vec<u32>>> {
+        let total: usize = parts.iter().map(|p| p.1).sum();
+        let mut all = vec![0u32; total];
+        if total > 0 {
+            let (addr, staging) = if parts.len() == 1 {
+                (parts[0].0, None)
+            } else {
+                let st = self.alloc_pooled::<u32>(op, total)?;
+                let mut at = 0u64;
+                for &(a, n) in parts {
+                    if n > 0 {
+                        self.dev.dtod(st.addr() + at, a, n * 4).map_err(device_err(op))?;
+                    }
+                    at += (n * 4) as u64;
+                }
+                (st.addr(), Some(st))
+            };
+            self.copies.down(total * 4);
+            self.dev.dtoh(addr, bytemuck::cast_slice_mut(&mut all)).map_err(device_err(op))?;
+            drop(staging);
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        let mut at = 0;
+        for &(_, n) in parts {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
     /// Device-to-device copy of all of `src` into `dst` (same length).
     pub(crate) fn dtod<T>(&self, op: &'static str, src: &Buf<T>, dst: &Buf<T>) -> Result<()> {
         self.dev.dtod(dst.addr, src.addr, src.len.min(dst.len) * size_of::<T>()).map_err(device_err(op))

@@ -1,11 +1,12 @@
 //! Host side of `kernels/kmeans.cu`: the standalone assign/update ops and a device-resident
-//! Lloyd loop (points, centroids and assignments stay on the device; per iteration only the
-//! `[P]` changed-flags come back).
+//! Lloyd loop: points, centroids, assignments and the per-problem convergence state stay on the
+//! device; the loop runs `max_iter` rounds without the host (a converged problem is skipped by
+//! the kernels), and the assignments, centroids and iteration counts come back in one download.
 
 use cudarc::driver::LaunchConfig;
 
 use super::buffers::Buf;
-use super::launch::KernelParam;
+use super::launch::{KernelParam, PushArg};
 use super::{device_err, u32_of, CudaBackend};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
@@ -46,30 +47,31 @@ fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
     })
 }
 
-fn launch_assign(be: &CudaBackend, d: &DevProblems, centroids: &Buf<f32>, assign: &Buf<u32>) -> Result<()> {
+fn launch_assign<D: PushArg>(be: &CudaBackend, d: &DevProblems, centroids: &Buf<f32>, assign: &Buf<u32>, done: &D) -> Result<()> {
     if d.p.n_points == 0 {
         return Ok(());
     }
     let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let mut b = be.launcher("kmeans_assign_fwd");
-    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign);
+    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign).arg(done);
     // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], centroids
-    // [Σk*dim], assign [N]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending at N,
-    // check::centroids the centroid length; one thread per point writes its own assignment.
+    // [Σk*dim], assign [N], done [P]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending
+    // at N, check::centroids the centroid length; one thread per point writes its own assignment.
     unsafe { b.launch(cfg) }.map_err(device_err("kmeans assign launch"))?;
     Ok(())
 }
 
-fn launch_update(be: &CudaBackend, d: &DevProblems, assign: &Buf<u32>, centroids: &Buf<f32>) -> Result<()> {
+fn launch_update<D: PushArg>(be: &CudaBackend, d: &DevProblems, assign: &Buf<u32>, centroids: &Buf<f32>, done: &D) -> Result<()> {
     if d.p.total_k == 0 {
         return Ok(());
     }
     let threads = (d.p.dim.div_ceil(32) * 32).clamp(32, 256);
     let cfg = LaunchConfig { grid_dim: (d.p.total_k, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
     let mut b = be.launcher("kmeans_update_fwd");
-    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(centroids);
+    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(centroids).arg(done);
     // SAFETY: kernel (KmeansParams, points, offsets, coffs, assign [N] (each < k of its problem,
-    // check::assignments or produced by kmeans_assign_fwd), centroids [Σk*dim] updated in place);
+    // check::assignments or produced by kmeans_assign_fwd), centroids [Σk*dim] updated in place,
+    // done [P] (a done problem's blocks leave before any ballot));
     // blockDim is a multiple of 32 as the ballots require; block j touches only centroid row j.
     unsafe { b.launch(cfg) }.map_err(device_err("kmeans update launch"))?;
     Ok(())
@@ -84,7 +86,8 @@ pub(crate) fn assign(be: &CudaBackend, batch: &KmeansBatch, centroids: &[f32]) -
     let d = upload(be, batch)?;
     let c = be.htod("kmeans: upload centroids", centroids)?;
     let a = be.output::<u32>("kmeans: alloc assign", n)?;
-    launch_assign(be, &d, &c, &a)?;
+    let done = be.zeros::<u32>("kmeans: alloc done", batch.n_problems())?;
+    launch_assign(be, &d, &c, &a, &done)?;
     be.dtoh("kmeans assign: download", &a, n)
 }
 
@@ -96,7 +99,8 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
     let d = upload(be, batch)?;
     let a = be.htod("kmeans: upload assign", assign)?;
     let c = be.htod("kmeans: upload centroids", prev)?;
-    launch_update(be, &d, &a, &c)?;
+    let done = be.zeros::<u32>("kmeans: alloc done", batch.n_problems())?;
+    launch_update(be, &d, &a, &c, &done)?;
     be.dtoh("kmeans update: download", &c, prev.len())
 }
 
@@ -114,38 +118,30 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
     let c = be.htod("kmeans: upload centroids", &centroids)?;
     let mut cur = be.output::<u32>("kmeans: alloc assign", n)?;
     let mut next = be.output::<u32>("kmeans: alloc assign", n)?;
-    let changed = be.zeros::<u32>("kmeans: alloc flags", n_prob)?;
-    launch_assign(be, &d, &c, &cur)?;
-    let mut iterations = vec![0u32; n_prob];
-    let mut active = vec![true; n_prob];
+    // Convergence state, zeroed: changed flags, done flags, iteration counts.
+    let state = be.zeros::<u32>("kmeans: alloc state", 3 * n_prob)?;
+    let (changed, done, iters) = (state.slice(..n_prob), state.slice(n_prob..2 * n_prob), state.slice(2 * n_prob..3 * n_prob));
+    let none_done = be.zeros::<u32>("kmeans: alloc done", n_prob)?;
+    launch_assign(be, &d, &c, &cur, &none_done)?;
+    let pts_cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let prob_cfg = LaunchConfig { grid_dim: ((n_prob as u32).div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     for _ in 0..max_iter {
-        if !active.iter().any(|&a| a) {
-            break;
-        }
-        launch_update(be, &d, &cur, &c)?;
-        launch_assign(be, &d, &c, &next)?;
-        be.memset_zeros("kmeans: clear flags", &changed.slice(..))?;
-        let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch_update(be, &d, &cur, &c, &done)?;
+        launch_assign(be, &d, &c, &next, &done)?;
         let mut b = be.launcher("kmeans_changed_fwd");
         b.arg(&d.p).arg(&d.offsets).arg(&cur).arg(&next).arg(&changed);
         // SAFETY: kernel (KmeansParams, offsets [P+1], old [N], new [N], changed [P]); one
         // thread per point, writes only changed[its problem] (< P).
-        unsafe { b.launch(cfg) }.map_err(device_err("kmeans changed launch"))?;
-        let flags = be.dtoh("kmeans: download flags", &changed, n_prob)?;
-        for p in 0..n_prob {
-            if !active[p] {
-                continue;
-            }
-            iterations[p] += 1;
-            if flags[p] == 0 {
-                active[p] = false;
-            }
-        }
+        unsafe { b.launch(pts_cfg) }.map_err(device_err("kmeans changed launch"))?;
+        let mut b = be.launcher("kmeans_converge_fwd");
+        b.arg(&d.p).arg(&changed).arg(&done).arg(&iters);
+        // SAFETY: kernel (KmeansParams, changed [P], done [P], iterations [P]): three disjoint
+        // P-word views of `state`; one thread per problem touches only its own words.
+        unsafe { b.launch(prob_cfg) }.map_err(device_err("kmeans converge launch"))?;
         std::mem::swap(&mut cur, &mut next);
     }
-    Ok(KmeansResult {
-        assign: be.dtoh("kmeans: download assign", &cur, n)?,
-        centroids: be.dtoh("kmeans: download centroids", &c, centroids.len())?,
-        iterations,
-    })
+    let mut got = be.dtoh_many("kmeans: download", &[(cur.addr(), n), (c.addr(), centroids.len()), (iters.addr(), n_prob)])?;
+    let iterations = got.pop().unwrap_or_default();
+    let cents = got.pop().unwrap_or_default().into_iter().map(f32::from_bits).collect();
+    Ok(KmeansResult { assign: got.pop().unwrap_or_default(), centroids: cents, iterations })
 }

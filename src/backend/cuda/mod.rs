@@ -107,7 +107,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "kmeans",
         source: include_str!("../../../kernels/kmeans.cu"),
         fmad: false,
-        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd"],
+        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd"],
     },
     KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
     KernelSource {

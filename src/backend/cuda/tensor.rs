@@ -66,35 +66,8 @@ impl CudaBackend {
 
     /// Every tensor's words in one device→host copy (gathered device-side first when several).
     pub(crate) fn tensors_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
-        let bufs: Vec<&Buf<u32>> = ts.iter().map(|t| self.mem(t)).collect::<Result<_>>()?;
-        let lens: Vec<usize> = ts.iter().map(|t| t.len()).collect();
-        let total: usize = lens.iter().sum();
-        if total == 0 {
-            return Ok(lens.iter().map(|_| Vec::new()).collect());
-        }
-        let mut all = vec![0u32; total];
-        if ts.len() == 1 {
-            self.copies.down(total * 4);
-            self.dev.dtoh(bufs[0].addr(), bytemuck::cast_slice_mut(&mut all)).map_err(device_err("tensor read"))?;
-        } else {
-            let staging = self.alloc_pooled::<u32>("tensor read", total)?;
-            let mut at = 0u64;
-            for (b, &n) in bufs.iter().zip(&lens) {
-                if n > 0 {
-                    self.dev.dtod(staging.addr() + at, b.addr(), n * 4).map_err(device_err("tensor read"))?;
-                }
-                at += (n * 4) as u64;
-            }
-            self.copies.down(total * 4);
-            self.dev.dtoh(staging.addr(), bytemuck::cast_slice_mut(&mut all)).map_err(device_err("tensor read"))?;
-        }
-        let mut out = Vec::with_capacity(ts.len());
-        let mut at = 0;
-        for n in lens {
-            out.push(all[at..at + n].to_vec());
-            at += n;
-        }
-        Ok(out)
+        let parts: Vec<(u64, usize)> = ts.iter().map(|t| self.mem(t).map(|b| (b.addr(), t.len()))).collect::<Result<_>>()?;
+        self.dtoh_many("tensor read", &parts)
     }
 
     /// Pack the request map and the GSU plan into the staging area (host layout already there).

@@ -1,13 +1,15 @@
-//! `kmeans` (shaders/kmeans.wgsl): batched assignment and update; `kmeans()` keeps the points
-//! and centroids on the device across Lloyd iterations (one assignment download per iteration
-//! for the convergence test, the centroids once at the end).
+//! `kmeans` (shaders/kmeans.wgsl): batched assignment and update; `lloyd` keeps the points,
+//! centroids, assignments and convergence state on the device and runs every round without the
+//! host (`kmeans_converge_fwd_v1`), then reads assignments, centroids and iteration counts back
+//! in one download.
 
 use super::{grid, split_by, words_f32, words_u32, Readback, WgpuBackend, B};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::{Error, Result};
 
 const SRC: &str = include_str!("../../../shaders/kmeans.wgsl");
-const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W];
+/// points, offsets, coff, cents (read); assign, out, state (read-write); old (read).
+const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::R];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -28,6 +30,7 @@ struct Group {
     offsets: wgpu::Buffer,
     coff: wgpu::Buffer,
     params: wgpu::Buffer,
+    n_prob: usize,
 }
 
 /// Problems grouped so that each group's points fit one storage binding.
@@ -56,11 +59,26 @@ fn groups(be: &WgpuBackend, b: &KmeansBatch) -> Result<Vec<Group>> {
             offsets: be.upload("offsets", &offs),
             coff: be.upload("centroid offsets", &co),
             params,
+            n_prob: probs.len(),
             pts,
             cents,
         });
     }
     Ok(out)
+}
+
+/// Buffers a dispatch binds but does not use, and the all-zero convergence state of the
+/// standalone ops.
+struct Spare {
+    f32s: wgpu::Buffer,
+    u32s: wgpu::Buffer,
+    state: wgpu::Buffer,
+}
+
+impl Spare {
+    fn new(be: &WgpuBackend, n_prob: usize) -> Spare {
+        Spare { f32s: be.output("unused", 4), u32s: be.output("unused", 4), state: be.zeroed("kmeans state", 2 * n_prob) }
+    }
 }
 
 fn encode_assign(
@@ -69,10 +87,17 @@ fn encode_assign(
     g: &Group,
     cents: &wgpu::Buffer,
     assign: &wgpu::Buffer,
-    dummy: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+    spare: &Spare,
 ) -> Result<()> {
     let pipe = be.pipe("kmeans", SRC, "kmeans_assign_fwd_v1", 0, BINDS)?;
-    be.dispatch(enc, &pipe, &g.params, &[&g.points, &g.offsets, &g.coff, cents, assign, dummy], grid((g.pts.len() as u64).div_ceil(64)));
+    be.dispatch(
+        enc,
+        &pipe,
+        &g.params,
+        &[&g.points, &g.offsets, &g.coff, cents, assign, &spare.f32s, state, &spare.u32s],
+        grid((g.pts.len() as u64).div_ceil(64)),
+    );
     Ok(())
 }
 
@@ -84,13 +109,15 @@ fn encode_update(
     prev: &wgpu::Buffer,
     assign: &wgpu::Buffer,
     out: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+    spare: &Spare,
 ) -> Result<()> {
     let pipe = be.pipe("kmeans", SRC, "kmeans_update_fwd_v1", 0, BINDS)?;
     be.dispatch(
         enc,
         &pipe,
         &g.params,
-        &[&g.points, &g.offsets, &g.coff, prev, assign, out],
+        &[&g.points, &g.offsets, &g.coff, prev, assign, out, state, &spare.u32s],
         grid(((g.cents.len() * dim) as u64).div_ceil(64)),
     );
     Ok(())
@@ -100,12 +127,12 @@ pub(crate) fn assign(be: &WgpuBackend, b: &KmeansBatch, centroids: &[f32]) -> Re
     be.scoped("kmeans_assign", || {
         let gs = groups(be, b)?;
         let mut enc = be.encoder();
-        let dummy = be.output("unused", 4);
+        let spare = Spare::new(be, b.n_problems());
         let mut outs = Vec::new();
         for g in &gs {
             let cb = be.upload("centroids", &centroids[g.cents.start * b.dim..g.cents.end * b.dim]);
             let ab = be.output("assign", g.pts.len());
-            encode_assign(be, &mut enc, g, &cb, &ab, &dummy)?;
+            encode_assign(be, &mut enc, g, &cb, &ab, &spare.state, &spare)?;
             outs.push((ab, g.pts.len()));
         }
         let reads: Vec<Readback> = outs.iter().map(|(buf, n)| Readback { buf, bytes: (*n * 4) as u64 }).collect();
@@ -118,12 +145,13 @@ pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[
     be.scoped("kmeans_update", || {
         let gs = groups(be, b)?;
         let mut enc = be.encoder();
+        let spare = Spare::new(be, b.n_problems());
         let mut outs = Vec::new();
         for g in &gs {
             let pb = be.upload("prev", &prev[g.cents.start * b.dim..g.cents.end * b.dim]);
             let ab = be.upload("assign", &assign[g.pts.clone()]);
             let ob = be.output("centroids", g.cents.len() * b.dim);
-            encode_update(be, &mut enc, g, b.dim, &pb, &ab, &ob)?;
+            encode_update(be, &mut enc, g, b.dim, &pb, &ab, &ob, &spare.state, &spare)?;
             outs.push((ob, g.cents.len() * b.dim));
         }
         let reads: Vec<Readback> = outs.iter().map(|(buf, n)| Readback { buf, bytes: (*n * 4) as u64 }).collect();
@@ -133,63 +161,55 @@ pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[
 }
 
 /// Lloyd iterations on the device from seeded centroids `init`, with the same semantics as the
-/// trait's default `lloyd_unchecked`.
+/// trait's default `lloyd_unchecked`: `max_iter` rounds of update + assign + converge are encoded
+/// into one command buffer (a converged problem is skipped by the shaders), then the final
+/// assignments, centroids and iteration counts come back in one download.
 pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
     be.scoped("kmeans", || {
         let gs = groups(be, b)?;
-        let n_prob = b.n_problems();
-        let mut iterations = vec![0u32; n_prob];
-        let mut active = vec![true; n_prob];
-        let dummy = be.output("unused", 4);
-        // Per group: centroid ping-pong and assignment ping-pong buffers.
-        let mut cents: Vec<[wgpu::Buffer; 2]> = Vec::new();
-        let mut asg: Vec<[wgpu::Buffer; 2]> = Vec::new();
+        let spare = Spare::new(be, 1);
         let mut enc = be.encoder();
-        let mut reads_bufs = Vec::new();
+        // Per group: centroid and assignment ping-pong buffers, and the convergence state.
+        let mut bufs: Vec<([wgpu::Buffer; 2], [wgpu::Buffer; 2], wgpu::Buffer, usize)> = Vec::new();
         for g in &gs {
+            let n_prob = g.n_prob;
             let c0 = be.upload("centroids", &init[g.cents.start * b.dim..g.cents.end * b.dim]);
             let c1 = be.output("centroids", g.cents.len() * b.dim);
             let a0 = be.output("assign", g.pts.len());
             let a1 = be.output("assign", g.pts.len());
-            encode_assign(be, &mut enc, g, &c0, &a0, &dummy)?;
-            cents.push([c0, c1]);
-            asg.push([a0, a1]);
+            let state = be.zeroed("kmeans state", 2 * n_prob);
+            encode_assign(be, &mut enc, g, &c0, &a0, &state, &spare)?;
+            bufs.push(([c0, c1], [a0, a1], state, n_prob));
         }
-        for (i, g) in gs.iter().enumerate() {
-            reads_bufs.push((i, g.pts.len()));
+        let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd_v1", 0, BINDS)?;
+        for it in 0..max_iter as usize {
+            let cur = it % 2;
+            for (g, (c, a, state, n_prob)) in gs.iter().zip(&bufs) {
+                encode_update(be, &mut enc, g, b.dim, &c[cur], &a[cur], &c[1 - cur], state, &spare)?;
+                encode_assign(be, &mut enc, g, &c[1 - cur], &a[1 - cur], state, &spare)?;
+                be.dispatch(
+                    &mut enc,
+                    &converge,
+                    &g.params,
+                    &[&g.points, &g.offsets, &g.coff, &c[1 - cur], &a[1 - cur], &spare.f32s, state, &a[cur]],
+                    grid((*n_prob as u64).div_ceil(64)),
+                );
+            }
         }
-        let reads: Vec<Readback> = reads_bufs.iter().map(|&(i, n)| Readback { buf: &asg[i][0], bytes: (n * 4) as u64 }).collect();
-        let mut assign: Vec<u32> = be.finish("kmeans", enc, &reads)?.iter().flat_map(|x| words_u32(x)).collect();
-        let mut cur = 0usize; // index of the current centroids / assignment buffers
-        for _ in 0..max_iter {
-            if !active.iter().any(|&a| a) {
-                break;
-            }
-            let mut enc = be.encoder();
-            for (i, g) in gs.iter().enumerate() {
-                encode_update(be, &mut enc, g, b.dim, &cents[i][cur], &asg[i][cur], &cents[i][1 - cur])?;
-                encode_assign(be, &mut enc, g, &cents[i][1 - cur], &asg[i][1 - cur], &dummy)?;
-            }
-            let reads: Vec<Readback> =
-                gs.iter().enumerate().map(|(i, g)| Readback { buf: &asg[i][1 - cur], bytes: (g.pts.len() * 4) as u64 }).collect();
-            let next: Vec<u32> = be.finish("kmeans", enc, &reads)?.iter().flat_map(|x| words_u32(x)).collect();
-            for p in 0..n_prob {
-                if !active[p] {
-                    continue;
-                }
-                iterations[p] += 1;
-                let r = b.range(p);
-                if next[r.clone()] == assign[r] {
-                    active[p] = false;
-                }
-            }
-            assign = next;
-            cur = 1 - cur;
+        let fin = max_iter as usize % 2;
+        let mut reads = Vec::new();
+        for (g, (c, a, state, n_prob)) in gs.iter().zip(&bufs) {
+            reads.push(Readback { buf: &a[fin], bytes: (g.pts.len() * 4) as u64 });
+            reads.push(Readback { buf: &c[fin], bytes: (g.cents.len() * b.dim * 4) as u64 });
+            reads.push(Readback { buf: state, bytes: (2 * n_prob * 4) as u64 });
         }
-        let enc = be.encoder();
-        let reads: Vec<Readback> =
-            gs.iter().enumerate().map(|(i, g)| Readback { buf: &cents[i][cur], bytes: (g.cents.len() * b.dim * 4) as u64 }).collect();
-        let centroids: Vec<f32> = be.finish("kmeans", enc, &reads)?.iter().flat_map(|x| words_f32(x)).collect();
+        let got = be.finish("kmeans", enc, &reads)?;
+        let (mut assign, mut centroids, mut iterations) = (Vec::new(), Vec::new(), Vec::new());
+        for (chunk, (_, _, _, n_prob)) in got.chunks(3).zip(&bufs) {
+            assign.extend(words_u32(&chunk[0]));
+            centroids.extend(words_f32(&chunk[1]));
+            iterations.extend_from_slice(&words_u32(&chunk[2])[*n_prob..2 * n_prob]);
+        }
         Ok(KmeansResult { assign, centroids, iterations })
     })
 }

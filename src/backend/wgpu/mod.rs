@@ -471,6 +471,16 @@ impl WgpuBackend {
         self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
     }
 
+    /// A zero-initialised device buffer of `words` (wgpu zeroes new buffers: no transfer).
+    pub(crate) fn zeroed(&self, label: &str, words: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (words.max(4) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     pub(crate) fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,

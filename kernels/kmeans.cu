@@ -23,6 +23,15 @@
 //   iteration just run and is done when none of its assignments changed; changed[] is cleared
 //   for the next round. With it the Lloyd loop runs on the device without the host (no flag
 //   downloads per iteration).
+// kmeans_seed_fwd: k-means++ (SPEC §4.3) for every problem, bit-identical to
+//   cpu::kmeans::seed_one with the problem's SplitMix64 stream seeds[p] (u64 as lo, hi words):
+//   one block per problem, 256 threads. Thread 0 draws (first = below(n); then per pick the
+//   D² draw: total = Σ_i (double)mind[i] summed sequentially in point order, u = next_f64 ·
+//   total, the first point whose running sum passes u among points with mind > 0, else the last
+//   such point; a zero total draws below(n)); all threads copy the chosen point into its
+//   centroid row and update mind[i] = min(mind[i], Σ_t (x_t - c_t)² in t order, rn ops) in
+//   parallel. The sequential sum keeps the CPU's f64 order: it costs n per pick on one thread,
+//   which the many problems of a level run side by side. mind [N] is scratch (written first).
 // done [P] (assign, update): a problem marked done is skipped. A done problem is a fixed point of
 //   update + assign (the host loop keeps iterating it and gets the same bits), so skipping it
 //   changes no result; the standalone ops pass an all-zero done.
@@ -126,4 +135,76 @@ kmeans_converge_fwd(const KmeansParams p, u32* __restrict__ changed, u32* __rest
         if (changed[q] == 0u) done[q] = 1u;
     }
     changed[q] = 0u;
+}
+
+__device__ __forceinline__ u64 splitmix_next(u64* state) {
+    *state += 0x9E3779B97F4A7C15ull;
+    u64 z = *state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+kmeans_seed_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+                const u32* __restrict__ coffs, const u32* __restrict__ seeds, float* __restrict__ mind,
+                float* __restrict__ centroids) {
+    const u32 prob = blockIdx.x;
+    const u32 s = offsets[prob], e = offsets[prob + 1];
+    const u32 n = e - s;
+    const u32 c0 = coffs[prob], k = coffs[prob + 1] - coffs[prob];
+    __shared__ u32 pick;
+    __shared__ u64 state;
+    if (threadIdx.x == 0) {
+        state = (u64)seeds[2 * prob] | ((u64)seeds[2 * prob + 1] << 32);
+        pick = (u32)__umul64hi(splitmix_next(&state), (u64)n);
+    }
+    __syncthreads();
+    for (u32 c = 0; c < k; ++c) {
+        const u32 chosen = s + pick;
+        for (u32 t = threadIdx.x; t < p.dim; t += blockDim.x) {
+            centroids[(u64)(c0 + c) * p.dim + t] = points[(u64)chosen * p.dim + t];
+        }
+        const float* cv = points + (u64)chosen * p.dim;
+        for (u32 i = s + threadIdx.x; i < e; i += blockDim.x) {
+            const float* x = points + (u64)i * p.dim;
+            float acc = 0.0f;
+            for (u32 t = 0; t < p.dim; ++t) {
+                const float d = __fsub_rn(x[t], cv[t]);
+                acc = __fadd_rn(acc, __fmul_rn(d, d));
+            }
+            if (c == 0 || acc < mind[i]) mind[i] = acc;
+        }
+        __syncthreads();  // mind complete; every thread has read `pick`
+        if (c + 1 == k) break;
+        if (threadIdx.x == 0) {
+            double total = 0.0;
+            for (u32 i = s; i < e; ++i) total = total + (double)mind[i];
+            u32 next;
+            if (total > 0.0) {
+                const double u = (double)(splitmix_next(&state) >> 11) * (1.0 / 9007199254740992.0) * total;
+                double cum = 0.0;
+                u32 last_pos = 0;
+                bool found = false;
+                next = 0;
+                for (u32 i = s; i < e; ++i) {
+                    const float d = mind[i];
+                    if (d > 0.0f) {
+                        last_pos = i - s;
+                        cum = cum + (double)d;
+                        if (cum > u) {
+                            next = i - s;
+                            found = true;
+                            break;
+                        }
+                    }
+                }
+                if (!found) next = last_pos;
+            } else {
+                next = (u32)__umul64hi(splitmix_next(&state), (u64)n);
+            }
+            pick = next;
+        }
+        __syncthreads();
+    }
 }

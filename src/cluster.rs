@@ -1,5 +1,8 @@
 //! Offline hierarchical clustering (SPEC §4, TWIN-V2 Algorithm 1), written once as host code
-//! over the backend's batched k-means, so it runs unchanged on every backend.
+//! over the backend's batched k-means, so it runs unchanged on every backend. The item
+//! embeddings are made resident once (`Backend::item_points`); each level sends the problems'
+//! point ids (`Backend::kmeans_items`), and on CUDA the gather, k-means++ and Lloyd run on the
+//! device with one upload and one download per level.
 //!
 //! The queue of Algorithm 1 is processed breadth-first across *all* users and groups: every
 //! level gathers each pending set `V` with `|V| ≥ γ` into one batched `Backend::kmeans` call
@@ -18,7 +21,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, KmeansBatch};
+use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fileio::{self, Reader, Writer};
@@ -157,7 +160,8 @@ pub fn cluster_users(
         return Err(Error::BadShape { field: "embedding dim", value: 0, why: "must be positive" });
     }
     crate::backend::check::len("embeddings", emb.len(), n_items * dim, "n_items * dim")?;
-    crate::backend::check::finite("embeddings", emb)?;
+    // Checked (finite) and, where the backend clusters on the device, made resident once.
+    let pts = backend.item_points(emb, dim)?;
     crate::backend::check::ids_below("users", users, data.n_users())?;
     let ranges: Vec<std::ops::Range<usize>> = users
         .iter()
@@ -206,31 +210,27 @@ pub fn cluster_users(
         while start < split.len() {
             // One backend call for as many problems as fit in the point budget.
             let mut end = start;
-            let mut pts = 0usize;
-            while end < split.len() && (end == start || pts + split[end].members.len() <= cfg.max_batch_points) {
-                pts += split[end].members.len();
+            let mut n_pts = 0usize;
+            while end < split.len() && (end == start || n_pts + split[end].members.len() <= cfg.max_batch_points) {
+                n_pts += split[end].members.len();
                 end += 1;
             }
             let chunk = &split[start..end];
-            let mut points = Vec::with_capacity(pts * dim);
+            let mut ids = Vec::with_capacity(n_pts);
             let mut offsets = Vec::with_capacity(chunk.len() + 1);
             let mut ks = Vec::with_capacity(chunk.len());
             let mut seeds = Vec::with_capacity(chunk.len());
             offsets.push(0u32);
             for node in chunk {
                 let base = ranges[node.slot as usize].start;
-                for &pos in &node.members {
-                    let item = data.behaviours.item[base + pos as usize] as usize;
-                    points.extend_from_slice(&emb[item * dim..(item + 1) * dim]);
-                }
-                offsets.push((points.len() / dim) as u32);
+                ids.extend(node.members.iter().map(|&pos| data.behaviours.item[base + pos as usize]));
+                offsets.push(ids.len() as u32);
                 ks.push(delta(node.members.len()) as u32);
                 seeds.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64, node.depth as u64]));
             }
-            let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &ks };
             let res = {
                 let _range = crate::nvtx::range("cluster: one level's k-means");
-                backend.kmeans(&batch, &seeds, cfg.max_iter)?
+                backend.kmeans_items(&pts, &ids, &offsets, &ks, &seeds, cfg.max_iter)?
             };
             stats.backend_calls += 1;
             stats.kmeans_problems += chunk.len();

@@ -224,20 +224,26 @@ pub fn kmeans(b: &KmeansBatch) -> Result<()> {
             expected_what: "a multiple of dim",
         });
     }
-    let n = b.points.len() / b.dim;
-    offsets("kmeans offsets", b.offsets, n)?;
-    len("k", b.k.len(), b.n_problems(), "number of problems")?;
-    for p in 0..b.n_problems() {
-        let np = b.range(p).len();
-        let k = b.k[p] as usize;
-        if k == 0 || k > np {
-            return Err(Error::OutOfRange { field: "k", index: p, value: k as u64, limit: np as u64 + 1 });
+    kmeans_problems(b.points.len() / b.dim, b.offsets, b.k)?;
+    finite("points", b.points)
+}
+
+/// `n` points split into problems by `offsets`, each with `1 ≤ k_p ≤ n_p`, `k_p ≤ MAX_KMEANS_K`.
+pub fn kmeans_problems(n: usize, offs: &[u32], k: &[u32]) -> Result<()> {
+    offsets("kmeans offsets", offs, n)?;
+    let n_prob = offs.len().saturating_sub(1);
+    len("k", k.len(), n_prob, "number of problems")?;
+    for p in 0..n_prob {
+        let np = (offs[p + 1] - offs[p]) as usize;
+        let kp = k[p] as usize;
+        if kp == 0 || kp > np {
+            return Err(Error::OutOfRange { field: "k", index: p, value: kp as u64, limit: np as u64 + 1 });
         }
-        if k > MAX_KMEANS_K {
-            return Err(Error::TooLarge { field: "k", value: k as u64, limit: MAX_KMEANS_K as u64 });
+        if kp > MAX_KMEANS_K {
+            return Err(Error::TooLarge { field: "k", value: kp as u64, limit: MAX_KMEANS_K as u64 });
         }
     }
-    finite("points", b.points)
+    Ok(())
 }
 
 pub fn centroids(b: &KmeansBatch, c: &[f32]) -> Result<()> {

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::cpu::{bias_act, copy_rows};
-use super::tensor::{f32s, words, Act, Elem, HostMem, OnlineDev, OnlineSlot, Rows, Staged, Tensor};
-use super::{Backend, GemmKind, OnlineBatch, OnlineTables};
+use super::tensor::{f32s, words, Act, Elem, HostMem, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Tensor};
+use super::{Backend, GemmKind, KmeansBatch, KmeansResult, OnlineBatch, OnlineTables};
 use crate::error::{Error, Result};
 
 pub(crate) fn tensor<B: Backend + ?Sized>(be: &B, name: &'static str, rows: usize, cols: usize, elem: Elem, data: Vec<u32>) -> Tensor {
@@ -123,4 +123,22 @@ pub(crate) fn bias_act_op<B: Backend + ?Sized>(be: &B, x: &Tensor, bias: &Tensor
     let (mut xv, b) = (f32s(&r[0]), f32s(&r[1]));
     bias_act::bias_act(&mut xv, &b, act);
     be.tensor_write(x, &words(&xv))
+}
+
+/// Gather the problems' rows on the host and run the backend's `kmeans`.
+pub(crate) fn kmeans_items<B: Backend + ?Sized>(
+    be: &B,
+    pts: &ItemPoints,
+    ids: &[u32],
+    offsets: &[u32],
+    k: &[u32],
+    seeds: &[u64],
+    max_iter: u32,
+) -> Result<KmeansResult> {
+    let dim = pts.dim;
+    let mut points = Vec::with_capacity(ids.len() * dim);
+    for &i in ids {
+        points.extend_from_slice(&pts.host[i as usize * dim..(i as usize + 1) * dim]);
+    }
+    be.kmeans(&KmeansBatch { dim, points: &points, offsets, k }, seeds, max_iter)
 }

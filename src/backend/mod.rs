@@ -22,7 +22,9 @@ mod tensor;
 mod transfers;
 mod types;
 
-pub use tensor::{f32s, words, Act, Elem, HostMem, IdSlot, OnlineDev, OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS};
+pub use tensor::{
+    f32s, words, Act, Elem, HostMem, IdSlot, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
+};
 pub use transfers::{TransferCounter, Transfers};
 
 use std::sync::Arc;
@@ -474,6 +476,61 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
     unsafe fn kmeans_update_unchecked(&self, batch: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>>;
+
+    /// Item embeddings `[rows, dim]` for [`Backend::kmeans_items`]: checked (finite), and made
+    /// resident where the backend clusters on the device.
+    fn item_points<'a>(&self, emb: &'a [f32], dim: usize) -> Result<ItemPoints<'a>> {
+        if dim == 0 {
+            return Err(Error::BadShape { field: "embedding dim", value: 0, why: "must be positive" });
+        }
+        let rows = emb.len() / dim;
+        check::len("embeddings", emb.len(), rows * dim, "a multiple of dim")?;
+        check::finite("embeddings", emb)?;
+        let dev = self.item_points_native(emb, rows, dim)?;
+        Ok(ItemPoints { host: emb, rows, dim, dev })
+    }
+    /// The backend's resident copy of checked embeddings, if it clusters on the device.
+    fn item_points_native(&self, _emb: &[f32], _rows: usize, _dim: usize) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// k-means (seed, then Lloyd as [`Backend::kmeans`]) for many problems whose points are rows
+    /// `ids` of `pts`, problem `p` owning `ids[offsets[p]..offsets[p+1]]`: the clustering job's
+    /// levels. The same result as `kmeans` on the gathered rows.
+    fn kmeans_items(
+        &self,
+        pts: &ItemPoints,
+        ids: &[u32],
+        offsets: &[u32],
+        k: &[u32],
+        seeds: &[u64],
+        max_iter: u32,
+    ) -> Result<KmeansResult> {
+        check::ids_below("kmeans point ids", ids, pts.rows)?;
+        check::kmeans_problems(ids.len(), offsets, k)?;
+        check::len("seeds", seeds.len(), k.len(), "number of problems")?;
+        if let Some(t) = &pts.dev {
+            t.expect("item points", pts.rows, pts.dim, Elem::F32)?;
+        }
+        // SAFETY: ids, offsets, k and seeds checked above.
+        unsafe { self.kmeans_items_unchecked(pts, ids, offsets, k, seeds, max_iter) }
+    }
+    /// The backend's [`Backend::kmeans_items`]; the default gathers the rows on the host and runs
+    /// [`Backend::kmeans`].
+    ///
+    /// # Safety
+    /// The inputs passed the checks of [`Backend::kmeans_items`].
+    unsafe fn kmeans_items_unchecked(
+        &self,
+        pts: &ItemPoints,
+        ids: &[u32],
+        offsets: &[u32],
+        k: &[u32],
+        seeds: &[u64],
+        max_iter: u32,
+    ) -> Result<KmeansResult> {
+        host_tensor::kmeans_items(self, pts, ids, offsets, k, seeds, max_iter)
+    }
 
     /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
     /// A problem's result does not depend on which other problems share the batch.

@@ -242,3 +242,20 @@ impl Act {
         }
     }
 }
+
+/// Item embeddings the clustering job draws its points from (`Backend::item_points`): on the
+/// host always (virtual items are chosen there), and resident on the device where the backend
+/// clusters there (CUDA), so a level uploads point ids, not 256-byte rows.
+pub struct ItemPoints<'a> {
+    pub host: &'a [f32],
+    pub rows: usize,
+    pub dim: usize,
+    pub(crate) dev: Option<Tensor>,
+}
+
+impl ItemPoints<'_> {
+    /// Whether the rows are resident on the device.
+    pub fn on_device(&self) -> bool {
+        self.dev.is_some()
+    }
+}

@@ -7,6 +7,7 @@ use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
 use twin_engine::rng::SplitMix64;
 
+use crate::common::kind_name;
 use crate::for_each_backend;
 
 const DIM: usize = 64;
@@ -41,14 +42,24 @@ fn cluster_users_runs_unchanged() {
     let users: Vec<u32> = (0..ds.n_users() as u32).collect();
     let cfg = ClusterConfig::default();
     for_each_backend!(|gpu, cpu| {
-        let (want, _) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
-        let (got, _) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+        let (want, want_stats) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+        let before = gpu.transfers();
+        let (got, stats) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+        let t = gpu.transfers().since(before);
+        eprintln!("  {}: {} levels, {} backend calls, {t:?}", kind_name(&*gpu), stats.levels, stats.backend_calls);
+        if gpu.kind() == twin_engine::backend::BackendKind::Cuda {
+            // The embeddings once, then one upload (point ids) and one download per k-means call,
+            // however many Lloyd iterations the problems take.
+            assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
+            assert_eq!(t.d2h_calls as usize, stats.backend_calls, "{t:?}");
+        }
         let inv = got.verify(&ds).unwrap();
         assert_eq!(inv.behaviours, ds.behaviours.len());
         assert!(inv.max_size < cfg.gamma);
         assert_eq!(got.item, want.item, "virtual items");
         assert_eq!(got.size, want.size, "cluster sizes");
         assert_eq!(got.timestamp, want.timestamp, "timestamps");
+        assert_eq!(stats.assign_distances, want_stats.assign_distances, "k-means work (iterations) differs from the CPU's");
         eprintln!("  {} clusters for {} behaviours, identical to the CPU", inv.clusters, inv.behaviours);
     });
 }

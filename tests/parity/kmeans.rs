@@ -190,3 +190,64 @@ fn lloyd_transfers_do_not_grow_with_iterations() {
         assert!(counts[0].1 <= 1, "more than one download per Lloyd run: {counts:?}");
     });
 }
+
+/// k-means++ seeding (on the device on CUDA): the same centroids as the CPU's, bit for bit, for
+/// every problem of a ragged batch (one-point problems, duplicates, k = n).
+#[test]
+fn kmeans_seed_bit_identical() {
+    for_each_backend!(|gpu, cpu| {
+        let (pts, offs, ks) = problems(SIZES, 74);
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9) ^ 77).collect();
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let got = gpu.kmeans_seed(&b, &seeds).unwrap();
+        let want = cpu.kmeans_seed(&b, &seeds).unwrap();
+        assert_eq!(got.len(), want.len());
+        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            panic!("seed centroid value {i} (row {}): got {}, want {}", i / DIM, got[i], want[i]);
+        }
+        // k = n: every point is chosen once (all distances reach zero: the zero-total draw).
+        let few = &pts[..5 * DIM];
+        let b5 = KmeansBatch { dim: DIM, points: few, offsets: &[0, 5], k: &[5] };
+        assert_eq!(gpu.kmeans_seed(&b5, &[3]).unwrap(), cpu.kmeans_seed(&b5, &[3]).unwrap());
+    });
+}
+
+/// The clustering job's form: points as rows of resident embeddings. Equal to `kmeans` on the
+/// gathered rows (CPU reference); where the backend clusters on the device (CUDA) one call is one
+/// upload of ids and one download, whatever the iterations.
+#[test]
+fn kmeans_items_equals_kmeans_on_gathered_rows() {
+    for_each_backend!(|gpu, cpu| {
+        let (emb, _, _) = problems(&[700], 75);
+        let mut rng = SplitMix64::new(76);
+        let sizes = [1usize, 2, 30, 97, 333];
+        let mut ids = Vec::new();
+        let mut offs = vec![0u32];
+        let mut ks = Vec::new();
+        for &n in &sizes {
+            ids.extend((0..n).map(|_| rng.below(700) as u32));
+            offs.push(ids.len() as u32);
+            ks.push(twin_engine::cluster::delta(n).min(n) as u32);
+        }
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i + 100).collect();
+        let pts = gpu.item_points(&emb, DIM).unwrap();
+        let before = gpu.transfers();
+        let got = gpu.kmeans_items(&pts, &ids, &offs, &ks, &seeds, 20).unwrap();
+        let t = gpu.transfers().since(before);
+        let gathered: Vec<f32> = ids.iter().flat_map(|&i| emb[i as usize * DIM..(i as usize + 1) * DIM].iter().copied()).collect();
+        let want = cpu.kmeans(&KmeansBatch { dim: DIM, points: &gathered, offsets: &offs, k: &ks }, &seeds, 20).unwrap();
+        assert_eq!(got.assign, want.assign, "assignments");
+        assert_eq!(got.iterations, want.iterations, "iterations");
+        assert_close("kmeans_items centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+        eprintln!("kmeans_items on {}: {t:?} (points on device: {})", kind_name(&*gpu), pts.on_device());
+        if pts.on_device() {
+            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "{t:?}");
+        }
+        // Ids past the table are refused before any device work.
+        let bad = [0u32, 700];
+        assert!(matches!(
+            gpu.kmeans_items(&pts, &bad, &[0, 2], &[1], &[1], 5),
+            Err(Error::OutOfRange { field: "kmeans point ids", index: 1, value: 700, limit: 700 })
+        ));
+    });
+}

@@ -1,7 +1,7 @@
 //! Host side of `kernels/copy_rows.cu` (math in `cpu::copy_rows`).
 
 use super::buffers::View;
-use super::launch::KernelParam;
+use super::launch::{KernelParam, PushArg};
 use super::{device_err, u32_of, CudaBackend};
 use crate::error::Result;
 
@@ -22,15 +22,15 @@ unsafe impl KernelParam for CopyRowsParams {}
 /// `dst [·, dst_cols]`, `src [·, width]`; `dst_ids` / `src_ids` hold `n` ids each when given (else
 /// any valid view, unread).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn launch(
+pub(crate) fn launch<D: PushArg, S: PushArg>(
     be: &CudaBackend,
     n: usize,
     width: usize,
     dst_cols: usize,
     dst_col: usize,
-    dst: &View<u32>,
+    dst: &D,
     dst_ids: Option<&View<u32>>,
-    src: &View<u32>,
+    src: &S,
     src_ids: Option<&View<u32>>,
 ) -> Result<()> {
     if n == 0 || width == 0 {
@@ -45,11 +45,20 @@ pub(crate) fn launch(
         has_src_ids: src_ids.is_some() as u32,
     };
     let mut b = be.launcher("copy_rows_fwd");
-    b.arg(&p).arg(dst).arg(dst_ids.unwrap_or(dst)).arg(src).arg(src_ids.unwrap_or(src));
+    b.arg(&p).arg(dst);
+    match dst_ids {
+        Some(v) => b.arg(v),
+        None => b.arg(&0u64),
+    };
+    b.arg(src);
+    match src_ids {
+        Some(v) => b.arg(v),
+        None => b.arg(&0u64),
+    };
     // SAFETY: kernel (CopyRowsParams, u32* dst, const u32* dst_ids [n], const u32* src, const u32*
     // src_ids [n]); check::copy_rows bounded every listed id below its tensor's rows and
     // dst_col + width <= dst_cols, so every index the kernel forms is inside dst / src; an id view
-    // is read only when its flag is set (the stand-in pointer otherwise is never dereferenced).
+    // is read only when its flag is set (a null pointer stands in otherwise and is never read).
     unsafe { b.launch(be.grid_1d((n * width) as u64)) }.map_err(device_err("copy_rows launch"))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use cudarc::driver::LaunchConfig;
 
 use super::buffers::Buf;
 use super::launch::{KernelParam, PushArg};
-use super::{device_err, u32_of, CudaBackend};
+use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
 
@@ -104,6 +104,92 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
     be.dtoh("kmeans update: download", &c, prev.len())
 }
 
+/// Launch `kmeans_seed_fwd`: k-means++ for every problem into `centroids [Σk, dim]`.
+fn launch_seed<S: PushArg>(be: &CudaBackend, d: &DevProblems, seeds: &S, mind: &Buf<f32>, centroids: &Buf<f32>) -> Result<()> {
+    if d.p.n_problems == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig { grid_dim: (d.p.n_problems, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut b = be.launcher("kmeans_seed_fwd");
+    b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(seeds).arg(mind).arg(centroids);
+    // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], seeds [2P] u32,
+    // mind [N] scratch, centroids [Σk*dim]); check::kmeans guarantees 1 ≤ k_p ≤ n_p, so every pick
+    // is a point of its own problem (below(n) < n; the D² draw returns a position < n) and block
+    // p writes only its centroid rows coffs[p]..coffs[p+1] and mind of its own points.
+    unsafe { b.launch(cfg) }.map_err(device_err("kmeans seed launch"))?;
+    Ok(())
+}
+
+fn seed_words(seeds: &[u64]) -> Vec<u32> {
+    seeds.iter().flat_map(|&s| [s as u32, (s >> 32) as u32]).collect()
+}
+
+/// k-means++ on the device (`batch` and `seeds` checked): the same centroids as the CPU's.
+pub(crate) fn seed(be: &CudaBackend, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
+    let n = batch.points.len() / batch.dim;
+    let total: usize = batch.k.iter().map(|&k| k as usize).sum();
+    if n == 0 || total == 0 {
+        return Ok(Vec::new());
+    }
+    let d = upload(be, batch)?;
+    let sd = be.htod("kmeans: upload seeds", &seed_words(seeds))?;
+    let mind = be.output::<f32>("kmeans: alloc min distances", n)?;
+    let c = be.output::<f32>("kmeans: alloc centroids", total * batch.dim)?;
+    launch_seed(be, &d, &sd, &mind, &c)?;
+    be.dtoh("kmeans seed: download", &c, total * batch.dim)
+}
+
+/// The clustering job's k-means (`Backend::kmeans_items`, inputs checked): the problems' points
+/// are rows `ids` of the resident embeddings `emb [rows, dim]`. One upload (ids, offsets, centroid
+/// offsets, seeds), the gather, k-means++ and Lloyd on the device, one download.
+pub(crate) fn kmeans_items(
+    be: &CudaBackend,
+    emb: &Buf<u32>,
+    dim: usize,
+    ids: &[u32],
+    offsets: &[u32],
+    k: &[u32],
+    seeds: &[u64],
+    max_iter: u32,
+) -> Result<KmeansResult> {
+    let _range = crate::nvtx::range("kmeans: items");
+    let (n, n_prob) = (ids.len(), k.len());
+    let mut coffs = Vec::with_capacity(n_prob + 1);
+    coffs.push(0u32);
+    for &kk in k {
+        coffs.push(coffs[coffs.len() - 1] + kk);
+    }
+    let total = *coffs.last().unwrap_or(&0) as usize;
+    if n == 0 || n_prob == 0 {
+        return Ok(KmeansResult { assign: Vec::new(), centroids: Vec::new(), iterations: vec![0; n_prob] });
+    }
+    let mut pk = Packer::default();
+    let (r_ids, r_off, r_coff, r_seed) = (pk.push(ids), pk.push(offsets), pk.push(&coffs), pk.push(&seed_words(seeds)));
+    let buf = be.htod("kmeans items: upload", &pk.words)?;
+    let small = |r: &std::ops::Range<usize>, op: &'static str| -> Result<Buf<u32>> {
+        let b = be.output::<u32>(op, r.len())?;
+        be.dev.dtod(b.addr(), buf.slice(r.start..r.end).addr(), r.len() * 4).map_err(device_err(op))?;
+        Ok(b)
+    };
+    let points = be.output::<f32>("kmeans items: alloc points", n * dim)?;
+    super::copy_rows::launch(be, n, dim, dim, 0, &points, None, emb, Some(&buf.slice(r_ids)))?;
+    let d = DevProblems {
+        p: KmeansParams {
+            n_points: u32_of("points", n)?,
+            dim: u32_of("dim", dim)?,
+            n_problems: u32_of("problems", n_prob)?,
+            total_k: total as u32,
+        },
+        points,
+        offsets: small(&r_off, "kmeans items: offsets")?,
+        coffs: small(&r_coff, "kmeans items: centroid offsets")?,
+    };
+    let mind = be.output::<f32>("kmeans items: alloc min distances", n)?;
+    let c = be.output::<f32>("kmeans items: alloc centroids", total * dim)?;
+    launch_seed(be, &d, &buf.slice(r_seed), &mind, &c)?;
+    lloyd_on(be, &d, &c, n, n_prob, total * dim, max_iter)
+}
+
 /// Lloyd iterations from seeded `centroids`, with the trait default's semantics: every problem
 /// is updated and reassigned each round (converged ones are fixed points), a problem counts an
 /// iteration while active and stops being active once its assignment does not change.
@@ -116,18 +202,32 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
     }
     let d = upload(be, batch)?;
     let c = be.htod("kmeans: upload centroids", &centroids)?;
+    lloyd_on(be, &d, &c, n, n_prob, centroids.len(), max_iter)
+}
+
+/// The Lloyd rounds on problems already on the device, from the centroids in `c` (updated in
+/// place); one download of assignments, centroids and iteration counts at the end.
+fn lloyd_on(
+    be: &CudaBackend,
+    d: &DevProblems,
+    c: &Buf<f32>,
+    n: usize,
+    n_prob: usize,
+    n_cent: usize,
+    max_iter: u32,
+) -> Result<KmeansResult> {
     let mut cur = be.output::<u32>("kmeans: alloc assign", n)?;
     let mut next = be.output::<u32>("kmeans: alloc assign", n)?;
     // Convergence state, zeroed: changed flags, done flags, iteration counts.
     let state = be.zeros::<u32>("kmeans: alloc state", 3 * n_prob)?;
     let (changed, done, iters) = (state.slice(..n_prob), state.slice(n_prob..2 * n_prob), state.slice(2 * n_prob..3 * n_prob));
     let none_done = be.zeros::<u32>("kmeans: alloc done", n_prob)?;
-    launch_assign(be, &d, &c, &cur, &none_done)?;
+    launch_assign(be, d, c, &cur, &none_done)?;
     let pts_cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let prob_cfg = LaunchConfig { grid_dim: ((n_prob as u32).div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     for _ in 0..max_iter {
-        launch_update(be, &d, &cur, &c, &done)?;
-        launch_assign(be, &d, &c, &next, &done)?;
+        launch_update(be, d, &cur, c, &done)?;
+        launch_assign(be, d, c, &next, &done)?;
         let mut b = be.launcher("kmeans_changed_fwd");
         b.arg(&d.p).arg(&d.offsets).arg(&cur).arg(&next).arg(&changed);
         // SAFETY: kernel (KmeansParams, offsets [P+1], old [N], new [N], changed [P]); one
@@ -140,7 +240,7 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
         unsafe { b.launch(prob_cfg) }.map_err(device_err("kmeans converge launch"))?;
         std::mem::swap(&mut cur, &mut next);
     }
-    let mut got = be.dtoh_many("kmeans: download", &[(cur.addr(), n), (c.addr(), centroids.len()), (iters.addr(), n_prob)])?;
+    let mut got = be.dtoh_many("kmeans: download", &[(cur.addr(), n), (c.addr(), n_cent), (iters.addr(), n_prob)])?;
     let iterations = got.pop().unwrap_or_default();
     let cents = got.pop().unwrap_or_default().into_iter().map(f32::from_bits).collect();
     Ok(KmeansResult { assign: got.pop().unwrap_or_default(), centroids: cents, iterations })

@@ -55,8 +55,8 @@ use launch::Launch;
 
 use super::{
     check, Act, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem,
-    GemmKind, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows, Staged, Staging,
-    TableData, Tensor, TopK, TransferCounter, Transfers,
+    GemmKind, HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows,
+    Staged, Staging, TableData, Tensor, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -107,7 +107,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "kmeans",
         source: include_str!("../../../kernels/kmeans.cu"),
         fmad: false,
-        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd"],
+        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd", "kmeans_seed_fwd"],
     },
     KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
     KernelSource {
@@ -464,6 +464,33 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    fn kmeans_seed(&self, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
+        kmeans::seed(self, batch, seeds)
+    }
+
+    fn item_points_native(&self, emb: &[f32], rows: usize, dim: usize) -> Result<Option<Tensor>> {
+        // SAFETY: `emb` holds rows * dim values (checked by item_points).
+        let words: Vec<u32> = emb.iter().map(|x| x.to_bits()).collect();
+        Ok(Some(unsafe { self.tensor_from_unchecked("item points", rows, dim, Elem::F32, &words)? }))
+    }
+
+    unsafe fn kmeans_items_unchecked(
+        &self,
+        pts: &ItemPoints,
+        ids: &[u32],
+        offsets: &[u32],
+        k: &[u32],
+        seeds: &[u64],
+        max_iter: u32,
+    ) -> Result<KmeansResult> {
+        match &pts.dev {
+            Some(t) => kmeans::kmeans_items(self, self.tensor_buf(t)?, pts.dim, ids, offsets, k, seeds, max_iter),
+            None => super::host_tensor::kmeans_items(self, pts, ids, offsets, k, seeds, max_iter),
+        }
+    }
+
     unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
         self.tensor_upload(name, rows, cols, elem, data)
     }

@@ -27,6 +27,10 @@ impl CudaBackend {
         t.storage::<CudaMem>(BackendKind::Cuda, self.id).map(|m| &m.0)
     }
 
+    pub(crate) fn tensor_buf<'a>(&self, t: &'a Tensor) -> Result<&'a Buf<u32>> {
+        self.mem(t)
+    }
+
     fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: Buf<u32>) -> Tensor {
         Tensor { name, rows, cols, elem, backend: BackendKind::Cuda, device_id: self.id, inner: Arc::new(CudaMem(buf)) }
     }

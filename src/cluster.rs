@@ -21,7 +21,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ItemPoints};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fileio::{self, Reader, Writer};
@@ -136,6 +136,7 @@ struct Done {
 /// Cluster the histories of `users` (dataset indices), using only behaviours strictly before
 /// `cutoff` when given. `emb` is `[n_items, dim]` (the model's item-id embeddings).
 /// `progress(done, total)` is called with behaviours placed in final clusters so far.
+#[allow(clippy::too_many_arguments)]
 pub fn cluster_users(
     backend: &dyn Backend,
     data: &Dataset,
@@ -143,6 +144,26 @@ pub fn cluster_users(
     cutoff: Option<i64>,
     emb: &[f32],
     dim: usize,
+    cfg: &ClusterConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(ClusterSet, ClusterStats)> {
+    if dim == 0 {
+        return Err(Error::BadShape { field: "embedding dim", value: 0, why: "must be positive" });
+    }
+    crate::backend::check::len("embeddings", emb.len(), data.items.len() * dim, "n_items * dim")?;
+    // Checked (finite) and, where the backend clusters on the device, made resident.
+    let pts = backend.item_points(emb, dim)?;
+    cluster_users_on(backend, data, users, cutoff, &pts, cfg, progress)
+}
+
+/// [`cluster_users`] with the embeddings already made resident (`Backend::item_points`), so a
+/// caller clustering many batches of users uploads them once.
+pub fn cluster_users_on(
+    backend: &dyn Backend,
+    data: &Dataset,
+    users: &[u32],
+    cutoff: Option<i64>,
+    pts: &ItemPoints,
     cfg: &ClusterConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(ClusterSet, ClusterStats)> {
@@ -156,12 +177,8 @@ pub fn cluster_users(
         return Err(Error::InvalidValue { field: "max_batch_points", index: 0, value: 0.0, why: "must be positive" });
     }
     let n_items = data.items.len();
-    if dim == 0 {
-        return Err(Error::BadShape { field: "embedding dim", value: 0, why: "must be positive" });
-    }
-    crate::backend::check::len("embeddings", emb.len(), n_items * dim, "n_items * dim")?;
-    // Checked (finite) and, where the backend clusters on the device, made resident once.
-    let pts = backend.item_points(emb, dim)?;
+    crate::backend::check::len("item points rows", pts.rows, n_items, "the dataset's n_items")?;
+    let (emb, dim) = (pts.host, pts.dim);
     crate::backend::check::ids_below("users", users, data.n_users())?;
     let ranges: Vec<std::ops::Range<usize>> = users
         .iter()
@@ -230,7 +247,7 @@ pub fn cluster_users(
             }
             let res = {
                 let _range = crate::nvtx::range("cluster: one level's k-means");
-                backend.kmeans_items(&pts, &ids, &offsets, &ks, &seeds, cfg.max_iter)?
+                backend.kmeans_items(pts, &ids, &offsets, &ks, &seeds, cfg.max_iter)?
             };
             stats.backend_calls += 1;
             stats.kmeans_problems += chunk.len();

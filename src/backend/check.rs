@@ -2,8 +2,8 @@
 //! kernel may index without bounds checks: every id, offset and length has been checked here.
 
 use super::{
-    CrossBwdIn, DeviceTable, Elem, GemmKind, HostTable, KmeansBatch, OnlineBatch, OnlineTables, Rows, Staged, TableData, Tensor, TopK,
-    MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
+    CrossBwdIn, DeviceTable, Elem, GemmKind, HostTable, IdSlot, KmeansBatch, OnlineBatch, OnlineTables, Rows, Staged, TableData, Tensor,
+    TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
 };
 use crate::error::{Error, Result};
 
@@ -417,4 +417,48 @@ pub fn copy_rows(dst: &Tensor, dst_col: usize, dst_rows: Rows<'_>, src: &Tensor,
         return Err(Error::TooLarge { field: "copy_rows tensor", value: dst.len().max(src.len()) as u64, limit: u32::MAX as u64 });
     }
     Ok(n)
+}
+
+/// Adam operands: `w`, `g`, `m`, `v` f32 of one shape, four distinct tensors.
+pub fn adam(w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+    for (field, t) in [("adam g", g), ("adam m", m), ("adam v", v)] {
+        t.expect(field, w.rows, w.cols, Elem::F32)?;
+    }
+    w.expect("adam w", w.rows, w.cols, Elem::F32)?;
+    distinct(&[w, g, m, v])?;
+    if w.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "adam w", value: w.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+/// Row-sparse Adagrad operands: `acc` shaped like `w`, distinct rows staged in `staged` below
+/// `w.rows`, `g [rows, w.cols]`, all f32, distinct tensors.
+pub fn adagrad_rows(w: &Tensor, acc: &Tensor, rows: &IdSlot, g: &Tensor, staged: &Staged) -> Result<()> {
+    w.expect("adagrad w", w.rows, w.cols, Elem::F32)?;
+    acc.expect("adagrad acc", w.rows, w.cols, Elem::F32)?;
+    g.expect("adagrad g", rows.len(), w.cols, Elem::F32)?;
+    staged.owns("adagrad rows", rows.staging)?;
+    if !rows.distinct {
+        return Err(Error::BadShape { field: "adagrad rows", value: rows.len() as u64, why: "stage them with Staging::rows (distinct)" });
+    }
+    if rows.bound > w.rows {
+        return Err(Error::OutOfRange { field: "adagrad rows", index: 0, value: rows.bound as u64, limit: w.rows as u64 });
+    }
+    distinct(&[w, acc, g])?;
+    if w.len() > u32::MAX as usize || g.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "adagrad w", value: w.len().max(g.len()) as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+fn distinct(ts: &[&Tensor]) -> Result<()> {
+    for (i, a) in ts.iter().enumerate() {
+        for b in &ts[i + 1..] {
+            if std::sync::Arc::ptr_eq(&a.inner, &b.inner) {
+                return Err(Error::BadShape { field: b.name, value: 0, why: "the same tensor is passed twice" });
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
+use super::cpu::optim::{self, AdamStep};
 use super::cpu::{bias_act, copy_rows};
-use super::tensor::{f32s, words, Act, Elem, HostMem, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Tensor};
+use super::tensor::{f32s, words, Act, Elem, HostMem, IdSlot, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Tensor};
 use super::{Backend, GemmKind, KmeansBatch, KmeansResult, OnlineBatch, OnlineTables};
 use crate::error::{Error, Result};
 
@@ -141,4 +142,31 @@ pub(crate) fn kmeans_items<B: Backend + ?Sized>(
         points.extend_from_slice(&pts.host[i as usize * dim..(i as usize + 1) * dim]);
     }
     be.kmeans(&KmeansBatch { dim, points: &points, offsets, k }, seeds, max_iter)
+}
+
+pub(crate) fn adam<B: Backend + ?Sized>(be: &B, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
+    let r = be.tensor_read(&[w, g, m, v])?;
+    let (mut wv, gv, mut mv, mut vv) = (f32s(&r[0]), f32s(&r[1]), f32s(&r[2]), f32s(&r[3]));
+    optim::adam(&mut wv, &gv, &mut mv, &mut vv, s);
+    be.tensor_write(w, &words(&wv))?;
+    be.tensor_write(m, &words(&mv))?;
+    be.tensor_write(v, &words(&vv))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adagrad_rows<B: Backend + ?Sized>(
+    be: &B,
+    w: &Tensor,
+    acc: &Tensor,
+    rows: &IdSlot,
+    g: &Tensor,
+    staged: &Staged,
+    lr: f32,
+    eps: f32,
+) -> Result<()> {
+    let r = be.tensor_read(&[w, acc, g, &staged.tensor])?;
+    let (mut wv, mut av, gv) = (f32s(&r[0]), f32s(&r[1]), f32s(&r[2]));
+    optim::adagrad_rows(&mut wv, &mut av, w.cols, &r[3][rows.range.clone()], &gv, lr, eps);
+    be.tensor_write(w, &words(&wv))?;
+    be.tensor_write(acc, &words(&av))
 }

@@ -42,6 +42,7 @@ pub const MAX_TOP_K: usize = 256;
 pub const MAX_KMEANS_K: usize = 1024;
 
 pub use cpu::cross_bias::CrossTableGrads;
+pub use cpu::optim::AdamStep;
 pub use types::*;
 
 /// The engine's kernels. Object safe: callers hold `Arc<dyn Backend>`.
@@ -428,6 +429,46 @@ pub trait Backend: Send + Sync {
     /// The inputs passed `check::bias_act`.
     unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
         host_tensor::bias_act_op(self, x, bias, act)
+    }
+
+    /// Adam in place on a dense tensor (math in `cpu::optim`): `w`, `m`, `v` updated from `g`.
+    fn adam(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
+        check::adam(w, g, m, v)?;
+        // SAFETY: shapes checked, tensors distinct.
+        unsafe { self.adam_unchecked(w, g, m, v, s) }
+    }
+    /// The backend's [`Backend::adam`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::adam`.
+    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
+        host_tensor::adam(self, w, g, m, v, s)
+    }
+
+    /// Row-sparse Adagrad in place (math in `cpu::optim`): row `rows[k]` of `w` and `acc` takes
+    /// gradient row `k` of `g`. `rows` staged with `Staging::rows` (distinct).
+    #[allow(clippy::too_many_arguments)]
+    fn adagrad_rows(&self, w: &Tensor, acc: &Tensor, rows: &IdSlot, g: &Tensor, staged: &Staged, lr: f32, eps: f32) -> Result<()> {
+        check::adagrad_rows(w, acc, rows, g, staged)?;
+        // SAFETY: shapes, row bounds and distinctness checked.
+        unsafe { self.adagrad_rows_unchecked(w, acc, rows, g, staged, lr, eps) }
+    }
+    /// The backend's [`Backend::adagrad_rows`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::adagrad_rows`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn adagrad_rows_unchecked(
+        &self,
+        w: &Tensor,
+        acc: &Tensor,
+        rows: &IdSlot,
+        g: &Tensor,
+        staged: &Staged,
+        lr: f32,
+        eps: f32,
+    ) -> Result<()> {
+        host_tensor::adagrad_rows(self, w, acc, rows, g, staged, lr, eps)
     }
 
     /// The whole online path (SPEC §3) for a batch of requests.

@@ -141,7 +141,18 @@ impl Staging {
     pub fn ids(&mut self, field: &'static str, ids: &[u32], bound: usize) -> Result<IdSlot> {
         super::check::ids_below(field, ids, bound)?;
         let range = self.push(ids);
-        Ok(IdSlot { staging: self.id, range, bound })
+        Ok(IdSlot { staging: self.id, range, bound, distinct: false })
+    }
+
+    /// Stage rows to update in place (row-sparse optimizers): strictly ascending, so distinct,
+    /// and below `bound`; refused here otherwise.
+    pub fn rows(&mut self, field: &'static str, rows: &[u32], bound: usize) -> Result<IdSlot> {
+        super::check::ids_below(field, rows, bound)?;
+        if let Some(i) = rows.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(Error::InvalidValue { field, index: i + 1, value: rows[i + 1] as f64, why: "rows must be strictly ascending" });
+        }
+        let range = self.push(rows);
+        Ok(IdSlot { staging: self.id, range, bound, distinct: true })
     }
 
     /// Words staged so far (the upload's size).
@@ -171,6 +182,8 @@ pub struct IdSlot {
     pub(crate) staging: u64,
     pub(crate) range: Range<usize>,
     pub(crate) bound: usize,
+    /// Strictly ascending (staged by `Staging::rows`).
+    pub(crate) distinct: bool,
 }
 
 impl IdSlot {

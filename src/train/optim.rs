@@ -5,9 +5,8 @@
 //!   gradient are touched, accumulator and value alike, so a step costs O(rows touched).
 //! Updates are elementwise in a fixed order: the same gradients give the same parameters.
 
-use rayon::prelude::*;
-
 use super::step::{Grad, ROW_TABLES};
+use crate::backend::cpu::{self, optim::AdamStep};
 use crate::error::{Error, Result};
 use crate::fileio::{Reader, Writer};
 use crate::model::Model;
@@ -69,8 +68,14 @@ impl Optimizer {
         self.step += 1;
         let c = self.cfg;
         let t = self.step as f64;
-        let bc1 = (1.0 - (c.beta1 as f64).powf(t)) as f32;
-        let bc2 = (1.0 - (c.beta2 as f64).powf(t)) as f32;
+        let hp = AdamStep {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            bc1: (1.0 - (c.beta1 as f64).powf(t)) as f32,
+            bc2: (1.0 - (c.beta2 as f64).powf(t)) as f32,
+        };
         for (i, ((_, p), (g, (s1, s2)))) in model.params_mut().zip(grads.iter().zip(self.state.iter_mut())).enumerate() {
             let cols: usize = p.shape.iter().skip(1).product();
             match g {
@@ -86,13 +91,7 @@ impl Optimizer {
                     if ROW_TABLES.contains(&i) {
                         return Err(Error::BadShape { field: "gradient", value: i as u64, why: "embedding tables take row gradients" });
                     }
-                    p.data.par_iter_mut().zip(g.par_iter()).zip(s1.par_iter_mut().zip(s2.par_iter_mut())).for_each(|((w, &g), (m, v))| {
-                        *m = c.beta1 * *m + (1.0 - c.beta1) * g;
-                        *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
-                        let mh = *m / bc1;
-                        let vh = *v / bc2;
-                        *w -= c.lr * mh / (vh.sqrt() + c.eps);
-                    });
+                    cpu::optim::adam(&mut p.data, g, s1, s2, &hp);
                 }
                 Grad::Rows { rows, values } => {
                     if values.len() != rows.len() * cols {
@@ -107,14 +106,7 @@ impl Optimizer {
                     if let Some(bad) = rows.iter().position(|&r| r as usize >= n_rows) {
                         return Err(Error::OutOfRange { field: "gradient row", index: bad, value: rows[bad] as u64, limit: n_rows as u64 });
                     }
-                    for (k, &r) in rows.iter().enumerate() {
-                        let r = r as usize;
-                        let (w, acc) = (&mut p.data[r * cols..(r + 1) * cols], &mut s1[r * cols..(r + 1) * cols]);
-                        for ((w, a), &g) in w.iter_mut().zip(acc.iter_mut()).zip(&values[k * cols..(k + 1) * cols]) {
-                            *a += g * g;
-                            *w -= c.lr_emb * g / (a.sqrt() + c.eps);
-                        }
-                    }
+                    cpu::optim::adagrad_rows(&mut p.data, s1, cols, rows, values, c.lr_emb, c.eps);
                 }
             }
         }

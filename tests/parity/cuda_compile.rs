@@ -159,7 +159,7 @@ fn every_kernel_compiles_for_sm90() {
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
 /// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
 /// (the standalone ops and the device-resident Lloyd loop), a training step and the dense cross
-/// bias and the serving network's forward pass. The emulator counts the kernels it launched; none may be missing.
+/// bias, the serving network's forward pass and the optimizers. The emulator counts the kernels it launched; none may be missing.
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn every_kernel_launches_on_the_emulator() {
@@ -203,6 +203,14 @@ fn every_kernel_launches_on_the_emulator() {
     let r =
         twin_engine::net::ScoreRequest { request_time: 10_000, long: hist.clone(), short: hist, candidates: vec![1, 2, 3], debug: false };
     net.forward(&be, &model, Variant::Twin, &[&r]).unwrap();
+    // The optimizers on device tensors.
+    let step = twin_engine::backend::AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, bc1: 0.1, bc2: 0.001 };
+    let t = |name| be.tensor_f32(name, 4, 2, &[0.5; 8]).unwrap();
+    be.adam(&t("w"), &t("g"), &t("m"), &t("v"), &step).unwrap();
+    let mut st = twin_engine::backend::Staging::new();
+    let rows = st.rows("rows", &[1, 3], 4).unwrap();
+    let staged = be.upload_staging(st).unwrap();
+    be.adagrad_rows(&t("w"), &t("acc"), &rows, &be.tensor_f32("g", 2, 2, &[0.5; 4]).unwrap(), &staged, 0.05, 1e-8).unwrap();
     let dims = twin_engine::backend::CrossDims { heads: 4, n_cross: 3, dim: 8 };
     let (e, w_c, beta) = (randn(&mut rng, 5 * 3 * 8, 1.0), randn(&mut rng, 4 * 3 * 8, 1.0), randn(&mut rng, 4 * 3, 1.0));
     be.cross_bias_dense(&e, &w_c, &beta, dims).unwrap();

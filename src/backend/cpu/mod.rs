@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod gsu_topk;
 pub mod kmeans;
 pub mod log_size_bias;
+pub mod optim;
 mod real;
 pub mod segment_sum;
 

@@ -36,6 +36,7 @@ mod launch;
 mod log_size_bias;
 mod measure;
 mod online;
+mod optim;
 mod segment_sum;
 mod tensor;
 
@@ -125,6 +126,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd"] },
     KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
     KernelSource { stem: "bias_act", source: include_str!("../../../kernels/bias_act.cu"), fmad: false, functions: &["bias_act_fwd"] },
+    KernelSource {
+        stem: "optim",
+        source: include_str!("../../../kernels/optim.cu"),
+        fmad: false,
+        functions: &["optim_adam_fwd", "optim_adagrad_fwd"],
+    },
 ];
 
 const BACKEND: &str = "cuda";
@@ -464,6 +471,23 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
+        self.adam_dev(w, g, m, v, s)
+    }
+
+    unsafe fn adagrad_rows_unchecked(
+        &self,
+        w: &Tensor,
+        acc: &Tensor,
+        rows: &super::IdSlot,
+        g: &Tensor,
+        staged: &Staged,
+        lr: f32,
+        eps: f32,
+    ) -> Result<()> {
+        self.adagrad_rows_dev(w, acc, rows, g, staged, lr, eps)
+    }
+
     fn kmeans_seed(&self, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
         check::kmeans(batch)?;
         check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;

@@ -623,6 +623,23 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
 }
 
 impl Backend for WgpuBackend {
+    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
+        self.adam_dev(w, g, m, v, s)
+    }
+
+    unsafe fn adagrad_rows_unchecked(
+        &self,
+        w: &Tensor,
+        acc: &Tensor,
+        rows: &super::IdSlot,
+        g: &Tensor,
+        staged: &Staged,
+        lr: f32,
+        eps: f32,
+    ) -> Result<()> {
+        self.adagrad_rows_dev(w, acc, rows, g, staged, lr, eps)
+    }
+
     unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
         self.tensor_upload(name, rows, cols, elem, data)
     }

@@ -11,7 +11,12 @@
 //   check::bias_act guarantees the shapes and m * n <= u32::MAX.
 // Launch bias_act_fwd: 1-D grid-stride over m * n elements, 256 threads per block, grid
 //   min(ceil(m n / 256), 32 * SMs). Each element is read and written (`=`) by its own thread.
-// Versions: one (element-wise: its floor is 8 bytes per element).
+// bias_act_bwd: the backward for none / ReLU (σ is never differentiated here: training ends in
+//   logits and BCE). dy [m, n] f32 in place, y [m, n] the forward's output, db [n]:
+//   ReLU: dy[i, j] = 0 where y[i, j] <= 0;  db[j] = Σ_i dy[i, j] in row order, in f32 (the CPU's
+//   order: bit-identical). One thread per column j walking the rows (consecutive threads read
+//   consecutive columns of a row: coalesced), 1-D grid-stride over n, 256 per block.
+// Versions: one each (element-wise: the floor is 8 bytes per element forward, 12 backward).
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -34,5 +39,22 @@ bias_act_fwd(const BiasActParams p, float* __restrict__ x, const float* __restri
             y = (float)(1.0 / (1.0 + exp(-(double)s)));
         }
         x[e] = y;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+bias_act_bwd(const BiasActParams p, float* __restrict__ dy, const float* __restrict__ y, float* __restrict__ db) {
+    for (u64 j = (u64)blockIdx.x * blockDim.x + threadIdx.x; j < p.n; j += (u64)gridDim.x * blockDim.x) {
+        float sum = 0.0f;
+        for (u64 i = 0; i < p.m; ++i) {
+            const u64 e = i * p.n + j;
+            float g = dy[e];
+            if (p.act == 1u && y[e] <= 0.0f) {
+                g = 0.0f;
+                dy[e] = 0.0f;
+            }
+            sum = sum + g;
+        }
+        db[j] = sum;
     }
 }

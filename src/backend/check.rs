@@ -462,3 +462,19 @@ fn distinct(ts: &[&Tensor]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `dy` and `y` f32 of one shape, distinct; the activation one the backward handles.
+pub fn bias_act_bwd(dy: &Tensor, y: &Tensor, act: super::Act) -> Result<()> {
+    dy.expect("bias_act_bwd dy", dy.rows, dy.cols, Elem::F32)?;
+    y.expect("bias_act_bwd y", dy.rows, dy.cols, Elem::F32)?;
+    distinct(&[dy, y])?;
+    if act == super::Act::Sigmoid {
+        return Err(Error::BadShape {
+            field: "bias_act_bwd act", value: 2, why: "σ is not differentiated here (training ends in logits)"
+        });
+    }
+    if dy.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "bias_act_bwd dy", value: dy.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}

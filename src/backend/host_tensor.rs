@@ -170,3 +170,11 @@ pub(crate) fn adagrad_rows<B: Backend + ?Sized>(
     be.tensor_write(w, &words(&wv))?;
     be.tensor_write(acc, &words(&av))
 }
+
+pub(crate) fn bias_act_bwd<B: Backend + ?Sized>(be: &B, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+    let r = be.tensor_read(&[dy, y])?;
+    let (mut dv, yv) = (f32s(&r[0]), f32s(&r[1]));
+    let db = bias_act::bias_act_bwd(&mut dv, &yv, dy.cols, act);
+    be.tensor_write(dy, &words(&dv))?;
+    put(be, "bias grad", 1, dy.cols, Elem::F32, words(&db))
+}

@@ -431,6 +431,22 @@ pub trait Backend: Send + Sync {
         host_tensor::bias_act_op(self, x, bias, act)
     }
 
+    /// Backward of [`Backend::bias_act`] for none / ReLU (math in `cpu::bias_act::bias_act_bwd`):
+    /// `dy [m, n]` masked in place where ReLU's output `y` is not positive; returns the bias
+    /// gradient `db [1, n]` (column sums in row order).
+    fn bias_act_bwd(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        check::bias_act_bwd(dy, y, act)?;
+        // SAFETY: shapes checked, tensors distinct.
+        unsafe { self.bias_act_bwd_unchecked(dy, y, act) }
+    }
+    /// The backend's [`Backend::bias_act_bwd`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::bias_act_bwd`.
+    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        host_tensor::bias_act_bwd(self, dy, y, act)
+    }
+
     /// Adam in place on a dense tensor (math in `cpu::optim`): `w`, `m`, `v` updated from `g`.
     fn adam(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
         check::adam(w, g, m, v)?;

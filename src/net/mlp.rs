@@ -21,6 +21,13 @@ pub trait Dense {
     fn matmul(&self, a: &Self::Buf, w: &Self::W, m: usize, k: usize, n: usize) -> Result<Self::Buf>;
     /// In place: `x[i, j] = act(x[i, j] + b[j])`.
     fn bias_act(&self, x: &mut Self::Buf, b: &Self::W, act: Act) -> Result<()>;
+    /// `out [m, n] = a[k, m]ᵀ · b [k, n]` (weight gradients).
+    fn matmul_tn(&self, a: &Self::Buf, b: &Self::Buf, k: usize, m: usize, n: usize) -> Result<Self::Buf>;
+    /// `out [m, n] = a [m, k] · w[n, k]ᵀ` (input gradients).
+    fn matmul_nt(&self, a: &Self::Buf, w: &Self::W, m: usize, k: usize, n: usize) -> Result<Self::Buf>;
+    /// Backward of `bias_act` (none / ReLU): `dy` masked in place where the output `y` is not
+    /// positive; returns the bias gradient (column sums in row order).
+    fn bias_act_bwd(&self, dy: &mut Self::Buf, y: &Self::Buf, n: usize, act: Act) -> Result<Self::Buf>;
 }
 
 /// Layer widths: input, the hidden widths, then 1.
@@ -41,37 +48,27 @@ pub fn forward<D: Dense>(d: &D, layers: &[(&D::W, &D::W)], z: D::Buf, bn: usize,
     Ok(acts)
 }
 
-/// Backward from `dlogit [bn]`: per layer `(dW_i, db_i)` (in layer order) and `dz [bn, widths[0]]`.
-pub fn backward<T: Real, O: Ops<T>>(
-    ops: &O,
-    weights: &[&[T]],
-    acts: &[Vec<T>],
-    dlogit: Vec<T>,
+/// Backward from `dlogit [bn]` (the last layer has no activation: logits into BCE): per layer
+/// `(dW_i, db_i)` in layer order, and `dz [bn, widths[0]]`. `acts` are [`forward`]'s.
+pub fn backward<D: Dense>(
+    d: &D,
+    weights: &[&D::W],
+    acts: &[D::Buf],
+    dlogit: D::Buf,
     bn: usize,
     widths: &[usize],
-) -> Result<(Vec<(Vec<T>, Vec<T>)>, Vec<T>)> {
+) -> Result<(Vec<(D::Buf, D::Buf)>, D::Buf)> {
     let n_layers = widths.len() - 1;
     let mut grads = Vec::with_capacity(n_layers);
     let mut dy = dlogit;
     for i in (0..n_layers).rev() {
         let (fi, fo) = (widths[i], widths[i + 1]);
-        if i + 1 != n_layers {
-            // ReLU: gradient flows where the output was positive.
-            dy.par_iter_mut().zip(acts[i + 1].par_iter()).for_each(|(g, &a)| {
-                if a <= T::zero() {
-                    *g = T::zero();
-                }
-            });
-        }
-        let dw = ops.gemm(GemmKind::TN, &acts[i], &dy, fi, bn, fo)?;
-        let mut db = vec![T::zero(); fo];
-        for row in dy.chunks(fo) {
-            for (x, &y) in db.iter_mut().zip(row) {
-                *x = *x + y;
-            }
-        }
+        // ReLU: the gradient flows where the output was positive.
+        let act = if i + 1 == n_layers { Act::None } else { Act::Relu };
+        let db = d.bias_act_bwd(&mut dy, &acts[i + 1], fo, act)?;
+        let dw = d.matmul_tn(&acts[i], &dy, bn, fi, fo)?;
         grads.push((dw, db));
-        dy = ops.gemm(GemmKind::NT, &dy, weights[i], bn, fo, fi)?;
+        dy = d.matmul_nt(&dy, weights[i], bn, fo, fi)?;
     }
     grads.reverse();
     Ok((grads, dy))
@@ -110,6 +107,28 @@ impl<T: Real, O: Ops<T>> Dense for HostDense<'_, O, T> {
         });
         Ok(())
     }
+    fn matmul_tn(&self, a: &Vec<T>, b: &Vec<T>, k: usize, m: usize, n: usize) -> Result<Vec<T>> {
+        self.ops.gemm(GemmKind::TN, a, b, m, k, n)
+    }
+    fn matmul_nt(&self, a: &Vec<T>, w: &[T], m: usize, k: usize, n: usize) -> Result<Vec<T>> {
+        self.ops.gemm(GemmKind::NT, a, w, m, k, n)
+    }
+    fn bias_act_bwd(&self, dy: &mut Vec<T>, y: &Vec<T>, n: usize, act: Act) -> Result<Vec<T>> {
+        if act == Act::Relu {
+            dy.par_iter_mut().zip(y.par_iter()).for_each(|(g, &a)| {
+                if a <= T::zero() {
+                    *g = T::zero();
+                }
+            });
+        }
+        let mut db = vec![T::zero(); n];
+        for row in dy.chunks(n.max(1)) {
+            for (x, &v) in db.iter_mut().zip(row) {
+                *x = *x + v;
+            }
+        }
+        Ok(db)
+    }
 }
 
 /// [`Dense`] on a backend's device tensors.
@@ -123,5 +142,14 @@ impl Dense for DeviceDense<'_> {
     }
     fn bias_act(&self, x: &mut Tensor, b: &Tensor, act: Act) -> Result<()> {
         self.0.bias_act(x, b, act)
+    }
+    fn matmul_tn(&self, a: &Tensor, b: &Tensor, k: usize, m: usize, n: usize) -> Result<Tensor> {
+        self.0.gemm_dev(GemmKind::TN, a, b, m, k, n)
+    }
+    fn matmul_nt(&self, a: &Tensor, w: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        self.0.gemm_dev(GemmKind::NT, a, w, m, k, n)
+    }
+    fn bias_act_bwd(&self, dy: &mut Tensor, y: &Tensor, _n: usize, act: Act) -> Result<Tensor> {
+        self.0.bias_act_bwd(dy, y, act)
     }
 }

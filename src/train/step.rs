@@ -409,7 +409,7 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     let _backward = crate::nvtx::range("train step: backward");
     let mut grads: Vec<Option<Grad<T>>> = (0..MLP0 + 2 * n_layers).map(|_| None).collect();
     let mlp_w: Vec<&[T]> = layers.iter().map(|l| l.0).collect();
-    let (layer_grads, dz) = mlp::backward(ops, &mlp_w, &acts, dlogit, bn, &widths)?;
+    let (layer_grads, dz) = mlp::backward(&HostDense::new(ops), &mlp_w, &acts, dlogit, bn, &widths)?;
     for (i, (dw, db)) in layer_grads.into_iter().enumerate() {
         grads[MLP0 + 2 * i] = Some(Grad::Dense(dw));
         grads[MLP0 + 2 * i + 1] = Some(Grad::Dense(db));

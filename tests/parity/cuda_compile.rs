@@ -203,6 +203,13 @@ fn every_kernel_launches_on_the_emulator() {
     let r =
         twin_engine::net::ScoreRequest { request_time: 10_000, long: hist.clone(), short: hist, candidates: vec![1, 2, 3], debug: false };
     net.forward(&be, &model, Variant::Twin, &[&r]).unwrap();
+    // The MLP head's backward piece.
+    be.bias_act_bwd(
+        &be.tensor_f32("dy", 2, 2, &[1.0; 4]).unwrap(),
+        &be.tensor_f32("y", 2, 2, &[0.0, 1.0, 2.0, 0.0]).unwrap(),
+        twin_engine::backend::Act::Relu,
+    )
+    .unwrap();
     // The optimizers on device tensors.
     let step = twin_engine::backend::AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, bc1: 0.1, bc2: 0.001 };
     let t = |name| be.tensor_f32(name, 4, 2, &[0.5; 8]).unwrap();

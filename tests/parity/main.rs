@@ -18,6 +18,7 @@ mod gemm;
 mod gsu_topk;
 mod kmeans;
 mod log_size_bias;
+mod mlp;
 mod optim;
 mod segment_sum;
 mod serve;

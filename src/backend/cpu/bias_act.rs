@@ -28,3 +28,23 @@ pub fn bias_act(x: &mut [f32], bias: &[f32], act: Act) {
 pub fn sigmoid(s: f32) -> f32 {
     (1.0 / (1.0 + (-(s as f64)).exp())) as f32
 }
+
+/// Backward of [`bias_act`] for none / ReLU, in place: where ReLU's output `y` is not positive the
+/// gradient is zeroed (`dy [m, n]`), then `db[j] = Σ_i dy[i, j]` summed in row order in f32 (the
+/// training step's order). Returns `db [n]`.
+pub fn bias_act_bwd(dy: &mut [f32], y: &[f32], n: usize, act: Act) -> Vec<f32> {
+    if act == Act::Relu {
+        for (g, &a) in dy.iter_mut().zip(y) {
+            if a <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    }
+    let mut db = vec![0f32; n];
+    for row in dy.chunks(n.max(1)) {
+        for (x, &v) in db.iter_mut().zip(row) {
+            *x += v;
+        }
+    }
+    db
+}

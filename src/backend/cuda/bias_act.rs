@@ -29,3 +29,17 @@ pub(crate) fn launch(be: &CudaBackend, m: usize, n: usize, act: u32, x: &View<u3
     unsafe { b.launch(be.grid_1d((m * n) as u64)) }.map_err(device_err("bias_act launch"))?;
     Ok(())
 }
+
+/// `dy [m, n]` f32 masked in place, `y [m, n]`, `db [n]` written.
+pub(crate) fn launch_bwd(be: &CudaBackend, m: usize, n: usize, act: u32, dy: &View<u32>, y: &View<u32>, db: &View<u32>) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let p = BiasActParams { m: u32_of("bias_act m", m)?, n: u32_of("bias_act n", n)?, act };
+    let mut b = be.launcher("bias_act_bwd");
+    b.arg(&p).arg(dy).arg(y).arg(db);
+    // SAFETY: kernel (BiasActParams, float* dy [m*n], const float* y [m*n], float* db [n]);
+    // check::bias_act_bwd matched the shapes and made dy, y distinct; db is a fresh buffer.
+    unsafe { b.launch(be.grid_1d(n as u64)) }.map_err(device_err("bias_act_bwd launch"))?;
+    Ok(())
+}

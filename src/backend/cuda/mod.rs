@@ -125,7 +125,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     },
     KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd"] },
     KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
-    KernelSource { stem: "bias_act", source: include_str!("../../../kernels/bias_act.cu"), fmad: false, functions: &["bias_act_fwd"] },
+    KernelSource {
+        stem: "bias_act",
+        source: include_str!("../../../kernels/bias_act.cu"),
+        fmad: false,
+        functions: &["bias_act_fwd", "bias_act_bwd"],
+    },
     KernelSource {
         stem: "optim",
         source: include_str!("../../../kernels/optim.cu"),
@@ -471,6 +476,10 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        self.bias_act_bwd_dev(dy, y, act)
+    }
+
     unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
         self.adam_dev(w, g, m, v, s)
     }

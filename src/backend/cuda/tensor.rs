@@ -158,6 +158,12 @@ impl CudaBackend {
         Ok(self.wrap("gemm out", m, n, Elem::F32, out))
     }
 
+    pub(crate) fn bias_act_bwd_dev(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        let db = self.pooled_output("bias_act_bwd: db", dy.cols)?;
+        bias_act::launch_bwd(self, dy.rows, dy.cols, act.code(), &self.mem(dy)?.slice(..), &self.mem(y)?.slice(..), &db.slice(..))?;
+        Ok(self.wrap("bias grad", 1, dy.cols, Elem::F32, db))
+    }
+
     pub(crate) fn bias_act_dev(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
         bias_act::launch(self, x.rows, x.cols, act.code(), &self.mem(x)?.slice(..), &self.mem(bias)?.slice(..))
     }

@@ -623,6 +623,10 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
 }
 
 impl Backend for WgpuBackend {
+    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        self.bias_act_bwd_dev(dy, y, act)
+    }
+
     unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
         self.adam_dev(w, g, m, v, s)
     }

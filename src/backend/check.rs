@@ -2,8 +2,8 @@
 //! kernel may index without bounds checks: every id, offset and length has been checked here.
 
 use super::{
-    CrossBwdIn, DeviceTable, Elem, GemmKind, HostTable, IdSlot, KmeansBatch, OnlineBatch, OnlineTables, Rows, Staged, TableData, Tensor,
-    TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
+    CrossBwdIn, DeviceTable, Elem, GemmKind, HostTable, IdSlot, KmeansBatch, OffsetsSlot, OnlineBatch, OnlineTables, Rows, Staged,
+    TableData, Tensor, TopK, MAX_KMEANS_K, MAX_SEQ_LEN, MAX_TOP_K,
 };
 use crate::error::{Error, Result};
 
@@ -475,6 +475,27 @@ pub fn bias_act_bwd(dy: &Tensor, y: &Tensor, act: super::Act) -> Result<()> {
     }
     if dy.len() > u32::MAX as usize {
         return Err(Error::TooLarge { field: "bias_act_bwd dy", value: dy.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}
+
+/// Attention on tensors: `q [B, D]`, `k, v [N, D]`, `bias [N, h]`, f32, `D` a positive multiple
+/// of `heads`, offsets staged in `staged` with `B` segments over `N` rows.
+pub fn attn_dev(heads: usize, q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, offs: &OffsetsSlot, staged: &Staged) -> Result<()> {
+    if heads == 0 {
+        return Err(Error::BadShape { field: "heads", value: 0, why: "must be at least 1" });
+    }
+    staged.owns("attn offsets", offs.staging)?;
+    let (b, n, d) = (offs.segments, offs.rows, q.cols);
+    if d == 0 || d % heads != 0 {
+        return Err(Error::BadShape { field: "D (q cols)", value: d as u64, why: "must be a positive multiple of heads" });
+    }
+    q.expect("attn q", b, d, Elem::F32)?;
+    k.expect("attn k", n, d, Elem::F32)?;
+    v.expect("attn v", n, d, Elem::F32)?;
+    bias.expect("attn bias", n, heads, Elem::F32)?;
+    if n > u32::MAX as usize / d {
+        return Err(Error::TooLarge { field: "N * D", value: (n * d) as u64, limit: u32::MAX as u64 });
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use super::cpu::optim::{self, AdamStep};
 use super::cpu::{bias_act, copy_rows};
-use super::tensor::{f32s, words, Act, Elem, HostMem, IdSlot, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Tensor};
+use super::tensor::{
+    f32s, words, Act, AttnDev, AttnGradsDev, Elem, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows, Staged, Tensor,
+};
 use super::{Backend, GemmKind, KmeansBatch, KmeansResult, OnlineBatch, OnlineTables};
 use crate::error::{Error, Result};
 
@@ -177,4 +179,45 @@ pub(crate) fn bias_act_bwd<B: Backend + ?Sized>(be: &B, dy: &Tensor, y: &Tensor,
     let db = bias_act::bias_act_bwd(&mut dv, &yv, dy.cols, act);
     be.tensor_write(dy, &words(&dv))?;
     put(be, "bias grad", 1, dy.cols, Elem::F32, words(&db))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attn_fwd<B: Backend + ?Sized>(
+    be: &B,
+    heads: usize,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    offs: &OffsetsSlot,
+    staged: &Staged,
+) -> Result<AttnDev> {
+    let r = be.tensor_read(&[q, k, v, bias, &staged.tensor])?;
+    let o = be.attn_fwd(heads, &f32s(&r[0]), &f32s(&r[1]), &f32s(&r[2]), &f32s(&r[3]), &r[4][offs.range.clone()])?;
+    Ok(AttnDev {
+        p: put(be, "attn p", offs.rows, heads, Elem::F32, words(&o.p))?,
+        pooled: put(be, "attn pooled", offs.segments, q.cols, Elem::F32, words(&o.pooled))?,
+    })
+}
+
+pub(crate) fn attn_bwd<B: Backend + ?Sized>(
+    be: &B,
+    heads: usize,
+    (q, k, v, bias): (&Tensor, &Tensor, &Tensor, &Tensor),
+    p: &Tensor,
+    dpooled: &Tensor,
+    offs: &OffsetsSlot,
+    staged: &Staged,
+) -> Result<AttnGradsDev> {
+    let r = be.tensor_read(&[q, k, v, bias, p, dpooled, &staged.tensor])?;
+    let (qv, kv, vv, bv, pv, dp) = (f32s(&r[0]), f32s(&r[1]), f32s(&r[2]), f32s(&r[3]), f32s(&r[4]), f32s(&r[5]));
+    let saved = super::AttnSaved { q: &qv, k: &kv, v: &vv, bias: &bv, offsets: &r[6][offs.range.clone()], p: &pv };
+    let g = be.attn_bwd(heads, saved, &dp)?;
+    let (b, n, d) = (offs.segments, offs.rows, q.cols);
+    Ok(AttnGradsDev {
+        dq: put(be, "attn dq", b, d, Elem::F32, words(&g.dq))?,
+        dk: put(be, "attn dk", n, d, Elem::F32, words(&g.dk))?,
+        dv: put(be, "attn dv", n, d, Elem::F32, words(&g.dv))?,
+        dbias: put(be, "attn dbias", n, heads, Elem::F32, words(&g.dbias))?,
+    })
 }

@@ -23,7 +23,8 @@ mod transfers;
 mod types;
 
 pub use tensor::{
-    f32s, words, Act, Elem, HostMem, IdSlot, ItemPoints, OnlineDev, OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
+    f32s, words, Act, AttnDev, AttnGradsDev, Elem, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows, Staged, Staging,
+    Tensor, STAGE_ALIGN_WORDS,
 };
 pub use transfers::{TransferCounter, Transfers};
 
@@ -445,6 +446,77 @@ pub trait Backend: Send + Sync {
     /// The inputs passed `check::bias_act_bwd`.
     unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
         host_tensor::bias_act_bwd(self, dy, y, act)
+    }
+
+    /// [`Backend::attn_fwd`] on tensors: `q [B, D]`, `k, v [N, D]`, `bias [N, h]`, sample rows
+    /// from `offs` (staged in `staged`).
+    #[allow(clippy::too_many_arguments)]
+    fn attn_fwd_dev(
+        &self,
+        heads: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnDev> {
+        check::attn_dev(heads, q, k, v, bias, offs, staged)?;
+        // SAFETY: shapes and offsets checked.
+        unsafe { self.attn_fwd_dev_unchecked(heads, q, k, v, bias, offs, staged) }
+    }
+    /// The backend's [`Backend::attn_fwd_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::attn_dev`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attn_fwd_dev_unchecked(
+        &self,
+        heads: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnDev> {
+        host_tensor::attn_fwd(self, heads, q, k, v, bias, offs, staged)
+    }
+
+    /// [`Backend::attn_bwd`] on tensors: the forward's inputs, its `p [N, h]` and
+    /// `dpooled [B, D]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attn_bwd_dev(
+        &self,
+        heads: usize,
+        x: (&Tensor, &Tensor, &Tensor, &Tensor),
+        p: &Tensor,
+        dpooled: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnGradsDev> {
+        let (q, k, v, bias) = x;
+        check::attn_dev(heads, q, k, v, bias, offs, staged)?;
+        p.expect("attn p", bias.rows, bias.cols, Elem::F32)?;
+        dpooled.expect("attn dpooled", q.rows, q.cols, Elem::F32)?;
+        // SAFETY: shapes and offsets checked.
+        unsafe { self.attn_bwd_dev_unchecked(heads, x, p, dpooled, offs, staged) }
+    }
+    /// The backend's [`Backend::attn_bwd_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed the checks of [`Backend::attn_bwd_dev`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attn_bwd_dev_unchecked(
+        &self,
+        heads: usize,
+        x: (&Tensor, &Tensor, &Tensor, &Tensor),
+        p: &Tensor,
+        dpooled: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnGradsDev> {
+        host_tensor::attn_bwd(self, heads, x, p, dpooled, offs, staged)
     }
 
     /// Adam in place on a dense tensor (math in `cpu::optim`): `w`, `m`, `v` updated from `g`.

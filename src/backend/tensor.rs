@@ -155,6 +155,15 @@ impl Staging {
         Ok(IdSlot { staging: self.id, range, bound, distinct: true })
     }
 
+    /// Stage ragged row offsets `[B + 1]` (0 first, non-decreasing): segment `b` owns rows
+    /// `offs[b]..offs[b+1]` of a `[N, ·]` tensor, `N = offs[B]`.
+    pub fn offsets(&mut self, field: &'static str, offs: &[u32]) -> Result<OffsetsSlot> {
+        let n = *offs.last().ok_or(Error::BadOffsets { field, index: 0, why: "needs at least one entry (0)" })? as usize;
+        super::check::offsets(field, offs, n)?;
+        let range = self.push(offs);
+        Ok(OffsetsSlot { staging: self.id, range, segments: offs.len() - 1, rows: n })
+    }
+
     /// Words staged so far (the upload's size).
     pub fn len_words(&self) -> usize {
         self.words.len()
@@ -193,6 +202,33 @@ impl IdSlot {
     pub fn is_empty(&self) -> bool {
         self.range.is_empty()
     }
+}
+
+/// Ragged row offsets in a [`Staged`] upload (checked when staged).
+#[derive(Clone, Debug)]
+pub struct OffsetsSlot {
+    pub(crate) staging: u64,
+    pub(crate) range: Range<usize>,
+    /// `B`.
+    pub segments: usize,
+    /// `N = offs[B]`.
+    pub rows: usize,
+}
+
+/// What `Backend::attn_fwd_dev` leaves on the device.
+pub struct AttnDev {
+    /// `[N, h]` softmax weights (kept for the backward).
+    pub p: Tensor,
+    /// `[B, D]`.
+    pub pooled: Tensor,
+}
+
+/// What `Backend::attn_bwd_dev` leaves on the device (each written, not accumulated).
+pub struct AttnGradsDev {
+    pub dq: Tensor,
+    pub dk: Tensor,
+    pub dv: Tensor,
+    pub dbias: Tensor,
 }
 
 /// Which rows a row copy reads or writes: all in order, or listed ids.

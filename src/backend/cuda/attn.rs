@@ -5,7 +5,7 @@ use cudarc::driver::LaunchConfig;
 
 use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
-use crate::backend::{AttnGrads, AttnOut, AttnSaved};
+use crate::backend::{AttnDev, AttnGrads, AttnGradsDev, AttnOut, AttnSaved, OffsetsSlot, Staged, Tensor};
 use crate::error::{Error, Result};
 
 /// Threads per block (mirrors `ATTN_THREADS` in kernels/attn.cu).
@@ -29,7 +29,11 @@ unsafe impl KernelParam for AttnParams {}
 
 /// Shapes of one call: `(B, N, D)` and the launch parameters.
 fn params(heads: usize, q_len: usize, bias_len: usize, offsets: &[u32]) -> Result<(usize, usize, usize, AttnParams, LaunchConfig)> {
-    let b_n = offsets.len() - 1;
+    shape(heads, q_len, bias_len, offsets.len() - 1)
+}
+
+/// [`params`] from the segment count `b_n`.
+fn shape(heads: usize, q_len: usize, bias_len: usize, b_n: usize) -> Result<(usize, usize, usize, AttnParams, LaunchConfig)> {
     let n = bias_len / heads;
     let d = q_len.checked_div(b_n).unwrap_or(heads);
     let dk = d / heads;
@@ -105,4 +109,80 @@ pub(crate) fn attn_bwd(be: &CudaBackend, heads: usize, x: AttnSaved<'_>, dpooled
         dv: be.dtoh("attn_bwd: download dv", &dv, n * d)?,
         dbias: be.dtoh("attn_bwd: download dbias", &dbias, n * heads)?,
     })
+}
+
+impl CudaBackend {
+    /// `attn_fwd` on tensors (`check::attn_dev` passed): nothing crosses to the host.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attn_fwd_dev(
+        &self,
+        heads: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnDev> {
+        let (b_n, n, d, p, cfg) = shape(heads, q.len(), bias.len(), offs.segments)?;
+        let pd = self.tensor_output("attn p", n, heads)?;
+        let pooled = self.tensor_output("attn pooled", b_n, d)?;
+        if b_n > 0 {
+            let od = self.tensor_buf(&staged.tensor)?.slice(offs.range.clone());
+            let mut b = self.launcher("attn_fwd");
+            b.arg(&p)
+                .arg(self.tensor_buf(q)?)
+                .arg(self.tensor_buf(k)?)
+                .arg(self.tensor_buf(v)?)
+                .arg(self.tensor_buf(bias)?)
+                .arg(&od)
+                .arg(self.tensor_buf(&pd)?)
+                .arg(self.tensor_buf(&pooled)?);
+            // SAFETY: kernel (AttnParams, q [B*D], k [N*D], v [N*D], bias [N*h], offsets [B+1],
+            // p [N*h], pooled [B*D]); check::attn_dev matched every shape to the staged offsets
+            // (checked when staged: 0 .. N, non-decreasing); each block writes only its sample's
+            // rows of p and its (sample, head) slice of pooled.
+            unsafe { b.launch(cfg) }.map_err(device_err("attn_fwd launch"))?;
+        }
+        Ok(AttnDev { p: pd, pooled })
+    }
+
+    /// `attn_bwd` on tensors (`check::attn_dev` and the p / dpooled shapes passed).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attn_bwd_dev(
+        &self,
+        heads: usize,
+        (q, k, v, bias): (&Tensor, &Tensor, &Tensor, &Tensor),
+        p_t: &Tensor,
+        dpooled: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnGradsDev> {
+        let (b_n, n, d, p, cfg) = shape(heads, q.len(), bias.len(), offs.segments)?;
+        let dq = self.tensor_output("attn dq", b_n, d)?;
+        let dk = self.tensor_output("attn dk", n, d)?;
+        let dv = self.tensor_output("attn dv", n, d)?;
+        let dbias = self.tensor_output("attn dbias", n, heads)?;
+        if b_n > 0 {
+            let od = self.tensor_buf(&staged.tensor)?.slice(offs.range.clone());
+            let mut b = self.launcher("attn_bwd");
+            b.arg(&p)
+                .arg(self.tensor_buf(q)?)
+                .arg(self.tensor_buf(k)?)
+                .arg(self.tensor_buf(v)?)
+                .arg(&od)
+                .arg(self.tensor_buf(p_t)?)
+                .arg(self.tensor_buf(dpooled)?)
+                .arg(self.tensor_buf(&dq)?)
+                .arg(self.tensor_buf(&dk)?)
+                .arg(self.tensor_buf(&dv)?)
+                .arg(self.tensor_buf(&dbias)?);
+            // SAFETY: kernel (AttnParams, q, k, v, offsets [B+1], p [N*h], dpooled [B*D], dq, dk,
+            // dv, dbias); shapes matched by the trait's checks; each block writes only its
+            // sample's rows (its head's columns) of dk, dv, dbias and its slice of dq. The offsets
+            // cover every row, so every element is written (outputs are poisoned before).
+            unsafe { b.launch(cfg) }.map_err(device_err("attn_bwd launch"))?;
+        }
+        Ok(AttnGradsDev { dq, dk, dv, dbias })
+    }
 }

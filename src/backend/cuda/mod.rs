@@ -476,6 +476,31 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn attn_fwd_dev_unchecked(
+        &self,
+        heads: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        offs: &super::OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<super::AttnDev> {
+        self.attn_fwd_dev(heads, q, k, v, bias, offs, staged)
+    }
+
+    unsafe fn attn_bwd_dev_unchecked(
+        &self,
+        heads: usize,
+        x: (&Tensor, &Tensor, &Tensor, &Tensor),
+        p: &Tensor,
+        dpooled: &Tensor,
+        offs: &super::OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<super::AttnGradsDev> {
+        self.attn_bwd_dev(heads, x, p, dpooled, offs, staged)
+    }
+
     unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
         self.bias_act_bwd_dev(dy, y, act)
     }

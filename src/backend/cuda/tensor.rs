@@ -44,6 +44,12 @@ impl CudaBackend {
         Ok(b)
     }
 
+    /// A pooled f32 tensor every element of which a kernel will write (poisoned when on).
+    pub(crate) fn tensor_output(&self, name: &'static str, rows: usize, cols: usize) -> Result<Tensor> {
+        let b = self.pooled_output(name, rows * cols)?;
+        Ok(self.wrap(name, rows, cols, Elem::F32, b))
+    }
+
     pub(crate) fn tensor_upload(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
         let b = self.alloc_pooled::<u32>("tensor upload", data.len())?;
         if !data.is_empty() {

@@ -499,3 +499,19 @@ pub fn attn_dev(heads: usize, q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor,
     }
     Ok(())
 }
+
+/// Segment sums on tensors: `src [N, W]` f32, `perm` staged below `N`, the offsets staged over
+/// `perm.len()` entries, both in `staged`.
+pub fn segment_sum_dev(src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<()> {
+    src.expect("segment_sum src", src.rows, src.cols, Elem::F32)?;
+    staged.owns("segment_sum perm", perm.staging)?;
+    staged.owns("segment_sum offsets", segs.staging)?;
+    if perm.bound > src.rows {
+        return Err(Error::OutOfRange { field: "segment_sum perm", index: 0, value: perm.bound as u64, limit: src.rows as u64 });
+    }
+    len("segment_sum offsets end", segs.rows, perm.len(), "perm length")?;
+    if src.len() > u32::MAX as usize || segs.segments.saturating_mul(src.cols) > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "segment_sum size", value: src.len() as u64, limit: u32::MAX as u64 });
+    }
+    Ok(())
+}

@@ -221,3 +221,10 @@ pub(crate) fn attn_bwd<B: Backend + ?Sized>(
         dbias: put(be, "attn dbias", n, heads, Elem::F32, words(&g.dbias))?,
     })
 }
+
+pub(crate) fn segment_sum<B: Backend + ?Sized>(be: &B, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+    let r = be.tensor_read(&[src, &staged.tensor])?;
+    let (p, o) = (&r[1][perm.range.clone()], &r[1][segs.range.clone()]);
+    let out = if p.is_empty() { vec![0.0; segs.segments * src.cols] } else { be.segment_sum(&f32s(&r[0]), src.cols, p, o)? };
+    put(be, "segment sum", segs.segments, src.cols, Elem::F32, words(&out))
+}

@@ -519,6 +519,21 @@ pub trait Backend: Send + Sync {
         host_tensor::attn_bwd(self, heads, x, p, dpooled, offs, staged)
     }
 
+    /// [`Backend::segment_sum`] on tensors: `out [S, W] = Σ src[perm[i]]` over each staged
+    /// segment, added in list order (bit-identical to the CPU).
+    fn segment_sum_dev(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+        check::segment_sum_dev(src, perm, segs, staged)?;
+        // SAFETY: ids and offsets checked when staged, their sizes here.
+        unsafe { self.segment_sum_dev_unchecked(src, perm, segs, staged) }
+    }
+    /// The backend's [`Backend::segment_sum_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::segment_sum_dev`.
+    unsafe fn segment_sum_dev_unchecked(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+        host_tensor::segment_sum(self, src, perm, segs, staged)
+    }
+
     /// Adam in place on a dense tensor (math in `cpu::optim`): `w`, `m`, `v` updated from `g`.
     fn adam(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
         check::adam(w, g, m, v)?;

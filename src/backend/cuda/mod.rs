@@ -476,6 +476,16 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn segment_sum_dev_unchecked(
+        &self,
+        src: &Tensor,
+        perm: &super::IdSlot,
+        segs: &super::OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<Tensor> {
+        self.segment_sum_dev(src, perm, segs, staged)
+    }
+
     unsafe fn attn_fwd_dev_unchecked(
         &self,
         heads: usize,

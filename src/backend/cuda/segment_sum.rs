@@ -3,6 +3,7 @@
 
 use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend};
+use crate::backend::{IdSlot, OffsetsSlot, Staged, Tensor};
 use crate::error::Result;
 
 /// Mirrors `SegmentSumParams` in kernels/segment_sum.cu.
@@ -35,4 +36,26 @@ pub(crate) fn segment_sum(be: &CudaBackend, src: &[f32], width: usize, perm: &[u
     // the grid-stride loop covers exactly S*W elements, each written once by its own thread.
     unsafe { b.launch(be.grid_1d(total as u64)) }.map_err(device_err("segment_sum launch"))?;
     be.dtoh("segment_sum: download", &out, total)
+}
+
+impl CudaBackend {
+    /// `segment_sum` on tensors (checked by `check::segment_sum_dev`): `out [S, W]` stays on the
+    /// device.
+    pub(crate) fn segment_sum_dev(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+        let (s_n, width) = (segs.segments, src.cols);
+        let out = self.tensor_output("segment sum", s_n, width)?;
+        if s_n * width == 0 {
+            return Ok(out);
+        }
+        let p = SegmentSumParams { n_seg: u32_of("segments", s_n)?, width: u32_of("width", width)?, pad0: 0, pad1: 0 };
+        let sb = self.tensor_buf(&staged.tensor)?;
+        let (pv, ov) = (sb.slice(perm.range.clone()), sb.slice(segs.range.clone()));
+        let mut b = self.launcher("segment_sum_fwd");
+        b.arg(&p).arg(self.tensor_buf(src)?).arg(&pv).arg(&ov).arg(self.tensor_buf(&out)?);
+        // SAFETY: kernel (SegmentSumParams, src [N*W], perm [M], seg_offsets [S+1], out [S*W]);
+        // perm was staged below N = src.rows, the offsets staged valid over M = perm.len()
+        // (check::segment_sum_dev); each of the S*W outputs is written once by its own thread.
+        unsafe { b.launch(self.grid_1d((s_n * width) as u64)) }.map_err(device_err("segment_sum launch"))?;
+        Ok(out)
+    }
 }

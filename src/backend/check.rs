@@ -384,15 +384,27 @@ pub fn bias_act(x: &Tensor, bias: &Tensor) -> Result<()> {
 
 /// A row copy: same element type, the source's width fits `dst_col..`, listed ids belong to
 /// `staged` and stay below the rows they index, the row counts agree. Returns the rows copied.
-pub fn copy_rows(dst: &Tensor, dst_col: usize, dst_rows: Rows<'_>, src: &Tensor, src_rows: Rows<'_>, staged: &Staged) -> Result<usize> {
+pub fn copy_rows(
+    dst: &Tensor,
+    dst_col: usize,
+    dst_rows: Rows<'_>,
+    src: &Tensor,
+    src_cols: &std::ops::Range<usize>,
+    src_rows: Rows<'_>,
+    staged: &Staged,
+) -> Result<usize> {
     if dst.elem != src.elem {
         return Err(Error::BadShape { field: "copy_rows src", value: src.len() as u64, why: "element type differs from dst" });
     }
-    if dst_col.checked_add(src.cols).map_or(true, |e| e > dst.cols) {
+    if src_cols.start > src_cols.end || src_cols.end > src.cols {
+        return Err(Error::OutOfRange { field: "copy_rows src columns end", index: 0, value: src_cols.end as u64, limit: src.cols as u64 });
+    }
+    let width = src_cols.len();
+    if dst_col.checked_add(width).map_or(true, |e| e > dst.cols) {
         return Err(Error::OutOfRange {
             field: "copy_rows dst_col + src cols",
             index: 0,
-            value: (dst_col + src.cols) as u64,
+            value: (dst_col + width) as u64,
             limit: dst.cols as u64,
         });
     }

@@ -80,6 +80,7 @@ pub(crate) fn copy_rows_op<B: Backend + ?Sized>(
     dst_col: usize,
     dst_rows: Rows<'_>,
     src: &Tensor,
+    sc: copy_rows::SrcCols,
     src_rows: Rows<'_>,
     staged: &Staged,
     n: usize,
@@ -90,7 +91,7 @@ pub(crate) fn copy_rows_op<B: Backend + ?Sized>(
     let [w, s, mut d]: [Vec<u32>; 3] =
         be.tensor_read(&[&staged.tensor, src, dst])?.try_into().map_err(|_| Error::Empty { field: "tensor_read", index: 0 })?;
     let (di, si) = (ids(&w, dst_rows), ids(&w, src_rows));
-    copy_rows::copy_rows(&mut d, dst.cols, dst_col, di.as_deref(), &s, src.cols, si.as_deref(), n);
+    copy_rows::copy_rows(&mut d, dst.cols, dst_col, di.as_deref(), &s, sc, si.as_deref(), n);
     be.tensor_write(dst, &d)
 }
 

@@ -379,28 +379,44 @@ pub trait Backend: Send + Sync {
     /// `dst[dst_row(i), dst_col ..] = src[src_row(i), ..]` for every copied row `i` (math in
     /// `cpu::copy_rows`). Listed rows come from `staged`; the row count is the listed ids' count,
     /// else `dst.rows`.
-    #[allow(clippy::too_many_arguments)]
     fn copy_rows(&self, dst: &Tensor, dst_col: usize, dst_rows: Rows<'_>, src: &Tensor, src_rows: Rows<'_>, staged: &Staged) -> Result<()> {
-        let n = check::copy_rows(dst, dst_col, dst_rows, src, src_rows, staged)?;
-        // SAFETY: check::copy_rows bounded every id and column range.
-        unsafe { self.copy_rows_unchecked(dst, dst_col, dst_rows, src, src_rows, staged, n) }
+        self.copy_cols(dst, dst_col, dst_rows, src, 0..src.cols, src_rows, staged)
     }
-    /// The backend's [`Backend::copy_rows`].
-    ///
-    /// # Safety
-    /// The inputs passed `check::copy_rows`, which returned `n`.
+
+    /// [`Backend::copy_rows`] of the source columns `src_cols` only (a column block of each row).
     #[allow(clippy::too_many_arguments)]
-    unsafe fn copy_rows_unchecked(
+    fn copy_cols(
         &self,
         dst: &Tensor,
         dst_col: usize,
         dst_rows: Rows<'_>,
         src: &Tensor,
+        src_cols: std::ops::Range<usize>,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+    ) -> Result<()> {
+        let n = check::copy_rows(dst, dst_col, dst_rows, src, &src_cols, src_rows, staged)?;
+        let sc = cpu::copy_rows::SrcCols { stride: src.cols, start: src_cols.start, width: src_cols.len() };
+        // SAFETY: check::copy_rows bounded every id and column range.
+        unsafe { self.copy_cols_unchecked(dst, dst_col, dst_rows, src, sc, src_rows, staged, n) }
+    }
+    /// The backend's [`Backend::copy_cols`].
+    ///
+    /// # Safety
+    /// The inputs passed `check::copy_rows`, which returned `n`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn copy_cols_unchecked(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        sc: cpu::copy_rows::SrcCols,
         src_rows: Rows<'_>,
         staged: &Staged,
         n: usize,
     ) -> Result<()> {
-        host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, src_rows, staged, n)
+        host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, sc, src_rows, staged, n)
     }
 
     /// [`Backend::gemm`] on tensors: returns `out [m, n]`.

@@ -3,7 +3,7 @@
 //! touch (the destination starts as random words, NaN bit patterns among them). Rows 1, 97, 1025
 //! and 100,003, widths 1..130, listed and identity row maps on either side; and the refusals.
 
-use twin_engine::backend::cpu::copy_rows::copy_rows;
+use twin_engine::backend::cpu::copy_rows::{copy_rows, SrcCols};
 use twin_engine::backend::{Elem, Rows, Staging};
 use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
@@ -57,7 +57,7 @@ fn copy_rows_matches_cpu_bit_for_bit() {
             let si: Vec<u32> = (0..c.n).map(|_| rng.below(c.src_rows as u64) as u32).collect();
             let mut want = dst0.clone();
             let (dl, sl) = (c.list_dst.then_some(&di[..]), c.list_src.then_some(&si[..]));
-            copy_rows(&mut want, c.dst_cols, c.dst_col, dl, &src, c.width, sl, c.n);
+            copy_rows(&mut want, c.dst_cols, c.dst_col, dl, &src, SrcCols { stride: c.width, start: 0, width: c.width }, sl, c.n);
 
             let mut st = Staging::new();
             let ds = st.ids("dst ids", &di, c.dst_rows).unwrap();
@@ -111,5 +111,35 @@ fn copy_rows_refuses_what_could_reach_past_a_tensor() {
         assert!(gpu.copy_rows(&dst, 0, Rows::All, &src, Rows::Ids(&ok), &other).is_err());
         // The good call works.
         gpu.copy_rows(&dst, 3, Rows::All, &src, Rows::Ids(&ok), &staged).unwrap();
+    });
+}
+
+/// `copy_cols`: a column block of each source row (how the training step cuts the MLP input's
+/// gradient back into its parts), bit for bit against the reference; a block past the source's
+/// width is refused.
+#[test]
+fn copy_cols_matches_cpu_bit_for_bit() {
+    for_each_backend!(|gpu, _cpu| {
+        for (ci, &(n, stride, start, width, list)) in
+            [(1usize, 1usize, 0usize, 1usize, false), (97, 408, 8, 144, false), (1025, 20, 5, 8, true)].iter().enumerate()
+        {
+            let mut rng = SplitMix64::new(60 + ci as u64);
+            let src: Vec<u32> = (0..n * stride).map(|_| rng.next_u64() as u32).collect();
+            let dst0: Vec<u32> = (0..n * (width + 3)).map(|_| rng.next_u64() as u32).collect();
+            let ids: Vec<u32> = (0..n).map(|_| rng.below(n as u64) as u32).collect();
+            let mut want = dst0.clone();
+            copy_rows(&mut want, width + 3, 2, None, &src, SrcCols { stride, start, width }, list.then_some(&ids[..]), n);
+            let mut st = Staging::new();
+            let slot = st.ids("ids", &ids, n).unwrap();
+            let staged = gpu.upload_staging(st).unwrap();
+            let (dst, srct) = (
+                gpu.tensor_from("dst", n, width + 3, Elem::U32, &dst0).unwrap(),
+                gpu.tensor_from("src", n, stride, Elem::U32, &src).unwrap(),
+            );
+            let sr = if list { Rows::Ids(&slot) } else { Rows::All };
+            gpu.copy_cols(&dst, 2, Rows::All, &srct, start..start + width, sr, &staged).unwrap();
+            assert_eq!(gpu.tensor_read(&[&dst]).unwrap()[0], want, "copy_cols case {ci}");
+            assert!(gpu.copy_cols(&dst, 0, Rows::All, &srct, stride - 1..stride + 1, Rows::All, &staged).is_err());
+        }
     });
 }

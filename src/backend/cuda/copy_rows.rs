@@ -3,6 +3,7 @@
 use super::buffers::View;
 use super::launch::{KernelParam, PushArg};
 use super::{device_err, u32_of, CudaBackend};
+use crate::backend::cpu::copy_rows::SrcCols;
 use crate::error::Result;
 
 /// Mirrors `CopyRowsParams` in kernels/copy_rows.cu.
@@ -15,17 +16,19 @@ pub(crate) struct CopyRowsParams {
     pub dst_col: u32,
     pub has_dst_ids: u32,
     pub has_src_ids: u32,
+    pub src_cols: u32,
+    pub src_col: u32,
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
 unsafe impl KernelParam for CopyRowsParams {}
 
-/// `dst [·, dst_cols]`, `src [·, width]`; `dst_ids` / `src_ids` hold `n` ids each when given (else
-/// any valid view, unread).
+/// `dst [·, dst_cols]`, `src [·, sc.stride]` (columns `sc.start .. + sc.width` copied); `dst_ids`
+/// / `src_ids` hold `n` ids each when given.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch<D: PushArg, S: PushArg>(
     be: &CudaBackend,
     n: usize,
-    width: usize,
+    sc: SrcCols,
     dst_cols: usize,
     dst_col: usize,
     dst: &D,
@@ -33,6 +36,7 @@ pub(crate) fn launch<D: PushArg, S: PushArg>(
     src: &S,
     src_ids: Option<&View<u32>>,
 ) -> Result<()> {
+    let width = sc.width;
     if n == 0 || width == 0 {
         return Ok(());
     }
@@ -43,6 +47,8 @@ pub(crate) fn launch<D: PushArg, S: PushArg>(
         dst_col: u32_of("copy_rows dst_col", dst_col)?,
         has_dst_ids: dst_ids.is_some() as u32,
         has_src_ids: src_ids.is_some() as u32,
+        src_cols: u32_of("copy_rows src_cols", sc.stride)?,
+        src_col: u32_of("copy_rows src_col", sc.start)?,
     };
     let mut b = be.launcher("copy_rows_fwd");
     b.arg(&p).arg(dst);

@@ -172,7 +172,8 @@ pub(crate) fn kmeans_items(
         Ok(b)
     };
     let points = be.output::<f32>("kmeans items: alloc points", n * dim)?;
-    super::copy_rows::launch(be, n, dim, dim, 0, &points, None, emb, Some(&buf.slice(r_ids)))?;
+    let all = crate::backend::cpu::copy_rows::SrcCols { stride: dim, start: 0, width: dim };
+    super::copy_rows::launch(be, n, all, dim, 0, &points, None, emb, Some(&buf.slice(r_ids)))?;
     let d = DevProblems {
         p: KmeansParams {
             n_points: u32_of("points", n)?,

@@ -589,17 +589,18 @@ impl Backend for CudaBackend {
         self.online_staged(t, staged, slot)
     }
 
-    unsafe fn copy_rows_unchecked(
+    unsafe fn copy_cols_unchecked(
         &self,
         dst: &Tensor,
         dst_col: usize,
         dst_rows: Rows<'_>,
         src: &Tensor,
+        sc: super::cpu::copy_rows::SrcCols,
         src_rows: Rows<'_>,
         staged: &Staged,
         n: usize,
     ) -> Result<()> {
-        self.copy_rows_dev(dst, dst_col, dst_rows, src, src_rows, staged, n)
+        self.copy_rows_dev(dst, dst_col, dst_rows, src, sc, src_rows, staged, n)
     }
 
     unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {

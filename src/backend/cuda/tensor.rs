@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::buffers::Buf;
 use super::gsu_topk::{self, cand_req, pack_batch, pack_plan, view, BatchRanges, GsuOut, GsuPlan, PlanRanges};
 use super::{bias_act, copy_rows, cross_bias, device_err, esu, gemm, log_size_bias, CudaBackend, Packer};
+use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{Act, BackendKind, Elem, GemmKind, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor};
 use crate::error::{Error, Result};
 
@@ -134,12 +135,14 @@ impl CudaBackend {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn copy_rows_dev(
         &self,
         dst: &Tensor,
         dst_col: usize,
         dst_rows: Rows<'_>,
         src: &Tensor,
+        sc: SrcCols,
         src_rows: Rows<'_>,
         staged: &Staged,
         n: usize,
@@ -150,7 +153,7 @@ impl CudaBackend {
             Rows::Ids(s) => Some(view(ib, &s.range)),
         };
         let (di, si) = (ids(dst_rows), ids(src_rows));
-        copy_rows::launch(self, n, src.cols, dst.cols, dst_col, &db.slice(..), di.as_ref(), &sb.slice(..), si.as_ref())
+        copy_rows::launch(self, n, sc, dst.cols, dst_col, &db.slice(..), di.as_ref(), &sb.slice(..), si.as_ref())
     }
 
     pub(crate) fn gemm_dev_launch(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {

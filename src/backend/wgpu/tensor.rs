@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::esu::{self, Seq};
 use super::{cross_bias, gemm, grid, gsu_topk, log_size_bias, split, Readback, WgpuBackend, B};
+use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{
     host_tensor, Act, AdamStep, BackendKind, Elem, GemmKind, IdSlot, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged,
     Staging, Tensor,
@@ -37,8 +38,8 @@ struct CopyParams {
     dst_col: u32,
     has_dst_ids: u32,
     has_src_ids: u32,
-    pad0: u32,
-    pad1: u32,
+    src_cols: u32,
+    src_col: u32,
 }
 
 /// Mirrors `Params` in shaders/bias_act.wgsl.
@@ -192,15 +193,16 @@ impl WgpuBackend {
         dst_col: usize,
         dst_rows: Rows<'_>,
         src: &Tensor,
+        sc: SrcCols,
         src_rows: Rows<'_>,
         staged: &Staged,
         n: usize,
     ) -> Result<()> {
         let lim = self.max_binding();
         if (dst.len() * 4) as u64 > lim || (src.len() * 4) as u64 > lim || (staged.tensor.len() * 4) as u64 > lim {
-            return host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, src_rows, staged, n);
+            return host_tensor::copy_rows_op(self, dst, dst_col, dst_rows, src, sc, src_rows, staged, n);
         }
-        if n == 0 || src.cols == 0 {
+        if n == 0 || sc.width == 0 {
             return Ok(());
         }
         let (db, sb, ib) = (self.mem(dst)?, self.mem(src)?, self.mem(&staged.tensor)?);
@@ -215,20 +217,20 @@ impl WgpuBackend {
         };
         let p = CopyParams {
             n: n as u32,
-            width: src.cols as u32,
+            width: sc.width as u32,
             dst_cols: dst.cols as u32,
             dst_col: dst_col as u32,
             has_dst_ids: matches!(dst_rows, Rows::Ids(_)) as u32,
             has_src_ids: matches!(src_rows, Rows::Ids(_)) as u32,
-            pad0: 0,
-            pad1: 0,
+            src_cols: sc.stride as u32,
+            src_col: sc.start as u32,
         };
         self.scoped("copy_rows", || {
             let pipe = self.pipe("copy_rows", COPY_SRC, "copy_rows_fwd_v1", 0, COPY_BINDS)?;
             let pu = self.uniform(&p);
             let mut enc = self.encoder();
             let binds = [db.as_entire_buffer_binding(), ids(dst_rows), sb.as_entire_buffer_binding(), ids(src_rows)];
-            self.dispatch_bound(&mut enc, &pipe, &pu, &binds, grid(((n * src.cols) as u64).div_ceil(64)));
+            self.dispatch_bound(&mut enc, &pipe, &pu, &binds, grid(((n * sc.width) as u64).div_ceil(64)));
             self.queue.submit([enc.finish()]);
             Ok(())
         })

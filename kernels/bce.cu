@@ -10,7 +10,9 @@
 //   loss[b]   = max(s, 0) - s y + log1p(exp(-|s|))      (the stable form of the cross-entropy)
 //   dlogit[b] = (1 / (1 + exp(-s)) - y) * inv_b           (inv_b = 1/B from the host, in f64)
 //   rounded to f32 once. The mean is formed on the host: Σ_b loss[b] in f64 in sample order, times
-//   1/B, exactly the CPU's order of additions. Each element written with `=` by its own thread;
+//   1/B, exactly the CPU's order of additions. (Device-resident steps form it on the device
+//   with bce_mean_fwd: one thread adds the B terms in sample order and scales by 1/B, the same
+//   additions; B is a batch, so the sequential sum costs microseconds.) Each element written with `=` by its own thread;
 //   no atomics, no device reduction, so results are the same run to run.
 
 typedef unsigned int u32;
@@ -31,4 +33,12 @@ bce_fwd(const BceParams P, const float* __restrict__ logits, const float* __rest
         loss[i] = fmax(s, 0.0) - s * y + log1p(exp(-fabs(s)));
         dlogit[i] = (float)((1.0 / (1.0 + exp(-s)) - y) * P.inv_b);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(32)
+bce_mean_fwd(const BceParams P, const double* __restrict__ loss, double* __restrict__ mean) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double sum = 0.0;
+    for (u32 i = 0; i < P.n; ++i) sum = sum + loss[i];
+    mean[0] = sum * P.inv_b;
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use super::cpu::optim::{self, AdamStep};
 use super::cpu::{bias_act, copy_rows};
 use super::tensor::{
-    f32s, words, Act, AttnDev, AttnGradsDev, Elem, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows, Staged, Tensor,
+    f32s, words, Act, AttnDev, AttnGradsDev, BceDev, Elem, F32Slot, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows,
+    Staged, Tensor,
 };
 use super::{Backend, GemmKind, KmeansBatch, KmeansResult, OnlineBatch, OnlineTables};
 use crate::error::{Error, Result};
@@ -228,4 +229,14 @@ pub(crate) fn segment_sum<B: Backend + ?Sized>(be: &B, src: &Tensor, perm: &IdSl
     let (p, o) = (&r[1][perm.range.clone()], &r[1][segs.range.clone()]);
     let out = if p.is_empty() { vec![0.0; segs.segments * src.cols] } else { be.segment_sum(&f32s(&r[0]), src.cols, p, o)? };
     put(be, "segment sum", segs.segments, src.cols, Elem::F32, words(&out))
+}
+
+pub(crate) fn bce<B: Backend + ?Sized>(be: &B, logits: &Tensor, labels: &F32Slot, staged: &Staged) -> Result<BceDev> {
+    let r = be.tensor_read(&[logits, &staged.tensor])?;
+    let (loss, d) = be.bce(&f32s(&r[0]), &f32s(&r[1][labels.range.clone()]))?;
+    let bits = loss.to_bits();
+    Ok(BceDev {
+        loss: put(be, "bce loss", 1, 2, Elem::U32, vec![bits as u32, (bits >> 32) as u32])?,
+        dlogit: put(be, "bce dlogit", labels.len(), 1, Elem::F32, words(&d))?,
+    })
 }

@@ -23,8 +23,8 @@ mod transfers;
 mod types;
 
 pub use tensor::{
-    f32s, words, Act, AttnDev, AttnGradsDev, Elem, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows, Staged, Staging,
-    Tensor, STAGE_ALIGN_WORDS,
+    f32s, words, Act, AttnDev, AttnGradsDev, BceDev, Elem, F32Slot, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows,
+    Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
 };
 pub use transfers::{TransferCounter, Transfers};
 
@@ -548,6 +548,25 @@ pub trait Backend: Send + Sync {
     /// The inputs passed `check::segment_sum_dev`.
     unsafe fn segment_sum_dev_unchecked(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
         host_tensor::segment_sum(self, src, perm, segs, staged)
+    }
+
+    /// [`Backend::bce`] on tensors: `logits [B, 1]`, labels staged; the mean loss and `dlogit`
+    /// stay on the device (math in `cpu::bce`, the mean summed in sample order).
+    fn bce_dev(&self, logits: &Tensor, labels: &F32Slot, staged: &Staged) -> Result<BceDev> {
+        staged.owns("bce labels", labels.staging)?;
+        logits.expect("bce logits", labels.len(), 1, Elem::F32)?;
+        if labels.is_empty() {
+            return Err(Error::Empty { field: "logits", index: 0 });
+        }
+        // SAFETY: shapes checked; labels finite (checked when staged).
+        unsafe { self.bce_dev_unchecked(logits, labels, staged) }
+    }
+    /// The backend's [`Backend::bce_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed the checks of [`Backend::bce_dev`].
+    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &F32Slot, staged: &Staged) -> Result<BceDev> {
+        host_tensor::bce(self, logits, labels, staged)
     }
 
     /// Adam in place on a dense tensor (math in `cpu::optim`): `w`, `m`, `v` updated from `g`.

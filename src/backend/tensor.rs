@@ -155,6 +155,13 @@ impl Staging {
         Ok(IdSlot { staging: self.id, range, bound, distinct: true })
     }
 
+    /// Stage f32 values (labels), refused here if any is not finite.
+    pub fn f32s(&mut self, field: &'static str, xs: &[f32]) -> Result<F32Slot> {
+        super::check::finite(field, xs)?;
+        let range = self.push(&words(xs));
+        Ok(F32Slot { staging: self.id, range })
+    }
+
     /// Stage ragged row offsets `[B + 1]` (0 first, non-decreasing): segment `b` owns rows
     /// `offs[b]..offs[b+1]` of a `[N, ·]` tensor, `N = offs[B]`.
     pub fn offsets(&mut self, field: &'static str, offs: &[u32]) -> Result<OffsetsSlot> {
@@ -201,6 +208,39 @@ impl IdSlot {
     }
     pub fn is_empty(&self) -> bool {
         self.range.is_empty()
+    }
+}
+
+/// Finite f32 values in a [`Staged`] upload.
+#[derive(Clone, Debug)]
+pub struct F32Slot {
+    pub(crate) staging: u64,
+    pub(crate) range: Range<usize>,
+}
+
+impl F32Slot {
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// What `Backend::bce_dev` leaves on the device.
+pub struct BceDev {
+    /// `[1, 2]`: the mean loss as an f64 (low word, high word).
+    pub loss: Tensor,
+    /// `[B, 1]`.
+    pub dlogit: Tensor,
+}
+
+impl BceDev {
+    /// The mean loss from the words `tensor_read` returned for `loss`.
+    pub fn loss_of(words: &[u32]) -> f64 {
+        let lo = words.first().copied().unwrap_or(0) as u64;
+        let hi = words.get(1).copied().unwrap_or(0) as u64;
+        f64::from_bits(lo | (hi << 32))
     }
 }
 

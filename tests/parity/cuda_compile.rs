@@ -32,7 +32,7 @@ mod with_cuda {
             ("attn", &["attn_fwd", "attn_bwd"][..]),
             ("segment_sum", &["segment_sum_fwd"][..]),
             ("gemm", &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"][..]),
-            ("bce", &["bce_fwd"][..]),
+            ("bce", &["bce_fwd", "bce_mean_fwd"][..]),
             ("cross_bias", &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"][..]),
         ] {
             let src = KERNEL_SOURCES.iter().find(|s| s.stem == stem).unwrap_or_else(|| panic!("kernels/{stem}.cu not in KERNEL_SOURCES"));
@@ -210,6 +210,11 @@ fn every_kernel_launches_on_the_emulator() {
         twin_engine::backend::Act::Relu,
     )
     .unwrap();
+    // BCE on tensors (its mean formed on the device).
+    let mut st = twin_engine::backend::Staging::new();
+    let ys = st.f32s("labels", &[1.0, 0.0]).unwrap();
+    let staged = be.upload_staging(st).unwrap();
+    be.bce_dev(&be.tensor_f32("logits", 2, 1, &[0.3, -0.2]).unwrap(), &ys, &staged).unwrap();
     // The optimizers on device tensors.
     let step = twin_engine::backend::AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, bc1: 0.1, bc2: 0.001 };
     let t = |name| be.tensor_f32(name, 4, 2, &[0.5; 8]).unwrap();

@@ -123,7 +123,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         fmad: true,
         functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
     },
-    KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd"] },
+    KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd", "bce_mean_fwd"] },
     KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
     KernelSource {
         stem: "bias_act",
@@ -476,6 +476,10 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
+    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &super::F32Slot, staged: &Staged) -> Result<super::BceDev> {
+        self.bce_dev(logits, labels, staged)
+    }
+
     unsafe fn segment_sum_dev_unchecked(
         &self,
         src: &Tensor,

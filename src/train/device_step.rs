@@ -1,0 +1,237 @@
+//! A training step resident on the device (issue 12, item 3), for the sequence-free variant
+//! (`no-seq`) so far: parameters and optimizer state live on the backend as tensors; per step
+//! the batch's ids, labels and gradient segments go up in one upload and the loss comes down in
+//! one download.
+//!
+//! The step follows `train::step` operation for operation (the same MLP code, the same
+//! row-gradient segments), so it tracks the host step's loss curve:
+//! 1. `z = [context, x_h(target)]` gathered from the embedding tables (`copy_rows`), zeros where
+//!    the sequence modules would write.
+//! 2. The MLP (`net::mlp` over `DeviceDense`), BCE with its mean on the device (`bce_dev`).
+//! 3. The MLP backward; `dz` cut into its parts (`copy_cols`); row gradients summed per unique
+//!    row in the host step's order (`segment_sum_dev`): context rows, then items, and from the
+//!    items' sums the author, topic and duration rows.
+//! 4. Row-sparse Adagrad on the touched rows, Adam on the MLP.
+//!
+//! Parameters the variant does not use (the TWIN module's and the cross tables) get zero
+//! gradients on the host; Adam from zero state leaves a parameter with zero gradients exactly
+//! where it is, so they are not uploaded here at all. The TWIN variants need the device GSU,
+//! attention blocks and cross tables (PERF.md lists the plan); they are refused with an error.
+
+use super::optim::OptimConfig;
+use super::Batch;
+use crate::backend::cpu::optim::AdamStep;
+use crate::backend::cpu::segment_sum::segments_of;
+use crate::backend::{f32s, Act, Backend, BceDev, Elem, IdSlot, OffsetsSlot, Rows, Staging, Tensor};
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelConfig};
+use crate::net::mlp::{self, DeviceDense};
+use crate::net::{Variant, AUTHOR_EMB, CONTEXT_EMB, DURATION_EMB, ITEM_EMB, MLP0, ROW_TABLES, TOPIC_EMB};
+
+/// One parameter on the device with its optimizer state.
+struct Param {
+    index: usize,
+    w: Tensor,
+    /// Adam: `(m, v)`; Adagrad: `(accumulator, None)`.
+    s1: Tensor,
+    s2: Option<Tensor>,
+}
+
+/// The trainer: parameters and state resident on one backend.
+pub struct DeviceTrainer {
+    cfg: ModelConfig,
+    opt: OptimConfig,
+    step: u64,
+    params: Vec<Param>,
+    item_author: Vec<u32>,
+    item_topic: Vec<u32>,
+    item_duration: Vec<u32>,
+}
+
+/// One table's row gradient: which rows, and how the gradient rows sum into them.
+struct RowGrad {
+    rows: IdSlot,
+    perm: IdSlot,
+    segs: OffsetsSlot,
+}
+
+fn stage_rows(st: &mut Staging, field: &'static str, keys: &[u32], bound: usize) -> Result<RowGrad> {
+    let (rows, perm, segs) = segments_of(keys);
+    Ok(RowGrad {
+        rows: st.rows(field, &rows, bound)?,
+        perm: st.ids("segment perm", &perm, keys.len())?,
+        segs: st.offsets("segments", &segs)?,
+    })
+}
+
+impl DeviceTrainer {
+    /// Upload `model`'s parameters that `variant` trains, with fresh optimizer state (Adam zeros,
+    /// Adagrad at `adagrad_init`), as `train::Optimizer::new` starts.
+    pub fn new(be: &dyn Backend, model: &Model, variant: Variant, opt: OptimConfig) -> Result<DeviceTrainer> {
+        if variant != Variant::NoSeq {
+            return Err(Error::BadShape {
+                field: "variant",
+                value: 0,
+                why: "device-resident training runs no-seq so far (the sequence modules are issue 12's next part)",
+            });
+        }
+        let cfg = model.config.clone();
+        let n_layers = cfg.mlp_hidden.len() + 1;
+        let used: Vec<usize> = ROW_TABLES.iter().copied().chain(MLP0..MLP0 + 2 * n_layers).collect();
+        let mut params = Vec::with_capacity(used.len());
+        for i in used {
+            let t = model.param_at(i);
+            let (rows, cols) = match t.shape.as_slice() {
+                [n] => (1, *n),
+                [r, c] => (*r, *c),
+                _ => return Err(Error::BadShape { field: "parameter rank", value: t.shape.len() as u64, why: "expected 1 or 2" }),
+            };
+            let w = be.tensor_f32("param", rows, cols, &t.data)?;
+            let (s1, s2) = if ROW_TABLES.contains(&i) {
+                (be.tensor_f32("adagrad acc", rows, cols, &vec![opt.adagrad_init; rows * cols])?, None)
+            } else {
+                (be.tensor_zeros("adam m", rows, cols, Elem::F32)?, Some(be.tensor_zeros("adam v", rows, cols, Elem::F32)?))
+            };
+            params.push(Param { index: i, w, s1, s2 });
+        }
+        Ok(DeviceTrainer {
+            cfg,
+            opt,
+            step: 0,
+            params,
+            item_author: model.item_author.clone(),
+            item_topic: model.item_topic.clone(),
+            item_duration: model.item_duration_bucket.clone(),
+        })
+    }
+
+    fn param(&self, index: usize) -> Result<&Param> {
+        self.params.iter().find(|p| p.index == index).ok_or(Error::BadShape {
+            field: "parameter",
+            value: index as u64,
+            why: "not trained here",
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// One training step on `batch` (validated like `train::step`): returns the mean BCE.
+    pub fn step(&mut self, be: &dyn Backend, batch: &Batch) -> Result<f64> {
+        super::step::check_batch(&self.cfg, batch)?;
+        let bn = batch.target.len();
+        if bn == 0 {
+            return Err(Error::Empty { field: "batch", index: 0 });
+        }
+        let _range = crate::nvtx::range("train step (device)");
+        let c = &self.cfg;
+        let (id, sm, hd) = (c.id_dim, c.small_dim, c.inherent_dim());
+        let map = |m: &[u32], ids: &[u32]| -> Vec<u32> { ids.iter().map(|&i| m[i as usize]).collect() };
+
+        // Stage the batch: ids, labels, and the segments of every row gradient.
+        let mut st = Staging::new();
+        let authors = map(&self.item_author, &batch.target);
+        let topics = map(&self.item_topic, &batch.target);
+        let durations = map(&self.item_duration, &batch.target);
+        let s_ctx = st.ids("context", &batch.context, c.n_context)?;
+        let s_feat = [
+            st.ids("target", &batch.target, c.n_items)?,
+            st.ids("target author", &authors, c.n_authors)?,
+            st.ids("target topic", &topics, c.n_topics)?,
+            st.ids("target duration bucket", &durations, c.n_duration_buckets)?,
+        ];
+        let labels = st.f32s("label", &batch.label)?;
+        let g_ctx = stage_rows(&mut st, "context rows", &batch.context, c.n_context)?;
+        let (item_rows, _, _) = segments_of(&batch.target);
+        let g_item = stage_rows(&mut st, "item rows", &batch.target, c.n_items)?;
+        let g_author = stage_rows(&mut st, "author rows", &map(&self.item_author, &item_rows), c.n_authors)?;
+        let g_topic = stage_rows(&mut st, "topic rows", &map(&self.item_topic, &item_rows), c.n_topics)?;
+        let g_duration = stage_rows(&mut st, "duration rows", &map(&self.item_duration, &item_rows), c.n_duration_buckets)?;
+        let staged = be.upload_staging(st)?;
+
+        // Forward.
+        let zin = c.mlp_input();
+        let z = be.tensor_zeros("mlp input", bn, zin, Elem::F32)?;
+        be.copy_rows(&z, 0, Rows::All, &self.param(CONTEXT_EMB)?.w, Rows::Ids(&s_ctx), &staged)?;
+        let cols = [sm, sm + id, sm + 2 * id, sm + 2 * id + sm];
+        for ((table, slot), col) in [ITEM_EMB, AUTHOR_EMB, TOPIC_EMB, DURATION_EMB].iter().zip(&s_feat).zip(cols) {
+            be.copy_rows(&z, col, Rows::All, &self.param(*table)?.w, Rows::Ids(slot), &staged)?;
+        }
+        let widths = mlp::widths(zin, &c.mlp_hidden);
+        let n_layers = widths.len() - 1;
+        let layer = |i: usize| -> Result<(&Tensor, &Tensor)> { Ok((&self.param(MLP0 + 2 * i)?.w, &self.param(MLP0 + 2 * i + 1)?.w)) };
+        let layers: Vec<(&Tensor, &Tensor)> = (0..n_layers).map(layer).collect::<Result<_>>()?;
+        let dev = DeviceDense(be);
+        let acts = mlp::forward(&dev, &layers, z, bn, &widths, Act::None)?;
+        let logits = acts.last().ok_or(Error::Empty { field: "mlp layers", index: 0 })?;
+        let BceDev { loss, dlogit } = be.bce_dev(logits, &labels, &staged)?;
+
+        // Backward: the MLP, then dz's context and x_t parts into row gradients.
+        let ws: Vec<&Tensor> = layers.iter().map(|l| l.0).collect();
+        let (layer_grads, dz) = mlp::backward(&dev, &ws, &acts, dlogit, bn, &widths)?;
+        let part = |src: &Tensor, cols: std::ops::Range<usize>| -> Result<Tensor> {
+            let t = be.tensor_zeros("gradient part", src.rows, cols.len(), Elem::F32)?;
+            be.copy_cols(&t, 0, Rows::All, src, cols, Rows::All, &staged)?;
+            Ok(t)
+        };
+        let (lr, eps) = (self.opt.lr_emb, self.opt.eps);
+        let adagrad = |index: usize, g: &RowGrad, src: &Tensor| -> Result<()> {
+            let sum = be.segment_sum_dev(src, &g.perm, &g.segs, &staged)?;
+            let p = self.param(index)?;
+            be.adagrad_rows(&p.w, &p.s1, &g.rows, &sum, &staged, lr, eps)
+        };
+        adagrad(CONTEXT_EMB, &g_ctx, &part(&dz, 0..sm)?)?;
+        let dxi = be.segment_sum_dev(&part(&dz, sm..sm + hd)?, &g_item.perm, &g_item.segs, &staged)?;
+        {
+            let p = self.param(ITEM_EMB)?;
+            be.adagrad_rows(&p.w, &p.s1, &g_item.rows, &part(&dxi, 0..id)?, &staged, lr, eps)?;
+        }
+        adagrad(AUTHOR_EMB, &g_author, &part(&dxi, id..2 * id)?)?;
+        adagrad(TOPIC_EMB, &g_topic, &part(&dxi, 2 * id..2 * id + sm)?)?;
+        adagrad(DURATION_EMB, &g_duration, &part(&dxi, 2 * id + sm..hd)?)?;
+
+        // Adam on the MLP, with the host optimizer's bias corrections for this step.
+        self.step += 1;
+        let t = self.step as f64;
+        let o = self.opt;
+        let hp = AdamStep {
+            lr: o.lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            bc1: (1.0 - (o.beta1 as f64).powf(t)) as f32,
+            bc2: (1.0 - (o.beta2 as f64).powf(t)) as f32,
+        };
+        for (i, (dw, db)) in layer_grads.iter().enumerate() {
+            for (index, g) in [(MLP0 + 2 * i, dw), (MLP0 + 2 * i + 1, db)] {
+                let p = self.param(index)?;
+                let v = p.s2.as_ref().ok_or(Error::BadShape { field: "adam state", value: index as u64, why: "missing" })?;
+                be.adam(&p.w, g, &p.s1, v, &hp)?;
+            }
+        }
+
+        // The one download: the loss.
+        let got = be.tensor_read(&[&loss])?;
+        let l = BceDev::loss_of(&got[0]);
+        if !l.is_finite() {
+            return Err(Error::NonFinite { field: "loss", index: 0, value: l as f32 });
+        }
+        Ok(l)
+    }
+
+    /// Copy the trained parameters back into `model` (one download per tensor).
+    pub fn download_into(&self, be: &dyn Backend, model: &mut Model) -> Result<()> {
+        for p in &self.params {
+            let words = be.tensor_read(&[&p.w])?.remove(0);
+            let name = model.params().nth(p.index).map(|(n, _)| n).ok_or(Error::BadShape {
+                field: "parameter",
+                value: p.index as u64,
+                why: "not in the model",
+            })?;
+            model.param_mut(name)?.data = f32s(&words);
+        }
+        Ok(())
+    }
+}

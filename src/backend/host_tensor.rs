@@ -238,5 +238,6 @@ pub(crate) fn bce<B: Backend + ?Sized>(be: &B, logits: &Tensor, labels: &F32Slot
     Ok(BceDev {
         loss: put(be, "bce loss", 1, 2, Elem::U32, vec![bits as u32, (bits >> 32) as u32])?,
         dlogit: put(be, "bce dlogit", labels.len(), 1, Elem::F32, words(&d))?,
+        form: super::LossForm::MeanF64,
     })
 }

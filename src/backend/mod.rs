@@ -23,8 +23,8 @@ mod transfers;
 mod types;
 
 pub use tensor::{
-    f32s, words, Act, AttnDev, AttnGradsDev, BceDev, Elem, F32Slot, HostMem, IdSlot, ItemPoints, OffsetsSlot, OnlineDev, OnlineSlot, Rows,
-    Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
+    f32s, words, Act, AttnDev, AttnGradsDev, BceDev, Elem, F32Slot, HostMem, IdSlot, ItemPoints, LossForm, OffsetsSlot, OnlineDev,
+    OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
 };
 pub use transfers::{TransferCounter, Transfers};
 

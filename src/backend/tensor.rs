@@ -229,18 +229,37 @@ impl F32Slot {
 
 /// What `Backend::bce_dev` leaves on the device.
 pub struct BceDev {
-    /// `[1, 2]`: the mean loss as an f64 (low word, high word).
+    /// The loss, in the form `form` says.
     pub loss: Tensor,
     /// `[B, 1]`.
     pub dlogit: Tensor,
+    pub form: LossForm,
+}
+
+/// How a device holds the BCE loss until it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossForm {
+    /// `[1, 2]`: the mean as an f64 (low word, high word), summed on the device in sample order.
+    MeanF64,
+    /// `[B, 1]`: the per-sample f32 terms (a backend without f64: WGSL); the mean is summed at
+    /// read time in f64 in sample order, as its slice form does.
+    TermsF32,
 }
 
 impl BceDev {
     /// The mean loss from the words `tensor_read` returned for `loss`.
-    pub fn loss_of(words: &[u32]) -> f64 {
-        let lo = words.first().copied().unwrap_or(0) as u64;
-        let hi = words.get(1).copied().unwrap_or(0) as u64;
-        f64::from_bits(lo | (hi << 32))
+    pub fn loss_of(&self, words: &[u32]) -> f64 {
+        match self.form {
+            LossForm::MeanF64 => {
+                let lo = words.first().copied().unwrap_or(0) as u64;
+                let hi = words.get(1).copied().unwrap_or(0) as u64;
+                f64::from_bits(lo | (hi << 32))
+            }
+            LossForm::TermsF32 => {
+                let sum = words.iter().fold(0f64, |s, &w| s + f32::from_bits(w) as f64);
+                sum * (1.0 / words.len().max(1) as f64)
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use super::optim::OptimConfig;
 use super::Batch;
 use crate::backend::cpu::optim::AdamStep;
 use crate::backend::cpu::segment_sum::segments_of;
-use crate::backend::{f32s, Act, Backend, BceDev, Elem, IdSlot, OffsetsSlot, Rows, Staging, Tensor};
+use crate::backend::{f32s, Act, Backend, Elem, IdSlot, OffsetsSlot, Rows, Staging, Tensor};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
 use crate::net::mlp::{self, DeviceDense};
@@ -166,7 +166,8 @@ impl DeviceTrainer {
         let dev = DeviceDense(be);
         let acts = mlp::forward(&dev, &layers, z, bn, &widths, Act::None)?;
         let logits = acts.last().ok_or(Error::Empty { field: "mlp layers", index: 0 })?;
-        let BceDev { loss, dlogit } = be.bce_dev(logits, &labels, &staged)?;
+        let bce = be.bce_dev(logits, &labels, &staged)?;
+        let (loss, dlogit) = (&bce.loss, bce.dlogit.clone());
 
         // Backward: the MLP, then dz's context and x_t parts into row gradients.
         let ws: Vec<&Tensor> = layers.iter().map(|l| l.0).collect();
@@ -213,8 +214,8 @@ impl DeviceTrainer {
         }
 
         // The one download: the loss.
-        let got = be.tensor_read(&[&loss])?;
-        let l = BceDev::loss_of(&got[0]);
+        let got = be.tensor_read(&[loss])?;
+        let l = bce.loss_of(&got[0]);
         if !l.is_finite() {
             return Err(Error::NonFinite { field: "loss", index: 0, value: l as f32 });
         }

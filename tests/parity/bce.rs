@@ -98,7 +98,7 @@ fn bce_errors_are_typed() {
 /// sample order) equals the slice form bit for bit, loss and gradient, at B = 1, 97, 1025.
 #[test]
 fn bce_on_tensors_equals_the_slice_form() {
-    use twin_engine::backend::{f32s, BceDev, Staging};
+    use twin_engine::backend::{f32s, Staging};
     for_each_backend!(|gpu, _cpu| {
         for (ci, &b) in [1usize, 97, 1025].iter().enumerate() {
             let mut rng = twin_engine::rng::SplitMix64::new(140 + ci as u64);
@@ -111,7 +111,7 @@ fn bce_on_tensors_equals_the_slice_form() {
             let lt = gpu.tensor_f32("logits", b, 1, &logits).unwrap();
             let o = gpu.bce_dev(&lt, &ys, &staged).unwrap();
             let got = gpu.tensor_read(&[&o.loss, &o.dlogit]).unwrap();
-            assert_eq!(BceDev::loss_of(&got[0]).to_bits(), want_loss.to_bits(), "bce_dev B={b}: loss");
+            assert_eq!(o.loss_of(&got[0]).to_bits(), want_loss.to_bits(), "bce_dev B={b}: loss");
             assert_eq!(crate::attn::bits(&f32s(&got[1])), crate::attn::bits(&want_d), "bce_dev B={b}: dlogit");
         }
         let mut st = Staging::new();

@@ -92,7 +92,8 @@ fn loss_curve_follows_cpu_for_100_steps() {
 }
 
 /// The device-resident step (`train::device_step`, `no-seq` so far): parameters and optimizer
-/// state stay on the backend, a step is one upload and one download on CUDA (the emulator in CI),
+/// state stay on the backend, a step is one upload and one download on CUDA (the emulator in CI)
+/// and on wgpu (lavapipe),
 /// and its loss curve and trained parameters follow the host step's (CPU reference + the host
 /// optimizer) for 100 steps (20 under TWIN_PARITY_SMALL). Also on the CPU backend itself, where
 /// the same code runs on host tensors.
@@ -132,7 +133,7 @@ fn device_step_follows_the_host_step() {
             let got = tr.step(be.as_ref(), &batches[i % batches.len()]).unwrap();
             let t = be.transfers().since(before);
             assert!((got - want[i]).abs() <= LOSS_ATOL, "{label}: step {i} loss {got} vs host {}", want[i]);
-            if be.kind() == BackendKind::Cuda {
+            if be.kind() != BackendKind::Cpu {
                 assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "{label}: step {i} transfers {t:?}");
             }
             if i == 0 {

@@ -62,6 +62,6 @@ impl CudaBackend {
         // reads the B terms and writes the mean.
         unsafe { b.launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 }) }
             .map_err(device_err("bce mean launch"))?;
-        Ok(BceDev { loss, dlogit: dl })
+        Ok(BceDev { loss, dlogit: dl, form: crate::backend::LossForm::MeanF64 })
     }
 }

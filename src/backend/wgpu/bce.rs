@@ -3,6 +3,7 @@
 //! processed in groups whose buffers each fit one storage binding.
 
 use super::{grid, words_f32, Readback, WgpuBackend, B};
+use crate::backend::{BceDev, Elem, F32Slot, LossForm, Staged, Tensor};
 use crate::error::Result;
 
 const SRC: &str = include_str!("../../../shaders/bce.wgsl");
@@ -59,4 +60,37 @@ pub(crate) fn bce(be: &WgpuBackend, logits: &[f32], labels: &[f32]) -> Result<(f
         Ok(())
     })?;
     Ok((sum * inv, d))
+}
+
+impl WgpuBackend {
+    /// `bce` on tensors (checked by `Backend::bce_dev`): the per-sample terms and `dlogit` stay on
+    /// the device; the mean is summed when the terms are read (`LossForm::TermsF32`).
+    pub(crate) fn bce_dev(&self, logits: &Tensor, labels: &F32Slot, staged: &Staged) -> Result<BceDev> {
+        let n = labels.len();
+        if (n * 4) as u64 > self.max_binding() || (staged.tensor.len() * 4) as u64 > self.max_binding() {
+            return crate::backend::host_tensor::bce(self, logits, labels, staged);
+        }
+        let (lb, sb) = (self.tensor_storage(logits)?, self.tensor_storage(&staged.tensor)?);
+        self.scoped("bce_dev", || {
+            let pipe = self.pipe("bce", SRC, "bce_fwd", 0, BINDS)?;
+            let terms = self.output("bce loss terms", n);
+            let dl = self.output("dlogit", n);
+            let n_groups = n.div_ceil(64);
+            let p = self.uniform(&Params { n: n as u32, n_groups: n_groups as u32, inv_b: (1.0 / n.max(1) as f64) as f32, pad: 0 });
+            let mut enc = self.encoder();
+            let binds = [
+                lb.as_entire_buffer_binding(),
+                wgpu::BufferBinding { buffer: sb, offset: (labels.range.start * 4) as u64, size: wgpu::BufferSize::new((n * 4) as u64) },
+                terms.as_entire_buffer_binding(),
+                dl.as_entire_buffer_binding(),
+            ];
+            self.dispatch_bound(&mut enc, &pipe, &p, &binds, grid(n_groups as u64));
+            self.queue.submit([enc.finish()]);
+            Ok(BceDev {
+                loss: self.tensor_of("bce loss terms", n, 1, Elem::F32, terms),
+                dlogit: self.tensor_of("bce dlogit", n, 1, Elem::F32, dl),
+                form: LossForm::TermsF32,
+            })
+        })
+    }
 }

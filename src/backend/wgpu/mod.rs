@@ -623,6 +623,20 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
 }
 
 impl Backend for WgpuBackend {
+    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &super::F32Slot, staged: &Staged) -> Result<super::BceDev> {
+        self.bce_dev(logits, labels, staged)
+    }
+
+    unsafe fn segment_sum_dev_unchecked(
+        &self,
+        src: &Tensor,
+        perm: &super::IdSlot,
+        segs: &super::OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<Tensor> {
+        self.segment_sum_dev(src, perm, segs, staged)
+    }
+
     unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
         self.bias_act_bwd_dev(dy, y, act)
     }

@@ -9,6 +9,7 @@
 //!   in the same order, so still bit-identical).
 
 use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
+use crate::backend::{Elem, IdSlot, OffsetsSlot, Staged, Tensor};
 use crate::error::{Error, Result};
 
 const SRC: &str = include_str!("../../../shaders/segment_sum.wgsl");
@@ -96,4 +97,56 @@ pub(crate) fn segment_sum(be: &WgpuBackend, src: &[f32], width: usize, perm: &[u
         Ok(())
     })?;
     Ok(out)
+}
+
+impl WgpuBackend {
+    /// `segment_sum` on tensors (checked by `check::segment_sum_dev`): one group whose source,
+    /// perm, offsets and output each fit a binding runs on the device, perm and offsets bound at
+    /// their staged offsets (the staged offsets start at 0, as the shader expects); anything
+    /// larger takes the host form.
+    pub(crate) fn segment_sum_dev(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+        let (s_n, width) = (segs.segments, src.cols);
+        let lim = self.max_binding();
+        if [src.len(), s_n * width, staged.tensor.len()].iter().any(|&w| (w * 4) as u64 > lim) {
+            return crate::backend::host_tensor::segment_sum(self, src, perm, segs, staged);
+        }
+        if perm.is_empty() {
+            // Every segment is empty: zeros, and no section to bind.
+            return self.tensor_zeroed("segment sum", s_n, width, Elem::F32);
+        }
+        let (srcb, sb) = (self.tensor_storage(src)?, self.tensor_storage(&staged.tensor)?);
+        self.scoped("segment_sum_dev", || {
+            let total = s_n * width;
+            let outb = self.output("segment sums", total);
+            if total > 0 {
+                // The longest segment is at most the whole perm: enough passes of CHUNK entries
+                // (a pass past a segment's end adds nothing to it).
+                let max_len = perm.len();
+                let n_groups = total.div_ceil(64);
+                let pipe = self.pipe("segment_sum", SRC, "segment_sum_fwd", 0, BINDS)?;
+                let mut enc = self.encoder();
+                let bind = |r: &std::ops::Range<usize>| wgpu::BufferBinding {
+                    buffer: sb,
+                    offset: (r.start * 4) as u64,
+                    size: wgpu::BufferSize::new((r.len().max(1) * 4) as u64),
+                };
+                for pass in 0..max_len.div_ceil(CHUNK).max(1) {
+                    let p = self.uniform(&Params {
+                        n_seg: s_n as u32,
+                        width: width as u32,
+                        start: (pass * CHUNK) as u32,
+                        chunk: CHUNK as u32,
+                        n_groups: n_groups as u32,
+                        pad0: 0,
+                        pad1: 0,
+                        pad2: 0,
+                    });
+                    let binds = [srcb.as_entire_buffer_binding(), bind(&perm.range), bind(&segs.range), outb.as_entire_buffer_binding()];
+                    self.dispatch_bound(&mut enc, &pipe, &p, &binds, grid(n_groups as u64));
+                }
+                self.queue.submit([enc.finish()]);
+            }
+            Ok(self.tensor_of("segment sum", s_n, width, Elem::F32, outb))
+        })
+    }
 }

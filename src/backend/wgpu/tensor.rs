@@ -85,6 +85,14 @@ impl WgpuBackend {
         t.storage::<WgpuMem>(BackendKind::Wgpu, self.id).map(|m| &m.0)
     }
 
+    pub(crate) fn tensor_storage<'a>(&self, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
+        self.mem(t)
+    }
+
+    pub(crate) fn tensor_of(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: wgpu::Buffer) -> Tensor {
+        self.wrap(name, rows, cols, elem, buf)
+    }
+
     fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: wgpu::Buffer) -> Tensor {
         Tensor { name, rows, cols, elem, backend: BackendKind::Wgpu, device_id: self.id, inner: Arc::new(WgpuMem(buf)) }
     }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use half::f16;
+/// The device-tensor ops, in scope for every parity module that glob-imports `common`.
+pub use twin_engine::backend::DeviceOps;
 use twin_engine::backend::{self, Backend, BackendKind, DType, DeviceTable, HostTable, OnlineRequests, OnlineTables, TopK};
 use twin_engine::features;
 use twin_engine::rng::SplitMix64;

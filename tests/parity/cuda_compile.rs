@@ -164,7 +164,7 @@ fn every_kernel_compiles_for_sm90() {
 #[test]
 fn every_kernel_launches_on_the_emulator() {
     use twin_engine::backend::cuda::{CudaBackend, GsuVersion, KERNEL_SOURCES};
-    use twin_engine::backend::{Backend, DType, KmeansBatch, TOP_K};
+    use twin_engine::backend::{Backend, DType, DeviceOps, KmeansBatch, TOP_K};
     use twin_engine::model::{Model, ModelConfig};
     use twin_engine::train::step::{self, BackendOps, Weights};
     use twin_engine::train::Variant;

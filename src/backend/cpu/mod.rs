@@ -63,6 +63,13 @@ impl Default for CpuBackend {
     }
 }
 
+/// The CPU backend's tensors are host memory: the trait's host implementations as they are.
+impl crate::backend::DeviceOps for CpuBackend {
+    fn as_backend(&self) -> &dyn Backend {
+        self
+    }
+}
+
 impl Backend for CpuBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Cpu

@@ -22,6 +22,7 @@ mod attn;
 mod bce;
 mod bias_act;
 mod buffers;
+mod compile;
 mod copy_rows;
 mod cross_bias;
 mod device;
@@ -38,106 +39,31 @@ mod measure;
 mod online;
 mod optim;
 mod segment_sum;
+mod sources;
 mod tensor;
+
+pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
+pub use sources::{KernelSource, KERNEL_SOURCES};
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, LaunchConfig};
 
 use buffers::{Buf, Pool};
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use device::{Device, DriverDevice};
 use half::f16;
 use launch::Launch;
 
 use super::{
-    check, Act, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem,
-    GemmKind, HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows,
-    Staged, Staging, TableData, Tensor, TopK, TransferCounter, Transfers,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem, GemmKind,
+    HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, Tensor, TopK, TransferCounter,
+    Transfers,
 };
 use crate::error::{Error, Result};
-
-/// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
-/// contract multiply-adds (`fmad`; off where results must round exactly like the CPU).
-#[derive(Clone, Copy, Debug)]
-pub struct KernelSource {
-    pub stem: &'static str,
-    pub source: &'static str,
-    pub fmad: bool,
-    pub functions: &'static [&'static str],
-}
-
-/// Every kernel file of the backend.
-pub const KERNEL_SOURCES: &[KernelSource] = &[
-    KernelSource {
-        stem: "gather",
-        source: include_str!("../../../kernels/gather.cu"),
-        fmad: true,
-        functions: &["gather_fwd_f32", "gather_fwd_f16"],
-    },
-    KernelSource {
-        stem: "cross_bias",
-        source: include_str!("../../../kernels/cross_bias.cu"),
-        fmad: false,
-        functions: &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"],
-    },
-    KernelSource {
-        stem: "log_size_bias",
-        source: include_str!("../../../kernels/log_size_bias.cu"),
-        fmad: false,
-        functions: &["log_size_bias_fwd"],
-    },
-    KernelSource {
-        stem: "gsu_topk",
-        source: include_str!("../../../kernels/gsu_topk.cu"),
-        fmad: true,
-        functions: &[
-            "gsu_topk_fwd_v1_score",
-            "gsu_topk_fwd_v1_select",
-            "gsu_topk_fwd_v2_f16",
-            "gsu_topk_fwd_v2_f32",
-            "gsu_topk_fwd_v2_merge",
-        ],
-    },
-    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },
-    KernelSource {
-        stem: "kmeans",
-        source: include_str!("../../../kernels/kmeans.cu"),
-        fmad: false,
-        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd", "kmeans_seed_fwd"],
-    },
-    KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
-    KernelSource {
-        stem: "segment_sum",
-        source: include_str!("../../../kernels/segment_sum.cu"),
-        fmad: false,
-        functions: &["segment_sum_fwd"],
-    },
-    KernelSource {
-        stem: "gemm",
-        source: include_str!("../../../kernels/gemm.cu"),
-        fmad: true,
-        functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
-    },
-    KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd", "bce_mean_fwd"] },
-    KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
-    KernelSource {
-        stem: "bias_act",
-        source: include_str!("../../../kernels/bias_act.cu"),
-        fmad: false,
-        functions: &["bias_act_fwd", "bias_act_bwd"],
-    },
-    KernelSource {
-        stem: "optim",
-        source: include_str!("../../../kernels/optim.cu"),
-        fmad: false,
-        functions: &["optim_adam_fwd", "optim_adagrad_fwd"],
-    },
-];
 
 const BACKEND: &str = "cuda";
 
@@ -147,98 +73,6 @@ pub(crate) fn device_err<E: std::fmt::Debug>(op: &'static str) -> impl Fn(E) -> 
 
 fn unavailable(why: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: BACKEND, why: why.into() }
-}
-
-/// Whether libnvrtc can be loaded (checked before any cudarc nvrtc call, which would panic).
-pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library names cudarc would use; no symbol is called.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
-}
-
-/// Whether libcuda (the driver) can be loaded.
-pub fn driver_present() -> bool {
-    // SAFETY: as above, a dlopen probe only.
-    unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-/// Include directory for NVRTC: `TWIN_CUDA_INCLUDE`, else the pip wheel's or a system CUDA's.
-/// The kernels include no header today; the path is passed so that they may.
-pub fn include_dir() -> Option<String> {
-    if let Ok(p) = std::env::var("TWIN_CUDA_INCLUDE") {
-        if !p.is_empty() {
-            return Some(p);
-        }
-    }
-    ["/opt/cuda13/nvidia/cu13/include", "/usr/local/cuda/include"]
-        .iter()
-        .find(|p| std::path::Path::new(p).join("cuda_fp16.h").exists())
-        .map(|p| p.to_string())
-}
-
-/// `TWIN_CUDA_LINEINFO=1`: compile with `-lineinfo` so Nsight Compute maps counters to source
-/// lines (profiling runs; no effect on the generated code's speed).
-pub fn lineinfo() -> bool {
-    std::env::var("TWIN_CUDA_LINEINFO").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-type PtxCache = Mutex<HashMap<(String, &'static str, bool), Ptx>>;
-static PTX_CACHE: OnceLock<PtxCache> = OnceLock::new();
-
-fn compile_error_text(e: &CompileError) -> String {
-    match e {
-        CompileError::CompileError { nvrtc, options, log } => {
-            format!("{nvrtc:?} with options {options:?}:\n{}", log.to_string_lossy())
-        }
-        other => format!("{other:?}"),
-    }
-}
-
-/// Compile one kernel file for `arch` (e.g. "sm_90"), cached per process. Checks that every
-/// declared entry point is in the PTX.
-pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
-    if !nvrtc_present() {
-        return Err(unavailable("libnvrtc could not be loaded (install NVRTC and put it on LD_LIBRARY_PATH)"));
-    }
-    let cache = PTX_CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let line = lineinfo();
-    let key = (arch.to_string(), src.stem, line);
-    if let Some(p) = cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.get(&key) {
-        return Ok(p.clone());
-    }
-    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
-    if line {
-        options.push("-lineinfo".into());
-    }
-    let opts = CompileOptions {
-        fmad: Some(src.fmad),
-        include_paths: include_dir().into_iter().collect(),
-        options,
-        name: Some(format!("{}.cu", src.stem)),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.source, opts).map_err(|e| Error::Device {
-        backend: BACKEND,
-        op: "nvrtc compile",
-        message: format!("kernels/{}.cu: {}", src.stem, compile_error_text(&e)),
-    })?;
-    let text = ptx.to_src();
-    for f in src.functions {
-        if !text.contains(&format!(".entry {f}(")) {
-            return Err(Error::Device {
-                backend: BACKEND,
-                op: "nvrtc compile",
-                message: format!("kernels/{}.cu: entry point `{f}` missing from the PTX", src.stem),
-            });
-        }
-    }
-    cache.lock().map_err(|_| unavailable("PTX cache poisoned"))?.insert(key, ptx.clone());
-    Ok(ptx)
-}
-
-/// Compile every kernel file for `arch` ("sm_90"); returns (stem, PTX bytes) per file. Needs only
-/// libnvrtc, no GPU: CI runs it to fail on any compile error.
-pub fn compile_all_kernels(arch: &str) -> Result<Vec<(String, usize)>> {
-    KERNEL_SOURCES.iter().map(|s| compile_kernel(s, arch).map(|p| (s.stem.to_string(), p.to_src().len()))).collect()
 }
 
 /// Which GSU implementation `gsu_topk` and `online` run.
@@ -476,66 +310,6 @@ pub(crate) fn push_u64(v: &mut Vec<u32>, x: u64) {
 }
 
 impl Backend for CudaBackend {
-    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &super::F32Slot, staged: &Staged) -> Result<super::BceDev> {
-        self.bce_dev(logits, labels, staged)
-    }
-
-    unsafe fn segment_sum_dev_unchecked(
-        &self,
-        src: &Tensor,
-        perm: &super::IdSlot,
-        segs: &super::OffsetsSlot,
-        staged: &Staged,
-    ) -> Result<Tensor> {
-        self.segment_sum_dev(src, perm, segs, staged)
-    }
-
-    unsafe fn attn_fwd_dev_unchecked(
-        &self,
-        heads: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        bias: &Tensor,
-        offs: &super::OffsetsSlot,
-        staged: &Staged,
-    ) -> Result<super::AttnDev> {
-        self.attn_fwd_dev(heads, q, k, v, bias, offs, staged)
-    }
-
-    unsafe fn attn_bwd_dev_unchecked(
-        &self,
-        heads: usize,
-        x: (&Tensor, &Tensor, &Tensor, &Tensor),
-        p: &Tensor,
-        dpooled: &Tensor,
-        offs: &super::OffsetsSlot,
-        staged: &Staged,
-    ) -> Result<super::AttnGradsDev> {
-        self.attn_bwd_dev(heads, x, p, dpooled, offs, staged)
-    }
-
-    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
-        self.bias_act_bwd_dev(dy, y, act)
-    }
-
-    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
-        self.adam_dev(w, g, m, v, s)
-    }
-
-    unsafe fn adagrad_rows_unchecked(
-        &self,
-        w: &Tensor,
-        acc: &Tensor,
-        rows: &super::IdSlot,
-        g: &Tensor,
-        staged: &Staged,
-        lr: f32,
-        eps: f32,
-    ) -> Result<()> {
-        self.adagrad_rows_dev(w, acc, rows, g, staged, lr, eps)
-    }
-
     fn kmeans_seed(&self, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
         check::kmeans(batch)?;
         check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
@@ -545,7 +319,7 @@ impl Backend for CudaBackend {
     fn item_points_native(&self, emb: &[f32], rows: usize, dim: usize) -> Result<Option<Tensor>> {
         // SAFETY: `emb` holds rows * dim values (checked by item_points).
         let words: Vec<u32> = emb.iter().map(|x| x.to_bits()).collect();
-        Ok(Some(unsafe { self.tensor_from_unchecked("item points", rows, dim, Elem::F32, &words)? }))
+        Ok(Some(unsafe { super::DeviceOps::tensor_from_unchecked(self, "item points", rows, dim, Elem::F32, &words)? }))
     }
 
     unsafe fn kmeans_items_unchecked(
@@ -561,58 +335,6 @@ impl Backend for CudaBackend {
             Some(t) => kmeans::kmeans_items(self, self.tensor_buf(t)?, pts.dim, ids, offsets, k, seeds, max_iter),
             None => super::host_tensor::kmeans_items(self, pts, ids, offsets, k, seeds, max_iter),
         }
-    }
-
-    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
-        self.tensor_upload(name, rows, cols, elem, data)
-    }
-
-    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
-        self.tensor_zeroed(name, rows, cols, elem)
-    }
-
-    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
-        self.tensors_read(ts)
-    }
-
-    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
-        self.tensor_overwrite(t, data)
-    }
-
-    fn stage_online_native(
-        &self,
-        st: &mut Staging,
-        t: &OnlineTables,
-        batch: &OnlineBatch,
-        k: usize,
-    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
-        self.stage_native(st, t, batch, k)
-    }
-
-    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
-        self.online_staged(t, staged, slot)
-    }
-
-    unsafe fn copy_cols_unchecked(
-        &self,
-        dst: &Tensor,
-        dst_col: usize,
-        dst_rows: Rows<'_>,
-        src: &Tensor,
-        sc: super::cpu::copy_rows::SrcCols,
-        src_rows: Rows<'_>,
-        staged: &Staged,
-        n: usize,
-    ) -> Result<()> {
-        self.copy_rows_dev(dst, dst_col, dst_rows, src, sc, src_rows, staged, n)
-    }
-
-    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
-        self.gemm_dev_launch(kind, a, b, m, k, n)
-    }
-
-    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
-        self.bias_act_dev(x, bias, act)
     }
 
     fn kind(&self) -> BackendKind {

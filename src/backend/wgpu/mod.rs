@@ -19,6 +19,7 @@
 
 mod attn;
 mod bce;
+mod buffers;
 mod cross_bias;
 mod esu;
 mod gather;
@@ -30,16 +31,17 @@ mod measure;
 mod segment_sum;
 mod split;
 mod tensor;
+mod wgsl;
+
+pub(crate) use wgsl::preprocess;
+use wgsl::REDUCE_PRELUDE;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::{
-    check, Act, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem,
-    GemmKind, HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineDev, OnlineOutput, OnlineSlot, OnlineTables, Rows, Staged, Staging,
-    TableData, Tensor, TopK, TransferCounter, Transfers,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
+    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
 };
 use crate::error::{Error, Result};
 
@@ -131,111 +133,6 @@ pub struct WgpuBackend {
 fn dev_err(op: &'static str, e: impl std::fmt::Display) -> Error {
     Error::Device { backend: "wgpu", op, message: e.to_string() }
 }
-
-/// `//#if NAME` / `//#else` / `//#endif` lines (nestable); everything else passes through.
-pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
-    let mut out = String::with_capacity(src.len());
-    let mut stack: Vec<(bool, bool)> = Vec::new(); // (parent active, this branch taken)
-    let active = |s: &Vec<(bool, bool)>| s.iter().all(|&(p, t)| p && t);
-    for line in src.lines() {
-        let t = line.trim_start();
-        if let Some(name) = t.strip_prefix("//#if ") {
-            let parent = active(&stack);
-            stack.push((parent, defined.contains(&name.trim())));
-        } else if t.starts_with("//#else") {
-            if let Some(top) = stack.last_mut() {
-                top.1 = !top.1;
-            }
-        } else if t.starts_with("//#endif") {
-            stack.pop();
-        } else if active(&stack) {
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// Workgroup reductions shared by the shaders that need them; the shader defines `RWG`
-/// (its workgroup size) and sets `g_lid` (and with SUBGROUP `g_sgid`, `g_nsg`, `g_sgl`).
-/// The SUBGROUP path reduces inside each subgroup, then across subgroups in subgroup order;
-/// the other path is a tree in workgroup memory. Both are deterministic for a given path.
-const REDUCE_PRELUDE: &str = r#"
-var<workgroup> red_f: array<f32, RWG>;
-var<workgroup> red_u: array<u32, RWG>;
-var<workgroup> red_out_f: f32;
-var<workgroup> red_out_u: u32;
-var<private> g_lid: u32;
-//#if SUBGROUP
-var<private> g_sgid: u32;
-var<private> g_nsg: u32;
-var<private> g_sgl: u32;
-fn wg_max_f32(v: f32) -> f32 {
-    let s = subgroupMax(v);
-    if (g_sgl == 0u) { red_f[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_f[0];
-        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_f[i]); }
-        red_out_f = r;
-    }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_sum_f32(v: f32) -> f32 {
-    let s = subgroupAdd(v);
-    if (g_sgl == 0u) { red_f[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_f[0];
-        for (var i = 1u; i < g_nsg; i++) { r = r + red_f[i]; }
-        red_out_f = r;
-    }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_max_u32(v: u32) -> u32 {
-    let s = subgroupMax(v);
-    if (g_sgl == 0u) { red_u[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_u[0];
-        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_u[i]); }
-        red_out_u = r;
-    }
-    return workgroupUniformLoad(&red_out_u);
-}
-//#else
-fn wg_max_f32(v: f32) -> f32 {
-    red_f[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_f[g_lid] = max(red_f[g_lid], red_f[g_lid + s]); }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_f = red_f[0]; }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_sum_f32(v: f32) -> f32 {
-    red_f[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_f[g_lid] = red_f[g_lid] + red_f[g_lid + s]; }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_f = red_f[0]; }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_max_u32(v: u32) -> u32 {
-    red_u[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_u[g_lid] = max(red_u[g_lid], red_u[g_lid + s]); }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_u = red_u[0]; }
-    return workgroupUniformLoad(&red_out_u);
-}
-//#endif
-"#;
 
 /// Workgroups for `n` work items: a 2-D grid within the 65535-per-dimension limit; shaders
 /// flatten it as `wid.x + wid.y * nwg.x` and return when past the end.
@@ -426,172 +323,6 @@ impl WgpuBackend {
     pub fn adapter(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
-
-    // ---- buffers -------------------------------------------------------------------------
-
-    pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        self.copies.up(bytes.len());
-        if bytes.len() % 4 != 0 || bytes.len() < 16 {
-            let mut v = bytes.to_vec();
-            v.resize(v.len().div_ceil(4).max(4) * 4, 0);
-            return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &v,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            });
-        }
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
-    }
-
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
-        // A dispatch's parameters: CUDA passes these as kernel arguments.
-        self.copies.aux(std::mem::size_of::<T>());
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(p),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
-    }
-
-    /// A device buffer of `words` 32-bit words, poisoned with 0xFFFFFFFF (NaN / u32::MAX)
-    /// when `poison_outputs` is on.
-    pub(crate) fn output(&self, label: &str, words: usize) -> wgpu::Buffer {
-        let size = (words.max(4) * 4) as u64;
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-        if self.opts.poison_outputs {
-            self.copies.aux(size as usize);
-            let bytes = vec![0xFFu8; size as usize];
-            return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &bytes, usage });
-        }
-        self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
-    }
-
-    /// A zero-initialised device buffer of `words` (wgpu zeroes new buffers: no transfer).
-    pub(crate) fn zeroed(&self, label: &str, words: usize) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (words.max(4) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    pub(crate) fn dispatch(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipe: &Pipe,
-        params: &wgpu::Buffer,
-        bufs: &[&wgpu::Buffer],
-        groups: (u32, u32),
-    ) {
-        let binds: Vec<wgpu::BufferBinding> = bufs.iter().map(|b| b.as_entire_buffer_binding()).collect();
-        self.dispatch_bound(enc, pipe, params, &binds, groups);
-    }
-
-    /// [`Self::dispatch`] with buffer ranges (sections of a staged upload) as bindings.
-    pub(crate) fn dispatch_bound(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipe: &Pipe,
-        params: &wgpu::Buffer,
-        binds: &[wgpu::BufferBinding],
-        groups: (u32, u32),
-    ) {
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
-        for (i, b) in binds.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(b.clone()) });
-        }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.layout, entries: &entries });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        pass.set_pipeline(&pipe.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
-    }
-
-    pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-    }
-
-    /// Submit `enc` after copying every readback into one staging buffer; wait; return the
-    /// bytes of each readback. One download per call.
-    pub(crate) fn finish(&self, op: &'static str, mut enc: wgpu::CommandEncoder, reads: &[Readback]) -> Result<Vec<Vec<u8>>> {
-        let mut offs = Vec::with_capacity(reads.len());
-        let mut total = 0u64;
-        for r in reads {
-            offs.push(total);
-            total += r.bytes.div_ceil(4) * 4;
-        }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("staging"),
-            size: total.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        for (r, &o) in reads.iter().zip(&offs) {
-            let n = r.bytes.div_ceil(4) * 4;
-            if n > 0 {
-                enc.copy_buffer_to_buffer(r.buf, 0, &staging, o, n);
-            }
-        }
-        self.queue.submit([enc.finish()]);
-        self.copies.down(total as usize);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |res| {
-            let _ = tx.send(res);
-        });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev_err(op, e))?;
-        rx.recv().map_err(|e| dev_err(op, e))?.map_err(|e| dev_err(op, e))?;
-        let out = {
-            let view = staging.get_mapped_range(..).map_err(|e| dev_err(op, e))?;
-            reads.iter().zip(&offs).map(|(r, &o)| view[o as usize..(o + r.bytes) as usize].to_vec()).collect()
-        };
-        staging.unmap();
-        Ok(out)
-    }
-
-    /// Run `f` inside validation and out-of-memory error scopes.
-    pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let r = f();
-        let ve = pollster::block_on(val.pop());
-        let oe = pollster::block_on(oom.pop());
-        if let Some(e) = ve {
-            return Err(dev_err(op, e));
-        }
-        if let Some(e) = oe {
-            return Err(dev_err(op, e));
-        }
-        r
-    }
-
-    pub(crate) fn f16_flag(t: &WgpuTable, bit: u32) -> u32 {
-        if t.f16 {
-            bit
-        } else {
-            0
-        }
-    }
-
-    /// The one binding holding the whole table, or a typed error when it is split.
-    pub(crate) fn whole<'a>(
-        &self,
-        name: &'static str,
-        t: &'a WgpuTable,
-        rows: usize,
-        cols: usize,
-        width: usize,
-    ) -> Result<&'a wgpu::Buffer> {
-        if t.chunks.len() == 1 {
-            return Ok(&t.chunks[0]);
-        }
-        Err(Error::TooLarge { field: name, value: (rows * cols * width) as u64, limit: self.max_binding })
-    }
 }
 
 pub(crate) fn words_f32(b: &[u8]) -> Vec<f32> {
@@ -623,93 +354,6 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
 }
 
 impl Backend for WgpuBackend {
-    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &super::F32Slot, staged: &Staged) -> Result<super::BceDev> {
-        self.bce_dev(logits, labels, staged)
-    }
-
-    unsafe fn segment_sum_dev_unchecked(
-        &self,
-        src: &Tensor,
-        perm: &super::IdSlot,
-        segs: &super::OffsetsSlot,
-        staged: &Staged,
-    ) -> Result<Tensor> {
-        self.segment_sum_dev(src, perm, segs, staged)
-    }
-
-    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
-        self.bias_act_bwd_dev(dy, y, act)
-    }
-
-    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &super::AdamStep) -> Result<()> {
-        self.adam_dev(w, g, m, v, s)
-    }
-
-    unsafe fn adagrad_rows_unchecked(
-        &self,
-        w: &Tensor,
-        acc: &Tensor,
-        rows: &super::IdSlot,
-        g: &Tensor,
-        staged: &Staged,
-        lr: f32,
-        eps: f32,
-    ) -> Result<()> {
-        self.adagrad_rows_dev(w, acc, rows, g, staged, lr, eps)
-    }
-
-    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
-        self.tensor_upload(name, rows, cols, elem, data)
-    }
-
-    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
-        self.tensor_zeroed(name, rows, cols, elem)
-    }
-
-    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
-        self.tensors_read(ts)
-    }
-
-    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
-        self.tensor_overwrite(t, data)
-    }
-
-    fn stage_online_native(
-        &self,
-        st: &mut Staging,
-        t: &OnlineTables,
-        batch: &OnlineBatch,
-        k: usize,
-    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
-        self.stage_native(st, t, batch, k)
-    }
-
-    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
-        self.online_staged(t, staged, slot)
-    }
-
-    unsafe fn copy_cols_unchecked(
-        &self,
-        dst: &Tensor,
-        dst_col: usize,
-        dst_rows: Rows<'_>,
-        src: &Tensor,
-        sc: super::cpu::copy_rows::SrcCols,
-        src_rows: Rows<'_>,
-        staged: &Staged,
-        n: usize,
-    ) -> Result<()> {
-        self.copy_rows_dev(dst, dst_col, dst_rows, src, sc, src_rows, staged, n)
-    }
-
-    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
-        self.gemm_dev_enc(kind, a, b, m, k, n)
-    }
-
-    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
-        self.bias_act_dev(x, bias, act)
-    }
-
     fn kind(&self) -> BackendKind {
         BackendKind::Wgpu
     }

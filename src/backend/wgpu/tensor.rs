@@ -15,8 +15,8 @@ use super::esu::{self, Seq};
 use super::{cross_bias, gemm, grid, gsu_topk, log_size_bias, split, Readback, WgpuBackend, B};
 use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{
-    host_tensor, Act, AdamStep, BackendKind, Elem, GemmKind, IdSlot, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged,
-    Staging, Tensor,
+    host_tensor, Act, AdamStep, Backend, BackendKind, BceDev, DeviceOps, Elem, F32Slot, GemmKind, IdSlot, OffsetsSlot, OnlineBatch,
+    OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor,
 };
 use crate::error::Result;
 
@@ -363,5 +363,92 @@ impl WgpuBackend {
             self.queue.submit([enc.finish()]);
             Ok(())
         })
+    }
+}
+
+impl DeviceOps for WgpuBackend {
+    fn as_backend(&self) -> &dyn Backend {
+        self
+    }
+
+    unsafe fn bce_dev_unchecked(&self, logits: &Tensor, labels: &F32Slot, staged: &Staged) -> Result<BceDev> {
+        self.bce_dev(logits, labels, staged)
+    }
+
+    unsafe fn segment_sum_dev_unchecked(&self, src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: &Staged) -> Result<Tensor> {
+        self.segment_sum_dev(src, perm, segs, staged)
+    }
+
+    unsafe fn bias_act_bwd_unchecked(&self, dy: &Tensor, y: &Tensor, act: Act) -> Result<Tensor> {
+        self.bias_act_bwd_dev(dy, y, act)
+    }
+
+    unsafe fn adam_unchecked(&self, w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: &AdamStep) -> Result<()> {
+        self.adam_dev(w, g, m, v, s)
+    }
+
+    unsafe fn adagrad_rows_unchecked(
+        &self,
+        w: &Tensor,
+        acc: &Tensor,
+        rows: &IdSlot,
+        g: &Tensor,
+        staged: &Staged,
+        lr: f32,
+        eps: f32,
+    ) -> Result<()> {
+        self.adagrad_rows_dev(w, acc, rows, g, staged, lr, eps)
+    }
+
+    unsafe fn tensor_from_unchecked(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
+        self.tensor_upload(name, rows, cols, elem, data)
+    }
+
+    fn tensor_zeros(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
+        self.tensor_zeroed(name, rows, cols, elem)
+    }
+
+    fn tensor_read(&self, ts: &[&Tensor]) -> Result<Vec<Vec<u32>>> {
+        self.tensors_read(ts)
+    }
+
+    unsafe fn tensor_write_unchecked(&self, t: &Tensor, data: &[u32]) -> Result<()> {
+        self.tensor_overwrite(t, data)
+    }
+
+    fn stage_online_native(
+        &self,
+        st: &mut Staging,
+        t: &OnlineTables,
+        batch: &OnlineBatch,
+        k: usize,
+    ) -> Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+        self.stage_native(st, t, batch, k)
+    }
+
+    unsafe fn online_dev_unchecked(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
+        self.online_staged(t, staged, slot)
+    }
+
+    unsafe fn copy_cols_unchecked(
+        &self,
+        dst: &Tensor,
+        dst_col: usize,
+        dst_rows: Rows<'_>,
+        src: &Tensor,
+        sc: SrcCols,
+        src_rows: Rows<'_>,
+        staged: &Staged,
+        n: usize,
+    ) -> Result<()> {
+        self.copy_rows_dev(dst, dst_col, dst_rows, src, sc, src_rows, staged, n)
+    }
+
+    unsafe fn gemm_dev_unchecked(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        self.gemm_dev_enc(kind, a, b, m, k, n)
+    }
+
+    unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
+        self.bias_act_dev(x, bias, act)
     }
 }

@@ -1,0 +1,79 @@
+//! The CUDA kernel files the backend compiles and loads: one stem per op, its entry points.
+
+/// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
+/// contract multiply-adds (`fmad`; off where results must round exactly like the CPU).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSource {
+    pub stem: &'static str,
+    pub source: &'static str,
+    pub fmad: bool,
+    pub functions: &'static [&'static str],
+}
+
+/// Every kernel file of the backend.
+pub const KERNEL_SOURCES: &[KernelSource] = &[
+    KernelSource {
+        stem: "gather",
+        source: include_str!("../../../kernels/gather.cu"),
+        fmad: true,
+        functions: &["gather_fwd_f32", "gather_fwd_f16"],
+    },
+    KernelSource {
+        stem: "cross_bias",
+        source: include_str!("../../../kernels/cross_bias.cu"),
+        fmad: false,
+        functions: &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"],
+    },
+    KernelSource {
+        stem: "log_size_bias",
+        source: include_str!("../../../kernels/log_size_bias.cu"),
+        fmad: false,
+        functions: &["log_size_bias_fwd"],
+    },
+    KernelSource {
+        stem: "gsu_topk",
+        source: include_str!("../../../kernels/gsu_topk.cu"),
+        fmad: true,
+        functions: &[
+            "gsu_topk_fwd_v1_score",
+            "gsu_topk_fwd_v1_select",
+            "gsu_topk_fwd_v2_f16",
+            "gsu_topk_fwd_v2_f32",
+            "gsu_topk_fwd_v2_merge",
+        ],
+    },
+    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },
+    KernelSource {
+        stem: "kmeans",
+        source: include_str!("../../../kernels/kmeans.cu"),
+        fmad: false,
+        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd", "kmeans_seed_fwd"],
+    },
+    KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
+    KernelSource {
+        stem: "segment_sum",
+        source: include_str!("../../../kernels/segment_sum.cu"),
+        fmad: false,
+        functions: &["segment_sum_fwd"],
+    },
+    KernelSource {
+        stem: "gemm",
+        source: include_str!("../../../kernels/gemm.cu"),
+        fmad: true,
+        functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
+    },
+    KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd", "bce_mean_fwd"] },
+    KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
+    KernelSource {
+        stem: "bias_act",
+        source: include_str!("../../../kernels/bias_act.cu"),
+        fmad: false,
+        functions: &["bias_act_fwd", "bias_act_bwd"],
+    },
+    KernelSource {
+        stem: "optim",
+        source: include_str!("../../../kernels/optim.cu"),
+        fmad: false,
+        functions: &["optim_adam_fwd", "optim_adagrad_fwd"],
+    },
+];

@@ -19,7 +19,7 @@ shapes: it shows the kit works, not how fast anything is).
 import argparse, datetime, json, math, os, sys
 
 WORK_GROUPS = (("W1 online path", ("online",)), ("W2 clustering", ("lloyd", "cluster_one_user", "cluster_users")),
-               ("W3 training step", ("train",)))
+               ("W3 training step", ("train", "train_device")))
 OP_WORK = {"gsu+esu": "online", "kmeans_lloyd20": "lloyd", "hier_cluster_one_user": "cluster_one_user",
            "w3_train_step": "train"}
 DTYPE_ALIAS = {"float16": "f16", "float32": "f32", "bfloat16": "bf16", "half": "f16", "float": "f32"}

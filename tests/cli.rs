@@ -233,7 +233,14 @@ fn bench_runs_every_workload() {
         let out = ok(&["bench", "train", "--backend", be, "--shapes", "4x30", "--items", "1000", "--reps", "2", "--warmup", "0", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let versions: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap()).collect();
-        assert_eq!(versions, ["twin", "twin-v2"], "{out}");
+        assert_eq!(versions, ["twin", "twin-v2", "no-seq"], "{out}");
+        let dev = &v["rows"][2];
+        assert_eq!((dev["work"].as_str(), dev["shape"].as_str()), (Some("train_device"), Some("B=4")), "{out}");
+        assert!(dev.get("error").is_none() && dev["samples_per_s"].as_f64().unwrap() > 0.0, "{out}");
+        if be != "cpu" {
+            // One upload and one download per device-resident step, as the bench reports them.
+            assert_eq!((dev["h2d_calls"].as_f64(), dev["d2h_calls"].as_f64()), (Some(1.0), Some(1.0)), "{out}");
+        }
         assert!(v["rows"][0]["samples_per_s"].as_f64().unwrap() > 0.0, "{out}");
     }
     // The table form names every column the kit reads.

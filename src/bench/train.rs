@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::features;
 use crate::model::{Model, ModelConfig};
 use crate::rng::SplitMix64;
+use crate::train::device_step::DeviceTrainer;
 use crate::train::optim::{OptimConfig, Optimizer};
 use crate::train::step::{self, BackendOps, CpuOps, Weights};
 use crate::train::{Batch, Variant};
@@ -63,6 +64,21 @@ pub fn batch(cfg: &ModelConfig, b: usize, l: usize, log_n: bool, seed: u64) -> B
         out.short_offsets.push(out.short_item.len() as u32);
     }
     out
+}
+
+/// `(bytes, flops)` of one device-resident `no-seq` step of `b` samples: the MLP forward (2
+/// FLOP a weight per sample) and backward (4), the MLP input written, read and its gradient
+/// written, and Adam reading w, g, m, v and writing w, m, v for every MLP parameter.
+pub fn work_no_seq(cfg: &ModelConfig, b: usize) -> (f64, f64) {
+    let zin = cfg.mlp_input() as f64;
+    let mut params = 0f64;
+    let mut width = zin;
+    for &w in cfg.mlp_hidden.iter().chain(std::iter::once(&1)) {
+        params += width * w as f64 + w as f64;
+        width = w as f64;
+    }
+    let b = b as f64;
+    (4.0 * (3.0 * b * zin + 7.0 * params), 6.0 * b * params)
 }
 
 /// `(bytes, flops)` of one step of `b` samples over `l` GSU rows (see the module docs).
@@ -129,6 +145,23 @@ pub fn run(targets: &[Target], card: &Card, o: &Options, cpu_bound: bool, rows: 
                     Err(e) => row.failed(&e),
                 });
             }
+            // The device-resident step (train::device_step): no-seq so far, one upload and one
+            // download per step; its own work name, since no peer runs this variant.
+            let mut row = Row::new("train_device", t, "f32", format!("B={b}"));
+            row.version = Variant::NoSeq.to_string();
+            let bt = batch(&model.config, b, 0, false, 7);
+            let measured = DeviceTrainer::new(t.be.as_ref(), &model, Variant::NoSeq, OptimConfig::default())
+                .and_then(|mut tr| measure(t.be.as_ref(), o, &mut || tr.step(t.be.as_ref(), &bt).map(|_| ())));
+            let (bytes, flops) = work_no_seq(&model.config, b);
+            rows.push(match measured {
+                Ok(ms) => {
+                    let mut r = row.measured(&ms, bytes, flops, card);
+                    r.samples_per_s = Some(b as f64 / (r.median_ms / 1e3));
+                    r.note = Some("device-resident step (parameters and optimizer state on the device)".into());
+                    r
+                }
+                Err(e) => row.failed(&e),
+            });
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 use super::cpu::optim::AdamStep;
 use super::tensor::{AttnDev, AttnGradsDev, BceDev, F32Slot, IdSlot, OffsetsSlot};
+use super::train_rows::{CrossGradsDev, CrossParams, FeatTables, GsuTrainIn, GsuTrainOut, TwinRowsSlot};
 use super::{
     check, cpu, f32s, words, Act, Backend, Elem, GemmKind, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor,
 };
@@ -354,5 +355,143 @@ pub trait DeviceOps: Send + Sync {
         eps: f32,
     ) -> Result<()> {
         super::host_tensor::adagrad_rows(self.as_backend(), w, acc, rows, g, staged, lr, eps)
+    }
+
+    /// The training-time cross tables (math in `cpu::cross_bias::cross_tables`): returns
+    /// `(cb [ΣV, h], cv [ΣV, D])` from the current cross parameters.
+    fn cross_tables_dev(&self, p: &CrossParams<'_>, staged: &Staged) -> Result<(Tensor, Tensor)> {
+        let d = p.check(staged)?;
+        // SAFETY: shapes and offsets checked.
+        unsafe { self.cross_tables_dev_unchecked(p, d, staged) }
+    }
+    /// The backend's [`DeviceOps::cross_tables_dev`].
+    ///
+    /// # Safety
+    /// `p` passed `CrossParams::check`, which returned `d`.
+    unsafe fn cross_tables_dev_unchecked(&self, p: &CrossParams<'_>, d: usize, staged: &Staged) -> Result<(Tensor, Tensor)> {
+        super::host_train::cross_tables(self.as_backend(), p, d, staged)
+    }
+
+    /// Gradients of the cross parameters from `dcb [ΣV, h]`, `dcv [ΣV, D]` (math in
+    /// `cpu::cross_bias::cross_tables_bwd`), each written, not accumulated.
+    fn cross_tables_bwd_dev(&self, p: &CrossParams<'_>, dcb: &Tensor, dcv: &Tensor, staged: &Staged) -> Result<CrossGradsDev> {
+        let d = p.check(staged)?;
+        dcb.expect("cross dcb", p.offsets.rows, p.dims.heads, Elem::F32)?;
+        dcv.expect("cross dcv", p.offsets.rows, d, Elem::F32)?;
+        // SAFETY: shapes and offsets checked.
+        unsafe { self.cross_tables_bwd_dev_unchecked(p, dcb, dcv, staged) }
+    }
+    /// The backend's [`DeviceOps::cross_tables_bwd_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed the checks of [`DeviceOps::cross_tables_bwd_dev`].
+    unsafe fn cross_tables_bwd_dev_unchecked(
+        &self,
+        p: &CrossParams<'_>,
+        dcb: &Tensor,
+        dcv: &Tensor,
+        staged: &Staged,
+    ) -> Result<CrossGradsDev> {
+        super::host_train::cross_tables_bwd(self.as_backend(), p, dcb, dcv, staged)
+    }
+
+    /// The training GSU (math in `cpu::gsu_train`): scores every long position, keeps the top K
+    /// per sample in sequence order and writes the row map.
+    fn gsu_train_dev(&self, x: &GsuTrainIn<'_>, slot: &TwinRowsSlot, staged: &Staged) -> Result<GsuTrainOut> {
+        super::train_rows::check_gsu(x, slot, staged)?;
+        // SAFETY: shapes checked; the slot's ids were checked against these bounds when staged.
+        unsafe { self.gsu_train_dev_unchecked(x, slot, staged) }
+    }
+    /// The backend's [`DeviceOps::gsu_train_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `train_rows::check_gsu`.
+    unsafe fn gsu_train_dev_unchecked(&self, x: &GsuTrainIn<'_>, slot: &TwinRowsSlot, staged: &Staged) -> Result<GsuTrainOut> {
+        super::host_train::gsu_train(self.as_backend(), x, slot, staged)
+    }
+
+    /// The attention rows (math in `cpu::twin_rows::rows`): `(x_h [n_att, H], bias [n_att, h])`
+    /// for the GSU's finalists then the short rows.
+    fn twin_rows_dev(
+        &self,
+        feats: &FeatTables<'_>,
+        cb: &Tensor,
+        heads: usize,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<(Tensor, Tensor)> {
+        super::train_rows::check_rows(feats, cb, heads, gsu, slot, staged)?;
+        // SAFETY: shapes checked; `gsu.sel` holds long positions (written by the GSU only).
+        unsafe { self.twin_rows_dev_unchecked(feats, cb, heads, gsu, slot, staged) }
+    }
+    /// The backend's [`DeviceOps::twin_rows_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `train_rows::check_rows`.
+    unsafe fn twin_rows_dev_unchecked(
+        &self,
+        feats: &FeatTables<'_>,
+        cb: &Tensor,
+        heads: usize,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<(Tensor, Tensor)> {
+        super::host_train::twin_rows(self.as_backend(), feats, cb, heads, gsu, slot, staged)
+    }
+
+    /// In place: `v[n] += Σ_j cv[cross_j]` for every attention row (math in
+    /// `cpu::twin_rows::add_values`).
+    fn twin_rows_value_dev(&self, v: &Tensor, cv: &Tensor, gsu: &GsuTrainOut, slot: &TwinRowsSlot, staged: &Staged) -> Result<()> {
+        super::train_rows::check_values(v, cv, gsu, slot, staged)?;
+        // SAFETY: shapes checked; `gsu.sel` holds long positions.
+        unsafe { self.twin_rows_value_dev_unchecked(v, cv, gsu, slot, staged) }
+    }
+    /// The backend's [`DeviceOps::twin_rows_value_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `train_rows::check_values`.
+    unsafe fn twin_rows_value_dev_unchecked(
+        &self,
+        v: &Tensor,
+        cv: &Tensor,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<()> {
+        super::host_train::twin_rows_value(self.as_backend(), v, cv, gsu, slot, staged)
+    }
+
+    /// [`DeviceOps::segment_sum_dev`] through the GSU's row map (math in
+    /// `cpu::segment_sum::segment_sum_mapped`): `perm` lists positions, the map sends each to a
+    /// row of `src [map_rows, W]` or skips it.
+    fn segment_sum_mapped_dev(
+        &self,
+        src: &Tensor,
+        perm: &IdSlot,
+        segs: &OffsetsSlot,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<Tensor> {
+        super::train_rows::check_mapped(src, perm, segs, gsu, slot, staged)?;
+        // SAFETY: positions checked when staged and against the map here; the map's values are
+        // below `map_rows` by construction.
+        unsafe { self.segment_sum_mapped_dev_unchecked(src, perm, segs, gsu, staged) }
+    }
+    /// The backend's [`DeviceOps::segment_sum_mapped_dev`].
+    ///
+    /// # Safety
+    /// The inputs passed `train_rows::check_mapped`.
+    unsafe fn segment_sum_mapped_dev_unchecked(
+        &self,
+        src: &Tensor,
+        perm: &IdSlot,
+        segs: &OffsetsSlot,
+        gsu: &GsuTrainOut,
+        staged: &Staged,
+    ) -> Result<Tensor> {
+        super::host_train::segment_sum_mapped(self.as_backend(), src, perm, segs, gsu, staged)
     }
 }

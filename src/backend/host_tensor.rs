@@ -34,7 +34,7 @@ pub(crate) fn write<B: Backend + ?Sized>(be: &B, t: &Tensor, data: &[u32]) -> Re
 }
 
 /// A tensor of the backend's own kind holding `data` (an upload on a GPU backend).
-fn put<B: Backend + ?Sized>(be: &B, name: &'static str, rows: usize, cols: usize, elem: Elem, data: Vec<u32>) -> Result<Tensor> {
+pub(crate) fn put<B: Backend + ?Sized>(be: &B, name: &'static str, rows: usize, cols: usize, elem: Elem, data: Vec<u32>) -> Result<Tensor> {
     if be.kind() == super::BackendKind::Cpu {
         return Ok(tensor(be, name, rows, cols, elem, data));
     }

@@ -19,7 +19,9 @@ pub mod check;
 pub mod cpu;
 mod device;
 pub(crate) mod host_tensor;
+mod host_train;
 mod tensor;
+mod train_rows;
 mod transfers;
 mod types;
 
@@ -28,6 +30,7 @@ pub use tensor::{
     f32s, words, Act, AttnDev, AttnGradsDev, BceDev, Elem, F32Slot, HostMem, IdSlot, ItemPoints, LossForm, OffsetsSlot, OnlineDev,
     OnlineSlot, Rows, Staged, Staging, Tensor, STAGE_ALIGN_WORDS,
 };
+pub use train_rows::{CrossGradsDev, CrossParams, FeatTables, GsuTrainIn, GsuTrainOut, TwinBounds, TwinRowsIn, TwinRowsSlot};
 pub use transfers::{TransferCounter, Transfers};
 
 use std::sync::Arc;

@@ -23,6 +23,7 @@ mod optim;
 mod segment_sum;
 mod serve;
 mod train;
+mod twin_train;
 
 /// `TWIN_REQUIRE_CUDA=1` turns a missing CUDA into a failure that names CUDA. Shown by running
 /// one parity test of this binary again in a child process, with and without the variable, on

@@ -45,6 +45,40 @@ pub fn dense(e: &[f32], w_c: &[f32], beta: &[f32], d: CrossDims) -> Vec<f32> {
     out
 }
 
+/// The training-time cross tables (SPEC §3.2), built per step from the current parameters: for
+/// `v` in feature `j`'s rows `offsets[j]..offsets[j+1]`,
+///   `cb[v, a] = β[a,j] · (Σ_t E[v, t] w_c[a,j,t])`   (t ascending from 0, f32)
+///   `cv[v, col] = Σ_t E[v, t] W^{vc}[jC+t, col]`      (t ascending from 0, f32)
+/// Returns `(cb [V, h], cv [V, D])`. Shapes as [`cross_tables_bwd`]. The reference for
+/// `cross_tables_fwd` in `kernels/cross_bias.cu` and `shaders/cross_bias.wgsl`.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_tables<T: Real>(e: &[T], w_c: &[T], beta: &[T], w_vc: &[T], offsets: &[u32], dims: CrossDims, d: usize) -> (Vec<T>, Vec<T>) {
+    let (h, jn, c) = (dims.heads, dims.n_cross, dims.dim);
+    let v_n = offsets.get(jn).copied().unwrap_or(0) as usize;
+    let mut cb = vec![T::zero(); v_n * h];
+    let mut cv = vec![T::zero(); v_n * d];
+    for j in 0..jn {
+        for v in offsets[j] as usize..offsets[j + 1] as usize {
+            let ev = &e[v * c..(v + 1) * c];
+            for a in 0..h {
+                let wv = &w_c[(a * jn + j) * c..(a * jn + j + 1) * c];
+                let mut dot = T::zero();
+                for (&x, &y) in ev.iter().zip(wv) {
+                    dot = dot + x * y;
+                }
+                cb[v * h + a] = beta[a * jn + j] * dot;
+            }
+            for (t, &et) in ev.iter().enumerate() {
+                let wrow = &w_vc[(j * c + t) * d..(j * c + t + 1) * d];
+                for (o, &wv) in cv[v * d..(v + 1) * d].iter_mut().zip(wrow) {
+                    *o = *o + et * wv;
+                }
+            }
+        }
+    }
+    (cb, cv)
+}
+
 /// Gradients of the cross parameters, from the gradients of the stacked cross tables.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrossTableGrads<T> {

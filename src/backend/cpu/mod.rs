@@ -10,11 +10,13 @@ pub mod esu;
 pub mod gather;
 pub mod gemm;
 pub mod gsu_topk;
+pub mod gsu_train;
 pub mod kmeans;
 pub mod log_size_bias;
 pub mod optim;
 mod real;
 pub mod segment_sum;
+pub mod twin_rows;
 
 pub use real::{dot, Real};
 

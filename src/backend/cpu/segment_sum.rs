@@ -26,6 +26,31 @@ pub fn segment_sum<T: Real>(src: &[T], width: usize, perm: &[u32], seg_offsets: 
     out
 }
 
+/// [`segment_sum`] through a row map: segment `s` sums `src[map[perm[i]]]` over its entries in
+/// list order, skipping entries whose map value is `NOT_KEPT` (`u32::MAX`). `perm` lists
+/// positions (`< map.len()`), `map` sends a position to a source row (`cpu::gsu_train::row_map`).
+/// Skipping rather than adding zero keeps the sum bit-identical to one over the kept rows alone.
+pub fn segment_sum_mapped<T: Real>(src: &[T], width: usize, perm: &[u32], seg_offsets: &[u32], map: &[u32]) -> Vec<T> {
+    let s_n = seg_offsets.len().saturating_sub(1);
+    let mut out = vec![T::zero(); s_n * width];
+    if width == 0 {
+        return out;
+    }
+    out.par_chunks_mut(width).enumerate().for_each(|(s, o)| {
+        for &p in &perm[seg_offsets[s] as usize..seg_offsets[s + 1] as usize] {
+            let r = map[p as usize];
+            if r == u32::MAX {
+                continue;
+            }
+            let row = &src[r as usize * width..(r as usize + 1) * width];
+            for (x, &y) in o.iter_mut().zip(row) {
+                *x = *x + y;
+            }
+        }
+    });
+    out
+}
+
 /// Segments of a row→key map: `(unique keys ascending, perm, seg_offsets)` such that segment
 /// `s` lists, in ascending order, every row `r` with `keys[r] == unique[s]`.
 pub fn segments_of(keys: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {

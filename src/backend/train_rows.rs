@@ -280,7 +280,8 @@ pub(crate) fn check_values(v: &Tensor, cv: &Tensor, gsu: &GsuTrainOut, slot: &Tw
     Ok(())
 }
 
-/// `src [map_rows, W]`, `perm` positions below the map's length, offsets over `perm`.
+/// `src [≥ rows the positions map to, W]`, `perm` positions below the map's length, offsets over
+/// `perm`.
 pub(crate) fn check_mapped(
     src: &Tensor,
     perm: &super::IdSlot,
@@ -292,7 +293,18 @@ pub(crate) fn check_mapped(
     staged.owns("segment_sum_mapped perm", perm.staging)?;
     staged.owns("segment_sum_mapped offsets", segs.staging)?;
     gsu.check(slot)?;
-    src.expect("segment_sum_mapped src", slot.map_rows(), src.cols, Elem::F32)?;
+    // Positions below `perm.bound` map below `n_fin + (bound - n_long)` (long positions to
+    // finalists, later ones by the fixed offset): `src` must hold those rows.
+    let need = slot.n_fin + perm.bound.saturating_sub(slot.n_long);
+    src.expect("segment_sum_mapped src", src.rows, src.cols, Elem::F32)?;
+    if src.rows < need {
+        return Err(Error::LengthMismatch {
+            field: "segment_sum_mapped src rows",
+            got: src.rows,
+            expected: need,
+            expected_what: "the rows the staged positions map to",
+        });
+    }
     if perm.bound > slot.map_len() {
         return Err(Error::OutOfRange {
             field: "segment_sum_mapped perm",

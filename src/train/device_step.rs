@@ -1,23 +1,22 @@
-//! A training step resident on the device (issue 12, item 3), for the sequence-free variant
-//! (`no-seq`) so far: parameters and optimizer state live on the backend as tensors; per step
-//! the batch's ids, labels and gradient segments go up in one upload and the loss comes down in
-//! one download.
+//! A training step resident on the device (issue 12, item 3), for every variant: parameters and
+//! optimizer state live on the backend as tensors; per step the batch's ids, cross rows, sizes,
+//! labels and gradient segments go up in one upload and the loss comes down in one download.
 //!
-//! The step follows `train::step` operation for operation (the same MLP code, the same
-//! row-gradient segments), so it tracks the host step's loss curve:
-//! 1. `z = [context, x_h(target)]` gathered from the embedding tables (`copy_rows`), zeros where
-//!    the sequence modules would write.
+//! The step follows `train::step` operation for operation, so it tracks the host step's loss
+//! curve:
+//! 1. `z = [context, x_h(target), out_long, out_short]`: the embedding rows gathered
+//!    (`copy_rows`); the sequence modules (`device_seq`: cross tables, GSU, attention rows,
+//!    attention, `W^o`) write their columns; zeros where a variant has no module.
 //! 2. The MLP (`net::mlp` over `DeviceDense`), BCE with its mean on the device (`bce_dev`).
-//! 3. The MLP backward; `dz` cut into its parts (`copy_cols`); row gradients summed per unique
-//!    row in the host step's order (`segment_sum_dev`): context rows, then items, and from the
+//! 3. The MLP backward; the sequence modules' backward; row gradients summed per unique row
+//!    (`segment_sum_dev`, `segment_sum_mapped_dev`): context rows, then items, and from the
 //!    items' sums the author, topic and duration rows.
-//! 4. Row-sparse Adagrad on the touched rows, Adam on the MLP.
+//! 4. Row-sparse Adagrad on the touched rows, Adam on every dense parameter.
 //!
-//! Parameters the variant does not use (the TWIN module's and the cross tables) get zero
-//! gradients on the host; Adam from zero state leaves a parameter with zero gradients exactly
-//! where it is, so they are not uploaded here at all. The TWIN variants need the device GSU,
-//! attention blocks and cross tables (PERF.md lists the plan); they are refused with an error.
+//! `no-seq` leaves the sequence parameters out (zero gradients: Adam from zero state leaves them
+//! exactly where they are), so they are not uploaded at all.
 
+use super::device_seq::{self, ItemMaps, Seq, SeqParams};
 use super::optim::OptimConfig;
 use super::Batch;
 use crate::backend::cpu::optim::AdamStep;
@@ -26,7 +25,9 @@ use crate::backend::{f32s, Act, Backend, Elem, IdSlot, OffsetsSlot, Rows, Stagin
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
 use crate::net::mlp::{self, DeviceDense};
-use crate::net::{Variant, AUTHOR_EMB, CONTEXT_EMB, DURATION_EMB, ITEM_EMB, MLP0, ROW_TABLES, TOPIC_EMB};
+use crate::net::{
+    Variant, AUTHOR_EMB, BETA, CONTEXT_EMB, CROSS_EMB, DURATION_EMB, ITEM_EMB, MLP0, ROW_TABLES, TOPIC_EMB, W_C, W_K, W_O, W_Q, W_V, W_VC,
+};
 
 /// One parameter on the device with its optimizer state.
 struct Param {
@@ -40,6 +41,7 @@ struct Param {
 /// The trainer: parameters and state resident on one backend.
 pub struct DeviceTrainer {
     cfg: ModelConfig,
+    variant: Variant,
     opt: OptimConfig,
     step: u64,
     params: Vec<Param>,
@@ -68,23 +70,21 @@ impl DeviceTrainer {
     /// Upload `model`'s parameters that `variant` trains, with fresh optimizer state (Adam zeros,
     /// Adagrad at `adagrad_init`), as `train::Optimizer::new` starts.
     pub fn new(be: &dyn Backend, model: &Model, variant: Variant, opt: OptimConfig) -> Result<DeviceTrainer> {
-        if variant != Variant::NoSeq {
-            return Err(Error::BadShape {
-                field: "variant",
-                value: 0,
-                why: "device-resident training runs no-seq so far (the sequence modules are issue 12's next part)",
-            });
-        }
         let cfg = model.config.clone();
         let n_layers = cfg.mlp_hidden.len() + 1;
-        let used: Vec<usize> = ROW_TABLES.iter().copied().chain(MLP0..MLP0 + 2 * n_layers).collect();
+        let used: Vec<usize> = if variant == Variant::NoSeq {
+            ROW_TABLES.iter().copied().chain(MLP0..MLP0 + 2 * n_layers).collect()
+        } else {
+            (0..MLP0 + 2 * n_layers).collect()
+        };
         let mut params = Vec::with_capacity(used.len());
         for i in used {
             let t = model.param_at(i);
             let (rows, cols) = match t.shape.as_slice() {
                 [n] => (1, *n),
                 [r, c] => (*r, *c),
-                _ => return Err(Error::BadShape { field: "parameter rank", value: t.shape.len() as u64, why: "expected 1 or 2" }),
+                [a, b, c] => (*a, b * c),
+                _ => return Err(Error::BadShape { field: "parameter rank", value: t.shape.len() as u64, why: "expected 1, 2 or 3" }),
             };
             let w = be.tensor_f32("param", rows, cols, &t.data)?;
             let (s1, s2) = if ROW_TABLES.contains(&i) {
@@ -96,6 +96,7 @@ impl DeviceTrainer {
         }
         Ok(DeviceTrainer {
             cfg,
+            variant,
             opt,
             step: 0,
             params,
@@ -110,6 +111,21 @@ impl DeviceTrainer {
             field: "parameter",
             value: index as u64,
             why: "not trained here",
+        })
+    }
+
+    fn seq_params(&self) -> Result<SeqParams<'_>> {
+        let w = |i: usize| -> Result<&Tensor> { Ok(&self.param(i)?.w) };
+        Ok(SeqParams {
+            tables: [w(ITEM_EMB)?, w(AUTHOR_EMB)?, w(TOPIC_EMB)?, w(DURATION_EMB)?],
+            cross_emb: w(CROSS_EMB)?,
+            w_q: w(W_Q)?,
+            w_k: w(W_K)?,
+            w_v: w(W_V)?,
+            w_c: w(W_C)?,
+            beta: w(BETA)?,
+            w_vc: w(W_VC)?,
+            w_o: w(W_O)?,
         })
     }
 
@@ -144,12 +160,29 @@ impl DeviceTrainer {
         ];
         let labels = st.f32s("label", &batch.label)?;
         let g_ctx = stage_rows(&mut st, "context rows", &batch.context, c.n_context)?;
-        let (item_rows, _, _) = segments_of(&batch.target);
-        let g_item = stage_rows(&mut st, "item rows", &batch.target, c.n_items)?;
+        let seq_stage = if self.variant == Variant::NoSeq {
+            None
+        } else {
+            let maps = ItemMaps { author: &self.item_author, topic: &self.item_topic, duration: &self.item_duration };
+            Some(device_seq::stage(&mut st, c, self.variant, batch, &maps)?)
+        };
+        // The item rows: the targets' (no-seq), or every item the batch holds (a superset of the
+        // rows the GSU keeps, grouped over the row map's positions).
+        let (g_item, item_rows) = match &seq_stage {
+            None => (stage_rows(&mut st, "item rows", &batch.target, c.n_items)?, segments_of(&batch.target).0),
+            Some(s) => {
+                let rows = st.rows("item rows", &s.item_rows, c.n_items)?;
+                (RowGrad { rows, perm: s.item_perm.clone(), segs: s.item_segs.clone() }, s.item_rows.clone())
+            }
+        };
         let g_author = stage_rows(&mut st, "author rows", &map(&self.item_author, &item_rows), c.n_authors)?;
         let g_topic = stage_rows(&mut st, "topic rows", &map(&self.item_topic, &item_rows), c.n_topics)?;
         let g_duration = stage_rows(&mut st, "duration rows", &map(&self.item_duration, &item_rows), c.n_duration_buckets)?;
         let staged = be.upload_staging(st)?;
+        let seq = match &seq_stage {
+            None => None,
+            Some(s) => Some(Seq { be, cfg: c, variant: self.variant, s, staged: &staged, w: self.seq_params()? }),
+        };
 
         // Forward.
         let zin = c.mlp_input();
@@ -159,6 +192,10 @@ impl DeviceTrainer {
         for ((table, slot), col) in [ITEM_EMB, AUTHOR_EMB, TOPIC_EMB, DURATION_EMB].iter().zip(&s_feat).zip(cols) {
             be.copy_rows(&z, col, Rows::All, &self.param(*table)?.w, Rows::Ids(slot), &staged)?;
         }
+        let seq_act = match &seq {
+            None => None,
+            Some(q) => Some(q.forward(&z)?),
+        };
         let widths = mlp::widths(zin, &c.mlp_hidden);
         let n_layers = widths.len() - 1;
         let layer = |i: usize| -> Result<(&Tensor, &Tensor)> { Ok((&self.param(MLP0 + 2 * i)?.w, &self.param(MLP0 + 2 * i + 1)?.w)) };
@@ -184,7 +221,14 @@ impl DeviceTrainer {
             be.adagrad_rows(&p.w, &p.s1, &g.rows, &sum, &staged, lr, eps)
         };
         adagrad(CONTEXT_EMB, &g_ctx, &part(&dz, 0..sm)?)?;
-        let dxi = be.segment_sum_dev(&part(&dz, sm..sm + hd)?, &g_item.perm, &g_item.segs, &staged)?;
+        let seq_grads = match (&seq, &seq_act) {
+            (Some(q), Some(a)) => Some(q.backward(a, &dz)?),
+            _ => None,
+        };
+        let dxi = match &seq_grads {
+            Some(g) => g.dx_items.clone(),
+            None => be.segment_sum_dev(&part(&dz, sm..sm + hd)?, &g_item.perm, &g_item.segs, &staged)?,
+        };
         {
             let p = self.param(ITEM_EMB)?;
             be.adagrad_rows(&p.w, &p.s1, &g_item.rows, &part(&dxi, 0..id)?, &staged, lr, eps)?;
@@ -205,12 +249,27 @@ impl DeviceTrainer {
             bc1: (1.0 - (o.beta1 as f64).powf(t)) as f32,
             bc2: (1.0 - (o.beta2 as f64).powf(t)) as f32,
         };
+        let mut dense: Vec<(usize, &Tensor)> = Vec::new();
         for (i, (dw, db)) in layer_grads.iter().enumerate() {
-            for (index, g) in [(MLP0 + 2 * i, dw), (MLP0 + 2 * i + 1, db)] {
-                let p = self.param(index)?;
-                let v = p.s2.as_ref().ok_or(Error::BadShape { field: "adam state", value: index as u64, why: "missing" })?;
-                be.adam(&p.w, g, &p.s1, v, &hp)?;
-            }
+            dense.push((MLP0 + 2 * i, dw));
+            dense.push((MLP0 + 2 * i + 1, db));
+        }
+        if let Some(g) = &seq_grads {
+            dense.extend([
+                (CROSS_EMB, &g.cross_emb),
+                (W_Q, &g.w_q),
+                (W_K, &g.w_k),
+                (W_V, &g.w_v),
+                (W_C, &g.w_c),
+                (BETA, &g.beta),
+                (W_VC, &g.w_vc),
+                (W_O, &g.w_o),
+            ]);
+        }
+        for (index, g) in dense {
+            let p = self.param(index)?;
+            let v = p.s2.as_ref().ok_or(Error::BadShape { field: "adam state", value: index as u64, why: "missing" })?;
+            be.adam(&p.w, g, &p.s1, v, &hp)?;
         }
 
         // The one download: the loss.

@@ -10,6 +10,7 @@
 //! - [`metrics`]: AUC, GAUC, logloss.
 //! - [`trainer`]: epochs, per-epoch evaluation, atomic checkpoints and exact resume.
 
+mod device_seq;
 pub mod device_step;
 pub mod examples;
 pub mod metrics;

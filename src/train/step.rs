@@ -15,14 +15,14 @@
 //! The backward runs the same steps in reverse. Row gradients are scatter-added with
 //! `segment_sum` in a fixed order, so the gradients are the same run to run.
 
-use std::cmp::Ordering;
-
 use rayon::prelude::*;
 
 use super::{Batch, Variant};
 use crate::backend::cpu::attn::AttnIn;
+use crate::backend::cpu::cross_bias;
+use crate::backend::cpu::gsu_train::{self, FeatDims, GsuTrainRef};
 use crate::backend::cpu::segment_sum::segments_of;
-use crate::backend::cpu::{dot, Real};
+use crate::backend::cpu::Real;
 use crate::backend::{Act, CrossBwdIn, CrossDims, GemmKind};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
@@ -117,22 +117,6 @@ struct AttnAct<T> {
     pooled: Vec<T>,
 }
 
-fn cmp_rank<T: Real>(a: &(u32, T), b: &(u32, T)) -> Ordering {
-    b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(b.0.cmp(&a.0))
-}
-
-/// Positions of the best `k` scores (SPEC tie rule: larger position wins), ascending.
-fn topk_positions<T: Real>(scores: &[T], k: usize) -> Vec<u32> {
-    let mut all: Vec<(u32, T)> = scores.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
-    if k < all.len() {
-        all.select_nth_unstable_by(k - 1, cmp_rank);
-        all.truncate(k);
-    }
-    let mut pos: Vec<u32> = all.into_iter().map(|(p, _)| p).collect();
-    pos.sort_unstable();
-    pos
-}
-
 /// Validate a batch against the model before any indexing.
 pub fn check_batch(cfg: &ModelConfig, b: &Batch) -> Result<()> {
     use crate::backend::check;
@@ -197,33 +181,6 @@ impl<T: Real> Ctx<'_, '_, T> {
         x.par_chunks_mut(hd).zip(ids.par_iter()).for_each(|(row, &i)| self.inherent(i as usize, row));
         x
     }
-
-    /// `(cb [ΣV, h], cv [ΣV, D])` from the current parameters.
-    fn cross_tables(&self) -> (Vec<T>, Vec<T>) {
-        let (h, j_n, cd, d) = (self.h, self.j_n, self.cd, self.d);
-        let offs = self.w.cfg.cross_offsets();
-        let v_n = self.w.cfg.cross_rows();
-        let (e, w_c, beta, w_vc) = (self.w.p[CROSS_EMB], self.w.p[W_C], self.w.p[BETA], self.w.p[W_VC]);
-        let mut cb = vec![T::zero(); v_n * h];
-        let mut cv = vec![T::zero(); v_n * d];
-        for j in 0..j_n {
-            for r in offs[j] as usize..offs[j + 1] as usize {
-                let ev = &e[r * cd..(r + 1) * cd];
-                for a in 0..h {
-                    let wv = &w_c[(a * j_n + j) * cd..(a * j_n + j + 1) * cd];
-                    let dot: T = ev.iter().zip(wv).map(|(&x, &y)| x * y).sum();
-                    cb[r * h + a] = beta[a * j_n + j] * dot;
-                }
-                for t in 0..cd {
-                    let wrow = &w_vc[(j * cd + t) * d..(j * cd + t + 1) * d];
-                    for (o, &wv) in cv[r * d..(r + 1) * d].iter_mut().zip(wrow) {
-                        *o = *o + ev[t] * wv;
-                    }
-                }
-            }
-        }
-        (cb, cv)
-    }
 }
 
 /// Forward pass, plus the backward when `grad` is set. `loss` is the mean BCE.
@@ -243,66 +200,61 @@ pub fn step<T: Real, O: Ops<T>>(ops: &O, w: &Weights<'_, T>, variant: Variant, b
     // 1. Targets and the cross tables.
     let x_t = cx.inherent_rows(&batch.target);
     let q = ops.gemm(GemmKind::NN, &x_t, w.p[W_Q], bn, hd, d)?;
-    let (cb, cv) = cx.cross_tables();
+    let (cb, cv) = cross_bias::cross_tables(
+        w.p[CROSS_EMB],
+        w.p[W_C],
+        w.p[BETA],
+        w.p[W_VC],
+        &cfg.cross_offsets(),
+        CrossDims { heads: h, n_cross: j_n, dim: cfg.cross_dim },
+        d,
+    );
 
     // 2. GSU over the long sequence.
     let use_long = variant.uses_long();
     let use_short = variant.uses_short();
     let k_top = cfg.top_k;
     let long_rows = if use_long { *batch.long_offsets.last().unwrap_or(&0) as usize } else { 0 };
-    let finals: Vec<Vec<u32>> = (0..bn)
-        .into_par_iter()
-        .map(|b| {
-            if !use_long {
-                return Vec::new();
-            }
-            let (r0, r1) = (batch.long_offsets[b] as usize, batch.long_offsets[b + 1] as usize);
-            let l = r1 - r0;
-            if l <= k_top {
-                return (0..l as u32).collect();
-            }
-            let scores: Vec<T> = match variant {
-                Variant::SimSoft => {
-                    let id = cfg.id_dim;
-                    let tgt = batch.target[b] as usize;
-                    let et = &w.p[ITEM_EMB][tgt * id..(tgt + 1) * id];
-                    (r0..r1)
-                        .map(|r| {
-                            let it = batch.long_item[r] as usize;
-                            dot(et, &w.p[ITEM_EMB][it * id..(it + 1) * id])
-                        })
-                        .collect()
+    let finals: Vec<Vec<u32>> = if use_long {
+        // Per long row: its inherent feature ids (the tables x_h is gathered from).
+        let n_long = *batch.long_offsets.last().unwrap_or(&0) as usize;
+        let mut feat = Vec::with_capacity(n_long * 4);
+        for &it in &batch.long_item[..n_long] {
+            let i = it as usize;
+            feat.extend([it, w.item_author[i], w.item_topic[i], w.item_duration[i]]);
+        }
+        let (id, sm) = (cfg.id_dim, cfg.small_dim);
+        let (qbar, q_scale, bias) = match variant {
+            // SIM soft search: e_item(target) · e_item(l), the item columns of x_h only.
+            Variant::SimSoft => {
+                let mut qb = vec![T::zero(); bn * hd];
+                for (b, &t) in batch.target.iter().enumerate() {
+                    qb[b * hd..b * hd + id].copy_from_slice(&w.p[ITEM_EMB][t as usize * id..(t as usize + 1) * id]);
                 }
-                _ => {
-                    // q̃_a = W^k[:, a] q_a, so q_a·k_{l,a} = x_h(l)·q̃_a.
-                    let qb = &q[b * d..(b + 1) * d];
-                    let wk = w.p[W_K];
-                    let mut qt = vec![T::zero(); h * hd];
-                    for a in 0..h {
-                        for i in 0..hd {
-                            let row = &wk[i * d + a * dk..i * d + (a + 1) * dk];
-                            qt[a * hd + i] = dot(row, &qb[a * dk..(a + 1) * dk]);
-                        }
-                    }
-                    let mut x = vec![T::zero(); hd];
-                    let inv_h = T::of(1.0 / h as f64);
-                    (r0..r1)
-                        .map(|r| {
-                            cx.inherent(batch.long_item[r] as usize, &mut x);
-                            let mut g = T::zero();
-                            for a in 0..h {
-                                let dt: T = dot(&x, &qt[a * hd..(a + 1) * hd]);
-                                let bias: T = (0..j_n).map(|j| cb[batch.long_cross[r * j_n + j] as usize * h + a]).sum();
-                                g = g + dt * scale + bias + T::of_f32(batch.long_log_n[r]);
-                            }
-                            g * inv_h
-                        })
-                        .collect()
-                }
-            };
-            topk_positions(&scores, k_top)
-        })
-        .collect();
+                (qb, T::one(), false)
+            }
+            // The head mean of q_a·k_{l,a}/√d_k is x_h(l)·(W^k q)/(h√d_k) (cpu::gsu_train).
+            _ => (ops.gemm(GemmKind::NT, &q, w.p[W_K], bn, d, hd)?, scale / T::of(h as f64), true),
+        };
+        let scores = gsu_train::scores(&GsuTrainRef {
+            qbar: &qbar,
+            tables: [w.p[ITEM_EMB], w.p[AUTHOR_EMB], w.p[TOPIC_EMB], w.p[DURATION_EMB]],
+            dims: FeatDims { id, small: sm },
+            cb: &cb,
+            heads: h,
+            n_cross: j_n,
+            feat: &feat,
+            cross: &batch.long_cross,
+            log_n: &batch.long_log_n,
+            long_offsets: &batch.long_offsets,
+            q_scale,
+            bias,
+        });
+        let (fin, sel) = gsu_train::select(&scores, &batch.long_offsets, k_top);
+        (0..bn).map(|b| sel[fin[b] as usize..fin[b + 1] as usize].iter().map(|&p| p - batch.long_offsets[b]).collect()).collect()
+    } else {
+        vec![Vec::new(); bn]
+    };
 
     // 3. Attention rows and unique items.
     let mut long = Rows { offsets: vec![0], item: Vec::new(), cross: Vec::new(), log_n: Vec::new() };

@@ -17,7 +17,7 @@
 //! exactly where they are), so they are not uploaded at all.
 
 use super::device_seq::{self, ItemMaps, Seq, SeqParams};
-use super::optim::OptimConfig;
+use super::optim::{OptimConfig, Optimizer};
 use super::Batch;
 use crate::backend::cpu::optim::AdamStep;
 use crate::backend::cpu::segment_sum::segments_of;
@@ -70,6 +70,12 @@ impl DeviceTrainer {
     /// Upload `model`'s parameters that `variant` trains, with fresh optimizer state (Adam zeros,
     /// Adagrad at `adagrad_init`), as `train::Optimizer::new` starts.
     pub fn new(be: &dyn Backend, model: &Model, variant: Variant, opt: OptimConfig) -> Result<DeviceTrainer> {
+        DeviceTrainer::resume(be, model, variant, &Optimizer::new(model, opt))
+    }
+
+    /// Upload `model`'s parameters that `variant` trains with the state of `optim` (a
+    /// checkpoint's): the device run continues the host optimizer's.
+    pub fn resume(be: &dyn Backend, model: &Model, variant: Variant, optim: &Optimizer) -> Result<DeviceTrainer> {
         let cfg = model.config.clone();
         let n_layers = cfg.mlp_hidden.len() + 1;
         let used: Vec<usize> = if variant == Variant::NoSeq {
@@ -86,24 +92,36 @@ impl DeviceTrainer {
                 [a, b, c] => (*a, b * c),
                 _ => return Err(Error::BadShape { field: "parameter rank", value: t.shape.len() as u64, why: "expected 1, 2 or 3" }),
             };
+            let (s1, s2) = optim.state_of(i).ok_or(Error::BadShape { field: "optimizer state", value: i as u64, why: "missing" })?;
             let w = be.tensor_f32("param", rows, cols, &t.data)?;
-            let (s1, s2) = if ROW_TABLES.contains(&i) {
-                (be.tensor_f32("adagrad acc", rows, cols, &vec![opt.adagrad_init; rows * cols])?, None)
-            } else {
-                (be.tensor_zeros("adam m", rows, cols, Elem::F32)?, Some(be.tensor_zeros("adam v", rows, cols, Elem::F32)?))
-            };
-            params.push(Param { index: i, w, s1, s2 });
+            let s1t = be.tensor_f32(if s2.is_empty() { "adagrad acc" } else { "adam m" }, rows, cols, s1)?;
+            let s2t = if ROW_TABLES.contains(&i) { None } else { Some(be.tensor_f32("adam v", rows, cols, s2)?) };
+            params.push(Param { index: i, w, s1: s1t, s2: s2t });
         }
         Ok(DeviceTrainer {
             cfg,
             variant,
-            opt,
-            step: 0,
+            opt: optim.cfg,
+            step: optim.step,
             params,
             item_author: model.item_author.clone(),
             item_topic: model.item_topic.clone(),
             item_duration: model.item_duration_bucket.clone(),
         })
+    }
+
+    /// Copy the trained parameters and the optimizer state back (one download per parameter):
+    /// `model` and `optim` then hold what a host run would (a checkpoint can be written).
+    pub fn sync_into(&self, be: &dyn Backend, model: &mut Model, optim: &mut Optimizer) -> Result<()> {
+        self.download_into(be, model)?;
+        for p in &self.params {
+            let mut ts = vec![&p.s1];
+            ts.extend(p.s2.as_ref());
+            let got = be.tensor_read(&ts)?;
+            optim.set_state(p.index, f32s(&got[0]), got.get(1).map(|w| f32s(w)).unwrap_or_default())?;
+        }
+        optim.step = self.step;
+        Ok(())
     }
 
     fn param(&self, index: usize) -> Result<&Param> {

@@ -113,6 +113,26 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Tensor `i`'s state: Adam `(m, v)`, Adagrad `(accumulator, empty)`.
+    pub(crate) fn state_of(&self, i: usize) -> Option<(&[f32], &[f32])> {
+        self.state.get(i).map(|(a, b)| (a.as_slice(), b.as_slice()))
+    }
+
+    /// Replace tensor `i`'s state (same sizes; the device trainer syncs it back).
+    pub(crate) fn set_state(&mut self, i: usize, s1: Vec<f32>, s2: Vec<f32>) -> Result<()> {
+        let slot = self.state.get_mut(i).ok_or(Error::OutOfRange { field: "optimizer tensor", index: i, value: i as u64, limit: 0 })?;
+        if s1.len() != slot.0.len() || s2.len() != slot.1.len() {
+            return Err(Error::LengthMismatch {
+                field: "optimizer state",
+                got: s1.len(),
+                expected: slot.0.len(),
+                expected_what: "tensor size",
+            });
+        }
+        *slot = (s1, s2);
+        Ok(())
+    }
+
     pub(crate) fn encode(&self, w: &mut Writer) {
         w.str(&serde_json::to_string(&self.cfg).unwrap_or_default());
         w.u64(self.step);

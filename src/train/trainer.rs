@@ -1,6 +1,9 @@
 //! The training loop: epochs over a time split, evaluation after every epoch, an atomic
 //! checkpoint after every epoch, and exact resume.
 //!
+//! On a GPU backend the steps run device-resident (`device_step`); parameters and optimizer
+//! state come back after each epoch, so evaluation, checkpoints and resume are unchanged.
+//!
 //! Determinism: epoch `e` visits the training samples in a shuffle seeded by
 //! `derive_seed(seed, [e])`; a step's gradients are computed with fixed-order reductions and
 //! applied elementwise. A run resumed from the checkpoint of epoch `e` therefore produces the
@@ -9,6 +12,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use super::device_step::DeviceTrainer;
 use super::optim::{OptimConfig, Optimizer};
 use super::step::{self, BackendOps, CpuOps, Weights};
 use super::{metrics, Examples, Metrics, Variant};
@@ -179,21 +183,43 @@ pub fn train(
         return Err(Error::InvalidValue { field: "variant", index: 0, value: 0.0, why: "examples and train config disagree" });
     }
     let bs = state.cfg.batch_size;
+    // On a GPU the step is device-resident (one upload, one download a step); parameters and
+    // optimizer state come back once an epoch for evaluation and the checkpoint.
+    let device = match backend {
+        Some(be) if be.kind() != crate::backend::BackendKind::Cpu => Some(be),
+        _ => None,
+    };
     while state.epoch < state.cfg.epochs {
         let epoch = state.epoch;
         let order = epoch_order(train, state.cfg.seed, epoch);
         let steps = order.len().div_ceil(bs);
         let t0 = Instant::now();
         let (mut loss_sum, mut gsu_rows) = (0f64, 0usize);
+        let mut trainer = match device {
+            Some(be) => Some(DeviceTrainer::resume(be, &state.model, state.cfg.variant, &state.optim)?),
+            None => None,
+        };
         for (si, chunk) in order.chunks(bs).enumerate() {
             let b = train_ex.batch(chunk)?;
-            let out = run_step(backend, &state.model, state.cfg.variant, &b, true)?;
-            let grads = out.grads.ok_or(Error::Empty { field: "gradients", index: si })?;
-            state.optim.update(&mut state.model, &grads)?;
-            loss_sum += out.loss * chunk.len() as f64;
-            gsu_rows += out.gsu_rows;
-            state.step_losses.push(out.loss as f32);
-            progress(Progress::Step { epoch, step: si + 1, steps, loss: out.loss });
+            let (loss, rows) = match (&mut trainer, device) {
+                (Some(tr), Some(be)) => {
+                    let rows = if state.cfg.variant.uses_long() { b.long_item.len() } else { 0 };
+                    (tr.step(be, &b)?, rows)
+                }
+                _ => {
+                    let out = run_step(backend, &state.model, state.cfg.variant, &b, true)?;
+                    let grads = out.grads.ok_or(Error::Empty { field: "gradients", index: si })?;
+                    state.optim.update(&mut state.model, &grads)?;
+                    (out.loss, out.gsu_rows)
+                }
+            };
+            loss_sum += loss * chunk.len() as f64;
+            gsu_rows += rows;
+            state.step_losses.push(loss as f32);
+            progress(Progress::Step { epoch, step: si + 1, steps, loss });
+        }
+        if let (Some(tr), Some(be)) = (&trainer, device) {
+            tr.sync_into(be, &mut state.model, &mut state.optim)?;
         }
         let secs = t0.elapsed().as_secs_f64();
         let (test_m, _) = evaluate(backend, &state.model, test_ex, test, bs.max(256), &mut |done, total| {

@@ -16,7 +16,7 @@ use crate::model::{Model, ModelConfig};
 use crate::rng::SplitMix64;
 use crate::train::device_step::DeviceTrainer;
 use crate::train::optim::{OptimConfig, Optimizer};
-use crate::train::step::{self, BackendOps, CpuOps, Weights};
+use crate::train::step::{self, CpuOps, Weights};
 use crate::train::{Batch, Variant};
 
 pub fn default_shapes(cpu_bound: bool) -> Vec<String> {
@@ -120,33 +120,42 @@ pub fn run(targets: &[Target], card: &Card, o: &Options, cpu_bound: bool, rows: 
                 let mut row = Row::new("train", t, "f32", format!("B={b},L={l}"));
                 row.version = v.to_string();
                 let bt = batch(&model.config, b, gsu_len, v == Variant::TwinV2, 7);
-                let mut m = model.clone();
-                let mut opt = Optimizer::new(&m, OptimConfig::default());
                 let cpu = t.be.kind() == BackendKind::Cpu;
-                let measured = measure(t.be.as_ref(), o, &mut || {
-                    let out = if cpu {
-                        step::step(&CpuOps, &Weights::of(&m), v, &bt, true)?
-                    } else {
-                        step::step(&BackendOps(t.be.as_ref()), &Weights::of(&m), v, &bt, true)?
-                    };
-                    let grads = out.grads.ok_or(crate::Error::Empty { field: "gradients", index: 0 })?;
-                    opt.update(&mut m, &grads)
-                });
+                let measured = if cpu {
+                    // The CPU runs the host step (the reference kernels, rayon): what `twin train`
+                    // runs there.
+                    let mut m = model.clone();
+                    let mut opt = Optimizer::new(&m, OptimConfig::default());
+                    measure(t.be.as_ref(), o, &mut || {
+                        let out = step::step(&CpuOps, &Weights::of(&m), v, &bt, true)?;
+                        let grads = out.grads.ok_or(crate::Error::Empty { field: "gradients", index: 0 })?;
+                        opt.update(&mut m, &grads)
+                    })
+                } else {
+                    // A GPU runs the device-resident step, as `twin train` does there.
+                    DeviceTrainer::new(t.be.as_ref(), &model, v, OptimConfig::default())
+                        .and_then(|mut tr| measure(t.be.as_ref(), o, &mut || tr.step(t.be.as_ref(), &bt).map(|_| ())))
+                };
                 let (bytes, flops) = work(&model.config, b, gsu_len);
                 rows.push(match measured {
                     Ok(ms) => {
                         let mut r = row.measured(&ms, bytes, flops, card);
                         r.samples_per_s = Some(b as f64 / (r.median_ms / 1e3));
+                        let mut notes = Vec::new();
                         if v == Variant::TwinV2 {
-                            r.note = Some(format!("{gsu_len} clusters per sample"));
+                            notes.push(format!("{gsu_len} clusters per sample"));
                         }
+                        if !cpu {
+                            notes.push("device-resident step".into());
+                        }
+                        r.note = (!notes.is_empty()).then(|| notes.join("; "));
                         r
                     }
                     Err(e) => row.failed(&e),
                 });
             }
-            // The device-resident step (train::device_step): no-seq so far, one upload and one
-            // download per step; its own work name, since no peer runs this variant.
+            // The device-resident no-seq step: the MLP head and embeddings alone, one upload and
+            // one download per step; its own work name, since no peer runs this variant.
             let mut row = Row::new("train_device", t, "f32", format!("B={b}"));
             row.version = Variant::NoSeq.to_string();
             let bt = batch(&model.config, b, 0, false, 7);

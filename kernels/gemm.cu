@@ -24,8 +24,15 @@
 //   (padding adds exact zeros). Global loads are coalesced: consecutive threads read consecutive
 //   addresses along whichever index is contiguous in memory for that operand layout.
 // Output is written with `=` (never `+=`) by the one thread owning it, rows < m and columns < n
-// only. No atomics and no split-k: results are bit-identical run to run and independent of the
-// grid. Compiled with fmad on (the explicit fmaf fixes the rounding anyway).
+// only. No atomics: results are bit-identical run to run. Compiled with fmad on (the explicit fmaf
+// fixes the rounding anyway).
+// Split k (v2 of the launch, chosen by the host from the shape alone, never from the card): when
+//   the output has few tiles and k is long (weight gradients: 144 x 128 over 76,800 rows is 6
+//   tiles), the grid is splits * tiles blocks; block t reduces p in [s * k_split, min(k, (s + 1) *
+//   k_split)) for s = t / tiles, tile t % tiles, into its own partial slice out + s * m * n, and
+//   gemm_combine_fwd then sums the `splits` partials of each element in s order (fixed order: the
+//   same bits every run and on every card, though not the unsplit kernel's bits). splits == 1 is
+//   the unsplit kernel exactly (k_split = k, one slice).
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -45,11 +52,21 @@ struct GemmParams {
     u32 n;        // output columns
     u32 k;        // reduction length
     u32 tiles_n;  // ceil(n / 64)
+    u32 tiles;    // ceil(m / 64) * tiles_n
+    u32 k_split;  // p per split (a multiple of 16, or k when unsplit)
+    u32 splits;   // partial slices (1: unsplit)
+    u32 pad0;
+};
+
+struct GemmCombineParams {
+    u32 mn;      // m * n
+    u32 splits;  // partial slices to add, in order
 };
 
 // Element e (0..1023) of the 64x16 op(a) slice at (i0, p0): its (row r, k c) position and value.
 template <int KIND>
-__device__ __forceinline__ float load_a(const GemmParams& P, const float* __restrict__ a, u32 i0, u32 p0, u32 e, u32& r, u32& c) {
+__device__ __forceinline__ float load_a(const GemmParams& P, const float* __restrict__ a, u32 i0, u32 p0, u32 kend, u32 e, u32& r,
+                                       u32& c) {
     if (KIND == KIND_TN) {  // a [k, m]: contiguous along i
         c = e >> 6;
         r = e & 63u;
@@ -58,13 +75,14 @@ __device__ __forceinline__ float load_a(const GemmParams& P, const float* __rest
         c = e & 15u;
     }
     const u64 i = (u64)i0 + r, p = (u64)p0 + c;  // 64-bit: i0 + 63 may pass u32 near the limits
-    if (i >= P.m || p >= P.k) return 0.0f;
+    if (i >= P.m || p >= kend) return 0.0f;
     return KIND == KIND_TN ? a[p * P.m + i] : a[i * P.k + p];
 }
 
 // Element e (0..1023) of the 16x64 op(b) slice at (p0, j0): its (k c, column r) position and value.
 template <int KIND>
-__device__ __forceinline__ float load_b(const GemmParams& P, const float* __restrict__ b, u32 p0, u32 j0, u32 e, u32& c, u32& r) {
+__device__ __forceinline__ float load_b(const GemmParams& P, const float* __restrict__ b, u32 p0, u32 j0, u32 kend, u32 e, u32& c,
+                                       u32& r) {
     if (KIND == KIND_NT) {  // b [n, k]: contiguous along p
         r = e >> 4;
         c = e & 15u;
@@ -73,7 +91,7 @@ __device__ __forceinline__ float load_b(const GemmParams& P, const float* __rest
         r = e & 63u;
     }
     const u64 j = (u64)j0 + r, p = (u64)p0 + c;
-    if (j >= P.n || p >= P.k) return 0.0f;
+    if (j >= P.n || p >= kend) return 0.0f;
     return KIND == KIND_NT ? b[j * P.k + p] : b[p * P.n + j];
 }
 
@@ -83,8 +101,13 @@ __device__ __forceinline__ void gemm_tile(const GemmParams P, const float* __res
     __shared__ float As[BK * PAD];
     __shared__ float Bs[BK * PAD];
     const u32 tid = threadIdx.x, tx = tid & 15u, ty = tid >> 4;
-    const u32 ti = blockIdx.x / P.tiles_n, tj = blockIdx.x - ti * P.tiles_n;
+    const u32 split = blockIdx.x / P.tiles, tile = blockIdx.x - split * P.tiles;
+    const u32 ti = tile / P.tiles_n, tj = tile - ti * P.tiles_n;
     const u32 i0 = ti * BM, j0 = tj * BN;
+    // This block's k range [kbeg, kend) and output slice.
+    const u32 kbeg = split * P.k_split;
+    const u32 kend = P.k - kbeg < P.k_split ? P.k : kbeg + P.k_split;
+    out += (u64)split * P.m * P.n;
 
     float acc[4][4];
 #pragma unroll
@@ -98,16 +121,17 @@ __device__ __forceinline__ void gemm_tile(const GemmParams P, const float* __res
 #pragma unroll
     for (u32 q = 0; q < 4u; ++q) {
         u32 r, c;
-        va[q] = load_a<KIND>(P, a, i0, 0u, tid + q * GEMM_THREADS, r, c);
+        va[q] = load_a<KIND>(P, a, i0, kbeg, kend, tid + q * GEMM_THREADS, r, c);
         sa[q] = c * PAD + r;
-        vb[q] = load_b<KIND>(P, b, 0u, j0, tid + q * GEMM_THREADS, c, r);
+        vb[q] = load_b<KIND>(P, b, kbeg, j0, kend, tid + q * GEMM_THREADS, c, r);
         sb[q] = c * PAD + r;
     }
 
     // Tile count, not p0 < k: p0 + 16 could wrap for k within 16 of u32::MAX.
-    const u32 n_kt = P.k / BK + (P.k % BK != 0u ? 1u : 0u);
+    const u32 len = kend - kbeg;
+    const u32 n_kt = len / BK + (len % BK != 0u ? 1u : 0u);
     for (u32 kt = 0; kt < n_kt; ++kt) {
-        const u32 p0 = kt * BK;
+        const u32 p0 = kbeg + kt * BK;
 #pragma unroll
         for (u32 q = 0; q < 4u; ++q) {
             As[sa[q]] = va[q];
@@ -118,8 +142,8 @@ __device__ __forceinline__ void gemm_tile(const GemmParams P, const float* __res
 #pragma unroll
             for (u32 q = 0; q < 4u; ++q) {
                 u32 r, c;
-                va[q] = load_a<KIND>(P, a, i0, p0 + BK, tid + q * GEMM_THREADS, r, c);
-                vb[q] = load_b<KIND>(P, b, p0 + BK, j0, tid + q * GEMM_THREADS, c, r);
+                va[q] = load_a<KIND>(P, a, i0, p0 + BK, kend, tid + q * GEMM_THREADS, r, c);
+                vb[q] = load_b<KIND>(P, b, p0 + BK, j0, kend, tid + q * GEMM_THREADS, c, r);
             }
         }
 #pragma unroll
@@ -162,4 +186,15 @@ gemm_fwd_nt(const GemmParams P, const float* __restrict__ a, const float* __rest
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 gemm_fwd_tn(const GemmParams P, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out) {
     gemm_tile<KIND_TN>(P, a, b, out);
+}
+
+// Split-k combine: out[e] = Σ_s part[s * mn + e], s = 0 .. splits-1 in order, written with `=`.
+// Launch: 1-D grid-stride over e < mn, 256 threads.
+extern "C" __global__ void __launch_bounds__(256)
+gemm_combine_fwd(const GemmCombineParams P, const float* __restrict__ part, float* __restrict__ out) {
+    for (u64 e = (u64)blockIdx.x * blockDim.x + threadIdx.x; e < P.mn; e += (u64)gridDim.x * blockDim.x) {
+        float acc = part[e];
+        for (u32 s = 1; s < P.splits; ++s) acc += part[(u64)s * P.mn + e];
+        out[e] = acc;
+    }
 }

@@ -3,7 +3,8 @@
 //! Inputs are Normal(0, 1) with outliers (every 97th value ±50, so single products of 2,500).
 //! Shapes take m, n, k from 1, 7, 97 and 1025 (never tile multiples), tile edges (63, 64, 65),
 //! the training shapes (512 x 408 x 256, 76,800 x 144 x 128, TN with k = 76,800) and k past one
-//! WGSL dispatch (16,384: several chunks). Both sides sum in f32 in different orders, so the
+//! WGSL dispatch (16,384: several chunks), and shapes CUDA splits along k (few output tiles, k of
+//! 4,099 and 40,000: partial sums added in split order). Both sides sum in f32 in different orders, so the
 //! tolerance scales with Σ_p |a||b| (the reference on absolute values) and √k:
 //! |err| <= 1e-6 + 5e-7·√k·Σ|terms|. Every run is also compared with a second run bit for bit.
 
@@ -44,6 +45,8 @@ fn shapes() -> Vec<(usize, usize, usize)> {
         (512, 408, 256),
         (512, 64, 1),
         (70, 40_000, 33),
+        // Split k on CUDA (few output tiles, long k): four splits, the last one partial.
+        (33, 4099, 65),
     ]
 }
 

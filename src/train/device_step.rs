@@ -154,6 +154,17 @@ impl DeviceTrainer {
 
     /// One training step on `batch` (validated like `train::step`): returns the mean BCE.
     pub fn step(&mut self, be: &dyn Backend, batch: &Batch) -> Result<f64> {
+        self.run(be, batch, true).map(|(loss, _)| loss)
+    }
+
+    /// The forward pass alone on the current parameters: `(mean BCE, σ(logit) per sample)`, one
+    /// upload and one download (loss and logits together). Nothing is updated.
+    pub fn predict(&mut self, be: &dyn Backend, batch: &Batch) -> Result<(f64, Vec<f32>)> {
+        self.run(be, batch, false)
+    }
+
+    /// One forward pass, and with `train` the backward and the optimizer updates.
+    fn run(&mut self, be: &dyn Backend, batch: &Batch, train: bool) -> Result<(f64, Vec<f32>)> {
         super::step::check_batch(&self.cfg, batch)?;
         let bn = batch.target.len();
         if bn == 0 {
@@ -223,6 +234,12 @@ impl DeviceTrainer {
         let logits = acts.last().ok_or(Error::Empty { field: "mlp layers", index: 0 })?;
         let bce = be.bce_dev(logits, &labels, &staged)?;
         let (loss, dlogit) = (&bce.loss, bce.dlogit.clone());
+        if !train {
+            let got = be.tensor_read(&[loss, logits])?;
+            let l = bce.loss_of(&got[0]);
+            let prob = f32s(&got[1]).iter().map(|&s| (1.0 / (1.0 + (-(s as f64)).exp())) as f32).collect();
+            return Ok((l, prob));
+        }
 
         // Backward: the MLP, then dz's context and x_t parts into row gradients.
         let ws: Vec<&Tensor> = layers.iter().map(|l| l.0).collect();
@@ -296,7 +313,7 @@ impl DeviceTrainer {
         if !l.is_finite() {
             return Err(Error::NonFinite { field: "loss", index: 0, value: l as f32 });
         }
-        Ok(l)
+        Ok((l, Vec::new()))
     }
 
     /// Copy the trained parameters back into `model` (one download per tensor).

@@ -164,6 +164,27 @@ pub fn evaluate(
     Ok((metrics::evaluate(&prob, &labels, &users), gsu_rows as f64 / samples.len().max(1) as f64))
 }
 
+/// [`evaluate`] through a device trainer's forward pass (one upload and one download a batch).
+fn evaluate_on_device(
+    tr: &mut DeviceTrainer,
+    be: &dyn Backend,
+    ex: &Examples<'_>,
+    samples: &[u32],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Metrics> {
+    let mut prob = Vec::with_capacity(samples.len());
+    let (mut labels, mut users) = (Vec::with_capacity(samples.len()), Vec::with_capacity(samples.len()));
+    for chunk in samples.chunks(batch_size.max(1)) {
+        let b = ex.batch(chunk)?;
+        prob.extend(tr.predict(be, &b)?.1);
+        labels.extend_from_slice(&b.label);
+        users.extend_from_slice(&b.user);
+        progress(prob.len(), samples.len());
+    }
+    Ok(metrics::evaluate(&prob, &labels, &users))
+}
+
 /// Train `state` until `state.cfg.epochs` epochs are done, evaluating on `test` and writing
 /// `checkpoint` after each epoch. A state loaded from a checkpoint continues where it stopped.
 pub fn train(
@@ -218,13 +239,17 @@ pub fn train(
             state.step_losses.push(loss as f32);
             progress(Progress::Step { epoch, step: si + 1, steps, loss });
         }
-        if let (Some(tr), Some(be)) = (&trainer, device) {
-            tr.sync_into(be, &mut state.model, &mut state.optim)?;
-        }
         let secs = t0.elapsed().as_secs_f64();
-        let (test_m, _) = evaluate(backend, &state.model, test_ex, test, bs.max(256), &mut |done, total| {
-            progress(Progress::Eval { epoch, done, total })
-        })?;
+        let mut eval_progress = |done, total| progress(Progress::Eval { epoch, done, total });
+        let test_m = match (&mut trainer, device) {
+            (Some(tr), Some(be)) => {
+                // Evaluate on the device with the parameters still there, then bring them back.
+                let m = evaluate_on_device(tr, be, test_ex, test, bs.max(256), &mut eval_progress)?;
+                tr.sync_into(be, &mut state.model, &mut state.optim)?;
+                m
+            }
+            _ => evaluate(backend, &state.model, test_ex, test, bs.max(256), &mut eval_progress)?.0,
+        };
         // A diverged model is an error, not a checkpoint.
         state.model.validate()?;
         state.reports.push(EpochReport {

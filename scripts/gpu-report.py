@@ -362,6 +362,20 @@ def report(data, now):
     for title, works in WORK_GROUPS:
         known.update(works)
         L += [f"## {title}", ""] + table(rows, list(works), len(works) > 1)
+    serve = [r for r in rows if r.get("work") == "serve"]
+    known.add("serve")
+    L += ["## Serving under load (`twin serve` + `twin loadtest`, scripts/serve-load)", ""]
+    if serve:
+        L += ["| backend | mode | callers | requests | errors | req/s | p50 ms | p99 ms | max ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(serve, key=lambda r: (str(r.get("backend")), str(r.get("version")), num(r.get("concurrency")) or 0)):
+            L.append("| " + " | ".join(cell(c) for c in (
+                r.get("backend", "?"), r.get("version", "?"), r.get("concurrency", "?"), r.get("requests", "?"),
+                r.get("errors", "?"), fmt_rate(r.get("rps")) or DASH, fmt_ms(r.get("p50_ms")), fmt_ms(r.get("p99_ms")),
+                fmt_ms(r.get("max_ms")))) + " |")
+    else:
+        L.append("none")
+    L.append("")
     other = sorted({r.get("work", "?") for r in rows} - known)
     if other:
         L += ["## Other rows", ""] + table(rows, other, True)

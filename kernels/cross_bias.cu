@@ -1,6 +1,7 @@
-// cross_bias.cu — cross-feature bias (SPEC §3.2), both forms, and the training backward.
-// Compiled with --fmad=false so the f64 (forward) and f32 (backward) arithmetic below rounds
-// exactly like the CPU reference (no FMA contraction).
+// cross_bias.cu — cross-feature bias (SPEC §3.2), both forms, the training-time cross tables and
+// their backward.
+// Compiled with --fmad=false so the f64 (inference forward) and f32 (training tables, backward)
+// arithmetic below rounds exactly like the CPU reference (no FMA contraction).
 //
 // cross_bias_fwd (inference, gather-sum):
 //   table [V, h] (f32, or f16 when p.table_f16), rows [N, J] (cross-table rows), out [N, h] f32.
@@ -14,7 +15,10 @@
 //   cv[v] = E[v] W^{vc}[jC..(j+1)C, :] for v in feature j's rows offsets[j]..offsets[j+1].
 //   Shapes: V stacked cross rows, h heads, J features, C = dim, D = model width;
 //   dcb [V, h], dcv [V, D], e [V, C], w_c [h, J, C], beta [h, J], w_vc [J*C, D], offsets [J+1];
-//   out = [dE (V*C) | dw_c (h*J*C) | dβ (h*J) | dW^{vc} (J*C*D)] f32, one packed buffer.
+//   outputs de [V, C], dw_c [h, J*C], dbeta [h, J], dw_vc [J*C, D] f32: four pointers (the
+//   host-slice op passes four consecutive ranges of one packed buffer and downloads it once; the
+//   tensor op, DeviceOps::cross_tables_bwd_dev, passes four tensors). Element i of the
+//   concatenation [dE | dw_c | dβ | dW^{vc}] goes to its section's pointer.
 //   One thread per output element, each a sum over v ascending in f32 with exactly the CPU's
 //   operations in the CPU's order (--fmad=false: bit-identical to the reference), written with `=`:
 //     dE[v, t]           = Σ_col W^{vc}[jC+t, col] dcv[v, col] + Σ_a (dcb[v,a] β[a,j]) w_c[a,j,t]
@@ -24,10 +28,21 @@
 //     dW^{vc}[jC+t, col] = Σ_v E[v, t] dcv[v, col]
 //   for v in feature j's rows. check::cross_tables_bwd guarantees the shapes and offsets that
 //   start at 0, never decrease and end at V; indices are formed in 64 bits.
-// Launch (all three): one thread per output element ((n, a) for the forward kernels), 1-D
-//   grid-stride, 256 threads per block.
+// cross_tables_fwd (the training-time cross tables, src/backend/cpu/cross_bias.rs::cross_tables,
+//   DeviceOps::cross_tables_dev): same shapes as cross_bias_bwd (params CrossBiasBwdParams);
+//   e [V, C], w_c [h, J*C], beta [h, J], w_vc [J*C, D], offsets [J+1] → cb [V, h], cv [V, D] f32.
+//   One thread per element of [cb | cv], written with `=`, in f32 with the CPU's operations in
+//   the CPU's order (--fmad=false: bit-identical), j = the first feature whose rows hold v:
+//     cb[v, a]   = β[a,j] * (Σ_t E[v, t] w_c[a,j,t])          (dot from 0, t ascending)
+//     cv[v, col] = Σ_t E[v, t] W^{vc}[jC+t, col]              (from 0, t ascending)
+//   CrossParams::check guarantees the shapes, offsets 0 .. V non-decreasing, V * max(C, D, h)
+//   <= u32::MAX; indices are formed in 64 bits.
+// Launch (all four): one thread per output element ((n, a) for the forward kernels), 1-D
+//   grid-stride, 256 threads per block, grid min(ceil(total / 256), 32 * SMs); never launched
+//   with no output element.
 // Versions: one each. Bounds: rows checked against V (check::cross_bias); dense shapes checked
-// by check::cross_bias_dense; backward shapes by check::cross_tables_bwd.
+// by check::cross_bias_dense; backward shapes by check::cross_tables_bwd (host slices) or
+// CrossParams::check plus the dcb / dcv shapes (tensors).
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -65,6 +80,14 @@ __device__ __forceinline__ float f16_to_f32(unsigned short h) {
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 #endif
+}
+
+// The first feature j whose rows offsets[j]..offsets[j+1] hold v (the CPU's `feature`; 0 if none).
+__device__ __forceinline__ u64 feature_of(const u32* __restrict__ offsets, u64 n_cross, u64 v) {
+    for (u64 j = 0; j < n_cross; ++j) {
+        if (offsets[j] <= v && v < offsets[j + 1]) return j;
+    }
+    return 0;
 }
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -108,33 +131,28 @@ cross_bias_dense_fwd(const CrossBiasDenseParams p, const float* __restrict__ e, 
 extern "C" __global__ void __launch_bounds__(256)
 cross_bias_bwd(const CrossBiasBwdParams p, const float* __restrict__ dcb, const float* __restrict__ dcv,
                const float* __restrict__ e, const float* __restrict__ w_c, const float* __restrict__ beta,
-               const float* __restrict__ w_vc, const u32* __restrict__ offsets, float* __restrict__ out) {
+               const float* __restrict__ w_vc, const u32* __restrict__ offsets, float* __restrict__ de,
+               float* __restrict__ dw_c, float* __restrict__ dbeta, float* __restrict__ dw_vc) {
     const u64 H = p.heads, J = p.n_cross, C = p.dim, D = p.d;
     const u64 n_de = (u64)p.v_rows * C, n_dwc = H * J * C, n_db = H * J, n_dwvc = J * C * D;
     const u64 total = n_de + n_dwc + n_db + n_dwvc;
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
         if (i < n_de) {
             const u64 v = i / C, t = i - v * C;
-            u64 j = 0;  // the first feature whose rows hold v (the CPU's `feature`)
-            for (u64 jj = 0; jj < J; ++jj) {
-                if (offsets[jj] <= v && v < offsets[jj + 1]) {
-                    j = jj;
-                    break;
-                }
-            }
+            const u64 j = feature_of(offsets, J, v);
             const float* wrow = w_vc + (j * C + t) * D;
             const float* g = dcv + v * D;
             float acc = 0.0f;
             for (u64 col = 0; col < D; ++col) acc = acc + wrow[col] * g[col];
             for (u64 a = 0; a < H; ++a) acc = acc + dcb[v * H + a] * beta[a * J + j] * w_c[(a * J + j) * C + t];
-            out[i] = acc;
+            de[i] = acc;
         } else if (i < n_de + n_dwc) {
             const u64 x = i - n_de;
             const u64 a = x / (J * C), j = (x / C) % J, t = x % C;
             const float bt = beta[a * J + j];
             float acc = 0.0f;
             for (u64 v = offsets[j]; v < offsets[j + 1]; ++v) acc = acc + dcb[v * H + a] * bt * e[v * C + t];
-            out[i] = acc;
+            dw_c[x] = acc;
         } else if (i < n_de + n_dwc + n_db) {
             const u64 x = i - n_de - n_dwc;
             const u64 a = x / J, j = x - a * J;
@@ -145,14 +163,41 @@ cross_bias_bwd(const CrossBiasBwdParams p, const float* __restrict__ dcb, const 
                 for (u64 t = 0; t < C; ++t) dot = dot + e[v * C + t] * wv[t];
                 db = db + dcb[v * H + a] * dot;
             }
-            out[i] = db;
+            dbeta[x] = db;
         } else {
             const u64 x = i - n_de - n_dwc - n_db;
             const u64 row = x / D, col = x - row * D;  // row = j*C + t
             const u64 j = row / C, t = row - j * C;
             float acc = 0.0f;
             for (u64 v = offsets[j]; v < offsets[j + 1]; ++v) acc = acc + e[v * C + t] * dcv[v * D + col];
-            out[i] = acc;
+            dw_vc[x] = acc;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+cross_tables_fwd(const CrossBiasBwdParams p, const float* __restrict__ e, const float* __restrict__ w_c,
+                 const float* __restrict__ beta, const float* __restrict__ w_vc, const u32* __restrict__ offsets,
+                 float* __restrict__ cb, float* __restrict__ cv) {
+    const u64 H = p.heads, J = p.n_cross, C = p.dim, D = p.d;
+    const u64 n_cb = (u64)p.v_rows * H, total = n_cb + (u64)p.v_rows * D;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        if (i < n_cb) {
+            const u64 v = i / H, a = i - v * H;
+            const u64 j = feature_of(offsets, J, v);
+            const float* ev = e + v * C;
+            const float* wv = w_c + (a * J + j) * C;
+            float dot = 0.0f;
+            for (u64 t = 0; t < C; ++t) dot = dot + ev[t] * wv[t];
+            cb[i] = beta[a * J + j] * dot;
+        } else {
+            const u64 x = i - n_cb;
+            const u64 v = x / D, col = x - v * D;
+            const u64 j = feature_of(offsets, J, v);
+            const float* ev = e + v * C;
+            float acc = 0.0f;
+            for (u64 t = 0; t < C; ++t) acc = acc + ev[t] * w_vc[(j * C + t) * D + col];
+            cv[x] = acc;
         }
     }
 }

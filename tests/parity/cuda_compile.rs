@@ -30,10 +30,12 @@ mod with_cuda {
         // The training kernels are in the list (compile_kernel checks each entry point is in the PTX).
         for (stem, entries) in [
             ("attn", &["attn_fwd", "attn_bwd"][..]),
-            ("segment_sum", &["segment_sum_fwd"][..]),
-            ("gemm", &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"][..]),
+            ("segment_sum", &["segment_sum_fwd", "segment_sum_mapped_fwd"][..]),
+            ("gemm", &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn", "gemm_combine_fwd"][..]),
             ("bce", &["bce_fwd", "bce_mean_fwd"][..]),
-            ("cross_bias", &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"][..]),
+            ("cross_bias", &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd", "cross_tables_fwd"][..]),
+            ("gsu_train", &["gsu_train_fwd", "gsu_train_map_tail"][..]),
+            ("twin_rows", &["twin_rows_fwd", "twin_rows_value_fwd"][..]),
         ] {
             let src = KERNEL_SOURCES.iter().find(|s| s.stem == stem).unwrap_or_else(|| panic!("kernels/{stem}.cu not in KERNEL_SOURCES"));
             assert_eq!(src.functions, entries, "kernels/{stem}.cu entry points");
@@ -159,7 +161,8 @@ fn every_kernel_compiles_for_sm90() {
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
 /// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
 /// (the standalone ops and the device-resident Lloyd loop), a training step and the dense cross
-/// bias, the serving network's forward pass and the optimizers. The emulator counts the kernels it launched; none may be missing.
+/// bias, the serving network's forward pass, the optimizers and the training step's sequence ops
+/// on device tensors (cross tables, training GSU, attention rows, mapped segment sums). The emulator counts the kernels it launched; none may be missing.
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn every_kernel_launches_on_the_emulator() {
@@ -226,6 +229,55 @@ fn every_kernel_launches_on_the_emulator() {
     let dims = twin_engine::backend::CrossDims { heads: 4, n_cross: 3, dim: 8 };
     let (e, w_c, beta) = (randn(&mut rng, 5 * 3 * 8, 1.0), randn(&mut rng, 4 * 3 * 8, 1.0), randn(&mut rng, 4 * 3, 1.0));
     be.cross_bias_dense(&e, &w_c, &beta, dims).unwrap();
+    // A split-k GEMM (one output tile, k >= 2,048): its partials' combine kernel.
+    let (ga, gb) = (randn(&mut rng, 2048 * 4, 1.0), randn(&mut rng, 2048 * 3, 1.0));
+    be.gemm(twin_engine::backend::GemmKind::TN, &ga, &gb, 4, 2048, 3).unwrap();
+    // The training step's sequence ops on device tensors: cross tables forward and backward, the
+    // training GSU (K = 2 < L for both samples, so the selection runs; a map tail), the attention
+    // rows and values, the mapped segment sum.
+    {
+        use twin_engine::backend::cpu::gsu_train::FeatDims;
+        use twin_engine::backend::{CrossParams, Elem, FeatTables, GsuTrainIn, Staging, TwinBounds, TwinRowsIn};
+        let fd = FeatDims { id: 4, small: 2 };
+        let rows = [6usize, 5, 4, 3];
+        let tabs: Vec<_> =
+            (0..4).map(|f| be.tensor_f32("table", rows[f], fd.part(f).1, &randn(&mut rng, rows[f] * fd.part(f).1, 1.0)).unwrap()).collect();
+        let (long_offsets, short_offsets) = ([0u32, 3, 8], [0u32, 1, 3]);
+        let n_pos = 8 + 3;
+        let feat: Vec<u32> = (0..n_pos * 4).map(|i| (i * 7 % rows[i % 4]) as u32).collect();
+        let cross: Vec<u32> = (0..n_pos * 3).map(|i| (i * 3 % 20) as u32).collect();
+        let log_n = vec![0.5f32; n_pos];
+        let x = TwinRowsIn {
+            long_offsets: &long_offsets,
+            short_offsets: &short_offsets,
+            feat: &feat,
+            cross: &cross,
+            log_n: &log_n,
+            k: 2,
+            extra_tail: 2,
+        };
+        let mut st = Staging::new();
+        let slot = st.twin_rows(&x, TwinBounds { tables: rows, cross_rows: 20, n_cross: 3 }).unwrap();
+        let offs = st.offsets("cross offsets", &[0, 5, 13, 20]).unwrap();
+        let all: Vec<u32> = (0..slot.map_len() as u32).collect();
+        let perm = st.ids("perm", &all, slot.map_len()).unwrap();
+        let segs = st.offsets("segs", &[0, 4, slot.map_len() as u32]).unwrap();
+        let staged = be.upload_staging(st).unwrap();
+        let up =
+            |name, r: usize, c: usize, rng: &mut twin_engine::rng::SplitMix64| be.tensor_f32(name, r, c, &randn(rng, r * c, 1.0)).unwrap();
+        let (e, w_c, beta, w_vc) =
+            (up("e", 20, 8, &mut rng), up("w_c", 4, 24, &mut rng), up("beta", 4, 3, &mut rng), up("w_vc", 24, 6, &mut rng));
+        let cp = CrossParams { e: &e, w_c: &w_c, beta: &beta, w_vc: &w_vc, offsets: &offs, dims };
+        let (cb, cv) = be.cross_tables_dev(&cp, &staged).unwrap();
+        be.cross_tables_bwd_dev(&cp, &cb, &cv, &staged).unwrap();
+        let feats = FeatTables { tables: [&tabs[0], &tabs[1], &tabs[2], &tabs[3]], dims: fd };
+        let qbar = up("qbar", 2, fd.width(), &mut rng);
+        let gsu =
+            be.gsu_train_dev(&GsuTrainIn { qbar: &qbar, feats, cb: &cb, heads: 4, q_scale: 0.25, bias: true }, &slot, &staged).unwrap();
+        be.twin_rows_dev(&feats, &cb, 4, &gsu, &slot, &staged).unwrap();
+        be.twin_rows_value_dev(&be.tensor_zeros("v", slot.n_att(), 6, Elem::F32).unwrap(), &cv, &gsu, &slot, &staged).unwrap();
+        be.segment_sum_mapped_dev(&up("src", slot.map_rows(), 2, &mut rng), &perm, &segs, &gsu, &slot, &staged).unwrap();
+    }
 
     let launched = be.launched_kernels();
     let missing: Vec<&str> = KERNEL_SOURCES.iter().flat_map(|s| s.functions.iter().copied()).filter(|f| !launched.contains(f)).collect();

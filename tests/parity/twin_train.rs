@@ -364,3 +364,54 @@ fn twin_rows_staging_refuses_bad_ids() {
     let x = TwinRowsIn { feat: &b.feat, cross: &cross_, ..x };
     assert!(matches!(Staging::new().twin_rows(&x, bounds()), Err(Error::OutOfRange { field: "cross", .. })));
 }
+
+/// On CUDA the six sequence ops run as kernels on device tensors: not one copy between host and
+/// device (the host defaults download their inputs and upload their results), also for a batch
+/// with no position at all; the selection is exact on the backend's own scores.
+#[test]
+fn twin_train_ops_move_nothing_on_cuda() {
+    let p = params(5);
+    for u in variants().into_iter().filter(|u| kind_name(&*u.be) == "cuda") {
+        let gpu = &*u.be;
+        let up = upload(gpu, &p);
+        for (lens, short) in [(vec![0usize, 7, 12, 150, 9], vec![2usize, 0, 3, 1, 0]), (vec![0, 0], vec![0, 0])] {
+            let mut b = batch(&lens, &short, 6);
+            // The last sample repeats one item: without the bias all its scores tie exactly.
+            let n_long = *b.long_offsets.last().unwrap() as usize;
+            for q in n_long - lens[lens.len() - 1]..n_long {
+                b.feat[q * 4..q * 4 + 4].copy_from_slice(&[21, 21, 9, 3]);
+            }
+            let mut rng = SplitMix64::new(7);
+            let v_rows = CROSS_OFFS[J] as usize;
+            let mut st = Staging::new();
+            let slot = stage(&mut st, &b, 5, 3);
+            let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
+            let order: Vec<u32> = (0..slot.map_len() as u32).rev().collect();
+            let perm = st.ids("perm", &order, slot.map_len()).unwrap();
+            let segs = st.offsets("segs", &[0, 2, slot.map_len() as u32]).unwrap();
+            let staged = gpu.upload_staging(st).unwrap();
+            let mut t = |name, r: usize, c: usize| gpu.tensor_f32(name, r, c, &randn(&mut rng, r * c, 1.0)).unwrap();
+            let (qbar, dcb, dcv) = (t("qbar", lens.len(), DIMS.width()), t("dcb", v_rows, HEADS), t("dcv", v_rows, p.d));
+            let (v, src) = (t("v", slot.n_att(), p.d), t("src", slot.map_rows(), 4));
+
+            let before = gpu.transfers();
+            let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
+            let grads = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &dcb, &dcv, &staged).unwrap();
+            let x = GsuTrainIn { qbar: &qbar, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
+            let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
+            let (xh, bias) = gpu.twin_rows_dev(&feats(&up), &cb, HEADS, &out, &slot, &staged).unwrap();
+            gpu.twin_rows_value_dev(&v, &cv, &out, &slot, &staged).unwrap();
+            let sums = gpu.segment_sum_mapped_dev(&src, &perm, &segs, &out, &slot, &staged).unwrap();
+            let moved = gpu.transfers().since(before);
+            assert_eq!((moved.h2d_calls, moved.h2d_bytes, moved.d2h_calls, moved.d2h_bytes), (0, 0, 0, 0), "{}: {moved:?}", u.label);
+            assert_eq!((xh.rows, bias.rows, sums.rows, grads.dw_vc.len()), (slot.n_att(), slot.n_att(), 2, J * 8 * p.d));
+            for bias in [true, false] {
+                let out = gpu.gsu_train_dev(&GsuTrainIn { bias, ..x }, &slot, &staged).unwrap();
+                let (_, want) = gsu_train::select(&f32s(&read(gpu, &out.scores)), &b.long_offsets, 5);
+                assert_eq!(read(gpu, &out.sel), want, "{}: finalists (bias {bias})", u.label);
+                assert_eq!(read(gpu, &out.map), gsu_train::row_map(&want, slot.n_long, slot.n_short + 3), "{}: row map", u.label);
+            }
+            eprintln!("twin_train ops on {} (lens {lens:?}): no host<->device copy", u.label);
+        }
+    }
+}

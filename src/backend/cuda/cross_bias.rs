@@ -113,8 +113,8 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
     be.dtoh("cross_bias_dense: download", &out, total)
 }
 
-/// `cross_bias_bwd`: one thread per element of `[dE | dw_c | dβ | dW^{vc}]` (one packed buffer,
-/// one download), split here.
+/// `cross_bias_bwd`: one thread per element of `[dE | dw_c | dβ | dW^{vc}]` (four consecutive
+/// ranges of one buffer, one download), split here. The tensor form is in `train_rows`.
 pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
     let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
     let v_n = x.e.len() / c;
@@ -141,13 +141,16 @@ pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<Cr
     let (beta, w_vc) = (up("cross_bwd: upload beta", x.beta)?, up("cross_bwd: upload w_vc", x.w_vc)?);
     let offs = be.htod("cross_bwd: upload offsets", x.offsets)?;
     let out = be.output::<f32>("cross_bwd: alloc grads", total)?;
+    let (s1, s2, s3) = (n_de, n_de + n_dwc, n_de + n_dwc + n_db);
     let mut b = be.launcher("cross_bias_bwd");
-    b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs).arg(&out);
+    b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs);
+    b.arg(&out.slice(..s1)).arg(&out.slice(s1..s2)).arg(&out.slice(s2..s3)).arg(&out.slice(s3..total));
     // SAFETY: kernel (CrossBiasBwdParams, dcb [V*h], dcv [V*D], e [V*C], w_c [h*J*C], beta [h*J],
-    // w_vc [J*C*D], offsets [J+1], out [V*C + h*J*C + h*J + J*C*D]); check::cross_tables_bwd
-    // validated every length against (V, h, J, C, D) and the offsets (0 .. V, non-decreasing), so
-    // every row v read is < V; the grid-stride loop covers exactly `total` elements, each written
-    // once by its own thread. Buffers of length 0 are one element and never read.
+    // w_vc [J*C*D], offsets [J+1], de [V*C], dw_c [h*J*C], dbeta [h*J], dw_vc [J*C*D]), the four
+    // outputs consecutive ranges of `out` (total elements); check::cross_tables_bwd validated
+    // every length against (V, h, J, C, D) and the offsets (0 .. V, non-decreasing), so every row
+    // v read is < V; the grid-stride loop covers exactly `total` elements, each written once by
+    // its own thread into its section. Buffers of length 0 are one element and never read.
     unsafe { b.launch(be.grid_1d(total as u64)) }.map_err(device_err("cross_bias_bwd launch"))?;
     let mut g = be.dtoh("cross_bwd: download grads", &out, total)?;
     let dw_vc = g.split_off(n_de + n_dwc + n_db);

@@ -41,6 +41,7 @@ mod optim;
 mod segment_sum;
 mod sources;
 mod tensor;
+mod train_rows;
 
 pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
 pub use sources::{KernelSource, KERNEL_SOURCES};

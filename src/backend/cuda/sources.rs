@@ -22,7 +22,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "cross_bias",
         source: include_str!("../../../kernels/cross_bias.cu"),
         fmad: false,
-        functions: &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd"],
+        functions: &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd", "cross_tables_fwd"],
     },
     KernelSource {
         stem: "log_size_bias",
@@ -54,13 +54,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "segment_sum",
         source: include_str!("../../../kernels/segment_sum.cu"),
         fmad: false,
-        functions: &["segment_sum_fwd"],
+        functions: &["segment_sum_fwd", "segment_sum_mapped_fwd"],
     },
     KernelSource {
         stem: "gemm",
         source: include_str!("../../../kernels/gemm.cu"),
         fmad: true,
-        functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn"],
+        functions: &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn", "gemm_combine_fwd"],
     },
     KernelSource { stem: "bce", source: include_str!("../../../kernels/bce.cu"), fmad: false, functions: &["bce_fwd", "bce_mean_fwd"] },
     KernelSource { stem: "copy_rows", source: include_str!("../../../kernels/copy_rows.cu"), fmad: false, functions: &["copy_rows_fwd"] },
@@ -69,6 +69,18 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         source: include_str!("../../../kernels/bias_act.cu"),
         fmad: false,
         functions: &["bias_act_fwd", "bias_act_bwd"],
+    },
+    KernelSource {
+        stem: "gsu_train",
+        source: include_str!("../../../kernels/gsu_train.cu"),
+        fmad: false,
+        functions: &["gsu_train_fwd", "gsu_train_map_tail"],
+    },
+    KernelSource {
+        stem: "twin_rows",
+        source: include_str!("../../../kernels/twin_rows.cu"),
+        fmad: false,
+        functions: &["twin_rows_fwd", "twin_rows_value_fwd"],
     },
     KernelSource {
         stem: "optim",

@@ -1,6 +1,7 @@
 //! Device tensors on CUDA: pooled allocations (`Buf::alloc_pooled`), explicit counted up- and
 //! downloads, and the device-resident ops of the serving network (`online_dev`, `copy_rows`,
-//! `gemm_dev`, `bias_act`), which launch on tensors without touching the host.
+//! `gemm_dev`, `bias_act`), which launch on tensors without touching the host; the training
+//! step's sequence ops (cross tables, GSU, attention rows, mapped sums) launch from `train_rows`.
 
 use std::any::Any;
 use std::mem::size_of;
@@ -8,11 +9,12 @@ use std::sync::Arc;
 
 use super::buffers::Buf;
 use super::gsu_topk::{self, cand_req, pack_batch, pack_plan, view, BatchRanges, GsuOut, GsuPlan, PlanRanges};
-use super::{bias_act, copy_rows, cross_bias, device_err, esu, gemm, log_size_bias, CudaBackend, Packer};
+use super::{bias_act, copy_rows, cross_bias, device_err, esu, gemm, log_size_bias, train_rows, CudaBackend, Packer};
 use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{
-    Act, AdamStep, AttnDev, AttnGradsDev, Backend, BackendKind, BceDev, DeviceOps, Elem, F32Slot, GemmKind, IdSlot, OffsetsSlot,
-    OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor,
+    Act, AdamStep, AttnDev, AttnGradsDev, Backend, BackendKind, BceDev, CrossGradsDev, CrossParams, DeviceOps, Elem, F32Slot, FeatTables,
+    GemmKind, GsuTrainIn, GsuTrainOut, IdSlot, OffsetsSlot, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging,
+    Tensor, TwinRowsSlot,
 };
 use crate::error::{Error, Result};
 
@@ -50,8 +52,13 @@ impl CudaBackend {
 
     /// A pooled f32 tensor every element of which a kernel will write (poisoned when on).
     pub(crate) fn tensor_output(&self, name: &'static str, rows: usize, cols: usize) -> Result<Tensor> {
+        self.tensor_output_of(name, rows, cols, Elem::F32)
+    }
+
+    /// [`Self::tensor_output`] of element type `elem` (u32 outputs poison to u32::MAX).
+    pub(crate) fn tensor_output_of(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
         let b = self.pooled_output(name, rows * cols)?;
-        Ok(self.wrap(name, rows, cols, Elem::F32, b))
+        Ok(self.wrap(name, rows, cols, elem, b))
     }
 
     pub(crate) fn tensor_upload(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
@@ -292,5 +299,57 @@ impl DeviceOps for CudaBackend {
 
     unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
         self.bias_act_dev(x, bias, act)
+    }
+
+    unsafe fn cross_tables_dev_unchecked(&self, p: &CrossParams<'_>, d: usize, staged: &Staged) -> Result<(Tensor, Tensor)> {
+        train_rows::cross_tables(self, p, d, staged)
+    }
+
+    unsafe fn cross_tables_bwd_dev_unchecked(
+        &self,
+        p: &CrossParams<'_>,
+        dcb: &Tensor,
+        dcv: &Tensor,
+        staged: &Staged,
+    ) -> Result<CrossGradsDev> {
+        train_rows::cross_tables_bwd(self, p, dcb, dcv, staged)
+    }
+
+    unsafe fn gsu_train_dev_unchecked(&self, x: &GsuTrainIn<'_>, slot: &TwinRowsSlot, staged: &Staged) -> Result<GsuTrainOut> {
+        train_rows::gsu_train(self, x, slot, staged)
+    }
+
+    unsafe fn twin_rows_dev_unchecked(
+        &self,
+        feats: &FeatTables<'_>,
+        cb: &Tensor,
+        heads: usize,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<(Tensor, Tensor)> {
+        train_rows::twin_rows(self, feats, cb, heads, gsu, slot, staged)
+    }
+
+    unsafe fn twin_rows_value_dev_unchecked(
+        &self,
+        v: &Tensor,
+        cv: &Tensor,
+        gsu: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        staged: &Staged,
+    ) -> Result<()> {
+        train_rows::twin_rows_value(self, v, cv, gsu, slot, staged)
+    }
+
+    unsafe fn segment_sum_mapped_dev_unchecked(
+        &self,
+        src: &Tensor,
+        perm: &IdSlot,
+        segs: &OffsetsSlot,
+        gsu: &GsuTrainOut,
+        staged: &Staged,
+    ) -> Result<Tensor> {
+        train_rows::segment_sum_mapped(self, src, perm, segs, gsu, staged)
     }
 }

@@ -5,7 +5,10 @@
 //   Sample b owns rows offsets[b]..offsets[b+1] (checked by check::attn). The host cuts every
 //   sample into tiles of at most CH rows, CH = clamp(65536 / d_k, 64, 1024):
 //   tiles[3c..3c+3] = (sample, first row, end row); toff [B+1]: sample b owns tiles
-//   toff[b]..toff[b+1] (a sample with no rows has none). Scratch: per (tile, head) w = c*h + a a
+//   toff[b]..toff[b+1] (a sample with no rows has none). The tensor forms cut the same tiles on
+//   the device (shaders/attn_tiles.wgsl) into n_tiles slots, the slots past the last real tile
+//   holding the empty tile (0, 0, 0): a pass over it reads no row of k or v, writes only its own
+//   scratch record, which no sample pass reads. Scratch: per (tile, head) w = c*h + a a
 //   record of `rec` floats at w*rec (fwd: m, z, u[d_k], rec = 2 + d_k; bwd: Σpg, dq part[d_k],
 //   rec = 1 + d_k), then per (sample, head) stats at stats_off (fwd: M, Z; bwd: Σpg).
 // Geometry: workgroups of 64 invocations on a 2-D grid flattened as w = wid.x + wid.y * nwg.x.

@@ -21,6 +21,14 @@
 //         iterations, so a dispatch takes steps [P.s0, P.s1) only; the host runs passes s0 = 0,
 //         S, 2S, ... and a pass with s0 > 0 continues from the f32 partial sum in out (same
 //         additions, same order) and leaves finished elements alone.
+// cross_tables_fwd (training tables, src/backend/cpu/cross_bias.rs::cross_tables; CUDA twin
+//         cross_tables_fwd): bindings as the backward (a1 = offsets [J+1], bw_* = e, w_c, β,
+//         w_vc; a0, a2 unused), V = P.n, D = P.d; out = [cb (V*h) | cv (V*D)], one invocation per
+//         element (2-D grid of 64-invocation workgroups), each written with `=`:
+//           cb[v, a]   = β[a,j] · (Σ_t E[v, t] w_c[a,j,t])    (t ascending, from 0)
+//           cv[v, col] = Σ_t E[v, t] W^{vc}[jC+t, col]        (t ascending, from 0)
+//         j = the feature whose rows hold v (the first with offsets[j] ≤ v < offsets[j+1]).
+//         J + C loop trips per invocation (the host keeps them far below llvmpipe's cap).
 struct Params { n: u32, heads: u32, n_cross: u32, dim: u32, d: u32, s0: u32, s1: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> a0: array<f32>;   // v1: T        dense: e          bwd: dcb
@@ -160,5 +168,40 @@ fn cross_bias_bwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         let v = rs + s;
         acc = acc + bw_e[v * C + t] * a2[v * D + col];
     }
+    out[e] = acc;
+}
+
+// The first feature whose rows offsets[j]..offsets[j+1] hold v (0 if none).
+fn feature_of(v: u32) -> u32 {
+    for (var j = 0u; j < P.n_cross; j++) {
+        if (a1[j] <= v && v < a1[j + 1u]) { return j; }
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64)
+fn cross_tables_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let e = flat(wid, nwg, lid);
+    let J = P.n_cross;
+    let C = P.dim;
+    let n_cb = P.n * P.heads;
+    if (e >= n_cb + P.n * P.d) { return; }
+    if (e < n_cb) {
+        let v = e / P.heads;
+        let a = e - v * P.heads;
+        let j = feature_of(v);
+        let wb = (a * J + j) * C;
+        var dot = 0.0;
+        for (var t = 0u; t < C; t++) { dot = dot + bw_e[v * C + t] * bw_wc[wb + t]; }
+        out[e] = bw_beta[a * J + j] * dot;
+        return;
+    }
+    let x = e - n_cb;
+    let v = x / P.d;
+    let col = x - v * P.d;
+    let j = feature_of(v);
+    var acc = 0.0;
+    for (var t = 0u; t < C; t++) { acc = acc + bw_e[v * C + t] * bw_wvc[(j * C + t) * P.d + col]; }
     out[e] = acc;
 }

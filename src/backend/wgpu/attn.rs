@@ -6,11 +6,17 @@
 //! dispatches); backward: tile → combine → rows → dq (four). One upload, one submission and one
 //! download per group of samples; samples are grouped so that every buffer of a group fits one
 //! storage binding, and a single sample too large for one binding is `Error::TooLarge`.
+//!
+//! Tensor forms (`attn_fwd_dev`, `attn_bwd_dev`): the operands stay on the device and the tiles
+//! are cut there from the staged offsets (shaders/attn_tiles.wgsl, the same tiles as `tiles()`
+//! for one group), so the same passes give the slice forms' results bit for bit with no upload
+//! but parameter blocks and no download. Sizes past one storage binding (or more than 2^20
+//! samples) take the host form.
 
 use std::ops::Range;
 
 use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
-use crate::backend::{AttnGrads, AttnOut, AttnSaved};
+use crate::backend::{host_tensor, AttnDev, AttnGrads, AttnGradsDev, AttnOut, AttnSaved, Elem, OffsetsSlot, Staged, Tensor};
 use crate::error::{Error, Result};
 
 const SRC: &str = include_str!("../../../shaders/attn.wgsl");
@@ -18,6 +24,21 @@ const SRC: &str = include_str!("../../../shaders/attn.wgsl");
 const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::W, B::W, B::W];
 /// Workgroup-memory rows per tile (`CHMAX` in the shader).
 const CHMAX: usize = 1024;
+const TILES_SRC: &str = include_str!("../../../shaders/attn_tiles.wgsl");
+/// offsets (read, the staged section); toff, tiles (read-write).
+const TILES_BINDS: &[B] = &[B::R, B::W, B::W];
+/// Samples the tensor forms take on the device (`attn_tiles_count` walks them in one workgroup).
+const DEV_MAX_SAMPLES: usize = 1 << 20;
+
+/// Mirrors `Params` in shaders/attn_tiles.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TilesParams {
+    n_samples: u32,
+    ch: u32,
+    n_slots: u32,
+    pad: u32,
+}
 
 /// Mirrors `Params` in shaders/attn.wgsl.
 #[repr(C)]
@@ -214,4 +235,152 @@ pub(crate) fn attn_bwd(be: &WgpuBackend, heads: usize, x: AttnSaved<'_>, dpooled
         out.dbias[r0 * h..r1 * h].copy_from_slice(&words_f32(&bytes[3]));
     }
     Ok(out)
+}
+
+/// Tile slots for `b` samples over `n` rows: at least the tile count `Σ ceil(L_b / ch)`.
+fn tile_slots(b: usize, n: usize, ch: usize) -> usize {
+    n.min(n / ch + b)
+}
+
+/// Encode the tiles of the staged offsets `offs` (attn_tiles.wgsl): `(tiles, toff)`, with
+/// `tile_slots` tiles (the slots past the real tiles are empty).
+fn encode_tiles(
+    be: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    staged: &wgpu::Buffer,
+    offs: &OffsetsSlot,
+    ch: usize,
+) -> Result<(wgpu::Buffer, wgpu::Buffer)> {
+    let (b, n) = (offs.segments, offs.rows);
+    let slots = tile_slots(b, n, ch);
+    let toff = be.output("tile offsets", b + 1);
+    let tiles = be.output("tiles", 3 * slots);
+    let p = be.uniform(&TilesParams { n_samples: b as u32, ch: ch as u32, n_slots: slots as u32, pad: 0 });
+    // The offsets section holds B + 1 ≥ 1 words at a 256-byte aligned offset.
+    let ob = wgpu::BufferBinding {
+        buffer: staged,
+        offset: (offs.range.start * 4) as u64,
+        size: wgpu::BufferSize::new((offs.range.len() * 4) as u64),
+    };
+    let binds = [ob, toff.as_entire_buffer_binding(), tiles.as_entire_buffer_binding()];
+    let count = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_count", 0, TILES_BINDS)?;
+    be.dispatch_bound(enc, &count, &p, &binds, (1, 1));
+    if slots > 0 {
+        let fill = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_fill", 0, TILES_BINDS)?;
+        be.dispatch_bound(enc, &fill, &p, &binds, grid(slots.div_ceil(64) as u64));
+    }
+    Ok((tiles, toff))
+}
+
+/// Whether every buffer of a tensor-form call (sizes in words) fits one storage binding.
+fn fits(be: &WgpuBackend, words: &[usize]) -> bool {
+    words.iter().all(|&w| (w as u64).saturating_mul(4) <= be.max_binding())
+}
+
+impl WgpuBackend {
+    /// `attn_fwd` on tensors (checked by `check::attn_dev`): tiles from the staged offsets, then
+    /// the slice form's three passes on the resident operands.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attn_fwd_tensors(
+        &self,
+        heads: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnDev> {
+        let (b_n, n, d) = (offs.segments, offs.rows, q.cols);
+        let s = Shape::new(heads, d, 2);
+        let h = s.h;
+        let slots = tile_slots(b_n, n, s.ch);
+        let scratch = slots * h * s.rec + 2 * b_n * h;
+        if b_n > DEV_MAX_SAMPLES || !fits(self, &[q.len(), k.len(), v.len(), n * h, scratch, 3 * slots, staged.tensor.len()]) {
+            return host_tensor::attn_fwd(self, heads, q, k, v, bias, offs, staged);
+        }
+        if b_n == 0 {
+            return Ok(AttnDev {
+                p: self.tensor_zeroed("attn p", n, h, Elem::F32)?,
+                pooled: self.tensor_zeroed("attn pooled", 0, d, Elem::F32)?,
+            });
+        }
+        let (qb, kb, vb, bb) = (self.tensor_storage(q)?, self.tensor_storage(k)?, self.tensor_storage(v)?, self.tensor_storage(bias)?);
+        let sb = self.tensor_storage(&staged.tensor)?;
+        self.scoped("attn_fwd_dev", || {
+            let mut enc = self.encoder();
+            let (tb, ob) = encode_tiles(self, &mut enc, sb, offs, s.ch)?;
+            let unused_r = self.zeroed("unused", 4);
+            let unused_w = self.zeroed("unused", 4);
+            let pb = self.output("attn p", n * h);
+            let pooled = self.output("attn pooled", b_n * d);
+            let scr = self.output("attn scratch", scratch);
+            let pu = self.uniform(&s.params(slots, b_n));
+            let bufs = [qb, kb, vb, bb, &tb, &ob, &unused_r, &pb, &pooled, &unused_w, &unused_w, &unused_w, &scr];
+            run(self, &mut enc, "attn_fwd_tile", &pu, &bufs, slots * h)?;
+            run(self, &mut enc, "attn_fwd_combine", &pu, &bufs, b_n * h)?;
+            run(self, &mut enc, "attn_fwd_norm", &pu, &bufs, slots * h)?;
+            self.queue.submit([enc.finish()]);
+            Ok(AttnDev {
+                p: self.tensor_of("attn p", n, h, Elem::F32, pb),
+                pooled: self.tensor_of("attn pooled", b_n, d, Elem::F32, pooled),
+            })
+        })
+    }
+
+    /// `attn_bwd` on tensors (checked as `DeviceOps::attn_bwd_dev` does): tiles from the staged
+    /// offsets, then the slice form's four passes on the resident operands.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attn_bwd_tensors(
+        &self,
+        heads: usize,
+        (q, k, v, _bias): (&Tensor, &Tensor, &Tensor, &Tensor),
+        p: &Tensor,
+        dpooled: &Tensor,
+        offs: &OffsetsSlot,
+        staged: &Staged,
+    ) -> Result<AttnGradsDev> {
+        let (b_n, n, d) = (offs.segments, offs.rows, q.cols);
+        let s = Shape::new(heads, d, 1);
+        let h = s.h;
+        let slots = tile_slots(b_n, n, s.ch);
+        let scratch = slots * h * s.rec + b_n * h;
+        if b_n > DEV_MAX_SAMPLES || !fits(self, &[q.len(), k.len(), v.len(), n * h, scratch, 3 * slots, staged.tensor.len()]) {
+            return host_tensor::attn_bwd(self, heads, (q, k, v, _bias), p, dpooled, offs, staged);
+        }
+        let zero = |name, rows, cols| self.tensor_zeroed(name, rows, cols, Elem::F32);
+        if b_n == 0 {
+            return Ok(AttnGradsDev {
+                dq: zero("attn dq", 0, d)?,
+                dk: zero("attn dk", n, d)?,
+                dv: zero("attn dv", n, d)?,
+                dbias: zero("attn dbias", n, h)?,
+            });
+        }
+        let (qb, kb, vb) = (self.tensor_storage(q)?, self.tensor_storage(k)?, self.tensor_storage(v)?);
+        let (pb, dpb, sb) = (self.tensor_storage(p)?, self.tensor_storage(dpooled)?, self.tensor_storage(&staged.tensor)?);
+        self.scoped("attn_bwd_dev", || {
+            let mut enc = self.encoder();
+            let (tb, ob) = encode_tiles(self, &mut enc, sb, offs, s.ch)?;
+            let unused_r = self.zeroed("unused", 4);
+            let dq = self.output("attn dq", b_n * d);
+            let dk = self.output("attn dk", n * d);
+            let dv = self.output("attn dv", n * d);
+            let dbias = self.output("attn dbias", n * h);
+            let scr = self.output("attn scratch", scratch);
+            let pu = self.uniform(&s.params(slots, b_n));
+            let bufs = [qb, kb, vb, &unused_r, &tb, &ob, dpb, pb, &dq, &dk, &dv, &dbias, &scr];
+            run(self, &mut enc, "attn_bwd_tile", &pu, &bufs, slots * h)?;
+            run(self, &mut enc, "attn_bwd_combine", &pu, &bufs, b_n * h)?;
+            run(self, &mut enc, "attn_bwd_rows", &pu, &bufs, slots * h)?;
+            run(self, &mut enc, "attn_bwd_dq", &pu, &bufs, b_n * h)?;
+            self.queue.submit([enc.finish()]);
+            Ok(AttnGradsDev {
+                dq: self.tensor_of("attn dq", b_n, d, Elem::F32, dq),
+                dk: self.tensor_of("attn dk", n, d, Elem::F32, dk),
+                dv: self.tensor_of("attn dv", n, d, Elem::F32, dv),
+                dbias: self.tensor_of("attn dbias", n, h, Elem::F32, dbias),
+            })
+        })
+    }
 }

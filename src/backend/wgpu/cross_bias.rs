@@ -5,12 +5,12 @@ use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
 use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::{Error, Result};
 
-const SRC: &str = include_str!("../../../shaders/cross_bias.wgsl");
+pub(super) const SRC: &str = include_str!("../../../shaders/cross_bias.wgsl");
 const BINDS: &[B] = &[B::R, B::R, B::R, B::W];
 /// Backward: dcb, offsets, dcv (read); packed grads (read-write); e, w_c, β, w_vc (read).
-const BINDS_BWD: &[B] = &[B::R, B::R, B::R, B::W, B::R, B::R, B::R, B::R];
+pub(super) const BINDS_BWD: &[B] = &[B::R, B::R, B::R, B::W, B::R, B::R, B::R, B::R];
 /// Loop iterations one backward pass may spend per invocation (llvmpipe stops at 65,535).
-const BWD_BUDGET: usize = 32_768;
+pub(super) const BWD_BUDGET: usize = 32_768;
 
 /// Mirrors `Params` in shaders/cross_bias.wgsl (`d`, `s0`, `s1` are read by the backward only).
 #[repr(C)]

@@ -31,6 +31,7 @@ mod measure;
 mod segment_sum;
 mod split;
 mod tensor;
+mod train_rows;
 mod wgsl;
 
 pub(crate) use wgsl::preprocess;

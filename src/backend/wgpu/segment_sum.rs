@@ -12,10 +12,10 @@ use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
 use crate::backend::{Elem, IdSlot, OffsetsSlot, Staged, Tensor};
 use crate::error::{Error, Result};
 
-const SRC: &str = include_str!("../../../shaders/segment_sum.wgsl");
+pub(super) const SRC: &str = include_str!("../../../shaders/segment_sum.wgsl");
 const BINDS: &[B] = &[B::R, B::R, B::R, B::W];
 /// Entries of one segment one dispatch adds: 8 per loop trip, so 8,192 trips per invocation.
-const CHUNK: usize = 65536;
+pub(super) const CHUNK: usize = 65536;
 
 /// Mirrors `Params` in shaders/segment_sum.wgsl.
 #[repr(C)]

@@ -15,8 +15,9 @@ use super::esu::{self, Seq};
 use super::{cross_bias, gemm, grid, gsu_topk, log_size_bias, split, Readback, WgpuBackend, B};
 use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{
-    host_tensor, Act, AdamStep, Backend, BackendKind, BceDev, DeviceOps, Elem, F32Slot, GemmKind, IdSlot, OffsetsSlot, OnlineBatch,
-    OnlineDev, OnlineSlot, OnlineTables, Rows, Staged, Staging, Tensor,
+    host_tensor, Act, AdamStep, AttnDev, AttnGradsDev, Backend, BackendKind, BceDev, CrossGradsDev, CrossParams, DeviceOps, Elem, F32Slot,
+    FeatTables, GemmKind, GsuTrainIn, GsuTrainOut, IdSlot, OffsetsSlot, OnlineBatch, OnlineDev, OnlineSlot, OnlineTables, Rows, Staged,
+    Staging, Tensor, TwinRowsSlot,
 };
 use crate::error::Result;
 
@@ -450,5 +451,79 @@ impl DeviceOps for WgpuBackend {
 
     unsafe fn bias_act_unchecked(&self, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
         self.bias_act_dev(x, bias, act)
+    }
+
+    // The attention and the training step's sequence ops: attn.rs and train_rows.rs.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attn_fwd_dev_unchecked(
+        &self,
+        h: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        b: &Tensor,
+        o: &OffsetsSlot,
+        st: &Staged,
+    ) -> Result<AttnDev> {
+        self.attn_fwd_tensors(h, q, k, v, b, o, st)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn attn_bwd_dev_unchecked(
+        &self,
+        h: usize,
+        x: (&Tensor, &Tensor, &Tensor, &Tensor),
+        p: &Tensor,
+        dp: &Tensor,
+        o: &OffsetsSlot,
+        st: &Staged,
+    ) -> Result<AttnGradsDev> {
+        self.attn_bwd_tensors(h, x, p, dp, o, st)
+    }
+
+    unsafe fn cross_tables_dev_unchecked(&self, p: &CrossParams<'_>, d: usize, st: &Staged) -> Result<(Tensor, Tensor)> {
+        self.cross_tables_tensors(p, d, st)
+    }
+
+    unsafe fn cross_tables_bwd_dev_unchecked(&self, p: &CrossParams<'_>, dcb: &Tensor, dcv: &Tensor, st: &Staged) -> Result<CrossGradsDev> {
+        self.cross_tables_bwd_tensors(p, dcb, dcv, st)
+    }
+
+    unsafe fn gsu_train_dev_unchecked(&self, x: &GsuTrainIn<'_>, slot: &TwinRowsSlot, st: &Staged) -> Result<GsuTrainOut> {
+        self.gsu_train_tensors(x, slot, st)
+    }
+
+    unsafe fn twin_rows_dev_unchecked(
+        &self,
+        f: &FeatTables<'_>,
+        cb: &Tensor,
+        h: usize,
+        g: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        st: &Staged,
+    ) -> Result<(Tensor, Tensor)> {
+        self.twin_rows_tensors(f, cb, h, g, slot, st)
+    }
+
+    unsafe fn twin_rows_value_dev_unchecked(
+        &self,
+        v: &Tensor,
+        cv: &Tensor,
+        g: &GsuTrainOut,
+        slot: &TwinRowsSlot,
+        st: &Staged,
+    ) -> Result<()> {
+        self.twin_rows_value_tensors(v, cv, g, slot, st)
+    }
+
+    unsafe fn segment_sum_mapped_dev_unchecked(
+        &self,
+        src: &Tensor,
+        perm: &IdSlot,
+        segs: &OffsetsSlot,
+        g: &GsuTrainOut,
+        st: &Staged,
+    ) -> Result<Tensor> {
+        self.segment_sum_mapped_tensors(src, perm, segs, g, st)
     }
 }

@@ -12,6 +12,7 @@
 //!    item as the host step does: the same values, the weight gradients summed in another order.
 //! 4. One attention call for both blocks: `q` stacked twice (`[2B, D]`), offsets `[fin | short]`,
 //!    pooled `[2B, D]` times `W^o` once; its halves go to the MLP input's long and short columns.
+//!
 //! Backward: `dW^o`, attention backward, `dq` folded from its two halves (`segment_sum`),
 //! `dW^q, dW^k, dW^v` and `dX = [dK | dV] [W^k | W^v]^T`; cross tables' gradients through the row
 //! map (`segment_sum_mapped_dev`, every ΣV row a segment, empty ones zero) and

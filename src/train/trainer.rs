@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::device_step::DeviceTrainer;
 use super::optim::{OptimConfig, Optimizer};
-use super::step::{self, BackendOps, CpuOps, Weights};
+use super::step::{self, CpuOps, Weights};
 use super::{metrics, Examples, Metrics, Variant};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -131,16 +131,13 @@ fn epoch_order(train: &[u32], seed: u64, epoch: usize) -> Vec<u32> {
     v
 }
 
-/// One step's forward (+ backward) on the chosen kernels.
-fn run_step(backend: Option<&dyn Backend>, model: &Model, variant: Variant, b: &super::Batch, grad: bool) -> Result<step::StepOut<f32>> {
-    let w = Weights::of(model);
-    match backend {
-        Some(be) if be.kind() != crate::backend::BackendKind::Cpu => step::step(&BackendOps(be), &w, variant, b, grad),
-        _ => step::step(&CpuOps, &w, variant, b, grad),
-    }
+/// One host step's forward (+ backward): the CPU reference kernels. (A GPU runs `DeviceTrainer`.)
+fn run_step(model: &Model, variant: Variant, b: &super::Batch, grad: bool) -> Result<step::StepOut<f32>> {
+    step::step(&CpuOps, &Weights::of(model), variant, b, grad)
 }
 
-/// Predictions and metrics of `model` on `samples`. Returns the metrics and the mean GSU input length.
+/// Predictions and metrics of `model` on `samples`. Returns the metrics and the mean GSU input
+/// length. On a GPU backend the forward pass is device-resident (`DeviceTrainer::predict`).
 pub fn evaluate(
     backend: Option<&dyn Backend>,
     model: &Model,
@@ -149,12 +146,17 @@ pub fn evaluate(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Metrics, f64)> {
+    if let Some(be) = backend.filter(|b| b.kind() != crate::backend::BackendKind::Cpu) {
+        // On a GPU the forward pass runs device-resident: the parameters go up once.
+        let mut tr = DeviceTrainer::new(be, model, ex.variant, OptimConfig::default())?;
+        return evaluate_on_device(&mut tr, be, ex, samples, batch_size, progress);
+    }
     let mut prob = Vec::with_capacity(samples.len());
     let (mut labels, mut users) = (Vec::with_capacity(samples.len()), Vec::with_capacity(samples.len()));
     let mut gsu_rows = 0usize;
     for chunk in samples.chunks(batch_size.max(1)) {
         let b = ex.batch(chunk)?;
-        let out = run_step(backend, model, ex.variant, &b, false)?;
+        let out = run_step(model, ex.variant, &b, false)?;
         gsu_rows += out.gsu_rows;
         prob.extend_from_slice(&out.prob);
         labels.extend_from_slice(&b.label);
@@ -172,17 +174,21 @@ fn evaluate_on_device(
     samples: &[u32],
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Metrics> {
+) -> Result<(Metrics, f64)> {
     let mut prob = Vec::with_capacity(samples.len());
     let (mut labels, mut users) = (Vec::with_capacity(samples.len()), Vec::with_capacity(samples.len()));
+    let mut gsu_rows = 0usize;
     for chunk in samples.chunks(batch_size.max(1)) {
         let b = ex.batch(chunk)?;
         prob.extend(tr.predict(be, &b)?.1);
+        if ex.variant.uses_long() {
+            gsu_rows += b.long_item.len();
+        }
         labels.extend_from_slice(&b.label);
         users.extend_from_slice(&b.user);
         progress(prob.len(), samples.len());
     }
-    Ok(metrics::evaluate(&prob, &labels, &users))
+    Ok((metrics::evaluate(&prob, &labels, &users), gsu_rows as f64 / samples.len().max(1) as f64))
 }
 
 /// Train `state` until `state.cfg.epochs` epochs are done, evaluating on `test` and writing
@@ -228,7 +234,7 @@ pub fn train(
                     (tr.step(be, &b)?, rows)
                 }
                 _ => {
-                    let out = run_step(backend, &state.model, state.cfg.variant, &b, true)?;
+                    let out = run_step(&state.model, state.cfg.variant, &b, true)?;
                     let grads = out.grads.ok_or(Error::Empty { field: "gradients", index: si })?;
                     state.optim.update(&mut state.model, &grads)?;
                     (out.loss, out.gsu_rows)
@@ -244,7 +250,7 @@ pub fn train(
         let test_m = match (&mut trainer, device) {
             (Some(tr), Some(be)) => {
                 // Evaluate on the device with the parameters still there, then bring them back.
-                let m = evaluate_on_device(tr, be, test_ex, test, bs.max(256), &mut eval_progress)?;
+                let (m, _) = evaluate_on_device(tr, be, test_ex, test, bs.max(256), &mut eval_progress)?;
                 tr.sync_into(be, &mut state.model, &mut state.optim)?;
                 m
             }

@@ -259,6 +259,11 @@ fn trainer_on_a_gpu_is_device_resident_and_resumes_exactly() {
         assert_eq!(resumed.step_losses, full.step_losses, "{}: resumed losses differ", u.label);
         assert!(resumed.model == full.model, "{}: resumed parameters differ from the uninterrupted run", u.label);
         assert!(resumed.optim == full.optim, "{}: resumed optimizer state differs", u.label);
+        // Standalone evaluation on the GPU (device forward pass) agrees with the host's.
+        let (gm, glen) = trainer::evaluate(Some(be), &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
+        let (hm, hlen) = trainer::evaluate(None, &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
+        assert!((gm.auc - hm.auc).abs() < 1e-4 && (gm.logloss - hm.logloss).abs() < 1e-5, "{}: eval {gm:?} vs host {hm:?}", u.label);
+        assert_eq!(glen, hlen);
         eprintln!("trainer on {}: {steps} device steps, {moved:?}", u.label);
     }
 }

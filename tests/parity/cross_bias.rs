@@ -2,13 +2,15 @@
 //! in f64 on the CPU, so the tolerance scales with Σ|terms| (computed by running the reference
 //! on absolute values): |err| ≤ 2e-6·Σ|terms| + 1e-6.
 
-use twin_engine::backend::{CrossDims, HostTable};
+use twin_engine::backend::cpu::cross_bias;
+use twin_engine::backend::{f32s, CrossDims, HostTable, Staging};
 use twin_engine::features;
 use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
 use crate::for_each_backend;
+use crate::gsu_train::{cross, dims, params, read, upload, CROSS_OFFS, HEADS, J};
 
 fn rows(n: usize, seed: u64) -> Vec<u32> {
     let offs = features::cross_offsets();
@@ -227,4 +229,42 @@ fn cross_tables_bwd_errors_are_typed() {
     for u in variants() {
         check(&*u.be);
     }
+}
+
+/// The training-time cross tables on tensors (issue 12): forward (`cross_tables_fwd`) and the
+/// backward into four tensors, against `cpu::cross_bias::{cross_tables, cross_tables_bwd}`.
+#[test]
+fn cross_tables_fwd_and_bwd_match_cpu() {
+    let p = params(1);
+    let (want_cb, want_cv) = cross_bias::cross_tables(&p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims(), p.d);
+    let v = CROSS_OFFS[J] as usize;
+    let mut rng = SplitMix64::new(2);
+    let dcb = randn(&mut rng, v * HEADS, 1.0);
+    let dcv = randn(&mut rng, v * p.d, 1.0);
+    let want_g = cross_bias::cross_tables_bwd(&dcb, &dcv, &p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims());
+    for_each_backend!(|gpu, _cpu| {
+        let up = upload(&*gpu, &p);
+        let mut st = Staging::new();
+        let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
+        let staged = gpu.upload_staging(st).unwrap();
+        let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
+        assert_close("cross cb", &f32s(&read(&*gpu, &cb)), &want_cb, |_| 1e-5, 1e-5);
+        assert_close("cross cv", &f32s(&read(&*gpu, &cv)), &want_cv, |_| 1e-5, 1e-5);
+        let (tb, tv) = (gpu.tensor_f32("dcb", v, HEADS, &dcb).unwrap(), gpu.tensor_f32("dcv", v, p.d, &dcv).unwrap());
+        let g = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &tb, &tv, &staged).unwrap();
+        let got = gpu.tensor_read(&[&g.de, &g.dw_c, &g.dbeta, &g.dw_vc]).unwrap();
+        for (name, got, want) in [
+            ("de", &got[0], &want_g.de),
+            ("dw_c", &got[1], &want_g.dw_c),
+            ("dbeta", &got[2], &want_g.dbeta),
+            ("dw_vc", &got[3], &want_g.dw_vc),
+        ] {
+            assert_close(&format!("cross {name}"), &f32s(got), want, |_| 1e-4, 1e-5);
+        }
+        // Offsets that do not cover the table are refused.
+        let mut st = Staging::new();
+        let bad = st.offsets("cross offsets", &[0, 5, 13, 19]).unwrap();
+        let staged = gpu.upload_staging(st).unwrap();
+        assert!(matches!(gpu.cross_tables_dev(&cross(&up, &bad), &staged), Err(Error::LengthMismatch { .. })));
+    });
 }

@@ -16,6 +16,7 @@ mod esu;
 mod gather;
 mod gemm;
 mod gsu_topk;
+mod gsu_train;
 mod kmeans;
 mod log_size_bias;
 mod mlp;
@@ -23,7 +24,7 @@ mod optim;
 mod segment_sum;
 mod serve;
 mod train;
-mod twin_train;
+mod twin_rows;
 
 /// `TWIN_REQUIRE_CUDA=1` turns a missing CUDA into a failure that names CUDA. Shown by running
 /// one parity test of this binary again in a child process, with and without the variable, on

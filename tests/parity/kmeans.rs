@@ -157,7 +157,7 @@ fn kmeans_errors_match_cpu() {
         let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
         for be in [&gpu, &cpu] {
             assert!(matches!(
-                be.kmeans_update(&b, &vec![0u32, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], &vec![0.0; 4 * DIM]),
+                be.kmeans_update(&b, &[0u32, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], &[0.0; 4 * DIM]),
                 Err(Error::OutOfRange { field: "assign", index: 4, .. })
             ));
         }
@@ -188,10 +188,23 @@ fn lloyd_transfers_do_not_grow_with_iterations() {
         }
         assert!(counts.iter().all(|&c| c == counts[0]), "transfer calls grow with iterations: {counts:?}");
         assert!(counts[0].1 <= 1, "more than one download per Lloyd run: {counts:?}");
+        if kind_name(&*gpu) == "wgpu" {
+            // Points, offsets and the initial centroids travel in one packed upload.
+            assert_eq!(counts[0], (1, 1), "wgpu Lloyd transfers");
+            // Seeding on the device too: `kmeans` is still one upload and one download.
+            let before = gpu.transfers();
+            let got = gpu.kmeans(&b, &seeds, 20).unwrap();
+            let t = gpu.transfers().since(before);
+            eprintln!("wgpu kmeans (device seed + Lloyd): {t:?}");
+            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu kmeans transfers: {t:?}");
+            let want = cpu.kmeans(&b, &seeds, 20).unwrap();
+            assert_eq!(got.assign, want.assign, "kmeans assignments");
+            assert_eq!(got.iterations, want.iterations, "kmeans iterations");
+        }
     });
 }
 
-/// k-means++ seeding (on the device on CUDA): the same centroids as the CPU's, bit for bit, for
+/// k-means++ seeding (on the device on CUDA and wgpu): the same centroids as the CPU's, bit for bit, for
 /// every problem of a ragged batch (one-point problems, duplicates, k = n).
 #[test]
 fn kmeans_seed_bit_identical() {
@@ -199,7 +212,13 @@ fn kmeans_seed_bit_identical() {
         let (pts, offs, ks) = problems(SIZES, 74);
         let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9) ^ 77).collect();
         let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let before = gpu.transfers();
         let got = gpu.kmeans_seed(&b, &seeds).unwrap();
+        let t = gpu.transfers().since(before);
+        eprintln!("kmeans_seed on {}: {t:?}", kind_name(&*gpu));
+        if kind_name(&*gpu) == "wgpu" {
+            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu seeds on the device: {t:?}");
+        }
         let want = cpu.kmeans_seed(&b, &seeds).unwrap();
         assert_eq!(got.len(), want.len());
         if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
@@ -209,6 +228,17 @@ fn kmeans_seed_bit_identical() {
         let few = &pts[..5 * DIM];
         let b5 = KmeansBatch { dim: DIM, points: few, offsets: &[0, 5], k: &[5] };
         assert_eq!(gpu.kmeans_seed(&b5, &[3]).unwrap(), cpu.kmeans_seed(&b5, &[3]).unwrap());
+        // Many seeds over small problems (k = n, duplicates, tiny distances), compared bit for bit.
+        let (pts, offs, ks) = problems(&[3, 9, 40, 64, 257, 700], 78);
+        let ks: Vec<u32> = ks.iter().zip(offs.windows(2)).map(|(&k, o)| if o[1] - o[0] <= 9 { o[1] - o[0] } else { k + 3 }).collect();
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        for round in 0..4u64 {
+            let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| twin_engine::rng::mix64(i + 1000 * round)).collect();
+            let got = gpu.kmeans_seed(&b, &seeds).unwrap();
+            let want = cpu.kmeans_seed(&b, &seeds).unwrap();
+            let same = got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "round {round}: seeds differ from the CPU's");
+        }
     });
 }
 
@@ -240,7 +270,9 @@ fn kmeans_items_equals_kmeans_on_gathered_rows() {
         assert_eq!(got.iterations, want.iterations, "iterations");
         assert_close("kmeans_items centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
         eprintln!("kmeans_items on {}: {t:?} (points on device: {})", kind_name(&*gpu), pts.on_device());
-        if pts.on_device() {
+        // wgpu gathers the rows on the host, then seeds and runs Lloyd on the device from one
+        // packed upload.
+        if pts.on_device() || kind_name(&*gpu) == "wgpu" {
             assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "{t:?}");
         }
         // Ids past the table are refused before any device work.

@@ -1,43 +1,102 @@
 //! `kmeans` (shaders/kmeans.wgsl): batched assignment and update; `lloyd` keeps the points,
 //! centroids, assignments and convergence state on the device and runs every round without the
 //! host (`kmeans_converge_fwd_v1`), then reads assignments, centroids and iteration counts back
-//! in one download.
+//! in one download. Each group of problems travels in one packed upload; `Init::Seed` seeds on
+//! the device from the resident points (kmeans_seed.rs), so a whole `kmeans` call is one upload
+//! and one download.
 
+use std::num::NonZeroU64;
+
+use super::kmeans_seed;
 use super::{grid, split_by, words_f32, words_u32, Readback, WgpuBackend, B};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::{Error, Result};
 
-const SRC: &str = include_str!("../../../shaders/kmeans.wgsl");
+pub(super) const SRC: &str = include_str!("../../../shaders/kmeans.wgsl");
 /// points, offsets, coff, cents (read); assign, out, state (read-write); old (read).
-const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::R];
+pub(super) const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::R];
 
+/// Mirrors `Params` in shaders/kmeans.wgsl (`c_begin`, `c_end`: the seeding window).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    dim: u32,
-    n_prob: u32,
-    total_k: u32,
+pub(super) struct Params {
+    pub n: u32,
+    pub dim: u32,
+    pub n_prob: u32,
+    pub total_k: u32,
+    pub c_begin: u32,
+    pub c_end: u32,
+    pub pad: [u32; 2],
 }
 
-/// One group of whole problems, resident on the device.
-struct Group {
+/// A section of a group's packed upload, in bytes.
+#[derive(Clone, Copy)]
+pub(super) struct Sec {
+    off: u64,
+    size: u64,
+}
+
+/// One group of whole problems, resident on the device: points, offsets, centroid offsets and,
+/// when given, the seeds and the initial centroids travel in ONE upload (`data`), each section
+/// at a 256-byte boundary (the largest storage offset alignment wgpu allows).
+pub(super) struct Group {
     /// point range in the batch
-    pts: std::ops::Range<usize>,
+    pub pts: std::ops::Range<usize>,
     /// centroid-row range in the batch
-    cents: std::ops::Range<usize>,
-    points: wgpu::Buffer,
-    offsets: wgpu::Buffer,
-    coff: wgpu::Buffer,
-    params: wgpu::Buffer,
-    n_prob: usize,
+    pub cents: std::ops::Range<usize>,
+    data: wgpu::Buffer,
+    points: Sec,
+    offsets: Sec,
+    coff: Sec,
+    seeds: Option<Sec>,
+    init: Option<Sec>,
+    pub params: wgpu::Buffer,
+    pub n_prob: usize,
+    /// largest k of the group's problems
+    pub k_max: usize,
+}
+
+impl Group {
+    fn bind(&self, s: Sec) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding { buffer: &self.data, offset: s.off, size: NonZeroU64::new(s.size) }
+    }
+    pub fn points(&self) -> wgpu::BufferBinding<'_> {
+        self.bind(self.points)
+    }
+    pub fn offsets(&self) -> wgpu::BufferBinding<'_> {
+        self.bind(self.offsets)
+    }
+    pub fn coff(&self) -> wgpu::BufferBinding<'_> {
+        self.bind(self.coff)
+    }
+    /// The seeds section (`[2P]` lo, hi words), when the group was packed with seeds.
+    pub fn seeds(&self) -> Result<wgpu::BufferBinding<'_>> {
+        self.seeds.map(|s| self.bind(s)).ok_or(Error::BadShape { field: "k-means seeds", value: 0, why: "not uploaded" })
+    }
+}
+
+/// What a group's upload carries besides points and offsets.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Extra<'a> {
+    pub seeds: Option<&'a [u64]>,
+    pub init: Option<&'a [f32]>,
+}
+
+/// Append `xs` to `words` at the next 256-byte boundary.
+fn section(words: &mut Vec<u32>, xs: impl Iterator<Item = u32>) -> Sec {
+    words.resize(words.len().div_ceil(64) * 64, 0);
+    let start = words.len();
+    words.extend(xs);
+    Sec { off: start as u64 * 4, size: ((words.len() - start).max(1) * 4) as u64 }
 }
 
 /// Problems grouped so that each group's points fit one storage binding.
-fn groups(be: &WgpuBackend, b: &KmeansBatch) -> Result<Vec<Group>> {
+pub(super) fn groups(be: &WgpuBackend, b: &KmeansBatch, extra: Extra) -> Result<Vec<Group>> {
     let coff_all = b.centroid_offsets();
     let row = (b.dim * 4) as u64;
-    let ranges = split_by(b.n_problems(), be.max_binding(), |p| b.range(p).len() as u64 * row);
+    let init_rows = |p: usize| if extra.init.is_some() { b.k[p] as u64 } else { 0 };
+    let cost = |p: usize| (b.range(p).len() as u64 + init_rows(p)) * row + 16;
+    let ranges = split_by(b.n_problems(), be.max_binding().saturating_sub(1024), cost);
     let mut out = Vec::new();
     for probs in ranges {
         let pts = b.offsets[probs.start] as usize..b.offsets[probs.end] as usize;
@@ -50,16 +109,37 @@ fn groups(be: &WgpuBackend, b: &KmeansBatch) -> Result<Vec<Group>> {
                 limit: be.max_binding(),
             });
         }
-        let offs: Vec<u32> = b.offsets[probs.start..=probs.end].iter().map(|&o| o - b.offsets[probs.start]).collect();
-        let co: Vec<u32> = coff_all[probs.start..=probs.end].iter().map(|&o| o - coff_all[probs.start]).collect();
-        let params =
-            be.uniform(&Params { n: pts.len() as u32, dim: b.dim as u32, n_prob: probs.len() as u32, total_k: cents.len() as u32 });
+        let (p0, c0) = (b.offsets[probs.start], coff_all[probs.start]);
+        let mut words = Vec::new();
+        let points = section(&mut words, b.points[pts.start * b.dim..pts.end * b.dim].iter().map(|x| x.to_bits()));
+        let offsets = section(&mut words, b.offsets[probs.start..=probs.end].iter().map(|&o| o - p0));
+        let coff = section(&mut words, coff_all[probs.start..=probs.end].iter().map(|&o| o - c0));
+        let seeds = extra.seeds.map(|sd| section(&mut words, sd[probs.clone()].iter().flat_map(|&x| [x as u32, (x >> 32) as u32])));
+        let init = extra.init.map(|c| section(&mut words, c[cents.start * b.dim..cents.end * b.dim].iter().map(|x| x.to_bits())));
+        let total = words.len() as u64 * 4;
+        let max_buffer = be.device.limits().max_buffer_size;
+        if total > max_buffer {
+            return Err(Error::TooLarge { field: "k-means upload bytes", value: total, limit: max_buffer });
+        }
+        let params = be.uniform(&Params {
+            n: pts.len() as u32,
+            dim: b.dim as u32,
+            n_prob: probs.len() as u32,
+            total_k: cents.len() as u32,
+            c_begin: 0,
+            c_end: 0,
+            pad: [0; 2],
+        });
         out.push(Group {
-            points: be.upload("points", &b.points[pts.start * b.dim..pts.end * b.dim]),
-            offsets: be.upload("offsets", &offs),
-            coff: be.upload("centroid offsets", &co),
+            data: be.upload("kmeans problems", &words),
+            points,
+            offsets,
+            coff,
+            seeds,
+            init,
             params,
             n_prob: probs.len(),
+            k_max: probs.clone().map(|p| b.k[p] as usize).max().unwrap_or(0),
             pts,
             cents,
         });
@@ -69,14 +149,14 @@ fn groups(be: &WgpuBackend, b: &KmeansBatch) -> Result<Vec<Group>> {
 
 /// Buffers a dispatch binds but does not use, and the all-zero convergence state of the
 /// standalone ops.
-struct Spare {
-    f32s: wgpu::Buffer,
-    u32s: wgpu::Buffer,
-    state: wgpu::Buffer,
+pub(super) struct Spare {
+    pub f32s: wgpu::Buffer,
+    pub u32s: wgpu::Buffer,
+    pub state: wgpu::Buffer,
 }
 
 impl Spare {
-    fn new(be: &WgpuBackend, n_prob: usize) -> Spare {
+    pub fn new(be: &WgpuBackend, n_prob: usize) -> Spare {
         Spare { f32s: be.output("unused", 4), u32s: be.output("unused", 4), state: be.zeroed("kmeans state", 2 * n_prob) }
     }
 }
@@ -91,16 +171,21 @@ fn encode_assign(
     spare: &Spare,
 ) -> Result<()> {
     let pipe = be.pipe("kmeans", SRC, "kmeans_assign_fwd_v1", 0, BINDS)?;
-    be.dispatch(
-        enc,
-        &pipe,
-        &g.params,
-        &[&g.points, &g.offsets, &g.coff, cents, assign, &spare.f32s, state, &spare.u32s],
-        grid((g.pts.len() as u64).div_ceil(64)),
-    );
+    let binds = [
+        g.points(),
+        g.offsets(),
+        g.coff(),
+        cents.as_entire_buffer_binding(),
+        assign.as_entire_buffer_binding(),
+        spare.f32s.as_entire_buffer_binding(),
+        state.as_entire_buffer_binding(),
+        spare.u32s.as_entire_buffer_binding(),
+    ];
+    be.dispatch_bound(enc, &pipe, &g.params, &binds, grid((g.pts.len() as u64).div_ceil(64)));
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_update(
     be: &WgpuBackend,
     enc: &mut wgpu::CommandEncoder,
@@ -113,19 +198,23 @@ fn encode_update(
     spare: &Spare,
 ) -> Result<()> {
     let pipe = be.pipe("kmeans", SRC, "kmeans_update_fwd_v1", 0, BINDS)?;
-    be.dispatch(
-        enc,
-        &pipe,
-        &g.params,
-        &[&g.points, &g.offsets, &g.coff, prev, assign, out, state, &spare.u32s],
-        grid(((g.cents.len() * dim) as u64).div_ceil(64)),
-    );
+    let binds = [
+        g.points(),
+        g.offsets(),
+        g.coff(),
+        prev.as_entire_buffer_binding(),
+        assign.as_entire_buffer_binding(),
+        out.as_entire_buffer_binding(),
+        state.as_entire_buffer_binding(),
+        spare.u32s.as_entire_buffer_binding(),
+    ];
+    be.dispatch_bound(enc, &pipe, &g.params, &binds, grid(((g.cents.len() * dim) as u64).div_ceil(64)));
     Ok(())
 }
 
 pub(crate) fn assign(be: &WgpuBackend, b: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
     be.scoped("kmeans_assign", || {
-        let gs = groups(be, b)?;
+        let gs = groups(be, b, Extra::default())?;
         let mut enc = be.encoder();
         let spare = Spare::new(be, b.n_problems());
         let mut outs = Vec::new();
@@ -143,7 +232,7 @@ pub(crate) fn assign(be: &WgpuBackend, b: &KmeansBatch, centroids: &[f32]) -> Re
 
 pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[f32]) -> Result<Vec<f32>> {
     be.scoped("kmeans_update", || {
-        let gs = groups(be, b)?;
+        let gs = groups(be, b, Extra::default())?;
         let mut enc = be.encoder();
         let spare = Spare::new(be, b.n_problems());
         let mut outs = Vec::new();
@@ -160,20 +249,42 @@ pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[
     })
 }
 
-/// Lloyd iterations on the device from seeded centroids `init`, with the same semantics as the
-/// trait's default `lloyd_unchecked`: `max_iter` rounds of update + assign + converge are encoded
+/// How a device Lloyd run gets its initial centroids.
+pub(crate) enum Init<'a> {
+    /// given by the host (packed into the one upload, copied into place on the device)
+    Host(&'a [f32]),
+    /// k-means++ on the device from the resident points (`kmeans_seed_fwd`), `per` picks a dispatch
+    Seed(&'a [u64], u32),
+}
+
+/// Lloyd iterations on the device from `init`, with the same semantics as the trait's default
+/// `lloyd_unchecked`: (seeding, then) `max_iter` rounds of update + assign + converge are encoded
 /// into one command buffer (a converged problem is skipped by the shaders), then the final
-/// assignments, centroids and iteration counts come back in one download.
-pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+/// assignments, centroids and iteration counts come back in one download. One upload per group.
+pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Init, max_iter: u32) -> Result<KmeansResult> {
     be.scoped("kmeans", || {
-        let gs = groups(be, b)?;
+        let extra = match init {
+            Init::Host(c) => Extra { seeds: None, init: Some(c) },
+            Init::Seed(s, _) => Extra { seeds: Some(s), init: None },
+        };
+        let gs = groups(be, b, extra)?;
         let spare = Spare::new(be, 1);
         let mut enc = be.encoder();
         // Per group: centroid and assignment ping-pong buffers, and the convergence state.
         let mut bufs: Vec<([wgpu::Buffer; 2], [wgpu::Buffer; 2], wgpu::Buffer, usize)> = Vec::new();
         for g in &gs {
             let n_prob = g.n_prob;
-            let c0 = be.upload("centroids", &init[g.cents.start * b.dim..g.cents.end * b.dim]);
+            let c0 = be.output("centroids", g.cents.len() * b.dim);
+            match init {
+                Init::Host(_) => {
+                    let sec = g.init.ok_or(Error::BadShape { field: "k-means init", value: 0, why: "not uploaded" })?;
+                    enc.copy_buffer_to_buffer(&g.data, sec.off, &c0, 0, (g.cents.len() * b.dim * 4) as u64);
+                }
+                Init::Seed(_, per) => {
+                    let scratch = be.zeroed("kmeans seed scratch", 3 * n_prob + g.pts.len());
+                    kmeans_seed::encode(be, &mut enc, g, b.dim, per, &c0, &scratch, &spare)?;
+                }
+            }
             let c1 = be.output("centroids", g.cents.len() * b.dim);
             let a0 = be.output("assign", g.pts.len());
             let a1 = be.output("assign", g.pts.len());
@@ -187,13 +298,17 @@ pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Vec<f32>, max_iter:
             for (g, (c, a, state, n_prob)) in gs.iter().zip(&bufs) {
                 encode_update(be, &mut enc, g, b.dim, &c[cur], &a[cur], &c[1 - cur], state, &spare)?;
                 encode_assign(be, &mut enc, g, &c[1 - cur], &a[1 - cur], state, &spare)?;
-                be.dispatch(
-                    &mut enc,
-                    &converge,
-                    &g.params,
-                    &[&g.points, &g.offsets, &g.coff, &c[1 - cur], &a[1 - cur], &spare.f32s, state, &a[cur]],
-                    grid((*n_prob as u64).div_ceil(64)),
-                );
+                let binds = [
+                    g.points(),
+                    g.offsets(),
+                    g.coff(),
+                    c[1 - cur].as_entire_buffer_binding(),
+                    a[1 - cur].as_entire_buffer_binding(),
+                    spare.f32s.as_entire_buffer_binding(),
+                    state.as_entire_buffer_binding(),
+                    a[cur].as_entire_buffer_binding(),
+                ];
+                be.dispatch_bound(&mut enc, &converge, &g.params, &binds, grid((*n_prob as u64).div_ceil(64)));
             }
         }
         let fin = max_iter as usize % 2;

@@ -26,6 +26,7 @@ mod gather;
 mod gemm;
 mod gsu_topk;
 mod kmeans;
+mod kmeans_seed;
 mod log_size_bias;
 mod measure;
 mod segment_sum;
@@ -493,6 +494,25 @@ impl Backend for WgpuBackend {
     }
 
     unsafe fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
-        kmeans::lloyd(self, batch, centroids, max_iter)
+        kmeans::lloyd(self, batch, kmeans::Init::Host(&centroids), max_iter)
+    }
+
+    fn kmeans_seed(&self, batch: &KmeansBatch, seeds: &[u64]) -> Result<Vec<f32>> {
+        check::kmeans(batch)?;
+        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
+        kmeans_seed::seed(self, batch, seeds)
+    }
+
+    /// Seeding and Lloyd on the device in one command buffer: one upload, one download.
+    fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {
+        check::kmeans(batch)?;
+        check::len("seeds", seeds.len(), batch.n_problems(), "number of problems")?;
+        match kmeans_seed::plan(batch) {
+            Some(per) => kmeans::lloyd(self, batch, kmeans::Init::Seed(seeds, per), max_iter),
+            None => {
+                let init = super::cpu::kmeans::seed_all(batch, seeds);
+                kmeans::lloyd(self, batch, kmeans::Init::Host(&init), max_iter)
+            }
+        }
     }
 }

@@ -21,6 +21,7 @@ mod kmeans;
 mod log_size_bias;
 mod mlp;
 mod optim;
+mod pool;
 mod segment_sum;
 mod serve;
 mod train;

@@ -73,8 +73,8 @@ impl WgpuBackend {
         let (lb, sb) = (self.tensor_storage(logits)?, self.tensor_storage(&staged.tensor)?);
         self.scoped("bce_dev", || {
             let pipe = self.pipe("bce", SRC, "bce_fwd", 0, BINDS)?;
-            let terms = self.output("bce loss terms", n);
-            let dl = self.output("dlogit", n);
+            let terms = self.pooled_output("bce loss terms", n);
+            let dl = self.pooled_output("dlogit", n);
             let n_groups = n.div_ceil(64);
             let p = self.uniform(&Params { n: n as u32, n_groups: n_groups as u32, inv_b: (1.0 / n.max(1) as f64) as f32, pad: 0 });
             let mut enc = self.encoder();

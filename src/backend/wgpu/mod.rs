@@ -29,12 +29,14 @@ mod kmeans;
 mod kmeans_seed;
 mod log_size_bias;
 mod measure;
+mod pool;
 mod segment_sum;
 mod split;
 mod tensor;
 mod train_rows;
 mod wgsl;
 
+pub use pool::PoolStats;
 pub(crate) use wgsl::preprocess;
 use wgsl::REDUCE_PRELUDE;
 
@@ -130,6 +132,7 @@ pub struct WgpuBackend {
     opts: WgpuOptions,
     pipes: Mutex<HashMap<(&'static str, u32), Arc<Pipe>>>,
     copies: TransferCounter,
+    pool: Arc<pool::Pool>,
 }
 
 fn dev_err(op: &'static str, e: impl std::fmt::Display) -> Error {
@@ -212,7 +215,8 @@ impl WgpuBackend {
         .map_err(|e| unavailable(format!("request_device on {}: {e}", info.name)))?;
         // Errors outside a scope (there should be none) are logged, not panics.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: uncaptured error: {e}")));
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let mut max_binding = device_binding;
         if let Some(m) = opts.max_binding {
             max_binding = max_binding.min(m.max(256));
         }
@@ -230,6 +234,7 @@ impl WgpuBackend {
             opts,
             pipes: Mutex::new(HashMap::new()),
             copies: TransferCounter::default(),
+            pool: Arc::new(pool::Pool::new(device_binding)),
         })
     }
 

@@ -117,7 +117,7 @@ impl WgpuBackend {
         let (srcb, sb) = (self.tensor_storage(src)?, self.tensor_storage(&staged.tensor)?);
         self.scoped("segment_sum_dev", || {
             let total = s_n * width;
-            let outb = self.output("segment sums", total);
+            let outb = self.pooled_output("segment sums", total);
             if total > 0 {
                 // The longest segment is at most the whole perm: enough passes of CHUNK entries
                 // (a pass past a segment's end adds nothing to it).

@@ -12,6 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::esu::{self, Seq};
+use super::pool::PoolBuf;
 use super::{cross_bias, gemm, grid, gsu_topk, log_size_bias, split, Readback, WgpuBackend, B};
 use crate::backend::cpu::copy_rows::SrcCols;
 use crate::backend::{
@@ -67,8 +68,8 @@ struct OptimParams {
     bc2: f32,
 }
 
-/// A tensor's device buffer (at least 16 bytes).
-pub(crate) struct WgpuMem(pub wgpu::Buffer);
+/// A tensor's device buffer (at least 16 bytes), back to the backend's pool when dropped.
+pub(crate) struct WgpuMem(pub PoolBuf);
 
 /// wgpu's own sections of a staged online batch: the per-candidate info and the NaN flag's
 /// initial value.
@@ -83,32 +84,29 @@ fn bytes(r: &Range<usize>) -> (u64, u64) {
 
 impl WgpuBackend {
     fn mem<'a>(&self, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
-        t.storage::<WgpuMem>(BackendKind::Wgpu, self.id).map(|m| &m.0)
+        t.storage::<WgpuMem>(BackendKind::Wgpu, self.id).map(|m| &*m.0)
     }
 
     pub(crate) fn tensor_storage<'a>(&self, t: &'a Tensor) -> Result<&'a wgpu::Buffer> {
         self.mem(t)
     }
 
-    pub(crate) fn tensor_of(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: wgpu::Buffer) -> Tensor {
+    pub(crate) fn tensor_of(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: PoolBuf) -> Tensor {
         self.wrap(name, rows, cols, elem, buf)
     }
 
-    fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: wgpu::Buffer) -> Tensor {
+    fn wrap(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, buf: PoolBuf) -> Tensor {
         Tensor { name, rows, cols, elem, backend: BackendKind::Wgpu, device_id: self.id, inner: Arc::new(WgpuMem(buf)) }
     }
 
-    fn scratch(&self, label: &str, words: usize) -> wgpu::Buffer {
-        self.zeroed(label, words)
-    }
-
     pub(crate) fn tensor_upload(&self, name: &'static str, rows: usize, cols: usize, elem: Elem, data: &[u32]) -> Result<Tensor> {
-        let b = self.scoped("tensor upload", || Ok(self.upload(name, data)))?;
+        let b = self.scoped("tensor upload", || Ok(self.pooled_upload(name, data)))?;
         Ok(self.wrap(name, rows, cols, elem, b))
     }
 
+    /// A pooled tensor of zeros (a reused buffer is cleared on the device).
     pub(crate) fn tensor_zeroed(&self, name: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<Tensor> {
-        let b = self.scoped("tensor zeros", || Ok(self.scratch(name, rows * cols)))?;
+        let b = self.scoped("tensor zeros", || Ok(self.pooled_zeroed(name, rows * cols)))?;
         Ok(self.wrap(name, rows, cols, elem, b))
     }
 
@@ -158,8 +156,9 @@ impl WgpuBackend {
             let mut enc = self.encoder();
             // The fused path's bindings are whole buffers: copy the staged sections into them on
             // the device (no host transfer).
-            let mut section = |r: &Range<usize>, label: &str| -> wgpu::Buffer {
-                let b = self.scratch(label, r.len());
+            // Cleared first (a pooled buffer is not zero): the words past the section stay zero.
+            let mut section = |r: &Range<usize>, label: &str| -> PoolBuf {
+                let b = self.pooled_zeroed_in(&mut enc, label, r.len());
                 let (off, len) = bytes(r);
                 if len > 0 {
                     enc.copy_buffer_to_buffer(sb, off, &b, 0, len);
@@ -172,14 +171,15 @@ impl WgpuBackend {
             let sizes = section(sizes_r, "sizes");
             let info = section(&nat.info, "cand info");
             let nan = section(&nat.nan, "nan flag");
-            let cb = self.output("cross bias", nl * h);
+            let cb = self.pooled_output("cross bias", nl * h);
             cross_bias::encode_gather_sum(self, &mut enc, &t.cross_bias, &cross, nl, j, &cb)?;
-            let bias = self.output("bias", nl * h);
+            let bias = self.pooled_output("bias", nl * h);
             log_size_bias::encode(self, &mut enc, &cb, &sizes, nl, h, &bias)?;
-            let o = gsu_topk::encode(self, &mut enc, t, &info, &items, &bias, nc, k, Some(nan))?;
+            // `o.nan` is a second handle of `nan`, dropped with `o` (the tensor keeps `nan`).
+            let o = gsu_topk::encode(self, &mut enc, t, &info, &items, &bias, nc, k, Some((*nan).clone()))?;
             let s = Seq { info: &info, items: &items, cross: &cross, bias: &bias };
             let out = esu::encode(self, &mut enc, t, &s, &o.idx, &o.count, nc, k)?;
-            let topk = self.scratch("online topk", 2 * nk + nc);
+            let topk = self.pooled_zeroed_in(&mut enc, "online topk", 2 * nk + nc);
             for (src, at, words) in [(&o.idx, 0, nk), (&o.score, nk, nk), (&o.count, 2 * nk, nc)] {
                 if words > 0 {
                     enc.copy_buffer_to_buffer(src, 0, &topk, (at * 4) as u64, (words * 4) as u64);
@@ -187,9 +187,9 @@ impl WgpuBackend {
             }
             self.queue.submit([enc.finish()]);
             Ok(OnlineDev {
-                out: self.wrap("online out", nc, d, Elem::F32, out),
+                out: self.wrap("online out", nc, d, Elem::F32, PoolBuf::unpooled(out)),
                 topk: self.wrap("online topk", 1, 2 * nk + nc, Elem::U32, topk),
-                flag: self.wrap("online flag", 1, 1, Elem::U32, o.nan),
+                flag: self.wrap("online flag", 1, 1, Elem::U32, nan),
                 flag_ok: u32::MAX,
             })
         })
@@ -252,7 +252,8 @@ impl WgpuBackend {
         }
         let (ab, bb) = (self.mem(a)?, self.mem(b)?);
         self.scoped("gemm_dev", || {
-            let out = if k == 0 { self.scratch("gemm out", m * n) } else { self.output("gemm out", m * n) };
+            // k = 0: the product is zeros (a pooled buffer must be cleared).
+            let out = if k == 0 { self.pooled_zeroed("gemm out", m * n) } else { self.pooled_output("gemm out", m * n) };
             if m > 0 && n > 0 && k > 0 {
                 let mut enc = self.encoder();
                 let k_stride = if kind == GemmKind::TN { 0 } else { k };
@@ -269,7 +270,7 @@ impl WgpuBackend {
         }
         let (db_buf, yb) = (self.mem(dy)?, self.mem(y)?);
         self.scoped("bias_act_bwd", || {
-            let db = self.output("bias grad", dy.cols);
+            let db = self.pooled_output("bias grad", dy.cols);
             if dy.cols > 0 {
                 let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_bwd_v1", 0, &[B::W, B::R, B::W])?;
                 let pu = self.uniform(&BiasParams { m: dy.rows as u32, n: dy.cols as u32, act: act.code(), pad0: 0 });

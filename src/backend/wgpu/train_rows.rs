@@ -121,7 +121,7 @@ impl WgpuBackend {
 
     /// Copy the `rows * cols` words at word `at` of `src` into a new buffer, wrapped as `[rows, cols]`.
     fn carve(&self, enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, at: usize, name: &'static str, rows: usize, cols: usize) -> Tensor {
-        let dst = self.zeroed(name, rows * cols);
+        let dst = self.pooled_output(name, rows * cols);
         if rows * cols > 0 {
             enc.copy_buffer_to_buffer(src, (at * 4) as u64, &dst, 0, (rows * cols * 4) as u64);
         }
@@ -140,7 +140,7 @@ impl WgpuBackend {
             (self.tensor_storage(p.e)?, self.tensor_storage(p.w_c)?, self.tensor_storage(p.beta)?, self.tensor_storage(p.w_vc)?);
         let sb = self.tensor_storage(&staged.tensor)?;
         self.scoped("cross_tables_dev", || {
-            let out = self.output("cross tables", total);
+            let out = self.pooled_output("cross tables", total);
             let unused = self.zeroed("unused", 4);
             let mut enc = self.encoder();
             if total > 0 {
@@ -198,7 +198,7 @@ impl WgpuBackend {
         let (eb, wcb, bb, wvb) =
             (self.tensor_storage(p.e)?, self.tensor_storage(p.w_c)?, self.tensor_storage(p.beta)?, self.tensor_storage(p.w_vc)?);
         self.scoped("cross_tables_bwd_dev", || {
-            let out = self.output("cross grads", total);
+            let out = self.pooled_output("cross grads", total);
             let mut enc = self.encoder();
             if total > 0 {
                 let pipe = self.pipe("cross_bias", cross_bias::SRC, "cross_bias_bwd_v1", 0, cross_bias::BINDS_BWD)?;
@@ -281,9 +281,9 @@ impl WgpuBackend {
             pad1: 0,
         };
         self.scoped("gsu_train_dev", || {
-            let scores = self.output("gsu scores", n_long);
-            let sel = self.output("gsu finalists", n_fin);
-            let map = self.output("gsu row map", map_len);
+            let scores = self.pooled_output("gsu scores", n_long);
+            let sel = self.pooled_output("gsu finalists", n_fin);
+            let map = self.pooled_output("gsu row map", map_len);
             let unused = self.zeroed("unused cb", 4);
             let cbb = cbb.unwrap_or(&unused);
             let pu = self.uniform(&prm);
@@ -342,8 +342,8 @@ impl WgpuBackend {
         };
         let (selb, sb, cbb) = (self.tensor_storage(&gsu.sel)?, self.tensor_storage(&staged.tensor)?, self.tensor_storage(cb)?);
         self.scoped("twin_rows_dev", || {
-            let xb = self.output("attention rows x_h", n * hd);
-            let bias = self.output("attention bias", n * heads);
+            let xb = self.pooled_output("attention rows x_h", n * hd);
+            let bias = self.pooled_output("attention bias", n * heads);
             let total = n * (hd + heads);
             if total > 0 {
                 let pipe = self.pipe("twin_rows", ROWS_SRC, "twin_rows_fwd", 0, ROWS_BINDS)?;
@@ -421,7 +421,7 @@ impl WgpuBackend {
         let (srcb, sb, mb) = (self.tensor_storage(src)?, self.tensor_storage(&staged.tensor)?, self.tensor_storage(&gsu.map)?);
         self.scoped("segment_sum_mapped_dev", || {
             let total = s_n * width;
-            let outb = self.output("segment sums (mapped)", total);
+            let outb = self.pooled_output("segment sums (mapped)", total);
             if total > 0 {
                 let n_groups = total.div_ceil(64);
                 let pipe = self.pipe("segment_sum", segment_sum::SRC, "segment_sum_mapped_fwd", 0, MAPPED_BINDS)?;

@@ -47,7 +47,15 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Derive a stream seed from a base seed and a tuple of coordinates (user, group, depth, ...).
 pub fn derive_seed(base: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(mix64(base ^ 0x5EED_5EED_5EED_5EED), |acc, &p| mix64(acc ^ mix64(p.wrapping_add(0x9E37_79B9_7F4A_7C15))))
+    parts.iter().fold(mix64(base ^ 0x5EED_5EED_5EED_5EED), |acc, &p| derive_seed_extend(acc, p))
+}
+
+/// One more coordinate on a derived seed: `derive_seed(b, [x.., p]) ==
+/// derive_seed_extend(derive_seed(b, [x..]), p)`. Lets a device finish a seed (the clustering
+/// tree's depth) from a prefix the host derived.
+#[inline]
+pub fn derive_seed_extend(acc: u64, part: u64) -> u64 {
+    mix64(acc ^ mix64(part.wrapping_add(0x9E37_79B9_7F4A_7C15)))
 }
 
 #[cfg(test)]

@@ -527,3 +527,30 @@ pub fn segment_sum_dev(src: &Tensor, perm: &IdSlot, segs: &OffsetsSlot, staged: 
     }
     Ok(())
 }
+
+/// A [`TreeJob`](super::TreeJob) against item points of `rows` rows: ids in range, offsets
+/// well formed, every root at least `gamma ≥ 2` points, one stream per root.
+pub fn tree_job(job: &super::TreeJob, rows: usize) -> Result<()> {
+    if job.gamma < 2 {
+        return Err(Error::InvalidValue { field: "gamma", index: 0, value: job.gamma as f64, why: "must be at least 2" });
+    }
+    if job.ids.len() > u32::MAX as usize {
+        return Err(Error::TooLarge { field: "tree points", value: job.ids.len() as u64, limit: u32::MAX as u64 });
+    }
+    ids_below("tree point ids", job.ids, rows)?;
+    offsets("tree offsets", job.offsets, job.ids.len())?;
+    let n_roots = job.offsets.len() - 1;
+    len("tree streams", job.streams.len(), n_roots, "number of roots")?;
+    for r in 0..n_roots {
+        let n = job.offsets[r + 1] - job.offsets[r];
+        if n < job.gamma {
+            return Err(Error::InvalidValue {
+                field: "tree root size",
+                index: r,
+                value: n as f64,
+                why: "below gamma: such a root is a final cluster already",
+            });
+        }
+    }
+    Ok(())
+}

@@ -374,6 +374,26 @@ pub trait Backend: DeviceOps {
         host_tensor::kmeans_items(self, pts, ids, offsets, k, seeds, max_iter)
     }
 
+    /// The clustering job's whole hierarchy (SPEC §4.2): every level's k-means and partition,
+    /// as specified in `cpu::cluster_tree`. Device backends keep the points, the levels and the
+    /// partitions on the device and download only a few status words per level and the final
+    /// clusters; the default runs the reference loop over [`Backend::kmeans_items`].
+    fn kmeans_tree(&self, pts: &ItemPoints, job: &TreeJob) -> Result<TreeResult> {
+        check::tree_job(job, pts.rows)?;
+        if let Some(t) = &pts.dev {
+            t.expect("item points", pts.rows, pts.dim, Elem::F32)?;
+        }
+        // SAFETY: the job was checked against the points above.
+        unsafe { self.kmeans_tree_unchecked(pts, job) }
+    }
+    /// The backend's [`Backend::kmeans_tree`].
+    ///
+    /// # Safety
+    /// The job passed [`check::tree_job`] against `pts`.
+    unsafe fn kmeans_tree_unchecked(&self, pts: &ItemPoints, job: &TreeJob) -> Result<TreeResult> {
+        cpu::cluster_tree::tree(self, pts, job)
+    }
+
     /// Seed, then Lloyd iterations until no assignment changes or `max_iter` updates.
     /// A problem's result does not depend on which other problems share the batch.
     fn kmeans(&self, batch: &KmeansBatch, seeds: &[u64], max_iter: u32) -> Result<KmeansResult> {

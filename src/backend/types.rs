@@ -361,3 +361,48 @@ pub struct CrossDims {
     pub n_cross: usize,
     pub dim: usize,
 }
+
+/// One clustering job's hierarchy (SPEC §4.2) for [`Backend::kmeans_tree`]: `R` root problems
+/// (a user's completion group each), root `r` owning points `offsets[r]..offsets[r+1]` of `ids`
+/// (rows of the resident item embeddings), listed in ascending history position.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeJob<'a> {
+    /// `[N]` item id (row of the item points) of every point.
+    pub ids: &'a [u32],
+    /// `[R + 1]`; every root holds at least `gamma` points.
+    pub offsets: &'a [u32],
+    /// `[R]` per-root RNG stream: a depth-`d` problem of root `r` seeds k-means++ with
+    /// `rng::derive_seed_extend(streams[r], d)`.
+    pub streams: &'a [u64],
+    /// γ: a part with fewer points is a final cluster.
+    pub gamma: u32,
+    /// Lloyd iterations per k-means at most.
+    pub max_iter: u32,
+}
+
+/// What [`Backend::kmeans_tree`] did, summed over its levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    /// Levels that ran k-means.
+    pub levels: u32,
+    /// k-means problems solved.
+    pub problems: u64,
+    /// Problems whose k-means left one non-empty part (cut by position instead).
+    pub forced: u64,
+    /// `Σ n_p (it_p + 1)`, `Σ n_p it_p`, `Σ n_p k_p (it_p + 1)` (see `cluster::ClusterStats`).
+    pub assign_points: u64,
+    pub update_points: u64,
+    pub assign_distances: u64,
+}
+
+/// [`Backend::kmeans_tree`]'s final clusters, in the order the levels produce them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TreeResult {
+    /// `[N]` point indices (into the job's `ids`), cluster by cluster, ascending in a cluster.
+    pub members: Vec<u32>,
+    /// `[C + 1]` offsets into `members`.
+    pub offsets: Vec<u32>,
+    /// `[C]` root problem of each cluster.
+    pub root: Vec<u32>,
+    pub stats: TreeStats,
+}

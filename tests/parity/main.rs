@@ -9,6 +9,7 @@ mod attn;
 mod bce;
 mod bias_act;
 mod cluster;
+mod cluster_tree;
 mod copy_rows;
 mod cross_bias;
 mod cuda_compile;

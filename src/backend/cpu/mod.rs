@@ -4,6 +4,7 @@
 pub mod attn;
 pub mod bce;
 pub mod bias_act;
+pub mod cluster_tree;
 pub mod copy_rows;
 pub mod cross_bias;
 pub mod esu;

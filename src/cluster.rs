@@ -1,13 +1,16 @@
 //! Offline hierarchical clustering (SPEC §4, TWIN-V2 Algorithm 1), written once as host code
-//! over the backend's batched k-means, so it runs unchanged on every backend. The item
-//! embeddings are made resident once (`Backend::item_points`); each level sends the problems'
-//! point ids (`Backend::kmeans_items`), and on CUDA the gather, k-means++ and Lloyd run on the
-//! device with one upload and one download per level.
+//! over the backend's clustering tree, so it runs unchanged on every backend. The item
+//! embeddings are made resident once (`Backend::item_points`); the host splits each history
+//! into completion groups and sends the groups of at least γ behaviours as the roots of one
+//! `Backend::kmeans_tree` call per batch. The tree's levels (gather, k-means++, Lloyd,
+//! partition) run on the device where the backend has one (CUDA, wgpu): one upload, a status
+//! word per level, and the final clusters in one download; elsewhere the reference loop in
+//! `backend::cpu::cluster_tree` runs them over `Backend::kmeans_items`.
 //!
 //! The queue of Algorithm 1 is processed breadth-first across *all* users and groups: every
-//! level gathers each pending set `V` with `|V| ≥ γ` into one batched `Backend::kmeans` call
-//! (chunked only to bound memory). A GPU backend therefore sees thousands of small problems
-//! per launch instead of one tiny k-means per call.
+//! level of a tree is one batched k-means over all its pending sets `V` with `|V| ≥ γ`
+//! (batches of roots only bound memory). A GPU backend therefore sees thousands of small
+//! problems per launch instead of one tiny k-means per call.
 //!
 //! Determinism: a problem's seed is `derive_seed(seed, [user, group, depth])` and a problem's
 //! k-means result does not depend on its batch neighbours, so the clusters are a function of
@@ -21,7 +24,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, ItemPoints};
+use crate::backend::{Backend, ItemPoints, TreeJob};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::fileio::{self, Reader, Writer};
@@ -107,8 +110,12 @@ pub struct ClusterStats {
     pub behaviours: usize,
     pub clusters: usize,
     pub kmeans_problems: usize,
+    /// `Backend::kmeans_tree` calls (each a whole tree for a batch of roots).
     pub backend_calls: usize,
+    /// Levels of the deepest tree, the completion-group split included.
     pub levels: usize,
+    /// k-means levels summed over the trees (a device tree downloads a status word per level).
+    pub kmeans_levels: usize,
     pub forced_chunks: usize,
     /// Work the k-means did, summed over problems: points assigned (`n_p · (iterations_p + 1)`,
     /// the first assignment included), points summed into centroid updates (`n_p ·
@@ -119,14 +126,8 @@ pub struct ClusterStats {
     pub assign_distances: u64,
 }
 
-struct Node {
-    slot: u32,
-    group: u8,
-    depth: u32,
-    /// Positions within the user's history, ascending.
-    members: Vec<u32>,
-}
-
+/// A final cluster (or, before the trees run, a root): positions within the user's history,
+/// ascending.
 struct Done {
     slot: u32,
     group: u8,
@@ -193,94 +194,74 @@ pub fn cluster_users_on(
     let total: usize = ranges.iter().map(|r| r.len()).sum();
     let mut stats = ClusterStats { users: users.len(), behaviours: total, ..Default::default() };
 
-    // Level 0: split each history into completion groups.
-    let mut frontier: Vec<Node> = Vec::new();
+    // Level 0: split each history into completion groups. A group below γ is a final cluster;
+    // the others are the roots of the backend's clustering trees.
+    let mut done: Vec<Done> = Vec::new();
+    let mut roots: Vec<Done> = Vec::new();
     for (slot, r) in ranges.iter().enumerate() {
         let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); cfg.groups];
         for (pos, b) in r.clone().enumerate() {
             by_group[group_of(data.behaviours.completion(b), cfg.groups)].push(pos as u32);
         }
         for (g, members) in by_group.into_iter().enumerate() {
-            if !members.is_empty() {
-                frontier.push(Node { slot: slot as u32, group: g as u8, depth: 0, members });
+            let node = Done { slot: slot as u32, group: g as u8, members };
+            match node.members.len() {
+                0 => {}
+                n if n < cfg.gamma => done.push(node),
+                _ => roots.push(node),
             }
         }
     }
+    stats.levels = usize::from(!done.is_empty() || !roots.is_empty());
 
-    let mut done: Vec<Done> = Vec::new();
-    let mut placed = 0usize;
-    progress(0, total);
-    while !frontier.is_empty() {
-        stats.levels += 1;
-        let mut split: Vec<Node> = Vec::new();
-        for node in frontier.drain(..) {
-            if node.members.len() < cfg.gamma {
-                placed += node.members.len();
-                done.push(Done { slot: node.slot, group: node.group, members: node.members });
-            } else {
-                split.push(node);
-            }
+    let mut placed: usize = done.iter().map(|d| d.members.len()).sum();
+    progress(placed, total);
+    let mut start = 0;
+    while start < roots.len() {
+        // One backend call (a whole tree on the device) for as many roots as fit in the point
+        // budget; the levels never hold more points than their roots.
+        let mut end = start;
+        let mut n_pts = 0usize;
+        while end < roots.len() && (end == start || n_pts + roots[end].members.len() <= cfg.max_batch_points) {
+            n_pts += roots[end].members.len();
+            end += 1;
+        }
+        let chunk = &roots[start..end];
+        let mut ids = Vec::with_capacity(n_pts);
+        let mut positions = Vec::with_capacity(n_pts);
+        let mut offsets = Vec::with_capacity(chunk.len() + 1);
+        let mut streams = Vec::with_capacity(chunk.len());
+        offsets.push(0u32);
+        for node in chunk {
+            let base = ranges[node.slot as usize].start;
+            ids.extend(node.members.iter().map(|&pos| data.behaviours.item[base + pos as usize]));
+            positions.extend_from_slice(&node.members);
+            offsets.push(ids.len() as u32);
+            // A problem of depth d seeds with derive_seed(seed, [user, group, d]).
+            streams.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64]));
+        }
+        let job = TreeJob { ids: &ids, offsets: &offsets, streams: &streams, gamma: cfg.gamma as u32, max_iter: cfg.max_iter };
+        let tree = {
+            let _range = crate::nvtx::range("cluster: one clustering tree");
+            backend.kmeans_tree(pts, &job)?
+        };
+        stats.backend_calls += 1;
+        stats.kmeans_levels += tree.stats.levels as usize;
+        stats.levels = stats.levels.max(tree.stats.levels as usize + 1);
+        stats.kmeans_problems += tree.stats.problems as usize;
+        stats.forced_chunks += tree.stats.forced as usize;
+        stats.assign_points += tree.stats.assign_points;
+        stats.update_points += tree.stats.update_points;
+        stats.assign_distances += tree.stats.assign_distances;
+        for c in 0..tree.root.len() {
+            let node = &chunk[tree.root[c] as usize];
+            let members: Vec<u32> =
+                tree.members[tree.offsets[c] as usize..tree.offsets[c + 1] as usize].iter().map(|&i| positions[i as usize]).collect();
+            placed += members.len();
+            done.push(Done { slot: node.slot, group: node.group, members });
         }
         progress(placed, total);
-        let mut next: Vec<Node> = Vec::new();
-        let mut start = 0;
-        while start < split.len() {
-            // One backend call for as many problems as fit in the point budget.
-            let mut end = start;
-            let mut n_pts = 0usize;
-            while end < split.len() && (end == start || n_pts + split[end].members.len() <= cfg.max_batch_points) {
-                n_pts += split[end].members.len();
-                end += 1;
-            }
-            let chunk = &split[start..end];
-            let mut ids = Vec::with_capacity(n_pts);
-            let mut offsets = Vec::with_capacity(chunk.len() + 1);
-            let mut ks = Vec::with_capacity(chunk.len());
-            let mut seeds = Vec::with_capacity(chunk.len());
-            offsets.push(0u32);
-            for node in chunk {
-                let base = ranges[node.slot as usize].start;
-                ids.extend(node.members.iter().map(|&pos| data.behaviours.item[base + pos as usize]));
-                offsets.push(ids.len() as u32);
-                ks.push(delta(node.members.len()) as u32);
-                seeds.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64, node.depth as u64]));
-            }
-            let res = {
-                let _range = crate::nvtx::range("cluster: one level's k-means");
-                backend.kmeans_items(pts, &ids, &offsets, &ks, &seeds, cfg.max_iter)?
-            };
-            stats.backend_calls += 1;
-            stats.kmeans_problems += chunk.len();
-            for (p, &k) in ks.iter().enumerate() {
-                let (n, it) = ((offsets[p + 1] - offsets[p]) as u64, res.iterations[p] as u64);
-                stats.assign_points += n * (it + 1);
-                stats.update_points += n * it;
-                stats.assign_distances += n * (it + 1) * k as u64;
-            }
-            for (p, node) in chunk.iter().enumerate() {
-                let a = &res.assign[offsets[p] as usize..offsets[p + 1] as usize];
-                let k = ks[p] as usize;
-                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); k];
-                for (&pos, &c) in node.members.iter().zip(a) {
-                    // Assignments come back validated by the backend; clamp defensively anyway.
-                    parts[(c as usize).min(k - 1)].push(pos);
-                }
-                let nonempty: Vec<Vec<u32>> = parts.into_iter().filter(|v| !v.is_empty()).collect();
-                if nonempty.len() <= 1 {
-                    // Degenerate split: cut by position into chunks smaller than γ.
-                    stats.forced_chunks += 1;
-                    for c in node.members.chunks(cfg.gamma - 1) {
-                        next.push(Node { slot: node.slot, group: node.group, depth: node.depth + 1, members: c.to_vec() });
-                    }
-                } else {
-                    for m in nonempty {
-                        next.push(Node { slot: node.slot, group: node.group, depth: node.depth + 1, members: m });
-                    }
-                }
-            }
-            start = end;
-        }
-        frontier = next;
+        start = end;
     }
 
     // Finalise: virtual items per user, clusters ordered by their newest member.

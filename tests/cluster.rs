@@ -240,3 +240,66 @@ fn invariants_on_movielens() {
     let inv2 = early.verify(&ds).unwrap();
     assert!(inv2.behaviours < inv.behaviours);
 }
+
+/// The batched, breadth-first tree equals Algorithm 1 taken literally: a queue of sets per user,
+/// each set of at least γ behaviours split by its own k-means call (k = δ(|V|), seed
+/// `derive_seed(seed, [user, group, depth])`), empty parts dropped, a one-part split cut by
+/// position into chunks of γ - 1. Compared as each user's set of (group, members).
+#[test]
+fn the_tree_equals_algorithm_1_taken_literally() {
+    use std::collections::{BTreeSet, VecDeque};
+    use twin_engine::backend::{Backend, KmeansBatch};
+    let ds = data::generate(&SynthConfig {
+        n_users: 6,
+        n_items: 500,
+        min_len: 30,
+        max_len: 1500,
+        samples_per_user: 2,
+        seed: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    // A quarter of the items share one embedding, so some sets cannot be split by k-means.
+    let mut emb = embeddings(ds.items.len(), 8);
+    for i in 0..ds.items.len() / 4 {
+        emb[i * DIM..(i + 1) * DIM].fill(0.5);
+    }
+    let cfg = ClusterConfig { gamma: 12, ..Default::default() };
+    let set = run(&ds, &emb, DIM, &cfg, None);
+    let cpu = CpuBackend::new();
+    for u in 0..ds.n_users() {
+        let r = ds.user_range(u);
+        let mut queue: VecDeque<(u8, u64, Vec<u32>)> = VecDeque::new();
+        for g in 0..cfg.groups {
+            let v: Vec<u32> =
+                r.clone().filter(|&b| group_of(ds.behaviours.completion(b), cfg.groups) == g).map(|b| (b - r.start) as u32).collect();
+            if !v.is_empty() {
+                queue.push_back((g as u8, 0, v));
+            }
+        }
+        let mut want = BTreeSet::new();
+        while let Some((g, depth, v)) = queue.pop_front() {
+            if v.len() < cfg.gamma {
+                want.insert((g, v));
+                continue;
+            }
+            let pts: Vec<f32> =
+                v.iter().flat_map(|&p| emb[ds.behaviours.item[r.start + p as usize] as usize * DIM..][..DIM].to_vec()).collect();
+            let k = delta(v.len()) as u32;
+            let seed = twin_engine::rng::derive_seed(cfg.seed, &[u as u64, g as u64, depth]);
+            let batch = KmeansBatch { dim: DIM, points: &pts, offsets: &[0, v.len() as u32], k: &[k] };
+            let res = cpu.kmeans(&batch, &[seed], cfg.max_iter).unwrap();
+            let mut parts: Vec<Vec<u32>> = vec![Vec::new(); k as usize];
+            for (&p, &c) in v.iter().zip(&res.assign) {
+                parts[c as usize].push(p);
+            }
+            parts.retain(|p| !p.is_empty());
+            if parts.len() < 2 {
+                parts = v.chunks(cfg.gamma - 1).map(<[u32]>::to_vec).collect();
+            }
+            queue.extend(parts.into_iter().map(|p| (g, depth + 1, p)));
+        }
+        let got: BTreeSet<(u8, Vec<u32>)> = set.user_clusters(u).map(|c| (set.group[c], set.cluster_members(c).to_vec())).collect();
+        assert_eq!(got, want, "user {u}");
+    }
+}

@@ -156,7 +156,8 @@ fn code_of(e: &Error) -> i32 {
         | Error::Empty { .. }
         | Error::BadOffsets { .. }
         | Error::BadShape { .. }
-        | Error::Parse { .. } => TWIN_ERR_INVALID_INPUT,
+        | Error::Parse { .. }
+        | Error::Incompatible { .. } => TWIN_ERR_INVALID_INPUT,
         Error::TooLarge { .. } => TWIN_ERR_TOO_LARGE,
         Error::Io { .. } => TWIN_ERR_IO,
         Error::CorruptFile { .. } => TWIN_ERR_CORRUPT_FILE,

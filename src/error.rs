@@ -43,6 +43,11 @@ pub enum Error {
     #[error("table `{table}` lives on the {owner} backend, not on {caller}")]
     ForeignTable { table: &'static str, owner: String, caller: String },
 
+    /// Two inputs that are each valid but do not belong together (a checkpoint of another
+    /// catalogue, an output path that is one of the inputs).
+    #[error("{what}: {why}")]
+    Incompatible { what: &'static str, why: String },
+
     /// A file that is not what it claims to be: wrong magic, truncated, checksum mismatch.
     #[error("{path}: {what}")]
     CorruptFile { path: PathBuf, what: String },

@@ -168,14 +168,68 @@ pub fn save(path: &Path, magic: &[u8; 8], version: u32, payload: &[u8]) -> Resul
     write_atomic(path, &bytes)
 }
 
-/// Temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+fn temp_prefix(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    format!(".{name}.tmp.")
+}
+
+/// Remove the temp files that saves of `path` by processes no longer running left behind (a
+/// save killed between create and rename). Only on systems with `/proc`, where a process's
+/// liveness can be checked; a temp file of a live process is never touched.
+fn remove_stale_temps(path: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let (dir, prefix) = (dir_of(path), temp_prefix(path));
+    let Ok(entries) = fs::read_dir(&dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether `a` and `b` name the same file (through links and `..`), whether or not `b` exists
+/// yet. Used to refuse commands that would write an output over one of their inputs.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let canon =
+        |p: &Path| -> Option<PathBuf> { p.canonicalize().ok().or_else(|| Some(dir_of(p).canonicalize().ok()?.join(p.file_name()?))) };
+    match (canon(a), canon(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Fail now, naming `field`, if `path` could not be saved later: its folder must exist and take
+/// a new file (a probe file is created and removed), and `path` must not be a folder.
+pub fn check_writable(field: &'static str, path: &Path) -> Result<()> {
+    let dir = dir_of(path);
+    if path.is_dir() {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::IsADirectory, format!("{field} is a folder"))));
+    }
+    let probe = dir.join(format!("{}probe{}", temp_prefix(path), std::process::id()));
+    File::create(&probe).map_err(|e| Error::io(path, std::io::Error::new(e.kind(), format!("{field} cannot be written: {e}"))))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Temp file in the same directory, fsync, rename, fsync the directory. Temp files that killed
+/// saves of the same target left behind are removed first.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dir_of(path);
+    remove_stale_temps(path);
+    let tmp = dir.join(format!("{}{}", temp_prefix(path), std::process::id()));
     let res = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -263,5 +317,44 @@ mod tests {
         // A newer version is refused by name.
         save(&p, b"TESTFILE", 9, &w.buf).unwrap();
         assert!(matches!(load(&p, b"TESTFILE", 1), Err(Error::UnsupportedVersion { found: 9, .. })));
+    }
+
+    /// A killed save's temp file (its process gone) is removed by the next save of the same
+    /// target; a live process's temp file and other targets' temps are left alone.
+    #[test]
+    fn stale_temps_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.bin");
+        let dead = dir.path().join(".model.bin.tmp.4000000000");
+        let own = dir.path().join(format!(".model.bin.tmp.{}", std::process::id()));
+        let other = dir.path().join(".other.bin.tmp.4000000000");
+        for f in [&dead, &other] {
+            fs::write(f, b"partial").unwrap();
+        }
+        // pid 1 (init) is always running.
+        let init = dir.path().join(".model.bin.tmp.1");
+        fs::write(&init, b"partial").unwrap();
+        save(&p, b"TESTFILE", 1, b"payload").unwrap();
+        assert!(!dead.exists(), "the dead process's temp file is still there");
+        assert!(!own.exists(), "this save's own temp file was left behind");
+        assert!(init.exists() && other.exists(), "a live process's or another target's temp file was removed");
+        assert_eq!(load(&p, b"TESTFILE", 1).unwrap().1, b"payload");
+    }
+
+    #[test]
+    fn same_file_and_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        fs::write(&a, b"x").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(same_file(&a, &dir.path().join("sub/../a.bin")));
+        assert!(!same_file(&a, &dir.path().join("b.bin")));
+        assert!(same_file(&dir.path().join("new.bin"), &dir.path().join("sub/../new.bin")), "a file not yet written");
+        check_writable("--out", &dir.path().join("c.bin")).unwrap();
+        let missing = dir.path().join("no/such/dir/c.bin");
+        let e = check_writable("--out", &missing).unwrap_err().to_string();
+        assert!(e.contains("--out cannot be written"), "{e}");
+        assert!(check_writable("--out", &dir.path().join("sub")).is_err(), "a folder");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "the probe file was left behind");
     }
 }

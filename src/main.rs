@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train { data, variant, init, clusters, out, checkpoint, resume, opts, json } => {
             let ds = load_data(&data)?;
             train_cmd::cmd_train(
+                &data,
                 &ds,
                 parse_variant(&variant)?,
                 init.as_deref(),

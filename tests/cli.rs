@@ -273,3 +273,47 @@ fn bench_runs_every_workload() {
     fails(&["bench", "online", "--backend", "cpu", "--dtype", "bf16"], &["--dtype bf16"]);
     fails(&["bench", "all", "--backend", "cpu", "--shapes", "97x3"], &["--shapes"]);
 }
+
+/// Careless training commands fail at once with one clear line, and leave every file as it was.
+#[test]
+fn careless_training_commands_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, d2) = (dir.path().join("d.twd"), dir.path().join("d2.twd"));
+    let gen = |out: &Path, seed: &str| {
+        ok(&["gen", "--out", s(out), "--users", "12", "--items", "500", "--min-len", "20", "--max-len", "100", "--seed", seed]);
+    };
+    gen(&d, "1");
+    gen(&d2, "2");
+    let data_bytes = std::fs::read(&d).unwrap();
+    let (m, ck) = (dir.path().join("m.twm"), dir.path().join("m.ckpt"));
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--variant", "twin", "--backend", "cpu", "--batch", "16", "--epochs", "1"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_fails = |args: Vec<String>, needles: &[&str]| fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), needles);
+    // --out (or --checkpoint) over the dataset.
+    run_fails(train(&["--data", s(&d), "--out", s(&d)]), &["--out", "--data file", "overwrite"]);
+    let dotted = format!("{}/./d.twd", dir.path().display());
+    run_fails(train(&["--data", s(&d), "--out", s(&m), "--checkpoint", &dotted]), &["--checkpoint", "--data file"]);
+    assert_eq!(std::fs::read(&d).unwrap(), data_bytes, "the dataset changed");
+    // --checkpoint equal to --out.
+    run_fails(train(&["--data", s(&d), "--out", s(&m), "--checkpoint", s(&m)]), &["--checkpoint and --out are the same file"]);
+    // An unwritable --out is found before training, not after the last epoch.
+    let t0 = std::time::Instant::now();
+    run_fails(train(&["--data", s(&d), "--out", "/nonexistent-dir/m.twm"]), &["--out cannot be written"]);
+    assert!(t0.elapsed().as_secs() < 20, "took {:?}", t0.elapsed());
+    // A checkpoint is never overwritten without --resume.
+    ok(&train(&["--data", s(&d), "--out", s(&m), "--checkpoint", s(&ck)]).iter().map(String::as_str).collect::<Vec<_>>());
+    let ck_bytes = std::fs::read(&ck).unwrap();
+    run_fails(train(&["--data", s(&d), "--out", s(&m), "--checkpoint", s(&ck)]), &["--checkpoint", "exists", "--resume"]);
+    assert_eq!(std::fs::read(&ck).unwrap(), ck_bytes, "the checkpoint changed");
+    // Resuming on a dataset with another catalogue (same sizes, other seed) is refused.
+    run_fails(train(&["--data", s(&d2), "--out", s(&m), "--checkpoint", s(&ck), "--resume"]), &["checkpoint", "another catalogue"]);
+    // Empty datasets are refused at the source.
+    fails(&["gen", "--out", s(&dir.path().join("e.twd")), "--users", "0"], &["n_users", "at least 1"]);
+    let csv = dir.path().join("ratings.csv");
+    std::fs::write(&csv, "userId,movieId,rating,timestamp\n").unwrap();
+    fails(&["import", s(&csv), "--out", s(&dir.path().join("e.twd"))], &["no interactions"]);
+    assert!(!dir.path().join("e.twd").exists());
+}

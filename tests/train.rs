@@ -395,3 +395,34 @@ fn sparse_updates_touch_only_gradient_rows() {
     }
     assert_ne!(before.param("w_q").unwrap(), model.param("w_q").unwrap());
 }
+
+/// A checkpoint whose bytes are intact (valid CRC) but whose values make no sense is refused
+/// with an error naming the field, never a panic; version 1 checkpoints (no catalogue) load.
+#[test]
+fn checkpoint_values_are_validated() {
+    use twin_engine::train::trainer::TrainState;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = twin_engine::data::generate(&twin_engine::data::SynthConfig { n_users: 4, n_items: 50, ..Default::default() }).unwrap();
+    let model = twin_engine::model::Model::init(twin_engine::model::ModelConfig::for_items(&ds.items), &ds.items, 1).unwrap();
+    let mut st = TrainState::new(model, Default::default()).unwrap();
+    st.bind_catalogue(&ds.items).unwrap();
+    let p = dir.path().join("c.ckpt");
+    st.save(&p).unwrap();
+    assert_eq!(TrainState::load(&p).unwrap(), st);
+    st.cfg.batch_size = 0;
+    st.save(&p).unwrap();
+    let e = TrainState::load(&p).unwrap_err().to_string();
+    assert!(e.contains("batch_size") && e.contains("at least 1"), "{e}");
+    st.cfg.batch_size = 8;
+    st.cfg.optim.lr = -1.0;
+    st.save(&p).unwrap();
+    let e = TrainState::load(&p).unwrap_err().to_string();
+    assert!(e.contains("lr") && e.contains("finite"), "{e}");
+    // Another catalogue is refused; the same one binds.
+    let other =
+        twin_engine::data::generate(&twin_engine::data::SynthConfig { n_users: 4, n_items: 50, seed: 99, ..Default::default() }).unwrap();
+    st.cfg.optim.lr = 1e-3;
+    assert!(st.bind_catalogue(&ds.items).is_ok());
+    let e = st.bind_catalogue(&other.items).unwrap_err().to_string();
+    assert!(e.contains("another catalogue"), "{e}");
+}

@@ -9,6 +9,7 @@ use serde_json::json;
 use twin_engine::backend::{self, Backend, BackendKind};
 use twin_engine::cluster::{self, ClusterConfig, ClusterSet};
 use twin_engine::data::{self, Dataset, SynthConfig};
+use twin_engine::fileio;
 use twin_engine::model::{Model, ModelConfig};
 use twin_engine::plot;
 use twin_engine::train::optim::OptimConfig;
@@ -50,7 +51,10 @@ fn placement(be: &dyn Backend) -> String {
     if be.kind() == BackendKind::Cpu {
         "CPU reference (all of forward and backward)".into()
     } else {
-        format!("{}: attention forward/backward and the scatter-adds; GEMMs, MLP and optimizer on the host CPU", be.describe())
+        format!(
+            "device-resident on {}: parameters, optimizer state and activations stay there; a step uploads the batch once and downloads the loss once",
+            be.describe()
+        )
     }
 }
 
@@ -110,6 +114,48 @@ fn run_training(
     Ok(report)
 }
 
+/// Refuse, before any work, the outputs that would destroy an input or an earlier run, or that
+/// could not be written at the end: `--out` or `--checkpoint` naming the data, the clusters or
+/// each other; an existing checkpoint without `--resume`; a folder that does not take files.
+fn check_outputs(
+    data: &Path,
+    init: Option<&Path>,
+    clusters: Option<&Path>,
+    out: &Path,
+    checkpoint: Option<&Path>,
+    resume: bool,
+) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = vec![("--data", data)];
+    inputs.extend(clusters.map(|c| ("--clusters", c)));
+    let mut outputs: Vec<(&str, &Path)> = vec![("--out", out)];
+    outputs.extend(checkpoint.map(|c| ("--checkpoint", c)));
+    for (oflag, o) in &outputs {
+        for (iflag, i) in &inputs {
+            if fileio::same_file(o, i) {
+                bail!("{oflag} {} is the {iflag} file: training would overwrite it; choose another {oflag}", o.display());
+            }
+        }
+    }
+    if let Some(ck) = checkpoint {
+        if fileio::same_file(ck, out) {
+            bail!(
+                "--checkpoint and --out are the same file ({}): the model would replace the checkpoint; give them different paths",
+                ck.display()
+            );
+        }
+        if init.is_some_and(|i| fileio::same_file(ck, i)) {
+            bail!("--checkpoint {} is the --init model; give the checkpoint its own path", ck.display());
+        }
+        if ck.exists() && !resume {
+            bail!("--checkpoint {} exists: pass --resume to continue from it, or remove it to start over", ck.display());
+        }
+    }
+    for (flag, p) in &outputs {
+        fileio::check_writable(flag, p)?;
+    }
+    Ok(())
+}
+
 fn load_clusters_checked(path: &Path, split: &Split) -> Result<ClusterSet> {
     let cs = ClusterSet::load(path)?;
     if cs.cutoff > split.time {
@@ -126,6 +172,7 @@ fn load_clusters_checked(path: &Path, split: &Split) -> Result<ClusterSet> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn cmd_train(
+    data_path: &Path,
     ds: &Dataset,
     variant: Variant,
     init: Option<&Path>,
@@ -136,6 +183,7 @@ pub fn cmd_train(
     o: &TrainOpts,
     as_json: bool,
 ) -> Result<()> {
+    check_outputs(data_path, init, clusters, out, checkpoint, resume)?;
     let split = Split::by_time(ds, o.test_fraction)?;
     let (be, note) = open_backend(&o.backend)?;
     eprintln!("backend: {} ({note}); training step: {}", be.describe(), placement(be.as_ref()));
@@ -157,13 +205,11 @@ pub fn cmd_train(
                 Some(p) => Model::load(p)?,
                 None => Model::init(ModelConfig::for_items(&ds.items), &ds.items, o.seed)?,
             };
-            if model.n_items() != ds.items.len() {
-                bail!("model n_items = {} does not match the dataset's {} items", model.n_items(), ds.items.len());
-            }
             let optim = OptimConfig { lr: o.lr, lr_emb: o.lr_emb, ..OptimConfig::default() };
             TrainState::new(model, TrainConfig { variant, epochs: o.epochs, batch_size: o.batch, seed: o.seed, optim })?
         }
     };
+    state.bind_catalogue(&ds.items).with_context(|| format!("--data {}", data_path.display()))?;
     let cs = match (variant.uses_clusters(), clusters) {
         (true, Some(p)) => Some(load_clusters_checked(p, &split)?),
         (true, None) => {

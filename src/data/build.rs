@@ -46,6 +46,14 @@ pub(crate) fn build(rows: Vec<Row>, meta: &HashMap<u64, ItemMeta>, opt: BuildOpt
     if rows.len() > u32::MAX as usize {
         return Err(too_many("log rows", rows.len()));
     }
+    if rows.is_empty() {
+        return Err(Error::InvalidValue {
+            field: "log rows",
+            index: 0,
+            value: 0.0,
+            why: "the log holds no interactions: nothing to build",
+        });
+    }
     let mut user_ids: Vec<u64> = rows.iter().map(|r| r.user).collect();
     user_ids.sort_unstable();
     user_ids.dedup();

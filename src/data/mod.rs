@@ -29,6 +29,20 @@ pub struct Items {
 }
 
 impl Items {
+    /// A 64-bit digest of the whole catalogue (ids, features, vocabulary sizes): a checkpoint
+    /// or model trained on one catalogue records it, so resuming on another is refused.
+    pub fn fingerprint(&self) -> u64 {
+        use crate::rng::mix64;
+        let fold = |acc: u64, v: u64| mix64(acc ^ v.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut h = fold(fold(mix64(self.len() as u64), self.n_authors as u64), self.n_topics as u64);
+        for i in 0..self.len() {
+            h = fold(h, self.external_id[i]);
+            h = fold(h, ((self.author[i] as u64) << 32) | self.topic[i] as u64);
+            h = fold(h, self.duration_bucket[i] as u64);
+        }
+        h
+    }
+
     pub fn len(&self) -> usize {
         self.author.len()
     }

@@ -99,6 +99,9 @@ fn check(cfg: &SynthConfig) -> Result<()> {
             return Err(Error::TooLarge { field, value: v as u64, limit: max });
         }
     }
+    if cfg.n_users == 0 {
+        return bad("n_users", 0, "must be at least 1");
+    }
     if cfg.n_users as u64 > max {
         return Err(Error::TooLarge { field: "n_users", value: cfg.n_users as u64, limit: max });
     }

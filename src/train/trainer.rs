@@ -23,7 +23,8 @@ use crate::model::Model;
 use crate::rng::{derive_seed, SplitMix64};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"TWINCKPT";
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2 adds the catalogue fingerprint; version 1 files still load (without one).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
@@ -32,6 +33,27 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub seed: u64,
     pub optim: OptimConfig,
+}
+
+impl TrainConfig {
+    /// Refuse what would panic or train nonsense: a zero batch, non-finite or non-positive rates.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::InvalidValue { field: "batch_size", index: 0, value: 0.0, why: "must be at least 1" });
+        }
+        let o = &self.optim;
+        for (field, v) in [("lr", o.lr), ("lr_emb", o.lr_emb), ("eps", o.eps), ("adagrad_init", o.adagrad_init)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::InvalidValue { field, index: 0, value: v as f64, why: "must be finite and positive" });
+            }
+        }
+        for (field, v) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(Error::InvalidValue { field, index: 0, value: v as f64, why: "must be in [0, 1)" });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -62,6 +84,8 @@ pub struct TrainState {
     /// Loss of every step so far.
     pub step_losses: Vec<f32>,
     pub reports: Vec<EpochReport>,
+    /// `Items::fingerprint` of the dataset trained on, when known (checkpoints since version 2).
+    pub catalogue: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -79,11 +103,9 @@ pub enum Progress {
 
 impl TrainState {
     pub fn new(model: Model, cfg: TrainConfig) -> Result<TrainState> {
-        if cfg.batch_size == 0 {
-            return Err(Error::InvalidValue { field: "batch_size", index: 0, value: 0.0, why: "must be at least 1" });
-        }
+        cfg.validate()?;
         let optim = Optimizer::new(&model, cfg.optim);
-        Ok(TrainState { cfg, model, optim, epoch: 0, step_losses: Vec::new(), reports: Vec::new() })
+        Ok(TrainState { cfg, model, optim, epoch: 0, step_losses: Vec::new(), reports: Vec::new(), catalogue: None })
     }
 
     /// Atomic write (temp file, fsync, rename): a crash mid-save leaves the previous file.
@@ -96,11 +118,13 @@ impl TrainState {
         w.str(&serde_json::to_string(&self.reports).unwrap_or_default());
         w.u8s(&self.model.encode()?);
         self.optim.encode(&mut w);
+        w.u8(self.catalogue.is_some() as u8);
+        w.u64(self.catalogue.unwrap_or(0));
         fileio::save(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &w.buf)
     }
 
     pub fn load(path: &Path) -> Result<TrainState> {
-        let (_, payload) = fileio::load(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION)?;
+        let (version, payload) = fileio::load(path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION)?;
         let mut r = Reader::new(&payload, path);
         let cfg: TrainConfig =
             serde_json::from_str(&r.str("train config")?).map_err(|e| Error::corrupt(path, format!("train config: {e}")))?;
@@ -111,8 +135,40 @@ impl TrainState {
         let model_bytes = r.u8s("model")?;
         let model = Model::decode(&model_bytes, path)?;
         let optim = Optimizer::decode(&mut r, &model)?;
+        let catalogue = match version {
+            1 => None,
+            _ => {
+                let known = r.u8("catalogue flag")? != 0;
+                let fp = r.u64("catalogue fingerprint")?;
+                known.then_some(fp)
+            }
+        };
         r.finish()?;
-        Ok(TrainState { cfg, model, optim, epoch, step_losses, reports })
+        // A checksum only says the bytes are as written; the values must still make sense.
+        cfg.validate().map_err(|e| Error::corrupt(path, format!("train config: {e}")))?;
+        Ok(TrainState { cfg, model, optim, epoch, step_losses, reports, catalogue })
+    }
+
+    /// Tie this state to the dataset it trains on: the model's item count must match, and a
+    /// state that already records a catalogue (a checkpoint) must record this one.
+    pub fn bind_catalogue(&mut self, items: &crate::data::Items) -> Result<()> {
+        if self.model.n_items() != items.len() {
+            return Err(Error::Incompatible {
+                what: "model",
+                why: format!("it has {} items but the dataset has {}", self.model.n_items(), items.len()),
+            });
+        }
+        let fp = items.fingerprint();
+        match self.catalogue {
+            Some(c) if c != fp => Err(Error::Incompatible {
+                what: "checkpoint",
+                why: format!("it was trained on another catalogue (fingerprint {c:016x}, this dataset's is {fp:016x})"),
+            }),
+            _ => {
+                self.catalogue = Some(fp);
+                Ok(())
+            }
+        }
     }
 
     pub fn report(&self) -> TrainReport {

@@ -973,6 +973,17 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { twin_engine_open(p.as_ptr(), &big, &mut h) }, TWIN_ERR_TOO_LARGE);
         assert!(last_error().contains("max_seq_len"), "{}", last_error());
+        // A queue of 2^40 or 2^63 slots, or a wait of 2^64 - 1 µs: refused, not an abort of the
+        // host process (the queue is allocated up front) nor a lone request waiting for ever.
+        for (big, field) in [
+            (TwinEngineOptions { queue_capacity: 1 << 40, ..o }, "queue_capacity = 1099511627776"),
+            (TwinEngineOptions { queue_capacity: 1 << 63, ..o }, "queue_capacity"),
+            (TwinEngineOptions { max_wait_us: u64::MAX, ..o }, "max_wait_us"),
+        ] {
+            // SAFETY: as above.
+            assert_eq!(unsafe { twin_engine_open(p.as_ptr(), &big, &mut h) }, TWIN_ERR_TOO_LARGE);
+            assert!(last_error().contains(field), "{}", last_error());
+        }
         // A backend not compiled in (or without a device here) is reported as unavailable.
         #[cfg(not(feature = "cuda"))]
         {

@@ -184,6 +184,14 @@ fn bad_requests_fail_alone() {
     let mut nan = good.clone();
     nan.long[2].play_time = f32::NAN;
     assert!(err(&nan).contains("long[].play_time[2]"), "{}", err(&nan));
+    let mut neg = good.clone();
+    neg.short[1].play_time = -2.0;
+    assert!(err(&neg).contains("short[].play_time[1] = -2: a play time cannot be negative"), "{}", err(&neg));
+    for p in [1.5f32, -0.25] {
+        let mut out = good.clone();
+        out.long[3].completion = p;
+        assert!(err(&out).contains(&format!("long[].completion[3] = {p}: a completion ratio is in [0, 1]")), "{}", err(&out));
+    }
     let mut big = good.clone();
     big.long = vec![good.long[0]; 501];
     assert!(err(&big).contains("long = 501"));
@@ -296,4 +304,29 @@ fn a_full_queue_answers_overloaded() {
         }
     }
     assert!(ok > 0 && over > 0, "ok {ok}, overloaded {over}");
+}
+
+/// Options that would size an allocation or a wait absurdly are refused by name at open, never
+/// an abort or a request left waiting for ever.
+#[test]
+fn absurd_options_are_refused() {
+    let ds = data();
+    let m = model(&ds, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.twm");
+    m.save(&path).unwrap();
+    let base = cfg(Variant::Twin, true);
+    let cases: Vec<(EngineConfig, &str)> = vec![
+        (EngineConfig { queue_capacity: 1 << 40, ..base.clone() }, "queue_capacity = 1099511627776 exceeds the limit"),
+        (
+            EngineConfig { max_wait: Duration::from_micros(u64::MAX), ..base.clone() },
+            "max_wait_us = 18446744073709551615 exceeds the limit",
+        ),
+        (EngineConfig { max_batch_requests: usize::MAX, ..base.clone() }, "max_batch_requests"),
+        (EngineConfig { max_candidates: 1 << 30, ..base.clone() }, "max_candidates"),
+    ];
+    for (c, needle) in cases {
+        let e = Engine::open(&path, c).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(needle), "{needle:?} not in {e:?}");
+    }
 }

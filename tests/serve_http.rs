@@ -224,6 +224,14 @@ fn serve_over_http() {
             &["long[].item", "5000"][..],
         ),
         (json!([1, 2]), &["expected a JSON object"][..]),
+        (
+            json!({"request_time": 5, "long": [{"item": 1, "timestamp": 1, "play_time": 1.0, "completion": 1.5}], "candidates": [1]}),
+            &["long[].completion[0] = 1.5", "[0, 1]"][..],
+        ),
+        (
+            json!({"request_time": 5, "short": [{"item": 1, "timestamp": 1, "play_time": -3.0, "completion": 0.5}], "candidates": [1]}),
+            &["short[].play_time[0] = -3", "negative"][..],
+        ),
     ] {
         let r = post(&addr, "/score", &body);
         assert_eq!(r.status, 400, "{body} -> {:?}", r.json);
@@ -370,4 +378,11 @@ fn serve_refuses_bad_flags() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("tpu"));
     let o = twin(&["serve", "--model", s(&missing), "--threads", "0"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--threads"));
+    // A wait of 2^64 - 1 µs would leave a lone request unanswered for ever: refused at start.
+    let (d, m) = (dir.path().join("d.twd"), dir.path().join("m.twm"));
+    ok(&["gen", "--out", s(&d), "--users", "5", "--items", "200", "--max-len", "100"]);
+    ok(&["init", "--data", s(&d), "--out", s(&m)]);
+    let o = twin(&["serve", "--model", s(&m), "--backend", "cpu", "--addr", "127.0.0.1:0", "--max-wait-us", "18446744073709551615"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("max_wait_us") && err.contains("exceeds the limit"), "{err}");
 }

@@ -35,6 +35,15 @@ pub struct EngineConfig {
     pub max_seq_len: usize,
 }
 
+/// Upper bounds on the engine's options: each sizes an allocation or a wait, so an absurd value
+/// (a C caller's 2^40 queue, a 2^64 µs wait) is refused by name instead of aborting the process
+/// or leaving a request unanswered.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+pub const MAX_BATCH_REQUESTS: usize = 1 << 16;
+pub const MAX_BATCH_CANDIDATES: usize = 1 << 24;
+pub const MAX_CANDIDATES: usize = 1 << 20;
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -102,8 +111,20 @@ impl Engine {
                 return Err(Error::InvalidValue { field, index: 0, value: 0.0, why: "must be at least 1" });
             }
         }
-        if cfg.max_seq_len > backend::MAX_SEQ_LEN {
-            return Err(Error::TooLarge { field: "max_seq_len", value: cfg.max_seq_len as u64, limit: backend::MAX_SEQ_LEN as u64 });
+        for (field, v, limit) in [
+            ("max_batch_requests", cfg.max_batch_requests, MAX_BATCH_REQUESTS),
+            ("max_batch_candidates", cfg.max_batch_candidates, MAX_BATCH_CANDIDATES),
+            ("queue_capacity", cfg.queue_capacity, MAX_QUEUE_CAPACITY),
+            ("max_candidates", cfg.max_candidates, MAX_CANDIDATES),
+            ("max_seq_len", cfg.max_seq_len, backend::MAX_SEQ_LEN),
+        ] {
+            if v > limit {
+                return Err(Error::TooLarge { field, value: v as u64, limit: limit as u64 });
+            }
+        }
+        if cfg.max_wait > MAX_WAIT {
+            let us = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
+            return Err(Error::TooLarge { field: "max_wait_us", value: us(cfg.max_wait), limit: us(MAX_WAIT) });
         }
         let loaded = load_version(backend.as_ref(), &cfg, model_path, 1)?;
         let shared = Arc::new(Shared {
@@ -213,6 +234,24 @@ pub(crate) fn validate(cfg: &EngineConfig, model: &Model, req: &ScoreRequest) ->
                     field: if field == "long" { "long[].completion" } else { "short[].completion" },
                     index: i,
                     value: b.completion,
+                });
+            }
+            // SPEC §1: p = clamp(play_time / duration, 0, 1) and play time is a duration, so a
+            // request outside those ranges carries a bug of the caller's, not a behaviour.
+            if b.play_time < 0.0 {
+                return Err(Error::InvalidValue {
+                    field: if field == "long" { "long[].play_time" } else { "short[].play_time" },
+                    index: i,
+                    value: b.play_time as f64,
+                    why: "a play time cannot be negative",
+                });
+            }
+            if !(0.0..=1.0).contains(&b.completion) {
+                return Err(Error::InvalidValue {
+                    field: if field == "long" { "long[].completion" } else { "short[].completion" },
+                    index: i,
+                    value: b.completion as f64,
+                    why: "a completion ratio is in [0, 1]",
                 });
             }
             if b.size == 0 {

@@ -258,7 +258,8 @@ pub fn load(path: &Path, magic: &[u8; 8], supported: u32) -> Result<(u32, Vec<u8
     if &bytes[..8] != magic {
         return Err(Error::corrupt(
             path,
-            format!("magic is {:?}, expected {:?}", String::from_utf8_lossy(&bytes[..8]), String::from_utf8_lossy(magic)),
+            // The file's own bytes are not echoed: the path may name any file the process can read.
+            format!("not a {} file (it does not start with that magic)", String::from_utf8_lossy(magic)),
         ));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);

@@ -528,7 +528,7 @@ fn cmd_info(path: &Path) -> Result<()> {
             if s.cutoff == i64::MAX { "none".to_string() } else { s.cutoff.to_string() }
         );
     } else {
-        bail!("{}: magic {:?} is not a twin dataset, model or clusters file", path.display(), String::from_utf8_lossy(&m));
+        bail!("{}: not a twin dataset, model or clusters file (its first bytes are none of their magics)", path.display());
     }
     Ok(())
 }

@@ -317,3 +317,26 @@ fn careless_training_commands_are_refused() {
     fails(&["import", s(&csv), "--out", s(&dir.path().join("e.twd"))], &["no interactions"]);
     assert!(!dir.path().join("e.twd").exists());
 }
+
+/// An error about hostile input quotes at most a short, escaped excerpt of it: a 20 KB header
+/// full of terminal escapes comes back as one short line without a control character.
+#[test]
+fn errors_quote_short_escaped_excerpts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.csv");
+    let mut header = String::from("\u{1b}[2J\u{1b}[31m");
+    header.push_str(&"user_id_".repeat(2_500));
+    std::fs::write(&log, format!("{header}\n1,2,3\n")).unwrap();
+    let o = twin(&["import", s(&log), "--out", s(&dir.path().join("d.twd"))]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.len() < 1_000, "{} bytes of error", err.len());
+    assert!(!err.chars().any(|c| c.is_control() && c != '\n'), "control characters in {err:?}");
+    assert!(err.contains("more characters"), "{err}");
+    // A model path that is some other file: the error names it without echoing its bytes.
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "hunter2-private-key-material").unwrap();
+    let o = twin(&["info", s(&secret)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("hunter2"), "{err}");
+}

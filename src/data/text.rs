@@ -48,9 +48,31 @@ impl Lines {
         Ok(Some(&self.text))
     }
 
+    /// A parse error at the current line. Field and message quote the input, so both are cut to
+    /// a short excerpt with control characters escaped: a hostile or binary file cannot flood or
+    /// drive the terminal through an error message.
     pub fn err(&self, field: impl Into<String>, what: impl Into<String>) -> Error {
-        Error::Parse { path: self.path.clone(), line: self.line, field: field.into(), what: what.into() }
+        Error::Parse { path: self.path.clone(), line: self.line, field: excerpt(&field.into(), 80), what: excerpt(&what.into(), 240) }
     }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`), cut after `max` characters with a note of
+/// how much was left out.
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == max {
+            let rest = s.chars().count() - max;
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Splits one delimited line into fields. Double-quoted fields may hold the delimiter and `""`
@@ -274,6 +296,15 @@ impl Vocab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(excerpt("plain", 10), "plain");
+        assert_eq!(excerpt("a\x1b[31mb\n", 20), "a\\u{1b}[31mb\\n");
+        let long = "x".repeat(20_000);
+        let e = excerpt(&long, 240);
+        assert!(e.len() < 300 && e.ends_with("(19760 more characters)"), "{e}");
+    }
 
     #[test]
     fn csv_fields() {

@@ -58,12 +58,15 @@ fn kmeans_tree_matches_cpu() {
     let n_items = 3000;
     let emb = embeddings(n_items, 41);
     let big = if small() { 2_003 } else { 20_011 };
-    let cases: [(u32, Vec<(usize, bool)>); 5] = [
+    let cases: [(u32, Vec<(usize, bool)>); 6] = [
         (2, vec![(2, false), (3, false), (97, false)]),
         (20, vec![(20, false), (21, false), (97, false), (1025, false), (60, true), (20, true)]),
         (20, vec![(big, false), (333, true), (1, false)]),
         (3, vec![(1025, false), (50, true)]),
         (20, vec![(5, false)]), // no root at all
+        // More problems in a level than a block has threads (the device scans take several
+        // problems per thread), forced roots among them.
+        (20, (0..320).map(|i| (20 + (i * 7) % 41, i % 13 == 0)).collect()),
     ];
     for_each_backend!(|gpu, cpu| {
         let pts = gpu.item_points(&emb, DIM).unwrap();

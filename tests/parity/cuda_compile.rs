@@ -160,8 +160,8 @@ fn every_kernel_compiles_for_sm90() {
 
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
 /// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
-/// (the standalone ops and the device-resident Lloyd loop), a training step and the dense cross
-/// bias, the serving network's forward pass, the optimizers and the training step's sequence ops
+/// (the standalone ops, the device-resident Lloyd loop and the clustering tree), a training step
+/// and the dense cross bias, the serving network's forward pass, the optimizers and the training step's sequence ops
 /// on device tensors (cross tables, training GSU, attention rows, mapped segment sums). The emulator counts the kernels it launched; none may be missing.
 #[cfg(feature = "cuda-emu")]
 #[test]
@@ -193,6 +193,11 @@ fn every_kernel_launches_on_the_emulator() {
     let res = be.kmeans(&batch, &[1, 2], 5).unwrap();
     let assign = be.kmeans_assign(&batch, &res.centroids).unwrap();
     be.kmeans_update(&batch, &assign, &res.centroids).unwrap();
+    // The clustering tree on resident item points (cluster_tree.cu's level kernels).
+    let pts = be.item_points(&points, 8).unwrap();
+    let tree_ids: Vec<u32> = (0..300).collect();
+    let job = twin_engine::backend::TreeJob { ids: &tree_ids, offsets: &offsets, streams: &[1, 2], gamma: 20, max_iter: 5 };
+    be.kmeans_tree(&pts, &job).unwrap();
     let items = twin_engine::bench::train::items(300);
     let mut cfg = ModelConfig::for_items(&items);
     cfg.mlp_hidden = vec![16];

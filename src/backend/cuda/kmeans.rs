@@ -2,10 +2,12 @@
 //! Lloyd loop: points, centroids, assignments and the per-problem convergence state stay on the
 //! device; the loop runs `max_iter` rounds without the host (a converged problem is skipped by
 //! the kernels), and the assignments, centroids and iteration counts come back in one download.
+//! The clustering tree (cluster_tree.rs) runs the same seeding and rounds (`launch_seed`,
+//! `lloyd_rounds`) on its levels' buffers and keeps their results on the device.
 
 use cudarc::driver::LaunchConfig;
 
-use super::buffers::Buf;
+use super::buffers::{Buf, View};
 use super::launch::{KernelParam, PushArg};
 use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::backend::{KmeansBatch, KmeansResult};
@@ -23,18 +25,33 @@ pub(crate) struct KmeansParams {
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
 unsafe impl KernelParam for KmeansParams {}
 
-/// The batch on the device.
-struct DevProblems {
+/// A batch on the device: points `[N, dim]`, offsets `[P+1]`, centroid offsets `[P+1]`, in
+/// buffers owned elsewhere (an upload, or the clustering tree's level buffers).
+pub(super) struct DevProblems<'a> {
+    pub p: KmeansParams,
+    pub points: View<'a, f32>,
+    pub offsets: View<'a, u32>,
+    pub coffs: View<'a, u32>,
+}
+
+/// A batch uploaded by a standalone op.
+struct Uploaded {
     p: KmeansParams,
     points: Buf<f32>,
     offsets: Buf<u32>,
     coffs: Buf<u32>,
 }
 
-fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<DevProblems> {
+impl Uploaded {
+    fn problems(&self) -> DevProblems<'_> {
+        DevProblems { p: self.p, points: self.points.slice(..), offsets: self.offsets.slice(..), coffs: self.coffs.slice(..) }
+    }
+}
+
+fn upload(be: &CudaBackend, b: &KmeansBatch) -> Result<Uploaded> {
     let coffs = b.centroid_offsets();
     let n = b.points.len() / b.dim;
-    Ok(DevProblems {
+    Ok(Uploaded {
         p: KmeansParams {
             n_points: u32_of("points", n)?,
             dim: u32_of("dim", b.dim)?,
@@ -83,7 +100,8 @@ pub(crate) fn assign(be: &CudaBackend, batch: &KmeansBatch, centroids: &[f32]) -
     if n == 0 {
         return Ok(Vec::new());
     }
-    let d = upload(be, batch)?;
+    let up = upload(be, batch)?;
+    let d = up.problems();
     let c = be.htod("kmeans: upload centroids", centroids)?;
     let a = be.output::<u32>("kmeans: alloc assign", n)?;
     let done = be.zeros::<u32>("kmeans: alloc done", batch.n_problems())?;
@@ -96,7 +114,8 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
     if prev.is_empty() {
         return Ok(Vec::new());
     }
-    let d = upload(be, batch)?;
+    let up = upload(be, batch)?;
+    let d = up.problems();
     let a = be.htod("kmeans: upload assign", assign)?;
     let c = be.htod("kmeans: upload centroids", prev)?;
     let done = be.zeros::<u32>("kmeans: alloc done", batch.n_problems())?;
@@ -105,7 +124,7 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
 }
 
 /// Launch `kmeans_seed_fwd`: k-means++ for every problem into `centroids [Σk, dim]`.
-fn launch_seed<S: PushArg>(be: &CudaBackend, d: &DevProblems, seeds: &S, mind: &Buf<f32>, centroids: &Buf<f32>) -> Result<()> {
+pub(super) fn launch_seed<S: PushArg>(be: &CudaBackend, d: &DevProblems, seeds: &S, mind: &Buf<f32>, centroids: &Buf<f32>) -> Result<()> {
     if d.p.n_problems == 0 {
         return Ok(());
     }
@@ -120,7 +139,7 @@ fn launch_seed<S: PushArg>(be: &CudaBackend, d: &DevProblems, seeds: &S, mind: &
     Ok(())
 }
 
-fn seed_words(seeds: &[u64]) -> Vec<u32> {
+pub(super) fn seed_words(seeds: &[u64]) -> Vec<u32> {
     seeds.iter().flat_map(|&s| [s as u32, (s >> 32) as u32]).collect()
 }
 
@@ -131,7 +150,8 @@ pub(crate) fn seed(be: &CudaBackend, batch: &KmeansBatch, seeds: &[u64]) -> Resu
     if n == 0 || total == 0 {
         return Ok(Vec::new());
     }
-    let d = upload(be, batch)?;
+    let up = upload(be, batch)?;
+    let d = up.problems();
     let sd = be.htod("kmeans: upload seeds", &seed_words(seeds))?;
     let mind = be.output::<f32>("kmeans: alloc min distances", n)?;
     let c = be.output::<f32>("kmeans: alloc centroids", total * batch.dim)?;
@@ -166,11 +186,7 @@ pub(crate) fn kmeans_items(
     let mut pk = Packer::default();
     let (r_ids, r_off, r_coff, r_seed) = (pk.push(ids), pk.push(offsets), pk.push(&coffs), pk.push(&seed_words(seeds)));
     let buf = be.htod("kmeans items: upload", &pk.words)?;
-    let small = |r: &std::ops::Range<usize>, op: &'static str| -> Result<Buf<u32>> {
-        let b = be.output::<u32>(op, r.len())?;
-        be.dev.dtod(b.addr(), buf.slice(r.start..r.end).addr(), r.len() * 4).map_err(device_err(op))?;
-        Ok(b)
-    };
+    let words = |r: &std::ops::Range<usize>| buf.slice(r.clone());
     let points = be.output::<f32>("kmeans items: alloc points", n * dim)?;
     let all = crate::backend::cpu::copy_rows::SrcCols { stride: dim, start: 0, width: dim };
     super::copy_rows::launch(be, n, all, dim, 0, &points, None, emb, Some(&buf.slice(r_ids)))?;
@@ -181,9 +197,9 @@ pub(crate) fn kmeans_items(
             n_problems: u32_of("problems", n_prob)?,
             total_k: total as u32,
         },
-        points,
-        offsets: small(&r_off, "kmeans items: offsets")?,
-        coffs: small(&r_coff, "kmeans items: centroid offsets")?,
+        points: points.slice(..),
+        offsets: words(&r_off),
+        coffs: words(&r_coff),
     };
     let mind = be.output::<f32>("kmeans items: alloc min distances", n)?;
     let c = be.output::<f32>("kmeans items: alloc centroids", total * dim)?;
@@ -201,7 +217,8 @@ pub(crate) fn lloyd(be: &CudaBackend, batch: &KmeansBatch, centroids: Vec<f32>, 
     if n == 0 || n_prob == 0 {
         return Ok(KmeansResult { assign: Vec::new(), centroids, iterations: vec![0; n_prob] });
     }
-    let d = upload(be, batch)?;
+    let up = upload(be, batch)?;
+    let d = up.problems();
     let c = be.htod("kmeans: upload centroids", &centroids)?;
     lloyd_on(be, &d, &c, n, n_prob, centroids.len(), max_iter)
 }
@@ -217,6 +234,24 @@ fn lloyd_on(
     n_cent: usize,
     max_iter: u32,
 ) -> Result<KmeansResult> {
+    let (assign, state) = lloyd_rounds(be, d, c, n, n_prob, max_iter)?;
+    let iters = state.slice(2 * n_prob..3 * n_prob);
+    let mut got = be.dtoh_many("kmeans: download", &[(assign.addr(), n), (c.addr(), n_cent), (iters.addr(), n_prob)])?;
+    let iterations = got.pop().unwrap_or_default();
+    let cents = got.pop().unwrap_or_default().into_iter().map(f32::from_bits).collect();
+    Ok(KmeansResult { assign: got.pop().unwrap_or_default(), centroids: cents, iterations })
+}
+
+/// The Lloyd rounds without a download: the final assignments `[N]` and the convergence state
+/// `[3P]` (changed, done, iteration counts at `2P..3P`) stay on the device.
+pub(super) fn lloyd_rounds(
+    be: &CudaBackend,
+    d: &DevProblems,
+    c: &Buf<f32>,
+    n: usize,
+    n_prob: usize,
+    max_iter: u32,
+) -> Result<(Buf<u32>, Buf<u32>)> {
     let mut cur = be.output::<u32>("kmeans: alloc assign", n)?;
     let mut next = be.output::<u32>("kmeans: alloc assign", n)?;
     // Convergence state, zeroed: changed flags, done flags, iteration counts.
@@ -241,8 +276,5 @@ fn lloyd_on(
         unsafe { b.launch(prob_cfg) }.map_err(device_err("kmeans converge launch"))?;
         std::mem::swap(&mut cur, &mut next);
     }
-    let mut got = be.dtoh_many("kmeans: download", &[(cur.addr(), n), (c.addr(), n_cent), (iters.addr(), n_prob)])?;
-    let iterations = got.pop().unwrap_or_default();
-    let cents = got.pop().unwrap_or_default().into_iter().map(f32::from_bits).collect();
-    Ok(KmeansResult { assign: got.pop().unwrap_or_default(), centroids: cents, iterations })
+    Ok((cur, state))
 }

@@ -12,7 +12,8 @@
 //!   kernels index without bounds checks.
 //! - `online` runs cross bias → ln n → GSU top-K (fused v2 by default) → ESU → W^o on the device
 //!   with one upload of the batch and one download of the results; `kmeans` keeps the points and
-//!   centroids on the device across Lloyd iterations.
+//!   centroids on the device across Lloyd iterations; `kmeans_tree` keeps a clustering job's
+//!   whole hierarchy there (one upload, a status download per level, one final download).
 //!
 //! GSU versions: `GsuVersion::V1` (score matrix + per-row select) and `GsuVersion::V2` (fused,
 //! default). Choose with `CudaBackend::set_gsu_version` or the env var `TWIN_CUDA_GSU=v1|v2`.
@@ -22,6 +23,7 @@ mod attn;
 mod bce;
 mod bias_act;
 mod buffers;
+mod cluster_tree;
 mod compile;
 mod copy_rows;
 mod cross_bias;
@@ -62,7 +64,7 @@ use launch::Launch;
 use super::{
     check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, Elem, GemmKind,
     HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, Tensor, TopK, TransferCounter,
-    Transfers,
+    Transfers, TreeJob, TreeResult,
 };
 use crate::error::{Error, Result};
 
@@ -335,6 +337,13 @@ impl Backend for CudaBackend {
         match &pts.dev {
             Some(t) => kmeans::kmeans_items(self, self.tensor_buf(t)?, pts.dim, ids, offsets, k, seeds, max_iter),
             None => super::host_tensor::kmeans_items(self, pts, ids, offsets, k, seeds, max_iter),
+        }
+    }
+
+    unsafe fn kmeans_tree_unchecked(&self, pts: &ItemPoints, job: &TreeJob) -> Result<TreeResult> {
+        match &pts.dev {
+            Some(t) => cluster_tree::tree(self, self.tensor_buf(t)?, pts.dim, job),
+            None => super::cpu::cluster_tree::tree(self, pts, job),
         }
     }
 

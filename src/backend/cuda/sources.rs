@@ -49,6 +49,18 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         fmad: false,
         functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd", "kmeans_seed_fwd"],
     },
+    KernelSource {
+        stem: "cluster_tree",
+        source: include_str!("../../../kernels/cluster_tree.cu"),
+        fmad: false,
+        functions: &[
+            "cluster_tree_prepare_fwd",
+            "cluster_tree_gather_fwd",
+            "cluster_tree_count_fwd",
+            "cluster_tree_scan_fwd",
+            "cluster_tree_scatter_fwd",
+        ],
+    },
     KernelSource { stem: "attn", source: include_str!("../../../kernels/attn.cu"), fmad: true, functions: &["attn_fwd", "attn_bwd"] },
     KernelSource {
         stem: "segment_sum",

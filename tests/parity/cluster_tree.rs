@@ -6,7 +6,7 @@
 //! Where the tree runs on the device, one job is one upload and at most `levels + 1` downloads,
 //! whatever the Lloyd iterations.
 
-use twin_engine::backend::{Backend, TreeJob};
+use twin_engine::backend::{Backend, KmeansBatch, TreeJob};
 use twin_engine::rng::{mix64, SplitMix64};
 use twin_engine::Error;
 
@@ -126,5 +126,80 @@ fn kmeans_tree_matches_cpu() {
             gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 1, max_iter: 5 }),
             Err(Error::InvalidValue { field: "gamma", .. })
         ));
+    });
+}
+
+/// The tree is exact only if every level's centroid update is: the means are the CPU's bit for
+/// bit (members summed in point order in f64, then `(f32)(sum / count)`; wgpu emulates the f64
+/// on u32 words), on values chosen to round: mixed signs and magnitudes, exact cancellations,
+/// f32 subnormals (and subnormal means), negative zeros, thousands of members.
+#[test]
+fn kmeans_update_is_bit_identical() {
+    let dim = 8;
+    let mut r = SplitMix64::new(5);
+    let sizes = [1usize, 2, 7, 300, 3001, 40, 64];
+    let (mut points, mut offsets, mut k) = (Vec::new(), vec![0u32], Vec::new());
+    for (p, &n) in sizes.iter().enumerate() {
+        let start = points.len();
+        for _ in 0..n * dim {
+            let sign = if r.below(2) == 0 { 1.0f32 } else { -1.0 };
+            let x = match (p, r.below(8)) {
+                (5, _) => f32::from_bits(1 + r.below(1 << 20) as u32),
+                (_, 0) => 0.0,
+                (_, 1) => (r.normal() * 1e-30) as f32,
+                (_, 2) => (r.normal() * 1e30) as f32,
+                (_, 3) => (r.normal() * 1e-3) as f32 + 1.0,
+                _ => (r.normal() * 10f64.powi(r.below(9) as i32 - 4)) as f32,
+            };
+            points.push(sign * x);
+        }
+        if p == 6 {
+            // Pairs x, -x: sums that cancel exactly, or to a few bits.
+            for i in (start..points.len()).step_by(2) {
+                points[i + 1] = -points[i] * if i % 4 == 0 { 1.0 } else { 1.0 + f32::EPSILON };
+            }
+        }
+        offsets.push((points.len() / dim) as u32);
+        k.push(n.min(3) as u32);
+    }
+    // Sums whose f64 rounding decides the f32 mean: 1 + 2^-23 + 2^-24 is an f32 tie (rounds up
+    // to even), reached only if adding -2^-80 rounded back to the nearest f64 (up, not down).
+    let one = 1.0 + f32::EPSILON;
+    let (half, tiny) = (2f32.powi(-24), -(2f32.powi(-80)));
+    for v in [[one, half, tiny, 0.0], [one, tiny, half, -0.0], [-one, -half, -tiny, 0.0], [tiny, one, tiny, half]] {
+        for x in v {
+            points.extend((0..dim).map(|t| if t == 0 { x } else { r.normal() as f32 }));
+        }
+    }
+    offsets.push((points.len() / dim) as u32);
+    k.push(4);
+    let n = points.len() / dim;
+    let mut assign = Vec::with_capacity(n);
+    for (p, &kp) in k.iter().enumerate() {
+        for i in offsets[p]..offsets[p + 1] {
+            // Problem 6 keeps its pairs together, 7 its fours; the others spread at random.
+            assign.push(match p {
+                6 => (i - offsets[p]) / 2 % kp,
+                7 => (i - offsets[p]) / 4,
+                _ => r.below(kp as u64) as u32,
+            });
+        }
+    }
+    let total_k: usize = k.iter().map(|&x| x as usize).sum();
+    let prev: Vec<f32> = (0..total_k * dim).map(|_| r.normal() as f32).collect();
+    let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &k };
+    for_each_backend!(|gpu, cpu| {
+        let want = cpu.kmeans_update(&batch, &assign, &prev).unwrap();
+        let got = gpu.kmeans_update(&batch, &assign, &prev).unwrap();
+        assert_eq!(got.len(), want.len());
+        let differ: Vec<(usize, f32, f32)> = got
+            .iter()
+            .zip(&want)
+            .enumerate()
+            .filter(|(_, (g, w))| g.to_bits() != w.to_bits())
+            .map(|(i, (g, w))| (i, *g, *w))
+            .take(8)
+            .collect();
+        assert!(differ.is_empty(), "{}: means differ from the CPU's at (index, got, want) {differ:?}", kind_name(&*gpu));
     });
 }

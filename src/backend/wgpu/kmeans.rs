@@ -3,7 +3,9 @@
 //! host (`kmeans_converge_fwd_v1`), then reads assignments, centroids and iteration counts back
 //! in one download. Each group of problems travels in one packed upload; `Init::Seed` seeds on
 //! the device from the resident points (kmeans_seed.rs), so a whole `kmeans` call is one upload
-//! and one download.
+//! and one download. A group can also be built over buffers that earlier kernels wrote
+//! (`Group::resident`) and its seeding and Lloyd rounds encoded into the caller's command buffer
+//! (`kmeans_seed::encode`, `encode_lloyd`): the clustering tree's levels (cluster_tree.rs).
 
 use std::num::NonZeroU64;
 
@@ -12,7 +14,8 @@ use super::{grid, split_by, words_f32, words_u32, Readback, WgpuBackend, B};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::{Error, Result};
 
-pub(super) const SRC: &str = include_str!("../../../shaders/kmeans.wgsl");
+/// kmeans.wgsl with the 64-bit integer and binary64 helpers it calls (emu64.wgsl).
+pub(super) const SRC: &str = concat!(include_str!("../../../shaders/kmeans.wgsl"), "\n", include_str!("../../../shaders/emu64.wgsl"));
 /// points, offsets, coff, cents (read); assign, out, state (read-write); old (read).
 pub(super) const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::R];
 
@@ -32,46 +35,109 @@ pub(super) struct Params {
 /// A section of a group's packed upload, in bytes.
 #[derive(Clone, Copy)]
 pub(super) struct Sec {
-    off: u64,
-    size: u64,
+    pub off: u64,
+    pub size: u64,
 }
 
-/// One group of whole problems, resident on the device: points, offsets, centroid offsets and,
-/// when given, the seeds and the initial centroids travel in ONE upload (`data`), each section
-/// at a 256-byte boundary (the largest storage offset alignment wgpu allows).
+/// A storage binding of a group: a section of its packed upload, or a whole device-resident
+/// buffer (a group built from buffers that earlier kernels wrote, as the clustering tree's levels).
+#[derive(Clone)]
+pub(super) struct Bind {
+    buf: wgpu::Buffer,
+    sec: Option<Sec>,
+}
+
+impl Bind {
+    pub fn section(buf: &wgpu::Buffer, sec: Sec) -> Bind {
+        Bind { buf: buf.clone(), sec: Some(sec) }
+    }
+    pub fn whole(buf: &wgpu::Buffer) -> Bind {
+        Bind { buf: buf.clone(), sec: None }
+    }
+    pub fn binding(&self) -> wgpu::BufferBinding<'_> {
+        match self.sec {
+            Some(s) => wgpu::BufferBinding { buffer: &self.buf, offset: s.off, size: NonZeroU64::new(s.size) },
+            None => self.buf.as_entire_buffer_binding(),
+        }
+    }
+    fn offset(&self) -> u64 {
+        self.sec.map_or(0, |s| s.off)
+    }
+}
+
+/// One group of whole problems, resident on the device. Built by [`groups`] from ONE packed
+/// upload (`data`: points, offsets, centroid offsets and, when given, the seeds and the initial
+/// centroids, each section at a 256-byte boundary, the largest storage offset alignment wgpu
+/// allows), or by [`Group::resident`] from buffers already on the device.
 pub(super) struct Group {
     /// point range in the batch
     pub pts: std::ops::Range<usize>,
     /// centroid-row range in the batch
     pub cents: std::ops::Range<usize>,
-    data: wgpu::Buffer,
-    points: Sec,
-    offsets: Sec,
-    coff: Sec,
-    seeds: Option<Sec>,
-    init: Option<Sec>,
+    points: Bind,
+    offsets: Bind,
+    coff: Bind,
+    seeds: Option<Bind>,
+    init: Option<Bind>,
     pub params: wgpu::Buffer,
     pub n_prob: usize,
     /// largest k of the group's problems
     pub k_max: usize,
 }
 
+/// The device-resident inputs of [`Group::resident`]: points `[n_pts, dim]`, offsets `[P + 1]`,
+/// centroid offsets `[P + 1]` (ending at `total_k`), seeds `[2P]` (lo, hi words).
+pub(super) struct Resident<'a> {
+    pub points: &'a wgpu::Buffer,
+    pub offsets: wgpu::BufferBinding<'a>,
+    pub coff: &'a wgpu::Buffer,
+    pub seeds: &'a wgpu::Buffer,
+    pub n_pts: usize,
+    pub n_prob: usize,
+    pub total_k: usize,
+    pub k_max: usize,
+}
+
 impl Group {
-    fn bind(&self, s: Sec) -> wgpu::BufferBinding<'_> {
-        wgpu::BufferBinding { buffer: &self.data, offset: s.off, size: NonZeroU64::new(s.size) }
-    }
     pub fn points(&self) -> wgpu::BufferBinding<'_> {
-        self.bind(self.points)
+        self.points.binding()
     }
     pub fn offsets(&self) -> wgpu::BufferBinding<'_> {
-        self.bind(self.offsets)
+        self.offsets.binding()
     }
     pub fn coff(&self) -> wgpu::BufferBinding<'_> {
-        self.bind(self.coff)
+        self.coff.binding()
     }
     /// The seeds section (`[2P]` lo, hi words), when the group was packed with seeds.
     pub fn seeds(&self) -> Result<wgpu::BufferBinding<'_>> {
-        self.seeds.map(|s| self.bind(s)).ok_or(Error::BadShape { field: "k-means seeds", value: 0, why: "not uploaded" })
+        self.seeds.as_ref().map(|s| s.binding()).ok_or(Error::BadShape { field: "k-means seeds", value: 0, why: "not uploaded" })
+    }
+
+    /// A group over buffers already on the device (no upload; its parameters are one uniform).
+    /// The buffers must hold what [`Resident`] says: the shaders index them without checks.
+    pub fn resident(be: &WgpuBackend, dim: usize, r: Resident) -> Group {
+        let params = be.uniform(&Params {
+            n: r.n_pts as u32,
+            dim: dim as u32,
+            n_prob: r.n_prob as u32,
+            total_k: r.total_k as u32,
+            c_begin: 0,
+            c_end: 0,
+            pad: [0; 2],
+        });
+        let offsets = Bind { buf: r.offsets.buffer.clone(), sec: r.offsets.size.map(|s| Sec { off: r.offsets.offset, size: s.get() }) };
+        Group {
+            pts: 0..r.n_pts,
+            cents: 0..r.total_k,
+            points: Bind::whole(r.points),
+            offsets,
+            coff: Bind::whole(r.coff),
+            seeds: Some(Bind::whole(r.seeds)),
+            init: None,
+            params,
+            n_prob: r.n_prob,
+            k_max: r.k_max,
+        }
     }
 }
 
@@ -83,7 +149,7 @@ pub(super) struct Extra<'a> {
 }
 
 /// Append `xs` to `words` at the next 256-byte boundary.
-fn section(words: &mut Vec<u32>, xs: impl Iterator<Item = u32>) -> Sec {
+pub(super) fn section(words: &mut Vec<u32>, xs: impl Iterator<Item = u32>) -> Sec {
     words.resize(words.len().div_ceil(64) * 64, 0);
     let start = words.len();
     words.extend(xs);
@@ -130,13 +196,13 @@ pub(super) fn groups(be: &WgpuBackend, b: &KmeansBatch, extra: Extra) -> Result<
             c_end: 0,
             pad: [0; 2],
         });
+        let data = be.upload("kmeans problems", &words);
         out.push(Group {
-            data: be.upload("kmeans problems", &words),
-            points,
-            offsets,
-            coff,
-            seeds,
-            init,
+            points: Bind::section(&data, points),
+            offsets: Bind::section(&data, offsets),
+            coff: Bind::section(&data, coff),
+            seeds: seeds.map(|s| Bind::section(&data, s)),
+            init: init.map(|s| Bind::section(&data, s)),
             params,
             n_prob: probs.len(),
             k_max: probs.clone().map(|p| b.k[p] as usize).max().unwrap_or(0),
@@ -197,7 +263,7 @@ fn encode_update(
     state: &wgpu::Buffer,
     spare: &Spare,
 ) -> Result<()> {
-    let pipe = be.pipe("kmeans", SRC, "kmeans_update_fwd_v1", 0, BINDS)?;
+    let pipe = be.pipe("kmeans", SRC, "kmeans_update_fwd_v2", 0, BINDS)?;
     let binds = [
         g.points(),
         g.offsets(),
@@ -257,10 +323,52 @@ pub(crate) enum Init<'a> {
     Seed(&'a [u64], u32),
 }
 
+/// One group's Lloyd buffers: centroid and assignment ping-pong pairs (`c[0]` holds the initial
+/// centroids) and the convergence state `[2P]`, zero before the run.
+pub(super) struct Run<'a> {
+    pub c: [&'a wgpu::Buffer; 2],
+    pub a: [&'a wgpu::Buffer; 2],
+    pub state: &'a wgpu::Buffer,
+}
+
+/// Encode the first assignment and `max_iter` rounds of update + assign + converge for `g` (a
+/// converged problem is skipped by the shaders). The result is in `c[max_iter % 2]`,
+/// `a[max_iter % 2]`; the iteration counts in `state[P..2P]`.
+pub(super) fn encode_lloyd(
+    be: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    g: &Group,
+    dim: usize,
+    run: &Run,
+    max_iter: u32,
+    spare: &Spare,
+) -> Result<()> {
+    encode_assign(be, enc, g, run.c[0], run.a[0], run.state, spare)?;
+    let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd_v1", 0, BINDS)?;
+    for it in 0..max_iter as usize {
+        let cur = it % 2;
+        let (c, a) = (run.c, run.a);
+        encode_update(be, enc, g, dim, c[cur], a[cur], c[1 - cur], run.state, spare)?;
+        encode_assign(be, enc, g, c[1 - cur], a[1 - cur], run.state, spare)?;
+        let binds = [
+            g.points(),
+            g.offsets(),
+            g.coff(),
+            c[1 - cur].as_entire_buffer_binding(),
+            a[1 - cur].as_entire_buffer_binding(),
+            spare.f32s.as_entire_buffer_binding(),
+            run.state.as_entire_buffer_binding(),
+            a[cur].as_entire_buffer_binding(),
+        ];
+        be.dispatch_bound(enc, &converge, &g.params, &binds, grid((g.n_prob as u64).div_ceil(64)));
+    }
+    Ok(())
+}
+
 /// Lloyd iterations on the device from `init`, with the same semantics as the trait's default
 /// `lloyd_unchecked`: (seeding, then) `max_iter` rounds of update + assign + converge are encoded
-/// into one command buffer (a converged problem is skipped by the shaders), then the final
-/// assignments, centroids and iteration counts come back in one download. One upload per group.
+/// into one command buffer, then the final assignments, centroids and iteration counts come back
+/// in one download. One upload per group.
 pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Init, max_iter: u32) -> Result<KmeansResult> {
     be.scoped("kmeans", || {
         let extra = match init {
@@ -277,8 +385,8 @@ pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Init, max_iter: u32
             let c0 = be.output("centroids", g.cents.len() * b.dim);
             match init {
                 Init::Host(_) => {
-                    let sec = g.init.ok_or(Error::BadShape { field: "k-means init", value: 0, why: "not uploaded" })?;
-                    enc.copy_buffer_to_buffer(&g.data, sec.off, &c0, 0, (g.cents.len() * b.dim * 4) as u64);
+                    let sec = g.init.as_ref().ok_or(Error::BadShape { field: "k-means init", value: 0, why: "not uploaded" })?;
+                    enc.copy_buffer_to_buffer(&sec.buf, sec.offset(), &c0, 0, (g.cents.len() * b.dim * 4) as u64);
                 }
                 Init::Seed(_, per) => {
                     let scratch = be.zeroed("kmeans seed scratch", 3 * n_prob + g.pts.len());
@@ -289,27 +397,9 @@ pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Init, max_iter: u32
             let a0 = be.output("assign", g.pts.len());
             let a1 = be.output("assign", g.pts.len());
             let state = be.zeroed("kmeans state", 2 * n_prob);
-            encode_assign(be, &mut enc, g, &c0, &a0, &state, &spare)?;
+            let run = Run { c: [&c0, &c1], a: [&a0, &a1], state: &state };
+            encode_lloyd(be, &mut enc, g, b.dim, &run, max_iter, &spare)?;
             bufs.push(([c0, c1], [a0, a1], state, n_prob));
-        }
-        let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd_v1", 0, BINDS)?;
-        for it in 0..max_iter as usize {
-            let cur = it % 2;
-            for (g, (c, a, state, n_prob)) in gs.iter().zip(&bufs) {
-                encode_update(be, &mut enc, g, b.dim, &c[cur], &a[cur], &c[1 - cur], state, &spare)?;
-                encode_assign(be, &mut enc, g, &c[1 - cur], &a[1 - cur], state, &spare)?;
-                let binds = [
-                    g.points(),
-                    g.offsets(),
-                    g.coff(),
-                    c[1 - cur].as_entire_buffer_binding(),
-                    a[1 - cur].as_entire_buffer_binding(),
-                    spare.f32s.as_entire_buffer_binding(),
-                    state.as_entire_buffer_binding(),
-                    a[cur].as_entire_buffer_binding(),
-                ];
-                be.dispatch_bound(&mut enc, &converge, &g.params, &binds, grid((*n_prob as u64).div_ceil(64)));
-            }
         }
         let fin = max_iter as usize % 2;
         let mut reads = Vec::new();

@@ -20,6 +20,7 @@
 mod attn;
 mod bce;
 mod buffers;
+mod cluster_tree;
 mod cross_bias;
 mod esu;
 mod gather;
@@ -45,7 +46,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{
     check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, TopK, TransferCounter, Transfers,
+    HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, Tensor, TopK, TransferCounter,
+    Transfers, TreeJob, TreeResult,
 };
 use crate::error::{Error, Result};
 
@@ -519,5 +521,15 @@ impl Backend for WgpuBackend {
                 kmeans::lloyd(self, batch, kmeans::Init::Host(&init), max_iter)
             }
         }
+    }
+
+    /// The embeddings resident for `kmeans_tree` (cluster_tree.rs).
+    fn item_points_native(&self, emb: &[f32], rows: usize, dim: usize) -> Result<Option<Tensor>> {
+        cluster_tree::item_points(self, emb, rows, dim)
+    }
+
+    /// The whole tree on the device: one upload, one status download a level, one final download.
+    unsafe fn kmeans_tree_unchecked(&self, pts: &ItemPoints, job: &TreeJob) -> Result<TreeResult> {
+        cluster_tree::tree(self, pts, job)
     }
 }

@@ -21,6 +21,9 @@ mod train_cmd;
 #[path = "cli/serve.rs"]
 mod serve_cmd;
 
+#[path = "cli/loadtest.rs"]
+mod loadtest_cmd;
+
 #[path = "cli/bench.rs"]
 mod bench_cmd;
 
@@ -194,7 +197,8 @@ enum Cmd {
     },
     /// Say what a dataset, model or clusters file holds.
     Info { path: PathBuf },
-    /// Serve a model over HTTP/JSON: GET /health, POST /score, POST /admin/swap.
+    /// Serve a model: HTTP/JSON (GET /health, GET /ready, POST /score, GET /metrics), gRPC with
+    /// --grpc-addr, and POST /admin/swap on a token-protected --admin-addr.
     Serve {
         #[command(flatten)]
         opts: serve_cmd::ServeOpts,
@@ -202,7 +206,7 @@ enum Cmd {
     /// Load-test a running `twin serve` with requests built from a dataset's users.
     Loadtest {
         #[command(flatten)]
-        opts: serve_cmd::LoadtestOpts,
+        opts: loadtest_cmd::LoadtestOpts,
     },
     /// Benchmark BENCHMARKS.md's workloads (online, cluster, train) on one backend.
     Bench {
@@ -286,7 +290,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Info { path } => cmd_info(&path)?,
         Cmd::Serve { opts } => serve_cmd::cmd_serve(&opts)?,
-        Cmd::Loadtest { opts } => serve_cmd::cmd_loadtest(&opts)?,
+        Cmd::Loadtest { opts } => loadtest_cmd::cmd_loadtest(&opts)?,
         Cmd::Bench { opts } => bench_cmd::cmd_bench(&opts)?,
     }
     Ok(())

@@ -34,6 +34,8 @@ fn ok(args: &[&str]) -> String {
 struct Server {
     child: Child,
     addr: String,
+    admin: Option<String>,
+    grpc: Option<String>,
 }
 
 impl Drop for Server {
@@ -43,22 +45,29 @@ impl Drop for Server {
     }
 }
 
-fn start_server(model: &Path) -> Server {
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// `twin serve` on the CPU with `extra` flags; the start-up lines give the addresses.
+fn start_server_with(model: &Path, extra: &[&str]) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--model", s(model), "--addr", "127.0.0.1:0", "--backend", "cpu", "--threads", "8"])
         .args(["--max-body-bytes", &MAX_BODY.to_string()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start twin serve");
-    let mut server = Server { child, addr: String::new() };
+    let mut server = Server { child, addr: String::new(), admin: None, grpc: None };
     let stdout = server.child.stdout.take().unwrap();
+    let wants = 1 + extra.iter().filter(|a| **a == "--admin-addr" || **a == "--grpc-addr").count();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
+        for _ in 0..wants {
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+        }
         // Keep the pipe open and drained for as long as the server lives.
         let _ = std::io::copy(&mut r, &mut std::io::sink());
     });
@@ -67,6 +76,16 @@ fn start_server(model: &Path) -> Server {
     assert!(line.contains("model version 1") && line.contains("backend cpu"), "{line:?}");
     server.addr = rest.split_whitespace().next().unwrap().to_string();
     assert!(!server.addr.ends_with(":0"), "the real port is printed: {line:?}");
+    for _ in 1..wants {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("a listener line");
+        if let Some(rest) = line.strip_prefix("admin on http://") {
+            server.admin = Some(rest.split_whitespace().next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("grpc on ") {
+            server.grpc = Some(rest.split_whitespace().next().unwrap().to_string());
+        } else {
+            panic!("unexpected line {line:?}");
+        }
+    }
     server
 }
 
@@ -104,15 +123,36 @@ fn read_response(r: &mut impl BufRead) -> Resp {
 
 /// One request on its own connection.
 fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Resp {
+    http_with(addr, method, path, "", body)
+}
+
+/// One request with extra header lines (each ending in \r\n).
+fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> Resp {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
     c.write_all(head.as_bytes()).unwrap();
     c.write_all(body).unwrap();
     read_response(&mut BufReader::new(c))
+}
+
+/// The body of a GET, as text (for /metrics).
+fn raw_get(addr: &str, path: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut c, &mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    all.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// POST to the admin listener with the test token.
+fn admin(addr: &str, path: &str, v: &Value) -> Resp {
+    http_with(addr, "POST", path, &format!("Authorization: Bearer {TOKEN}\r\n"), &serde_json::to_vec(v).unwrap())
 }
 
 fn post(addr: &str, path: &str, v: &Value) -> Resp {
@@ -172,7 +212,9 @@ fn serve_over_http() {
     let lib1 = Engine::open(&m1, cfg.clone()).unwrap();
     let want1: Vec<Vec<f32>> = reqs.iter().map(|r| library_ctr(&lib1, r)).collect();
 
-    let server = start_server(&m1);
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, format!("{TOKEN}\n")).unwrap();
+    let server = start_server_with(&m1, &["--admin-addr", "127.0.0.1:0", "--admin-token-file", s(&tok)]);
     let addr = server.addr.clone();
 
     // Health.
@@ -306,19 +348,24 @@ fn serve_over_http() {
         t.join().expect("a client thread failed");
     }
 
-    // Hot swap: a corrupt file is refused and version 1 keeps serving; a good one becomes 2.
-    let r = post(&addr, "/admin/swap", &json!({"path": s(&bad)}));
-    assert!(r.status >= 400, "{:?}", r.json);
-    assert!(error_of(&r).contains("bad.twm"), "{:?}", r.json);
+    // Hot swap, on the admin listener only: a corrupt file is refused and version 1 keeps
+    // serving; a good one becomes 2.
+    let adm = server.admin.clone().expect("admin listener");
+    let r = post(&addr, "/admin/swap", &json!({"file": "m2.twm"}));
+    assert_eq!(r.status, 404, "no admin routes on the main listener: {:?}", r.json);
+    assert!(error_of(&r).contains("admin listener"), "{:?}", r.json);
+    let r = admin(&adm, "/admin/swap", &json!({"file": "bad.twm"}));
+    assert_eq!(r.status, 400, "{:?}", r.json);
+    assert!(error_of(&r).contains("bad.twm") && error_of(&r).contains("keeps serving"), "{:?}", r.json);
     assert_eq!(r.json["model_version"], 1);
-    let r = post(&addr, "/admin/swap", &json!({"nothing": 1}));
+    let r = admin(&adm, "/admin/swap", &json!({"nothing": 1}));
     assert_eq!(r.status, 400);
-    assert!(error_of(&r).contains("path"), "{:?}", r.json);
+    assert!(error_of(&r).contains("file"), "{:?}", r.json);
     let r = post(&addr, "/score", &serde_json::to_value(&reqs[2]).unwrap());
     assert_eq!((r.status, r.json["model_version"].as_u64()), (200, Some(1)));
     assert_ctr(&r.json["ctr"], &want1[2]);
 
-    let r = post(&addr, "/admin/swap", &json!({"path": s(&m2)}));
+    let r = admin(&adm, "/admin/swap", &json!({"file": "m2.twm"}));
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["model_version"], 2);
     let lib2 = Engine::open(&m2, cfg).unwrap();
@@ -328,9 +375,28 @@ fn serve_over_http() {
     assert_eq!((r.status, r.json["model_version"].as_u64()), (200, Some(2)));
     assert_ctr(&r.json["ctr"], &want2);
     let h = http(&addr, "GET", "/health", b"");
-    assert_eq!((h.json["model_version"].as_u64(), h.json["model"].as_str()), (Some(2), Some(s(&m2))));
+    let m2_canon = m2.canonicalize().unwrap();
+    assert_eq!((h.json["model_version"].as_u64(), h.json["model"].as_str()), (Some(2), Some(s(&m2_canon))));
     let r = http(&addr, "POST", "/score", b"{");
     assert_eq!((r.status, r.json["model_version"].as_u64()), (400, Some(2)));
+
+    // Readiness and metrics.
+    let r = http(&addr, "GET", "/ready", b"");
+    assert_eq!((r.status, r.json["ready"].as_bool()), (200, Some(true)), "{:?}", r.json);
+    let m = raw_get(&addr, "/metrics");
+    for needle in [
+        "twin_request_duration_seconds_bucket{api=\"http\",model_version=\"1\"",
+        "twin_request_duration_seconds_count{api=\"http\",model_version=\"2\"}",
+        "twin_errors_total{kind=\"bad_request\"}",
+        "twin_errors_total{kind=\"too_large\"}",
+        "twin_swaps_total{result=\"ok\"} 1",
+        "twin_swaps_total{result=\"refused\"} 1",
+        "twin_batch_requests_count",
+        "twin_queue_depth 0",
+        "twin_model_version 2",
+    ] {
+        assert!(m.contains(needle), "{needle:?} not in /metrics:\n{m}");
+    }
 
     // The load test against it: bounded in time, a table and one JSON line per level.
     let t0 = Instant::now();
@@ -385,4 +451,280 @@ fn serve_refuses_bad_flags() {
     let o = twin(&["serve", "--model", s(&m), "--backend", "cpu", "--addr", "127.0.0.1:0", "--max-wait-us", "18446744073709551615"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("max_wait_us") && err.contains("exceeds the limit"), "{err}");
+}
+
+/// The admin listener: a bearer token, plain file names from the model directory, regular files
+/// only (a FIFO must not block later swaps), and errors that never quote the file.
+#[test]
+fn admin_swaps_are_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let (d, m1, m2) = (dir.path().join("d.twd"), models.join("m1.twm"), models.join("m2.twm"));
+    ok(&["gen", "--out", s(&d), "--users", "5", "--items", "300", "--max-len", "200"]);
+    ok(&["init", "--data", s(&d), "--out", s(&m1), "--seed", "1"]);
+    ok(&["init", "--data", s(&d), "--out", s(&m2), "--seed", "2"]);
+    // Outside the model directory: a real model, reachable only by a path.
+    let outside = dir.path().join("outside.twm");
+    std::fs::copy(&m2, &outside).unwrap();
+    // A private non-model file inside it, a FIFO, a symlink and a directory.
+    let secret = "SECRET-7f3a9c-do-not-echo";
+    std::fs::write(models.join("private.twm"), format!("{secret} and more private text\n")).unwrap();
+    let fifo = models.join("pipe.twm");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::os::unix::fs::symlink(&outside, models.join("link.twm")).unwrap();
+    std::fs::create_dir(models.join("sub.twm")).unwrap();
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, TOKEN).unwrap();
+
+    // The admin listener refuses to start without a token, or with a short one.
+    let o = twin(&["serve", "--model", s(&m1), "--backend", "cpu", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--admin-token-file"), "{o:?}");
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc").unwrap();
+    let o = twin(&[
+        "serve",
+        "--model",
+        s(&m1),
+        "--backend",
+        "cpu",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        s(&short),
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("at least 16"), "{o:?}");
+
+    let server = start_server_with(&m1, &["--admin-addr", "127.0.0.1:0", "--admin-token-file", s(&tok), "--model-dir", s(&models)]);
+    let adm = server.admin.clone().unwrap();
+    let body = serde_json::to_vec(&json!({"file": "m2.twm"})).unwrap();
+
+    // 401 without the token, with another scheme, with a wrong token; nothing swapped.
+    for headers in ["", "Authorization: Basic dXNlcjpwYXNz\r\n", "Authorization: Bearer not-the-token-at-all-000\r\n"] {
+        let r = http_with(&adm, "POST", "/admin/swap", headers, &body);
+        assert_eq!(r.status, 401, "{headers:?}: {:?}", r.json);
+        assert!(r.headers.iter().any(|(k, _)| k == "www-authenticate"), "{:?}", r.headers);
+        assert!(!error_of(&r).contains(TOKEN));
+    }
+    let r = http_with(&adm, "GET", "/admin/other", "", b"");
+    assert_eq!(r.status, 401, "unauthenticated clients learn no routes: {:?}", r.json);
+
+    // Names that are paths are refused before anything is opened.
+    for name in ["../outside.twm", s(&outside), "/etc/passwd", "..", "a/../m2.twm", ""] {
+        let r = admin(&adm, "/admin/swap", &json!({ "file": name }));
+        assert_eq!(r.status, 400, "{name:?}: {:?}", r.json);
+        assert!(error_of(&r).contains("plain file name"), "{name:?}: {:?}", r.json);
+    }
+    // Not regular files: refused at once (the FIFO has no writer; opening it must not wait).
+    let t0 = Instant::now();
+    for (name, needle) in [("pipe.twm", "not a regular file"), ("sub.twm", "not a regular file"), ("link.twm", "symbolic link")] {
+        let r = admin(&adm, "/admin/swap", &json!({ "file": name }));
+        assert_eq!(r.status, 400, "{name}: {:?}", r.json);
+        assert!(error_of(&r).contains(needle), "{name}: {:?}", r.json);
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "refusals took {:?}", t0.elapsed());
+    let r = admin(&adm, "/admin/swap", &json!({"file": "missing.twm"}));
+    assert_eq!(r.status, 404, "{:?}", r.json);
+    // A non-model file: the kind of defect, never its bytes.
+    let r = admin(&adm, "/admin/swap", &json!({"file": "private.twm"}));
+    assert_eq!(r.status, 400, "{:?}", r.json);
+    let raw = serde_json::to_string(&r.json).unwrap();
+    assert!(!raw.contains("SECRET") && !raw.contains("private text"), "the file's bytes came back: {raw}");
+    assert!(error_of(&r).contains("private.twm") && error_of(&r).contains("not a model file"), "{raw}");
+
+    // After all that (the FIFO included), a good swap goes through at once.
+    let t0 = Instant::now();
+    let r = admin(&adm, "/admin/swap", &json!({"file": "m2.twm"}));
+    assert_eq!((r.status, r.json["model_version"].as_u64()), (200, Some(2)), "{:?}", r.json);
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let h = http(&server.addr, "GET", "/health", b"");
+    assert_eq!(h.json["model_version"], 2);
+
+    // twin loadtest swapping every 0.3 s through the admin listener reports p99 around swaps.
+    let out = ok(&[
+        "loadtest",
+        "--url",
+        &format!("http://{}", server.addr),
+        "--data",
+        s(&d),
+        "--concurrency",
+        "4",
+        "--seconds",
+        "1.5",
+        "--candidates",
+        "20",
+        "--max-len",
+        "100",
+        "--swap-every-s",
+        "0.3",
+        "--admin-url",
+        &format!("http://{adm}"),
+        "--admin-token-file",
+        s(&tok),
+        "--swap-files",
+        "m1.twm,m2.twm",
+        "--json",
+    ]);
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in {out}"))).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    let row = &rows[0];
+    assert_eq!(row["errors"], 0, "{out}");
+    assert!(row["swaps"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(row["swaps_failed"], 0, "{out}");
+    assert!(row["requests_around_swaps"].as_u64().unwrap() > 0, "{out}");
+    assert!(row["p99_around_swaps_ms"].as_f64().unwrap() > 0.0 && row["p99_steady_ms"].as_f64().is_some(), "{out}");
+    drop(server);
+}
+
+/// gRPC beside HTTP: the same scores, INVALID_ARGUMENT naming the field, the model version in
+/// the metadata.
+#[test]
+fn grpc_scores_like_http() {
+    use twin_engine::serve::http::grpc::{pb, SCORE_PATH};
+    let dir = tempfile::tempdir().unwrap();
+    let (d, m1) = (dir.path().join("d.twd"), dir.path().join("m1.twm"));
+    ok(&["gen", "--out", s(&d), "--users", "6", "--items", "500", "--max-len", "300"]);
+    ok(&["init", "--data", s(&d), "--out", s(&m1), "--seed", "1"]);
+    let ds = Dataset::load(&d).unwrap();
+    let reqs = requests(&ds, 12);
+    let server = start_server_with(&m1, &["--grpc-addr", "127.0.0.1:0"]);
+    let grpc = server.grpc.clone().unwrap();
+    let to_pb = |r: &ScoreRequest| pb::ScoreRequest {
+        request_time: r.request_time,
+        long: r
+            .long
+            .iter()
+            .map(|b| pb::Behaviour { item: b.item, timestamp: b.timestamp, play_time: b.play_time, completion: b.completion, size: None })
+            .collect(),
+        short: r
+            .short
+            .iter()
+            .map(|b| pb::Behaviour {
+                item: b.item,
+                timestamp: b.timestamp,
+                play_time: b.play_time,
+                completion: b.completion,
+                size: Some(1),
+            })
+            .collect(),
+        candidates: r.candidates.clone(),
+        debug: r.debug,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<tonic::body::Body>();
+        let mut g = tonic::client::Grpc::with_origin(client, format!("http://{grpc}").parse().unwrap());
+        let path = http::uri::PathAndQuery::from_static(SCORE_PATH);
+        for r in &reqs[..3] {
+            g.ready().await.unwrap();
+            let got = g
+                .unary(
+                    tonic::Request::new(to_pb(r)),
+                    path.clone(),
+                    tonic_prost::ProstCodec::<pb::ScoreRequest, pb::ScoreResponse>::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("gRPC Score failed: {e}"));
+            assert_eq!(got.metadata().get("x-model-version").and_then(|v| v.to_str().ok()), Some("1"));
+            let got = got.into_inner();
+            assert_eq!(got.model_version, 1);
+            let via_http = post(&server.addr, "/score", &serde_json::to_value(r).unwrap());
+            assert_eq!(via_http.status, 200);
+            assert_ctr(&via_http.json["ctr"], &got.ctr);
+        }
+        let mut bad = to_pb(&reqs[0]);
+        bad.candidates[0] = 99_999;
+        g.ready().await.unwrap();
+        let e = g
+            .unary(tonic::Request::new(bad), path.clone(), tonic_prost::ProstCodec::<pb::ScoreRequest, pb::ScoreResponse>::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("candidates[0] = 99999"), "{e}");
+        assert_eq!(e.metadata().get("x-model-version").and_then(|v| v.to_str().ok()), Some("1"));
+    });
+    drop(server);
+}
+
+/// The hand-written prost messages carry exactly the field numbers and wire types of
+/// proto/twin.proto.
+#[test]
+fn grpc_messages_match_the_proto_file() {
+    use prost::Message;
+    use std::collections::BTreeMap;
+    use twin_engine::serve::http::grpc::pb;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/twin.proto")).unwrap();
+    // message name -> field number -> expected wire type (2 for messages and packed repeats).
+    let mut fields: BTreeMap<String, BTreeMap<u32, u32>> = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines().map(|l| l.split("//").next().unwrap().trim()) {
+        if let Some(name) = line.strip_prefix("message ") {
+            current = Some(name.trim_end_matches('{').trim().to_string());
+        } else if line == "}" {
+            current = None;
+        } else if let (Some(m), Some((decl, num))) = (&current, line.trim_end_matches(';').split_once('=')) {
+            let words: Vec<&str> = decl.split_whitespace().collect();
+            let repeated = words[0] == "repeated";
+            let ty = if repeated || words[0] == "optional" { words[1] } else { words[0] };
+            let wire = match ty {
+                _ if repeated => 2,
+                "float" => 5,
+                "uint32" | "int64" | "uint64" | "bool" => 0,
+                _ => 2,
+            };
+            fields.entry(m.clone()).or_default().insert(num.trim().parse().unwrap(), wire);
+        }
+    }
+    // Field numbers and wire types as encoded (every field set to a non-default value).
+    fn tags(buf: &[u8]) -> BTreeMap<u32, u32> {
+        let mut out = BTreeMap::new();
+        let mut i = 0;
+        let varint = |i: &mut usize| {
+            let (mut v, mut shift) = (0u64, 0);
+            loop {
+                let b = buf[*i];
+                *i += 1;
+                v |= ((b & 0x7f) as u64) << shift;
+                if b < 0x80 {
+                    return v;
+                }
+                shift += 7;
+            }
+        };
+        while i < buf.len() {
+            let key = varint(&mut i);
+            let (num, wire) = ((key >> 3) as u32, (key & 7) as u32);
+            match wire {
+                0 => {
+                    varint(&mut i);
+                }
+                5 => i += 4,
+                1 => i += 8,
+                2 => {
+                    let n = varint(&mut i) as usize;
+                    i += n;
+                }
+                w => panic!("wire type {w}"),
+            }
+            out.insert(num, wire);
+        }
+        out
+    }
+    let b = pb::Behaviour { item: 3, timestamp: 4, play_time: 1.5, completion: 0.5, size: Some(2) };
+    let dbg = pb::CandidateDebug { topk_positions: vec![1, 2], topk_scores: vec![0.5], attention: vec![0.25] };
+    let req = pb::ScoreRequest { request_time: 9, long: vec![b.clone()], short: vec![b.clone()], candidates: vec![1, 2], debug: true };
+    let resp = pb::ScoreResponse { ctr: vec![0.5], model_version: 7, debug: vec![dbg.clone()] };
+    for (name, bytes) in [
+        ("Behaviour", b.encode_to_vec()),
+        ("ScoreRequest", req.encode_to_vec()),
+        ("CandidateDebug", dbg.encode_to_vec()),
+        ("ScoreResponse", resp.encode_to_vec()),
+    ] {
+        assert_eq!(tags(&bytes), fields[name], "message {name}: encoded fields differ from proto/twin.proto");
+    }
+    assert_eq!(fields.len(), 4, "{fields:?}");
 }

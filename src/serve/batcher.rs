@@ -9,6 +9,7 @@
 //! - A panic inside a batch is caught: its callers get an error, the worker keeps serving.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,18 +28,25 @@ pub(crate) struct Batcher {
     tx: Mutex<Option<SyncSender<Job>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     capacity: usize,
+    /// Jobs queued and not yet taken by the worker (a gauge for metrics).
+    depth: Arc<AtomicUsize>,
 }
 
 impl Batcher {
     pub fn start(shared: Arc<Shared>) -> Result<Batcher> {
         let capacity = shared.cfg.queue_capacity;
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
-        let worker = std::thread::Builder::new().name("twin-batcher".into()).spawn(move || run(shared, rx)).map_err(|e| Error::Device {
-            backend: "engine",
-            op: "start batcher thread",
-            message: e.to_string(),
-        })?;
-        Ok(Batcher { tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)), capacity })
+        let depth = Arc::new(AtomicUsize::new(0));
+        let d = depth.clone();
+        let worker = std::thread::Builder::new()
+            .name("twin-batcher".into())
+            .spawn(move || run(shared, rx, &d))
+            .map_err(|e| Error::Device { backend: "engine", op: "start batcher thread", message: e.to_string() })?;
+        Ok(Batcher { tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)), capacity, depth })
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
     }
 
     pub fn submit(&self, loaded: Arc<Loaded>, req: ScoreRequest) -> Result<ScoreResponse> {
@@ -47,11 +55,17 @@ impl Batcher {
         let Some(tx) = tx else {
             return Err(Error::Device { backend: "engine", op: "score", message: "the engine is shutting down".into() });
         };
+        // Counted before the send so the worker's decrement never comes first.
+        self.depth.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(Job { loaded, req, reply }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(Error::Overloaded { queue: self.capacity }),
+            Err(TrySendError::Full(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::Overloaded { queue: self.capacity });
+            }
             Err(TrySendError::Disconnected(_)) => {
-                return Err(Error::Device { backend: "engine", op: "score", message: "the batching worker has stopped".into() })
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::Device { backend: "engine", op: "score", message: "the batching worker has stopped".into() });
             }
         }
         answer.recv().unwrap_or_else(|_| {
@@ -70,9 +84,13 @@ impl Drop for Batcher {
     }
 }
 
-fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
+fn run(shared: Arc<Shared>, rx: Receiver<Job>, depth: &AtomicUsize) {
     let cfg = shared.cfg.clone();
-    while let Ok(first) = rx.recv() {
+    let take = |j: Job| {
+        depth.fetch_sub(1, Ordering::Relaxed);
+        j
+    };
+    while let Ok(first) = rx.recv().map(take) {
         let deadline = Instant::now() + cfg.max_wait;
         let mut cands = first.req.candidates.len();
         let mut jobs = vec![first];
@@ -80,7 +98,7 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
             let now = Instant::now();
             if now >= deadline {
                 // Take whatever is already waiting without further delay.
-                match rx.try_recv() {
+                match rx.try_recv().map(take) {
                     Ok(j) => {
                         cands += j.req.candidates.len();
                         jobs.push(j);
@@ -89,7 +107,7 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
                     Err(_) => break,
                 }
             }
-            match rx.recv_timeout(deadline - now) {
+            match rx.recv_timeout(deadline - now).map(take) {
                 Ok(j) => {
                     cands += j.req.candidates.len();
                     jobs.push(j);
@@ -104,11 +122,14 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>) {
             let (mine, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| Arc::ptr_eq(&j.loaded, &v));
             jobs = rest;
             let reqs: Vec<&ScoreRequest> = mine.iter().map(|j| &j.req).collect();
+            let t0 = Instant::now();
             let results = catch_unwind(AssertUnwindSafe(|| score_batch(&shared, &v, &reqs))).unwrap_or_else(|_| {
                 reqs.iter()
                     .map(|_| Err(Error::Device { backend: "engine", op: "score batch", message: "internal panic (caught)".into() }))
                     .collect()
             });
+            shared.observe(reqs.len(), t0.elapsed().as_secs_f64());
+            drop(reqs);
             for (job, res) in mine.into_iter().zip(results) {
                 let _ = job.reply.send(res);
             }

@@ -78,6 +78,16 @@ pub(crate) struct Shared {
     pub next_version: std::sync::atomic::AtomicU64,
     /// Serialises swaps (loads may overlap requests, not each other).
     pub swap_lock: std::sync::Mutex<()>,
+    /// Set once by [`Engine::observe_batches`].
+    pub on_batch: std::sync::OnceLock<BatchObserver>,
+}
+
+impl Shared {
+    pub(crate) fn observe(&self, requests: usize, seconds: f64) {
+        if let Some(f) = self.on_batch.get() {
+            f(requests, seconds);
+        }
+    }
 }
 
 /// The scoring engine. `Send + Sync`: share it (`Arc<Engine>`) across threads.
@@ -86,10 +96,44 @@ pub struct Engine {
     batcher: Option<Batcher>,
 }
 
-fn load_version(backend: &dyn Backend, cfg: &EngineConfig, path: &Path, version: u64) -> Result<Loaded> {
-    let model = Model::load(path)?;
+/// Batches of a synthetic request each new version scores before it takes traffic (see
+/// [`warm`]).
+pub const WARMUP_BATCHES: usize = 3;
+
+/// Observer of every backend call the engine makes for requests: (requests in it, seconds).
+pub type BatchObserver = Box<dyn Fn(usize, f64) + Send + Sync>;
+
+/// `read` is what is opened; `source` is what the version reports as its file (they differ when
+/// the caller has already opened and checked the file, see [`Engine::swap_checked`]).
+fn load_version(backend: &dyn Backend, cfg: &EngineConfig, read: &Path, source: &Path, version: u64) -> Result<Loaded> {
+    let model = Model::load(read)?;
     let net = ServingNet::new(backend, &model, cfg.dtype)?;
-    Ok(Loaded { version, source: path.to_path_buf(), model, net })
+    Ok(Loaded { version, source: source.to_path_buf(), model, net })
+}
+
+/// Run [`WARMUP_BATCHES`] batches of a synthetic request through a version before it serves:
+/// the first calls on a fresh version pay for allocations, caches and (on a GPU) kernel and
+/// pipeline set-up, and a swap would otherwise hand that cost to real requests. A version that
+/// cannot score the synthetic request is refused with the error.
+fn warm(shared_cfg: &EngineConfig, backend: &dyn Backend, loaded: &Loaded) -> Result<()> {
+    let n_items = loaded.model.n_items();
+    if n_items == 0 {
+        return Ok(());
+    }
+    let len = shared_cfg.max_seq_len.min(200);
+    let t0 = 1_700_000_000i64;
+    let long: Vec<Behaviour> = (0..len)
+        .map(|i| Behaviour { item: (i * 7919 % n_items) as u32, timestamp: t0 + i as i64 * 60, play_time: 10.0, completion: 0.5, size: 1 })
+        .collect();
+    let short = long[long.len().saturating_sub(50)..].to_vec();
+    let candidates: Vec<u32> = (0..shared_cfg.max_candidates.min(64)).map(|i| (i * 104_729 % n_items) as u32).collect();
+    let req = ScoreRequest { request_time: t0 + len as i64 * 60 + 1, long, short, candidates, debug: false };
+    let per_batch = shared_cfg.max_batch_requests.min(8).max(1);
+    let reqs: Vec<&ScoreRequest> = std::iter::repeat(&req).take(per_batch).collect();
+    for _ in 0..WARMUP_BATCHES {
+        loaded.net.forward(backend, &loaded.model, shared_cfg.variant, &reqs)?;
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -126,7 +170,8 @@ impl Engine {
             let us = |d: Duration| d.as_micros().min(u64::MAX as u128) as u64;
             return Err(Error::TooLarge { field: "max_wait_us", value: us(cfg.max_wait), limit: us(MAX_WAIT) });
         }
-        let loaded = load_version(backend.as_ref(), &cfg, model_path, 1)?;
+        let loaded = load_version(backend.as_ref(), &cfg, model_path, model_path, 1)?;
+        warm(&cfg, backend.as_ref(), &loaded)?;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             backend,
@@ -134,6 +179,7 @@ impl Engine {
             current: RwLock::new(Arc::new(loaded)),
             next_version: std::sync::atomic::AtomicU64::new(2),
             swap_lock: std::sync::Mutex::new(()),
+            on_batch: std::sync::OnceLock::new(),
         });
         let batcher = if cfg.batching { Some(Batcher::start(shared.clone())?) } else { None };
         Ok(Engine { shared, batcher })
@@ -168,18 +214,45 @@ impl Engine {
         validate(&self.shared.cfg, &loaded.model, req)?;
         match &self.batcher {
             Some(b) => b.submit(loaded, req.clone()),
-            None => score_batch(&self.shared, &loaded, &[req]).pop().unwrap_or(Err(Error::Empty { field: "batch", index: 0 })),
+            None => {
+                let t0 = std::time::Instant::now();
+                let out = score_batch(&self.shared, &loaded, &[req]).pop().unwrap_or(Err(Error::Empty { field: "batch", index: 0 }));
+                self.shared.observe(1, t0.elapsed().as_secs_f64());
+                out
+            }
         }
+    }
+
+    /// Requests waiting in the batching queue now (0 without batching).
+    pub fn queue_depth(&self) -> usize {
+        self.batcher.as_ref().map_or(0, |b| b.depth())
+    }
+
+    /// Call `f(requests, seconds)` after every backend call made for requests (metrics). Only
+    /// the first observer set is kept; returns whether this one was.
+    pub fn observe_batches(&self, f: BatchObserver) -> bool {
+        self.shared.on_batch.set(f).is_ok()
     }
 
     /// Load `path` as the next model version and switch to it atomically. Runs on the calling
     /// thread (requests keep being served meanwhile); a file that fails to load or build is
     /// refused with its error and the current version keeps serving.
+    ///
+    /// The new version is warmed (a few batches of a synthetic request) before it takes
+    /// traffic, and the old one is released on this thread once its last request is answered,
+    /// so neither its first batches nor the old tables' release land on a request.
     pub fn swap(&self, path: &Path) -> Result<u64> {
+        self.swap_checked(path, path)
+    }
+
+    /// [`Engine::swap`] reading `read` and reporting `source` as the version's file: a caller
+    /// that has opened and checked a file (e.g. refused FIFOs) passes its `/proc/self/fd/N`
+    /// path, so the file checked is the file loaded.
+    pub fn swap_checked(&self, read: &Path, source: &Path) -> Result<u64> {
         let _one_at_a_time = self.shared.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Versions count successful swaps only (swaps are serialised by the lock above).
         let version = self.shared.next_version.load(std::sync::atomic::Ordering::SeqCst);
-        let new = load_version(self.shared.backend.as_ref(), &self.shared.cfg, path, version)?;
+        let new = load_version(self.shared.backend.as_ref(), &self.shared.cfg, read, source, version)?;
         let old = self.current();
         if new.model.config != old.model.config {
             // Requests are validated against the model; a different catalogue is a different engine.
@@ -191,8 +264,11 @@ impl Engine {
                 });
             }
         }
-        *self.shared.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        warm(&self.shared.cfg, self.shared.backend.as_ref(), &new)?;
+        let replaced = std::mem::replace(&mut *self.shared.current.write().unwrap_or_else(|e| e.into_inner()), Arc::new(new));
         self.shared.next_version.store(version + 1, std::sync::atomic::Ordering::SeqCst);
+        drop(old);
+        retire(replaced);
         Ok(version)
     }
 
@@ -264,17 +340,99 @@ pub(crate) fn validate(cfg: &EngineConfig, model: &Model, req: &ScoreRequest) ->
 
 /// Score a batch of validated requests on one model version: one backend call for the
 /// long sequences, one for the short ones, then the MLP, all on the backend (`net::serving`).
+///
+/// Each request keeps its own answer: a failure of the backend itself (a device error) is every
+/// request's, but any other error is some request's fault that validation did not catch, so the
+/// requests are then scored one by one and only the faulty one fails, with its own typed error.
 pub(crate) fn score_batch(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -> Vec<Result<ScoreResponse>> {
     match score_batch_inner(shared, loaded, reqs) {
         Ok(v) => v.into_iter().map(Ok).collect(),
-        Err(e) => {
-            let msg = e.to_string();
-            reqs.iter().map(|_| Err(Error::Device { backend: "engine", op: "score batch", message: msg.clone() })).collect()
-        }
+        Err(e) if reqs.len() == 1 => vec![Err(e)],
+        Err(e) => match shared_failure(&e) {
+            Some(_) => reqs.iter().map(|_| Err(shared_failure(&e).unwrap_or(Error::Empty { field: "batch", index: 0 }))).collect(),
+            None => reqs
+                .iter()
+                .map(|r| score_batch_inner(shared, loaded, &[r]).and_then(|mut v| v.pop().ok_or(Error::Empty { field: "batch", index: 0 })))
+                .collect(),
+        },
     }
+}
+
+/// A copy of `e` when it is the backend's failure rather than a request's (so every request of
+/// the batch shares it); `None` otherwise.
+fn shared_failure(e: &Error) -> Option<Error> {
+    match e {
+        Error::Device { backend, op, message } => Some(Error::Device { backend, op, message: message.clone() }),
+        Error::BackendUnavailable { backend, why } => Some(Error::BackendUnavailable { backend, why: why.clone() }),
+        Error::ForeignTable { table, owner, caller } => Some(Error::ForeignTable { table, owner: owner.clone(), caller: caller.clone() }),
+        _ => None,
+    }
+}
+
+/// Drop a replaced version here, on the swapping thread, once the requests still holding it
+/// are answered (bounded wait): whoever drops the last reference frees its tables, and that
+/// should not be the batching worker between two batches.
+fn retire(old: Arc<Loaded>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(old);
 }
 
 fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -> Result<Vec<ScoreResponse>> {
     let scored = loaded.net.forward(shared.backend.as_ref(), &loaded.model, shared.cfg.variant, reqs)?;
     Ok(scored.into_iter().map(|(ctr, debug)| ScoreResponse { ctr, model_version: loaded.version, debug }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{generate, SynthConfig};
+    use crate::model::ModelConfig;
+
+    /// A batch that fails for one request's fault keeps the others' answers and gives that one
+    /// its own typed error (not a device error for all).
+    #[test]
+    fn a_batch_keeps_each_requests_own_error() {
+        let ds = generate(&SynthConfig {
+            n_users: 4,
+            n_items: 200,
+            n_authors: 20,
+            n_topics: 8,
+            min_len: 20,
+            max_len: 60,
+            samples_per_user: 2,
+            seed: 3,
+            ..SynthConfig::default()
+        })
+        .unwrap();
+        let m = Model::init(ModelConfig::for_items(&ds.items), &ds.items, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.twm");
+        m.save(&path).unwrap();
+        let e = Engine::open(&path, EngineConfig { backend: BackendChoice::Cpu, batching: false, ..EngineConfig::default() }).unwrap();
+        let good = ScoreRequest {
+            request_time: 100,
+            long: vec![Behaviour::raw(3, 10, 5.0, 10.0)],
+            short: vec![],
+            candidates: vec![1, 2],
+            debug: false,
+        };
+        // Validation would refuse it; the batch path must cope with what slips through anyway.
+        let bad = ScoreRequest { candidates: vec![1, 9_999], ..good.clone() };
+        let loaded = e.current();
+        let out = score_batch(&e.shared, &loaded, &[&good, &bad, &good]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_ref().unwrap().ctr.len(), 2);
+        assert_eq!(out[2].as_ref().unwrap().ctr.len(), 2);
+        match &out[1] {
+            Err(err @ Error::OutOfRange { .. }) => assert!(err.to_string().contains("9999"), "{err}"),
+            other => panic!("expected the request's own OutOfRange, got {other:?}"),
+        }
+        // A device failure is everyone's.
+        let dev = Error::Device { backend: "cuda", op: "x", message: "lost".into() };
+        assert!(matches!(shared_failure(&dev), Some(Error::Device { .. })));
+        assert!(shared_failure(&Error::Empty { field: "candidates", index: 0 }).is_none());
+    }
 }

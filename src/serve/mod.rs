@@ -8,9 +8,14 @@
 //!   (bounded queue, max batch, max wait).
 //! - Hot swap: a new model version loads and builds its tables off the request path, then
 //!   replaces the old one atomically; in-flight requests finish on the version they started
-//!   with; a bad file is refused and the old model keeps serving.
+//!   with; a bad file is refused and the old model keeps serving. The new version scores a few
+//!   synthetic batches before it takes traffic.
+//! - [`http`] (feature `server`): the network front: HTTP/JSON on axum/hyper, gRPC on tonic,
+//!   Prometheus metrics, an authenticated admin listener.
 
 mod batcher;
 mod engine;
+#[cfg(feature = "server")]
+pub mod http;
 
-pub use engine::{Behaviour, CandidateDebug, Engine, EngineConfig, ScoreRequest, ScoreResponse};
+pub use engine::{BatchObserver, Behaviour, CandidateDebug, Engine, EngineConfig, ScoreRequest, ScoreResponse, WARMUP_BATCHES};

@@ -252,7 +252,8 @@ impl Engine {
         let _one_at_a_time = self.shared.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Versions count successful swaps only (swaps are serialised by the lock above).
         let version = self.shared.next_version.load(std::sync::atomic::Ordering::SeqCst);
-        let new = load_version(self.shared.backend.as_ref(), &self.shared.cfg, read, source, version)?;
+        let (backend, cfg) = (self.shared.backend.as_ref(), &self.shared.cfg);
+        let new = super::quiet::run_quietly(|| load_version(backend, cfg, read, source, version))?;
         let old = self.current();
         if new.model.config != old.model.config {
             // Requests are validated against the model; a different catalogue is a different engine.
@@ -264,7 +265,7 @@ impl Engine {
                 });
             }
         }
-        warm(&self.shared.cfg, self.shared.backend.as_ref(), &new)?;
+        super::quiet::run_quietly(|| warm(cfg, backend, &new))?;
         let replaced = std::mem::replace(&mut *self.shared.current.write().unwrap_or_else(|e| e.into_inner()), Arc::new(new));
         self.shared.next_version.store(version + 1, std::sync::atomic::Ordering::SeqCst);
         drop(old);

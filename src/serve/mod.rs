@@ -17,5 +17,6 @@ mod batcher;
 mod engine;
 #[cfg(feature = "server")]
 pub mod http;
+mod quiet;
 
 pub use engine::{BatchObserver, Behaviour, CandidateDebug, Engine, EngineConfig, ScoreRequest, ScoreResponse, WARMUP_BATCHES};

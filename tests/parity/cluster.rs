@@ -1,7 +1,6 @@
-//! Offline clustering (SPEC §4) run unchanged on each GPU backend: the invariants hold, and
-//! on well-separated k-means inputs the clusters equal the CPU's (k-means assignment is
-//! bit-identical; the update differs only by f32 rounding, which cannot flip a point between
-//! well-separated blobs).
+//! Offline clustering (SPEC §4) run unchanged on each GPU backend: the invariants hold, and the
+//! clusters equal the CPU's for the same seed, on well-separated blobs and on plain Gaussian
+//! embeddings alike (k-means++, assignment and update are bit-identical on every backend).
 
 use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
@@ -35,35 +34,42 @@ fn cluster_users_runs_unchanged() {
         max_len: 4000,
         samples_per_user: 2,
         seed: 9,
+        // Histories long enough for several k-means levels (12 × 1,500 behaviours).
+        fixed_len: Some(if crate::common::small() { 400 } else { 1_500 }),
         ..Default::default()
     })
     .unwrap();
-    let emb = separated(ds.items.len(), 5);
+    let mut r = SplitMix64::new(17);
+    let gaussian: Vec<f32> = (0..ds.items.len() * DIM).map(|_| r.normal() as f32).collect();
     let users: Vec<u32> = (0..ds.n_users() as u32).collect();
     let cfg = ClusterConfig::default();
-    for_each_backend!(|gpu, cpu| {
-        let (want, want_stats) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
-        let before = gpu.transfers();
-        let (got, stats) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
-        let t = gpu.transfers().since(before);
-        eprintln!(
-            "  {}: {} levels, {} backend calls, {} k-means levels, {t:?}",
-            kind_name(&*gpu),
-            stats.levels,
-            stats.backend_calls,
-            stats.kmeans_levels
-        );
-        // The embeddings once, then per tree one upload (the roots' point ids) and at most a
-        // status word per level plus the final clusters, however many Lloyd iterations.
-        assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
-        assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
-        let inv = got.verify(&ds).unwrap();
-        assert_eq!(inv.behaviours, ds.behaviours.len());
-        assert!(inv.max_size < cfg.gamma);
-        assert_eq!(got.item, want.item, "virtual items");
-        assert_eq!(got.size, want.size, "cluster sizes");
-        assert_eq!(got.timestamp, want.timestamp, "timestamps");
-        assert_eq!(stats.assign_distances, want_stats.assign_distances, "k-means work (iterations) differs from the CPU's");
-        eprintln!("  {} clusters for {} behaviours, identical to the CPU", inv.clusters, inv.behaviours);
-    });
+    for (what, emb) in [("separated blobs", separated(ds.items.len(), 5)), ("gaussian", gaussian)] {
+        eprintln!("embeddings: {what}");
+        for_each_backend!(|gpu, cpu| {
+            let (want, want_stats) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+            let before = gpu.transfers();
+            let (got, stats) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+            let t = gpu.transfers().since(before);
+            eprintln!(
+                "  {}: {} levels, {} backend calls, {} k-means levels, {t:?}",
+                kind_name(&*gpu),
+                stats.levels,
+                stats.backend_calls,
+                stats.kmeans_levels
+            );
+            // The embeddings once, then per tree one upload (the roots' point ids) and at most a
+            // status word per level plus the final clusters, however many Lloyd iterations.
+            assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
+            assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
+            let inv = got.verify(&ds).unwrap();
+            assert_eq!(inv.behaviours, ds.behaviours.len());
+            assert!(inv.max_size < cfg.gamma);
+            assert_eq!(got.item, want.item, "virtual items");
+            assert_eq!(got.size, want.size, "cluster sizes");
+            assert_eq!(got.timestamp, want.timestamp, "timestamps");
+            assert_eq!(stats.assign_distances, want_stats.assign_distances, "k-means work (iterations) differs from the CPU's");
+            assert_eq!(got.members, want.members, "members");
+            eprintln!("  {} clusters for {} behaviours, identical to the CPU", inv.clusters, inv.behaviours);
+        });
+    }
 }

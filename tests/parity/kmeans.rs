@@ -1,8 +1,8 @@
 //! kmeans: assignment bit-identical to the CPU (same f32 distance, same order, ties to the
-//! lower index); update within f32 rounding of a sequential sum (the GPU sums members in f32,
-//! the CPU in f64): |err| ≤ 1e-5·mean|x| + 1e-6; whole k-means runs give identical
-//! assignments and iteration counts on well-separated inputs, and a problem's result does not
-//! depend on the batch it shares.
+//! lower index); update bit-identical too (every backend sums a centroid's members in point
+//! order in f64 — emulated on u32 pairs in WGSL — and rounds the mean to f32 as the CPU does);
+//! so whole k-means runs give identical assignments, centroids and iteration counts, and a
+//! problem's result does not depend on the batch it shares.
 
 use twin_engine::backend::{Backend, KmeansBatch};
 use twin_engine::rng::SplitMix64;
@@ -12,6 +12,14 @@ use crate::common::*;
 use crate::for_each_backend;
 
 const DIM: usize = 64;
+
+/// Equal bit for bit (so NaN payloads and signed zeros count too), naming the first difference.
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}[{i}]: {} (got) != {} (CPU)", got[i], want[i]);
+    }
+}
 
 /// Ragged problems of the given sizes: blobs around `k` random centres, with outliers,
 /// duplicated points and (when `dup_cents`) exact distance ties.
@@ -89,7 +97,7 @@ fn kmeans_update_matches_cpu() {
         }
         let got = gpu.kmeans_update(&b, &assign, &cents).unwrap();
         let want = cpu.kmeans_update(&b, &assign, &cents).unwrap();
-        assert_close("kmeans_update", &got, &want, |_| 1e-5 * 5.0 + 1e-6, 1e-5);
+        assert_bits("kmeans_update", &got, &want);
         let coff = b.centroid_offsets();
         let e = coff[last + 1] as usize - 1;
         assert_eq!(&got[e * DIM..(e + 1) * DIM], &cents[e * DIM..(e + 1) * DIM]);
@@ -102,7 +110,7 @@ fn check_run(gpu: &dyn Backend, cpu: &dyn Backend, pts: &[f32], offs: &[u32], ks
     let want = cpu.kmeans(&b, seeds, 20).unwrap();
     assert_eq!(got.assign, want.assign, "assignments");
     assert_eq!(got.iterations, want.iterations, "iterations");
-    assert_close("kmeans centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+    assert_bits("kmeans centroids", &got.centroids, &want.centroids);
 }
 
 #[test]
@@ -182,7 +190,7 @@ fn lloyd_transfers_do_not_grow_with_iterations() {
             let want = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
             assert_eq!(got.assign, want.assign, "max_iter {max_iter}: assignments");
             assert_eq!(got.iterations, want.iterations, "max_iter {max_iter}: iterations");
-            assert_close("lloyd centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+            assert_bits("lloyd centroids", &got.centroids, &want.centroids);
             eprintln!("lloyd max_iter {max_iter}: {t:?}, iterations {:?}", got.iterations);
             counts.push((t.h2d_calls, t.d2h_calls));
         }
@@ -268,7 +276,7 @@ fn kmeans_items_equals_kmeans_on_gathered_rows() {
         let want = cpu.kmeans(&KmeansBatch { dim: DIM, points: &gathered, offsets: &offs, k: &ks }, &seeds, 20).unwrap();
         assert_eq!(got.assign, want.assign, "assignments");
         assert_eq!(got.iterations, want.iterations, "iterations");
-        assert_close("kmeans_items centroids", &got.centroids, &want.centroids, |_| 1e-4, 1e-5);
+        assert_bits("kmeans_items centroids", &got.centroids, &want.centroids);
         eprintln!("kmeans_items on {}: {t:?} (points on device: {})", kind_name(&*gpu), pts.on_device());
         // wgpu gathers the rows on the host, then seeds and runs Lloyd on the device from one
         // packed upload.

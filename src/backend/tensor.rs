@@ -302,6 +302,7 @@ pub struct OnlineSlot {
     pub(crate) staging: u64,
     pub(crate) k: usize,
     pub(crate) n_cands: usize,
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // read by the GPU backends only
     pub(crate) n_behaviours: usize,
     /// Shape of the tables the batch was checked against.
     pub(crate) n_items: usize,
@@ -309,6 +310,7 @@ pub struct OnlineSlot {
     /// Word ranges of `seq_offsets, items, cross, sizes, cand_offsets, cands` (the host layout).
     pub(crate) host: [Range<usize>; 6],
     /// A backend's own layout of the same batch (and its plan), when it stages one.
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // read by the GPU backends only
     pub(crate) native: Option<Box<dyn Any + Send + Sync>>,
 }
 
@@ -342,6 +344,7 @@ pub enum Act {
 }
 
 impl Act {
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // read by the GPU backends only
     pub(crate) fn code(self) -> u32 {
         match self {
             Act::None => 0,

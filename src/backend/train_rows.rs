@@ -52,6 +52,7 @@ pub struct TwinRowsSlot {
     pub(crate) cross: Range<usize>,
     pub(crate) log_n: Range<usize>,
     pub(crate) long_offsets: Range<usize>,
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // read by the GPU backends only
     pub(crate) fin_offsets: Range<usize>,
     /// The attention blocks' offsets, `[2B + 1]`: finalists per sample, then `n_fin` + the short
     /// offsets (so one attention call covers both blocks with `q` stacked twice).

@@ -728,3 +728,31 @@ fn grpc_messages_match_the_proto_file() {
     }
     assert_eq!(fields.len(), 4, "{fields:?}");
 }
+
+/// A request the engine does not answer in time gets a 503 naming --request-timeout-ms (here a
+/// lone request waits 3 s for batch company); limits that would disable a protection are
+/// refused at start, naming the flag.
+#[test]
+fn request_timeout_and_limit_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, m) = (dir.path().join("d.twd"), dir.path().join("m.twm"));
+    ok(&["gen", "--out", s(&d), "--users", "5", "--items", "200", "--max-len", "100"]);
+    ok(&["init", "--data", s(&d), "--out", s(&m)]);
+    for (flag, value, needle) in [
+        ("--header-timeout-ms", "0", "--header-timeout-ms = 0: must be at least 1"),
+        ("--max-connections", "0", "--max-connections = 0"),
+        ("--max-header-bytes", "100", "--max-header-bytes = 100: must be at least 8192"),
+        ("--idle-timeout-ms", "99999999999", "--idle-timeout-ms = 99999999999 exceeds the limit"),
+    ] {
+        let o = twin(&["serve", "--model", s(&m), "--backend", "cpu", "--addr", "127.0.0.1:0", flag, value]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle), "{flag} {value}: {err}");
+    }
+    let server = start_server_with(&m, &["--max-wait-us", "3000000", "--request-timeout-ms", "300"]);
+    let t0 = Instant::now();
+    let r = post(&server.addr, "/score", &json!({"request_time": 5, "candidates": [1, 2]}));
+    assert_eq!(r.status, 503, "{:?}", r.json);
+    assert!(error_of(&r).contains("--request-timeout-ms"), "{:?}", r.json);
+    assert!(t0.elapsed() < Duration::from_secs(3), "answered after {:?}", t0.elapsed());
+    drop(server);
+}

@@ -51,6 +51,9 @@ pub struct ServeOpts {
     /// A request body must arrive whole within this long of its head (else 408, closed).
     #[arg(long, default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+    /// A request not answered within this long of its body gets a 503 (a stuck backend).
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
     /// A connection that moves no byte for this long with no request in flight is closed.
     #[arg(long, default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
@@ -157,6 +160,7 @@ pub fn cmd_serve(o: &ServeOpts) -> Result<()> {
         max_connections: o.max_connections,
         header_timeout: Duration::from_millis(o.header_timeout_ms),
         body_timeout: Duration::from_millis(o.body_timeout_ms),
+        request_timeout: Duration::from_millis(o.request_timeout_ms),
         idle_timeout: Duration::from_millis(o.idle_timeout_ms),
         max_header_bytes: o.max_header_bytes,
         drain_timeout: Duration::from_millis(o.drain_timeout_ms),

@@ -139,7 +139,14 @@ impl tonic::server::UnaryService<pb::ScoreRequest> for ScoreMethod {
             let msg = request.into_inner();
             let s = st.clone();
             // Engine::score blocks: off the async threads, like HTTP.
-            let out = tokio::task::spawn_blocking(move || s.engine.score(&ScoreRequest::from(&msg))).await;
+            let job = tokio::task::spawn_blocking(move || s.engine.score(&ScoreRequest::from(&msg)));
+            let Ok(out) = tokio::time::timeout(st.cfg.request_timeout, job).await else {
+                st.metrics.error("timeout");
+                let v = st.engine.model_version();
+                st.metrics.observe_request("grpc", v, t0.elapsed().as_secs_f64(), 503);
+                let ms = st.cfg.request_timeout.as_millis();
+                return Err(tonic::Status::deadline_exceeded(format!("scoring did not finish within {ms} ms (--request-timeout-ms)")));
+            };
             let (result, version, http_status) = match out {
                 Ok(Ok(resp)) => {
                     let v = resp.model_version;

@@ -16,8 +16,8 @@
 //!
 //! Every HTTP error is `{"error": "<message naming the field and value>", "model_version": N}`:
 //! 400 bad input, 401 admin without the token, 404 unknown route or file, 405 wrong method, 408
-//! body not received in time, 413 body over `max_body_bytes`, 503 queue full or connection
-//! limit, 500 only for a failure of the backend itself.
+//! body not received in time, 413 body over `max_body_bytes`, 503 queue full, connection limit
+//! or no answer within `request_timeout`, 500 only for a failure of the backend itself.
 //!
 //! What a hostile client can hold ([`conn`]): one of `max_connections` slots (beyond them a
 //! connection gets a canned 503 and is closed), for at most `header_timeout` while it sends a
@@ -58,6 +58,9 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// A request body must arrive whole within this long of its head.
     pub body_timeout: Duration,
+    /// A request is answered within this long of its body, or gets a 503 (the engine's queue
+    /// bounds the wait; this bounds a stuck backend).
+    pub request_timeout: Duration,
     /// A connection with no request in flight that neither sends nor reads a byte for this long
     /// is closed (HTTP/2 and gRPC included, and clients that stop reading their response).
     pub idle_timeout: Duration,
@@ -96,6 +99,7 @@ impl Default for HttpConfig {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
             drain_timeout: Duration::from_secs(10),
@@ -108,11 +112,12 @@ impl HttpConfig {
     /// Refuse settings that would disable a protection or size an allocation absurdly.
     pub fn check(&self) -> Result<()> {
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
-        let checks: [(&'static str, u64, u64, &'static str, u64); 7] = [
+        let checks: [(&'static str, u64, u64, &'static str, u64); 8] = [
             ("max_body_bytes", self.max_body_bytes as u64, 1, "must be at least 1", 1 << 30),
             ("max_connections", self.max_connections as u64, 1, "must be at least 1", 1 << 20),
             ("header_timeout_ms", ms(self.header_timeout), 1, "must be at least 1", 3_600_000),
             ("body_timeout_ms", ms(self.body_timeout), 1, "must be at least 1", 3_600_000),
+            ("request_timeout_ms", ms(self.request_timeout), 1, "must be at least 1", 3_600_000),
             ("idle_timeout_ms", ms(self.idle_timeout), 1, "must be at least 1", 86_400_000),
             ("drain_timeout_ms", ms(self.drain_timeout), 0, "", 3_600_000),
             (

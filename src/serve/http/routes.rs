@@ -97,9 +97,19 @@ async fn score(State(st): State<Arc<AppState>>, req: Request) -> Response {
     // Parsing a multi-megabyte body and scoring both block: off the async threads.
     let s = st.clone();
     let job = tokio::task::spawn_blocking(move || score_body(&s, &body));
-    let (reply, version) = match job.await {
-        Ok(r) => r,
+    let (reply, version) = match tokio::time::timeout(st.cfg.request_timeout, job).await {
+        Ok(Ok(r)) => r,
         Err(_) => {
+            let ms = st.cfg.request_timeout.as_millis();
+            let r = Reply::error(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("scoring did not finish within {ms} ms (--request-timeout-ms); retry later"),
+            );
+            (r, st.engine.model_version())
+        }
+        Ok(Err(_)) => {
             let r =
                 Reply::error(&st, StatusCode::INTERNAL_SERVER_ERROR, "internal", "scoring task failed (panicked); the server carries on");
             (r, st.engine.model_version())

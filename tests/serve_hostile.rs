@@ -37,6 +37,7 @@ impl Drop for Server {
 }
 
 /// Raise this test's soft open-file limit to the hard one; returns the soft limit in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every platform
 fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read or write one rlimit in a live local struct.

@@ -128,7 +128,7 @@ fn warm(shared_cfg: &EngineConfig, backend: &dyn Backend, loaded: &Loaded) -> Re
     let short = long[long.len().saturating_sub(50)..].to_vec();
     let candidates: Vec<u32> = (0..shared_cfg.max_candidates.min(64)).map(|i| (i * 104_729 % n_items) as u32).collect();
     let req = ScoreRequest { request_time: t0 + len as i64 * 60 + 1, long, short, candidates, debug: false };
-    let per_batch = shared_cfg.max_batch_requests.min(8).max(1);
+    let per_batch = shared_cfg.max_batch_requests.clamp(1, 8);
     let reqs: Vec<&ScoreRequest> = std::iter::repeat(&req).take(per_batch).collect();
     for _ in 0..WARMUP_BATCHES {
         loaded.net.forward(backend, &loaded.model, shared_cfg.variant, &reqs)?;

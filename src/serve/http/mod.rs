@@ -213,6 +213,7 @@ pub fn local_addr(l: &std::net::TcpListener) -> Option<SocketAddr> {
 /// Raise this process's soft limit on open files to its hard limit, so the connection limit
 /// (not the common soft default of 1,024) is what bounds connections. Returns (old, new) soft
 /// limits, or `None` where it could not be read or raised.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every platform
 pub fn raise_open_file_limit() -> Option<(u64, u64)> {
     #[cfg(unix)]
     {

@@ -293,6 +293,8 @@ fn hostile_clients_cannot_stop_the_server() {
                     let st = answer_within(&mut c, Duration::from_millis(BODY_TIMEOUT_MS + 2000));
                     seen.lock().unwrap().push((declared, st));
                 }
+                // Refused rounds end at once; keep the rate bounded.
+                std::thread::sleep(Duration::from_millis(200));
             }
         }));
     }

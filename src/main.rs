@@ -62,11 +62,12 @@ enum Cmd {
     },
     /// Convert a MovieLens (ratings.csv, u.data, ratings.dat) or KuaiRand/KuaiRec CSV log.
     Import {
-        /// The log file.
+        /// The log file: MovieLens ratings or a KuaiRand/KuaiRec log, as CSV or Parquet (Parquet
+        /// is recognised by its magic, whatever the file's name).
         log: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// KuaiRand/KuaiRec item features CSV (video_id, author_id, topic column).
+        /// KuaiRand/KuaiRec item features, CSV or Parquet (video_id, author_id, topic column).
         #[arg(long)]
         item_features: Option<PathBuf>,
     },
@@ -307,13 +308,9 @@ fn magic_of(path: &Path) -> Result<[u8; 8]> {
     Ok(m)
 }
 
+/// Parquet by its magic, else MovieLens or Kuai CSV by name (`data::read_log`).
 fn read_log(path: &Path, item_features: Option<&Path>) -> Result<Dataset> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    if name.starts_with("ratings") || name == "u.data" {
-        Ok(data::read_movielens(path)?)
-    } else {
-        Ok(data::read_kuai(path, item_features)?)
-    }
+    Ok(data::read_log(path, item_features)?)
 }
 
 /// A dataset file, or a raw log converted on the fly.

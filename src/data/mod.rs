@@ -5,11 +5,15 @@ use std::ops::Range;
 
 mod build;
 pub mod format;
+mod import;
 pub mod kuai;
 pub mod movielens;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod synth;
 mod text;
 
+pub use import::{is_parquet, read_log, PARQUET_MAGIC};
 pub use kuai::read_kuai;
 pub use movielens::read_movielens;
 pub use synth::{generate, SynthConfig};

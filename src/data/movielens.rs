@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::build::{build, BuildOptions, ItemMeta, Row};
-use super::text::{Fields, Lines};
+use super::text::{Cells, Fields, Lines};
 use super::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The maximum MovieLens rating: `p = rating / MAX_RATING`.
 pub const MAX_RATING: f32 = 5.0;
@@ -121,34 +121,47 @@ pub fn read_movielens(path: &Path) -> Result<Dataset> {
             Style::Csv => ["userId", "movieId", "rating", "timestamp"],
             _ => ["user", "item", "rating", "timestamp"],
         };
-        let get = |k: usize| fields.get(cols[k]);
-        let user: u64 = get(0).parse().map_err(|_| lines.err(names[0], format!("{:?} is not a non-negative integer id", get(0))))?;
-        let item: u64 = get(1).parse().map_err(|_| lines.err(names[1], format!("{:?} is not a non-negative integer id", get(1))))?;
-        let rating: f32 = get(2).parse().map_err(|_| lines.err(names[2], format!("{:?} is not a number", get(2))))?;
-        if !(rating.is_finite() && (0.0..=MAX_RATING).contains(&rating)) {
-            return Err(lines.err(names[2], format!("{rating} is outside [0, {MAX_RATING}]")));
-        }
-        let ts: i64 = parse_seconds(get(3)).ok_or_else(|| lines.err(names[3], format!("{:?} is not a Unix time in seconds", get(3))))?;
-        rows.push(Row {
-            user,
-            item,
-            key: ts,
-            ts,
-            play: rating,
-            dur: Some(MAX_RATING),
-            label: (rating >= POSITIVE_RATING) as u8,
-            behaviour: true,
-        });
+        rows.push(rating_row(&fields, cols, names, &|field, what| lines.err(field, what))?);
     }
 
     let dir = path.parent().unwrap_or(Path::new("."));
     let meta = match style {
-        Some(Style::Csv) if dir.join("movies.csv").is_file() => read_movies(&dir.join("movies.csv"), ",")?,
+        Some(Style::Csv) => movies_beside(path)?,
         Some(Style::Dat) if dir.join("movies.dat").is_file() => read_movies(&dir.join("movies.dat"), "::")?,
         Some(Style::Tab) if dir.join("u.item").is_file() => read_u_item(&dir.join("u.item"), &dir.join("u.genre"))?,
         _ => HashMap::new(),
     };
-    build(rows, &meta, BuildOptions { source: "movielens".into(), duration_buckets: false })
+    build_ratings(rows, &meta)
+}
+
+/// The dataset of MovieLens rating rows (shared with the Parquet reader).
+pub(crate) fn build_ratings(rows: Vec<Row>, meta: &HashMap<u64, ItemMeta>) -> Result<Dataset> {
+    build(rows, meta, BuildOptions { source: "movielens".into(), duration_buckets: false })
+}
+
+/// Genres and decades from the `movies.csv` beside a ratings file, when there is one (the CSV
+/// and the Parquet ratings readers both look for it).
+pub(crate) fn movies_beside(ratings: &Path) -> Result<HashMap<u64, ItemMeta>> {
+    let movies = ratings.parent().unwrap_or(Path::new(".")).join("movies.csv");
+    if movies.is_file() {
+        read_movies(&movies, ",")
+    } else {
+        Ok(HashMap::new())
+    }
+}
+
+/// One rating row from its `[user, item, rating, timestamp]` cells at `cols`; `names` are those
+/// columns' names for errors. Shared by the CSV and Parquet readers.
+pub(crate) fn rating_row(f: &dyn Cells, cols: [usize; 4], names: [&str; 4], err: &dyn Fn(&str, String) -> Error) -> Result<Row> {
+    let get = |k: usize| f.cell(cols[k]);
+    let user: u64 = get(0).parse().map_err(|_| err(names[0], format!("{:?} is not a non-negative integer id", get(0))))?;
+    let item: u64 = get(1).parse().map_err(|_| err(names[1], format!("{:?} is not a non-negative integer id", get(1))))?;
+    let rating: f32 = get(2).parse().map_err(|_| err(names[2], format!("{:?} is not a number", get(2))))?;
+    if !(rating.is_finite() && (0.0..=MAX_RATING).contains(&rating)) {
+        return Err(err(names[2], format!("{rating} is outside [0, {MAX_RATING}]")));
+    }
+    let ts: i64 = parse_seconds(get(3)).ok_or_else(|| err(names[3], format!("{:?} is not a Unix time in seconds", get(3))))?;
+    Ok(Row { user, item, key: ts, ts, play: rating, dur: Some(MAX_RATING), label: (rating >= POSITIVE_RATING) as u8, behaviour: true })
 }
 
 /// Integer seconds; a fractional value is floored (some exports write `1260759144.0`).

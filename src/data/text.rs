@@ -175,6 +175,20 @@ impl Fields {
     }
 }
 
+/// One row's cells by column index, as text: a CSV line split into [`Fields`], or a Parquet row
+/// rendered cell by cell (`data::parquet`). The log readers parse rows through this, so both
+/// formats obey the same rules and errors.
+pub(crate) trait Cells {
+    /// Cell `i`, trimmed; `""` when missing (a short line, a null).
+    fn cell(&self, i: usize) -> &str;
+}
+
+impl Cells for Fields {
+    fn cell(&self, i: usize) -> &str {
+        self.get(i)
+    }
+}
+
 /// Empty cells and pandas' spellings of a missing value.
 pub(crate) fn is_missing(s: &str) -> bool {
     matches!(s, "" | "nan" | "NaN" | "NAN" | "null" | "NULL" | "None" | "NA" | "N/A")

@@ -589,8 +589,16 @@ fn grpc_scores_like_http() {
     ok(&["init", "--data", s(&d), "--out", s(&m1), "--seed", "1"]);
     let ds = Dataset::load(&d).unwrap();
     let reqs = requests(&ds, 12);
-    let server = start_server_with(&m1, &["--grpc-addr", "127.0.0.1:0"]);
+    let server = start_server_with(&m1, &["--grpc-addr", "127.0.0.1:0", "--idle-timeout-ms", "1000"]);
     let grpc = server.grpc.clone().unwrap();
+    // A connection that never says a word (no HTTP/2 preface) is closed after the idle timeout.
+    let mut silent = TcpStream::connect(&grpc).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let mut sink = Vec::new();
+    // Returns at the server's close (EOF or reset), or after the 10 s read timeout.
+    let _ = std::io::Read::read_to_end(&mut silent, &mut sink);
+    assert!(t0.elapsed() < Duration::from_secs(5), "a silent gRPC connection lived {:?}", t0.elapsed());
     let to_pb = |r: &ScoreRequest| pb::ScoreRequest {
         request_time: r.request_time,
         long: r

@@ -286,10 +286,14 @@ where
         Proto::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
-                .max_concurrent_streams(64)
+                // Each stream may hold a message of up to max_body_bytes while it waits for a
+                // scoring thread: a small bound keeps connections x streams x bytes modest.
+                .max_concurrent_streams(16)
                 .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .keep_alive_timeout(Duration::from_secs(10));
+                // No server pings: their writes (and the answers) would count as activity and
+                // keep a silent connection open past the idle timeout, which also finds dead
+                // peers. A client that pings keeps its channel, within the connection limit.
+                .keep_alive_interval(None);
             drive(b.serve_connection(io, svc), &act, limits, stop).await;
         }
     }

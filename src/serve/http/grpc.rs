@@ -201,7 +201,17 @@ where
             let max = st.cfg.max_body_bytes;
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<pb::ScoreResponse, pb::ScoreRequest>::default())
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(ScoreMethod(st), req).await)
+            // The message must arrive within the body timeout like an HTTP body: a stream whose
+            // sender trickles (or stops) would otherwise hold its connection for ever.
+            let limit = st.cfg.body_timeout + st.cfg.request_timeout;
+            match tokio::time::timeout(limit, grpc.unary(ScoreMethod(st.clone()), req)).await {
+                Ok(resp) => Ok(resp),
+                Err(_) => {
+                    st.metrics.error("timeout");
+                    let ms = limit.as_millis();
+                    Ok(tonic::Status::deadline_exceeded(format!("no answer within {ms} ms (body + request timeouts)")).into_http())
+                }
+            }
         })
     }
 }

@@ -19,11 +19,13 @@ pub fn cpu_bound(be: &dyn Backend) -> bool {
     be.kind() == backend::BackendKind::Cpu || be.describe().contains("(Cpu,")
 }
 
-/// Which ops have numbered versions worth a row each: the GSU of the online path.
+/// Which ops have numbered versions worth a row each: the GSU of the online path, k-means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Versions {
     /// Every GSU version the backend has (W1).
     Gsu,
+    /// Every k-means version the backend has (W2; CUDA's v1 and v2).
+    Kmeans,
     /// The backend as opened (W2, W3).
     Default,
 }
@@ -63,6 +65,13 @@ fn cuda_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
             out.push(Target { be: Arc::new(v1), version: "gsu v1".into() });
             first.set_gsu_version(GsuVersion::V2);
             out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
+        } else if versions == Versions::Kmeans {
+            use crate::backend::cuda::KmeansVersion;
+            let v1 = CudaBackend::new(0)?;
+            v1.set_kmeans_version(KmeansVersion::V1);
+            out.push(Target { be: Arc::new(v1), version: "kmeans v1".into() });
+            first.set_kmeans_version(KmeansVersion::V2);
+            out.push(Target { be: Arc::new(first), version: "kmeans v2".into() });
         } else {
             out.push(Target { be: Arc::new(first), version: "v1".into() });
         }

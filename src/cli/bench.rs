@@ -85,7 +85,11 @@ pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
     let mut card = None;
     let mut clock = "";
     for w in works {
-        let versions = if w == Work::Online { Versions::Gsu } else { Versions::Default };
+        let versions = match w {
+            Work::Online => Versions::Gsu,
+            Work::Cluster => Versions::Kmeans,
+            _ => Versions::Default,
+        };
         let (c, targets) = bench::open_targets(choice, versions).with_context(|| format!("opening --backend {}", o.backend))?;
         let cpu_bound = o.small || targets.iter().all(|t| bench::targets::cpu_bound(t.be.as_ref()));
         clock = targets[0].be.clock();

@@ -193,6 +193,9 @@ fn every_kernel_launches_on_the_emulator() {
     let res = be.kmeans(&batch, &[1, 2], 5).unwrap();
     let assign = be.kmeans_assign(&batch, &res.centroids).unwrap();
     be.kmeans_update(&batch, &assign, &res.centroids).unwrap();
+    // dim 64: the v2 assignment (the default version) applies.
+    let wide = randn(&mut rng, 300 * 64, 1.0);
+    be.kmeans(&KmeansBatch { dim: 64, points: &wide, offsets: &offsets, k: &k }, &[1, 2], 5).unwrap();
     // The clustering tree on resident item points (cluster_tree.cu's level kernels).
     let pts = be.item_points(&points, 8).unwrap();
     let tree_ids: Vec<u32> = (0..300).collect();

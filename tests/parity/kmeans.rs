@@ -291,3 +291,57 @@ fn kmeans_items_equals_kmeans_on_gathered_rows() {
         ));
     });
 }
+
+/// Both CUDA k-means versions, explicitly (v2 is the default the other tests run): bit-identical
+/// to the CPU at dim 64, where v2's assignment applies, including blocks whose problems own more
+/// centroid rows than v2 stages (many tiny problems with k = n: it reads them from global
+/// memory), and at dim 16, where v2 falls back to v1. On the emulator the test checks that v2's
+/// kernel really ran.
+#[test]
+fn kmeans_cuda_versions_bit_identical() {
+    #[cfg(feature = "cuda")]
+    {
+        use twin_engine::backend::cuda::{CudaBackend, KmeansVersion};
+        let mut backends: Vec<(String, CudaBackend)> = Vec::new();
+        #[cfg(feature = "cuda-emu")]
+        if named("cuda-emu") {
+            backends.push(("cuda-emu".into(), CudaBackend::emulated(3).unwrap()));
+        }
+        if wanted("cuda") {
+            match CudaBackend::new(0) {
+                Ok(b) => backends.push(("cuda".into(), b)),
+                Err(e) => cuda_missing("kmeans versions", &e.to_string()),
+            }
+        }
+        let cpu = cpu();
+        // Blobs at the usual sizes, then 120 problems of 2 points with k = 2 (240 rows a block).
+        let (mut pts, mut offs, mut ks) = problems(SIZES, 90);
+        let mut rng = SplitMix64::new(91);
+        for _ in 0..120 {
+            pts.extend(randn(&mut rng, 2 * DIM, 1.0));
+            offs.push(offs[offs.len() - 1] + 2);
+            ks.push(2);
+        }
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 31 + 5).collect();
+        for (label, be) in &backends {
+            be.set_poison_outputs(true);
+            for v in [KmeansVersion::V1, KmeansVersion::V2] {
+                be.set_kmeans_version(v);
+                eprintln!("{label} {v:?}");
+                check_run(be, &*cpu, &pts, &offs, &ks, &seeds);
+                // dim 16: v2 does not apply and v1 runs.
+                let small: Vec<f32> = pts.chunks(DIM).flat_map(|r| r[..16].to_vec()).collect();
+                let b = KmeansBatch { dim: 16, points: &small, offsets: &offs, k: &ks };
+                let (got, want) = (be.kmeans(&b, &seeds, 20).unwrap(), cpu.kmeans(&b, &seeds, 20).unwrap());
+                assert_eq!(got.assign, want.assign, "{label} {v:?} dim 16");
+                assert_bits("dim-16 centroids", &got.centroids, &want.centroids);
+            }
+            if label == "cuda-emu" {
+                assert!(be.launched_kernels().contains(&"kmeans_assign_fwd_v2"), "v2's assignment never ran");
+            }
+        }
+        if backends.is_empty() {
+            eprintln!("kmeans versions: no CUDA backend under test here");
+        }
+    }
+}

@@ -13,6 +13,16 @@ use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
 
+/// Versions of the k-means kernels (kernels/kmeans.cu's header says what each does). V2 (the
+/// default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows 16-byte aligned) and v1
+/// elsewhere; both are bit-identical to the CPU. Choose with `CudaBackend::set_kmeans_version` or
+/// `TWIN_CUDA_KMEANS=v1|v2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KmeansVersion {
+    V1 = 1,
+    V2 = 2,
+}
+
 /// Mirrors `KmeansParams` in kernels/kmeans.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -69,11 +79,15 @@ fn launch_assign<D: PushArg>(be: &CudaBackend, d: &DevProblems, centroids: &Buf<
         return Ok(());
     }
     let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let mut b = be.launcher("kmeans_assign_fwd");
+    // v2 reads each point as 16 float4: it needs dim 64 and 16-byte aligned rows.
+    let v2 = be.kmeans_version() == KmeansVersion::V2 && d.p.dim == 64 && d.points.addr() % 16 == 0;
+    let mut b = be.launcher(if v2 { "kmeans_assign_fwd_v2" } else { "kmeans_assign_fwd" });
     b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign).arg(done);
     // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], centroids
     // [Σk*dim], assign [N], done [P]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending
     // at N, check::centroids the centroid length; one thread per point writes its own assignment.
+    // v2 additionally reads rows of exactly 64 floats from a 16-byte aligned base (checked above)
+    // and stages at most KM_V2_ROWS centroid rows, a range inside [0, Σk) bounded by coffs.
     unsafe { b.launch(cfg) }.map_err(device_err("kmeans assign launch"))?;
     Ok(())
 }

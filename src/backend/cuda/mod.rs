@@ -46,6 +46,7 @@ mod tensor;
 mod train_rows;
 
 pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
+pub use kmeans::KmeansVersion;
 pub use sources::{KernelSource, KERNEL_SOURCES};
 
 use std::collections::HashMap;
@@ -111,6 +112,8 @@ pub struct CudaBackend {
     /// Boost clock in kHz (the nominal peaks of `twin bench`).
     clock_khz: u32,
     gsu_version: AtomicU8,
+    /// `KmeansVersion` as u8.
+    kmeans_version: AtomicU8,
     /// Fill every output buffer with 0xFF bytes (NaN / u32::MAX) before its kernel runs, so an
     /// element a kernel forgets to write reads back as NaN, not as a plausible 0.
     poison: AtomicBool,
@@ -198,6 +201,10 @@ impl CudaBackend {
             smem_optin,
             clock_khz,
             gsu_version: AtomicU8::new(gsu as u8),
+            kmeans_version: AtomicU8::new(match std::env::var("TWIN_CUDA_KMEANS").ok().as_deref() {
+                Some("v1") | Some("1") => KmeansVersion::V1 as u8,
+                _ => KmeansVersion::V2 as u8,
+            }),
             poison: AtomicBool::new(poison_default()),
             copies: TransferCounter::default(),
         }
@@ -218,6 +225,18 @@ impl CudaBackend {
 
     pub fn set_gsu_version(&self, v: GsuVersion) {
         self.gsu_version.store(v as u8, Ordering::Relaxed);
+    }
+
+    pub fn kmeans_version(&self) -> KmeansVersion {
+        if self.kmeans_version.load(Ordering::Relaxed) == KmeansVersion::V1 as u8 {
+            KmeansVersion::V1
+        } else {
+            KmeansVersion::V2
+        }
+    }
+
+    pub fn set_kmeans_version(&self, v: KmeansVersion) {
+        self.kmeans_version.store(v as u8, Ordering::Relaxed);
     }
 
     /// Poison output buffers (see the field); the parity tests switch it on.

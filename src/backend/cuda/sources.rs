@@ -47,7 +47,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "kmeans",
         source: include_str!("../../../kernels/kmeans.cu"),
         fmad: false,
-        functions: &["kmeans_assign_fwd", "kmeans_update_fwd", "kmeans_changed_fwd", "kmeans_converge_fwd", "kmeans_seed_fwd"],
+        functions: &[
+            "kmeans_assign_fwd",
+            "kmeans_assign_fwd_v2",
+            "kmeans_update_fwd",
+            "kmeans_changed_fwd",
+            "kmeans_converge_fwd",
+            "kmeans_seed_fwd",
+        ],
     },
     KernelSource {
         stem: "cluster_tree",

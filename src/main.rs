@@ -27,6 +27,9 @@ mod loadtest_cmd;
 #[path = "cli/bench.rs"]
 mod bench_cmd;
 
+#[path = "cli/lifelong.rs"]
+mod lifelong_cmd;
+
 #[derive(Parser)]
 #[command(name = "twin", version, about = "TWIN / TWIN-V2 engine: data, offline clustering, online scoring")]
 struct Cli {
@@ -59,6 +62,10 @@ enum Cmd {
         samples_per_user: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The lifelong story (issue 16): 4-8 interests, dormancies of about a year during
+        /// which the interest is never watched. Pair with --min-len 10000.
+        #[arg(long)]
+        lifelong: bool,
     },
     /// Convert a MovieLens (ratings.csv, u.data, ratings.dat) or KuaiRand/KuaiRec CSV log.
     Import {
@@ -195,6 +202,13 @@ enum Cmd {
         out: PathBuf,
         #[command(flatten)]
         opts: train_cmd::TrainOpts,
+        /// TWIN against TWIN-V2 at an equal GSU budget on lifelong synthetic users, over seeds,
+        /// by activity quartile, with ablations (issue 16); --users, --max-long (the budget N),
+        /// --epochs and --batch apply, --variants and --data do not.
+        #[arg(long)]
+        lifelong: bool,
+        #[command(flatten)]
+        life: lifelong_cmd::LifelongOpts,
     },
     /// Say what a dataset, model or clusters file holds.
     Info { path: PathBuf },
@@ -228,7 +242,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Gen { out, users, items, authors, topics, min_len, max_len, fixed_len, samples_per_user, seed } => {
+        Cmd::Gen { out, users, items, authors, topics, min_len, max_len, fixed_len, samples_per_user, seed, lifelong } => {
             let t0 = Instant::now();
             let cfg = SynthConfig {
                 n_users: users,
@@ -241,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
                 pareto_alpha: 1.2,
                 samples_per_user,
                 seed,
+                lifelong,
             };
             let ds = data::generate(&cfg)?;
             ds.save(&out)?;
@@ -285,7 +300,13 @@ fn run(cli: Cli) -> Result<()> {
             let ds = load_data(&data)?;
             train_cmd::cmd_eval(&ds, parse_variant(&variant)?, &model, clusters.as_deref(), &opts)?
         }
-        Cmd::Demo { data, users, variants, out, opts } => {
+        Cmd::Demo { lifelong: true, data, users, out, opts, life, .. } => {
+            if data.is_some() {
+                bail!("--lifelong generates its own users; it does not take --data");
+            }
+            lifelong_cmd::cmd_lifelong(users, &out, &opts, &life)?
+        }
+        Cmd::Demo { data, users, variants, out, opts, .. } => {
             let vs: Vec<Variant> = variants.iter().map(|v| parse_variant(v)).collect::<Result<_>>()?;
             train_cmd::cmd_demo(data.as_deref(), users, &vs, &out, &opts)?
         }

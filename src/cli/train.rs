@@ -41,7 +41,7 @@ pub struct TrainOpts {
     pub backend: String,
 }
 
-fn open_backend(name: &str) -> Result<(std::sync::Arc<dyn Backend>, String)> {
+pub fn open_backend(name: &str) -> Result<(std::sync::Arc<dyn Backend>, String)> {
     let choice = name.parse().map_err(|_| anyhow::anyhow!("--backend = {name:?}: expected cpu, cuda, wgpu or auto"))?;
     Ok(backend::open(choice)?)
 }
@@ -273,6 +273,7 @@ pub fn demo_synth(users: usize, seed: u64) -> SynthConfig {
         pareto_alpha: 1.2,
         samples_per_user: 20,
         seed,
+        lifelong: false,
     }
 }
 

@@ -18,6 +18,16 @@
 //!   lifelong interests, half random topics) and become samples `(user, item, its time,
 //!   liked)`; they stay in the behaviour log, where `history_before` excludes them.
 //!
+//! With `lifelong` (TWIN-V2's setting, issue 16) the story changes in three ways, fixed before
+//! any model was trained on it: 4-8 interests instead of 2-5; dormancy lasts about a year
+//! (per 30-day epoch an active interest goes dormant with probability 0.2 and a dormant one
+//! returns with probability 0.08, so ~70% of interests are dormant at any time); and a dormant
+//! interest is never watched (events: 85% an active interest, 15% any topic). Lengths of 10^4
+//! to 10^5 over the three years put a user's most recent 10^3 behaviours within the last
+//! ~10-110 days, shorter than most dormancies: a model that sees only that window cannot tell a
+//! dormant interest (liked with probability 0.45 when shown) from a random topic (0.06), while
+//! the whole history shows it. `tests/lifelong.rs` checks that claim with label oracles.
+//!
 //! Deterministic per seed: the catalogue and each user draw from their own SplitMix64 stream
 //! (`derive_seed`), so users are generated in parallel with identical results.
 
@@ -44,6 +54,8 @@ pub struct SynthConfig {
     pub pareto_alpha: f64,
     pub samples_per_user: usize,
     pub seed: u64,
+    /// The lifelong story (module docs): long dormancies that the recent window cannot see.
+    pub lifelong: bool,
 }
 
 impl Default for SynthConfig {
@@ -59,7 +71,34 @@ impl Default for SynthConfig {
             pareto_alpha: 1.2,
             samples_per_user: 20,
             seed: 42,
+            lifelong: false,
         }
+    }
+}
+
+impl SynthConfig {
+    /// Issue 16's lifelong users: Pareto(10^4, 1.5) lengths clamped to `max_len` (10^5 by
+    /// default, so a heavy tail between 10^4 and 10^5), the lifelong story, 40 samples a user.
+    pub fn lifelong(n_users: usize, max_len: usize, seed: u64) -> SynthConfig {
+        SynthConfig {
+            n_users,
+            min_len: 10_000.min(max_len.max(1)),
+            max_len,
+            pareto_alpha: 1.5,
+            samples_per_user: 40,
+            seed,
+            lifelong: true,
+            ..SynthConfig::default()
+        }
+    }
+}
+
+/// The dormancy process: (active -> dormant, dormant -> active) probabilities per epoch.
+fn flip_probs(lifelong: bool) -> (f64, f64) {
+    if lifelong {
+        (0.2, 0.08)
+    } else {
+        (0.3, 0.15)
     }
 }
 
@@ -199,7 +238,7 @@ fn gen_user(cfg: &SynthConfig, cat: &Catalogue, o: UserOut<'_>) {
     let n_samples = o.s_item.len();
 
     // Lifelong interests: distinct topics (as far as the topic count allows) with weights.
-    let k = (2 + r.below(4) as usize).min(cfg.n_topics);
+    let k = if cfg.lifelong { 4 + r.below(5) as usize } else { 2 + r.below(4) as usize }.min(cfg.n_topics);
     let mut topics: Vec<u32> = Vec::with_capacity(k);
     while topics.len() < k {
         let t = r.below(nt) as u32;
@@ -208,7 +247,9 @@ fn gen_user(cfg: &SynthConfig, cat: &Catalogue, o: UserOut<'_>) {
         }
     }
     let weight: Vec<f64> = (0..k).map(|_| 0.5 + r.next_f64()).collect();
-    let mut active: Vec<bool> = (0..k).map(|_| r.next_f64() < 0.6).collect();
+    let (to_dormant, to_active) = flip_probs(cfg.lifelong);
+    let p_active0 = if cfg.lifelong { to_active / (to_active + to_dormant) } else { 0.6 };
+    let mut active: Vec<bool> = (0..k).map(|_| r.next_f64() < p_active0).collect();
     let ensure_one = |active: &mut Vec<bool>, r: &mut SplitMix64| {
         if !active.iter().any(|&a| a) {
             let i = r.below(k as u64) as usize;
@@ -240,7 +281,7 @@ fn gen_user(cfg: &SynthConfig, cat: &Catalogue, o: UserOut<'_>) {
         while epoch < e {
             epoch += 1;
             for a in active.iter_mut() {
-                let flip = if *a { 0.3 } else { 0.15 };
+                let flip = if *a { to_dormant } else { to_active };
                 if r.next_f64() < flip {
                     *a = !*a;
                 }
@@ -257,9 +298,9 @@ fn gen_user(cfg: &SynthConfig, cat: &Catalogue, o: UserOut<'_>) {
             } else {
                 r.below(nt) as u32
             }
-        } else if x < 0.8 {
+        } else if x < 0.8 || (cfg.lifelong && x < 0.85) {
             weighted(&mut r, &topics, &weight, &active, true)
-        } else if x < 0.88 {
+        } else if !cfg.lifelong && x < 0.88 {
             weighted(&mut r, &topics, &weight, &active, false)
         } else {
             r.below(nt) as u32

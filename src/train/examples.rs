@@ -73,6 +73,9 @@ pub struct Examples<'a> {
     pub max_long: usize,
     pub short_len: usize,
     pub n_context: usize,
+    /// Feed `ln n` for cluster rows (SPEC §4); `false` only for the ablation that drops it
+    /// (every row then counts as one behaviour in the attention).
+    pub log_n: bool,
     /// Cluster-set slot of each dataset user (`u32::MAX`: none).
     slots: Vec<u32>,
 }
@@ -104,7 +107,7 @@ impl<'a> Examples<'a> {
                 }
             }
         }
-        Ok(Examples { data, variant, source, max_long, short_len, n_context: 24, slots })
+        Ok(Examples { data, variant, source, max_long, short_len, n_context: 24, log_n: true, slots })
     }
 
     /// The batch of the given sample indices.
@@ -177,7 +180,7 @@ impl<'a> Examples<'a> {
                                     cs.timestamp[c],
                                     t,
                                 ));
-                                b.long_log_n.push((cs.size[c].max(1) as f32).ln());
+                                b.long_log_n.push(if self.log_n { (cs.size[c].max(1) as f32).ln() } else { 0.0 });
                             }
                         }
                     }

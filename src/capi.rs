@@ -333,7 +333,7 @@ fn default_options() -> TwinEngineOptions {
     let d = EngineConfig::default();
     let backend = match d.backend {
         BackendChoice::Auto => TWIN_BACKEND_AUTO,
-        BackendChoice::Cpu => TWIN_BACKEND_CPU,
+        BackendChoice::Cpu | BackendChoice::CpuRef => TWIN_BACKEND_CPU,
         BackendChoice::Cuda => TWIN_BACKEND_CUDA,
         BackendChoice::Wgpu => TWIN_BACKEND_WGPU,
     };

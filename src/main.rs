@@ -353,7 +353,7 @@ fn parse_variant(s: &str) -> Result<Variant> {
 fn parse_backend(s: &str) -> Result<BackendChoice> {
     match s.parse::<BackendChoice>() {
         Ok(b) => Ok(b),
-        Err(_) => bail!("--backend = {s:?}: expected cpu, cuda, wgpu or auto"),
+        Err(_) => bail!("--backend = {s:?}: expected cpu, cpu-ref, cuda, wgpu or auto"),
     }
 }
 

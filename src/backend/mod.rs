@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod cpu;
+pub mod cpu_fast;
 mod device;
 pub(crate) mod host_tensor;
 mod host_train;
@@ -451,7 +452,10 @@ pub trait Backend: DeviceOps {
 /// Which backend to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendChoice {
+    /// The fast CPU path (`cpu_fast`).
     Cpu,
+    /// The literal reference (`cpu`), the parity oracle.
+    CpuRef,
     Cuda,
     Wgpu,
     #[default]
@@ -463,19 +467,21 @@ impl std::str::FromStr for BackendChoice {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "cpu" => Ok(BackendChoice::Cpu),
+            "cpu-ref" => Ok(BackendChoice::CpuRef),
             "cuda" => Ok(BackendChoice::Cuda),
             "wgpu" => Ok(BackendChoice::Wgpu),
             "auto" => Ok(BackendChoice::Auto),
-            _ => Err(Error::BadShape { field: "backend", value: 0, why: "expected cpu, cuda, wgpu or auto" }),
+            _ => Err(Error::BadShape { field: "backend", value: 0, why: "expected cpu, cpu-ref, cuda, wgpu or auto" }),
         }
     }
 }
 
-/// Open a backend. `Auto` tries CUDA, then a real GPU through wgpu, then the CPU; the returned
+/// Open a backend. `Auto` tries CUDA, then a real GPU through wgpu, then the (fast) CPU; the returned
 /// note says which was chosen and why the others were skipped.
 pub fn open(choice: BackendChoice) -> Result<(Arc<dyn Backend>, String)> {
     match choice {
-        BackendChoice::Cpu => Ok((Arc::new(cpu::CpuBackend::new()), "cpu: asked for".into())),
+        BackendChoice::Cpu => Ok((Arc::new(cpu_fast::CpuFastBackend::new()), "cpu: asked for (fast path)".into())),
+        BackendChoice::CpuRef => Ok((Arc::new(cpu::CpuBackend::new()), "cpu-ref: asked for (the reference)".into())),
         BackendChoice::Cuda => open_cuda().map(|b| (b, "cuda: asked for".into())),
         BackendChoice::Wgpu => open_wgpu(true).map(|b| (b, "wgpu: asked for".into())),
         BackendChoice::Auto => {
@@ -488,7 +494,7 @@ pub fn open(choice: BackendChoice) -> Result<(Arc<dyn Backend>, String)> {
                 Ok(b) => return Ok((b, format!("auto chose wgpu ({})", skipped.join("; ")))),
                 Err(e) => skipped.push(e.to_string()),
             }
-            Ok((Arc::new(cpu::CpuBackend::new()), format!("auto chose cpu ({})", skipped.join("; "))))
+            Ok((Arc::new(cpu_fast::CpuFastBackend::new()), format!("auto chose cpu ({})", skipped.join("; "))))
         }
     }
 }

@@ -44,9 +44,13 @@ pub fn open_targets(choice: BackendChoice, versions: Versions) -> Result<(Card, 
     match choice {
         BackendChoice::Cuda => cuda_targets(versions),
         BackendChoice::Wgpu => wgpu_targets(versions),
+        BackendChoice::CpuRef => {
+            let be = backend::open(BackendChoice::CpuRef)?.0;
+            Ok((card::cpu_card(), vec![Target { be, version: "ref".into() }]))
+        }
         _ => {
             let be = backend::open(BackendChoice::Cpu)?.0;
-            Ok((card::cpu_card(), vec![Target { be, version: "ref".into() }]))
+            Ok((card::cpu_card(), vec![Target { be, version: "fast".into() }]))
         }
     }
 }

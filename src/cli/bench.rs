@@ -27,7 +27,7 @@ pub struct BenchOpts {
     /// Which workload.
     #[arg(value_enum)]
     work: Work,
-    /// cpu, cuda, wgpu or auto.
+    /// cpu, cpu-ref, cuda, wgpu or auto.
     #[arg(long, default_value = "auto")]
     backend: String,
     /// Table dtypes of the online path, comma separated (f16, f32).

@@ -42,7 +42,7 @@ pub struct TrainOpts {
 }
 
 pub fn open_backend(name: &str) -> Result<(std::sync::Arc<dyn Backend>, String)> {
-    let choice = name.parse().map_err(|_| anyhow::anyhow!("--backend = {name:?}: expected cpu, cuda, wgpu or auto"))?;
+    let choice = name.parse().map_err(|_| anyhow::anyhow!("--backend = {name:?}: expected cpu, cpu-ref, cuda, wgpu or auto"))?;
     Ok(backend::open(choice)?)
 }
 

@@ -59,8 +59,11 @@ fn cluster_users_runs_unchanged() {
             );
             // The embeddings once, then per tree one upload (the roots' point ids) and at most a
             // status word per level plus the final clusters, however many Lloyd iterations.
-            assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
-            assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
+            // (Host backends, the fast CPU path, move nothing.)
+            if gpu.kind() != twin_engine::backend::BackendKind::Cpu {
+                assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
+                assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
+            }
             let inv = got.verify(&ds).unwrap();
             assert_eq!(inv.behaviours, ds.behaviours.len());
             assert!(inv.max_size < cfg.gamma);

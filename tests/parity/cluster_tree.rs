@@ -6,7 +6,7 @@
 //! Where the tree runs on the device, one job is one upload and at most `levels + 1` downloads,
 //! whatever the Lloyd iterations.
 
-use twin_engine::backend::{Backend, KmeansBatch, TreeJob};
+use twin_engine::backend::{KmeansBatch, TreeJob};
 use twin_engine::rng::{mix64, SplitMix64};
 use twin_engine::Error;
 

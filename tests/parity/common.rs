@@ -27,6 +27,11 @@ pub fn backends_under_test() -> Vec<Arc<dyn Backend>> {
 
 pub fn variants() -> Vec<Under> {
     let mut v: Vec<Under> = Vec::new();
+    // The fast CPU path (what `cpu` and `auto` without a GPU run) is checked against the
+    // reference (`cpu-ref`) like a GPU backend, on every machine.
+    if wanted("cpu-fast") {
+        v.push(Under { label: "cpu-fast".into(), be: backend::open(backend::BackendChoice::Cpu).unwrap().0 });
+    }
     if wanted("cuda") {
         cuda_variants(&mut v);
     }
@@ -78,7 +83,7 @@ pub fn cuda_missing(what: &str, why: &str) {
     eprintln!("parity: cuda skipped ({what}): {why}");
 }
 
-/// `TWIN_PARITY_ONLY=cuda|wgpu|cuda-emu` (comma separated) limits the GPU backends under test
+/// `TWIN_PARITY_ONLY=cuda|wgpu|cuda-emu|cpu-fast` (comma separated) limits the GPU backends under test
 /// (the kit runs the CUDA variants alone under compute-sanitizer); unset, every GPU backend
 /// present is tested.
 pub fn wanted(kind: &str) -> bool {
@@ -193,8 +198,9 @@ pub fn wgpu_with(f: impl FnOnce(&mut twin_engine::backend::wgpu::WgpuOptions)) -
     Arc::new(twin_engine::backend::wgpu::WgpuBackend::with_options(o).expect("wgpu variant"))
 }
 
+/// The oracle: the literal reference (`cpu-ref`), not the fast CPU path.
 pub fn cpu() -> Arc<dyn Backend> {
-    backend::open(backend::BackendChoice::Cpu).unwrap().0
+    backend::open(backend::BackendChoice::CpuRef).unwrap().0
 }
 
 /// Runs `$body(gpu, cpu)` for every backend under test (candle's `test_device!` idea).

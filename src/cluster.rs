@@ -12,7 +12,8 @@
 //! (batches of roots only bound memory). A GPU backend therefore sees thousands of small
 //! problems per launch instead of one tiny k-means per call.
 //!
-//! Determinism: a problem's seed is `derive_seed(seed, [user, group, depth])` and a problem's
+//! Determinism: a problem's seed is `derive_seed(seed, [user, group, depth])` (`user`: the
+//! dataset index, or the caller's key in [`cluster_users_keyed`]) and a problem's
 //! k-means result does not depend on its batch neighbours, so the clusters are a function of
 //! (data, embeddings, seed) whatever the batching; clusters are listed per user in the order
 //! of their newest member.
@@ -168,6 +169,26 @@ pub fn cluster_users_on(
     cfg: &ClusterConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(ClusterSet, ClusterStats)> {
+    let keys: Vec<u64> = users.iter().map(|&u| u as u64).collect();
+    cluster_users_keyed(backend, data, users, &keys, cutoff, pts, cfg, progress)
+}
+
+/// [`cluster_users_on`] with user `users[i]`'s k-means seeds derived from `keys[i]` instead of
+/// its dataset index. A sharded job keys by the external user id: a user's clusters then depend
+/// on its own history, the embeddings and the seed only, not on which shard or dataset (hence
+/// which dense index) it was clustered in.
+#[allow(clippy::too_many_arguments)]
+pub fn cluster_users_keyed(
+    backend: &dyn Backend,
+    data: &Dataset,
+    users: &[u32],
+    keys: &[u64],
+    cutoff: Option<i64>,
+    pts: &ItemPoints,
+    cfg: &ClusterConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(ClusterSet, ClusterStats)> {
+    crate::backend::check::len("user keys", keys.len(), users.len(), "users")?;
     if cfg.gamma < 2 {
         return Err(Error::InvalidValue { field: "gamma", index: 0, value: cfg.gamma as f64, why: "must be at least 2" });
     }
@@ -237,8 +258,8 @@ pub fn cluster_users_on(
             ids.extend(node.members.iter().map(|&pos| data.behaviours.item[base + pos as usize]));
             positions.extend_from_slice(&node.members);
             offsets.push(ids.len() as u32);
-            // A problem of depth d seeds with derive_seed(seed, [user, group, d]).
-            streams.push(derive_seed(cfg.seed, &[users[node.slot as usize] as u64, node.group as u64]));
+            // A problem of depth d seeds with derive_seed(seed, [user key, group, d]).
+            streams.push(derive_seed(cfg.seed, &[keys[node.slot as usize], node.group as u64]));
         }
         let job = TreeJob { ids: &ids, offsets: &offsets, streams: &streams, gamma: cfg.gamma as u32, max_iter: cfg.max_iter };
         let tree = {

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use twin_engine::backend::cpu::CpuBackend;
-use twin_engine::cluster::{cluster_users, delta, group_of, ClusterConfig, ClusterSet};
+use twin_engine::backend::Backend;
+use twin_engine::cluster::{cluster_users, cluster_users_keyed, cluster_users_on, delta, group_of, ClusterConfig, ClusterSet};
 use twin_engine::data::{self, Behaviours, Dataset, Items, SynthConfig};
 use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
@@ -302,4 +303,81 @@ fn the_tree_equals_algorithm_1_taken_literally() {
         let got: BTreeSet<(u8, Vec<u32>)> = set.user_clusters(u).map(|c| (set.group[c], set.cluster_members(c).to_vec())).collect();
         assert_eq!(got, want, "user {u}");
     }
+}
+
+/// The users `pick` of `ds` (in that order) as a dataset of their own: the dense indices change,
+/// the external ids and histories do not (what a shard of a sharded job holds).
+fn shard(ds: &Dataset, pick: &[usize]) -> Dataset {
+    let mut b = Behaviours { item: vec![], timestamp: vec![], play_time: vec![], duration: vec![] };
+    let mut offsets = vec![0u64];
+    for &u in pick {
+        let r = ds.user_range(u);
+        b.item.extend_from_slice(&ds.behaviours.item[r.clone()]);
+        b.timestamp.extend_from_slice(&ds.behaviours.timestamp[r.clone()]);
+        b.play_time.extend_from_slice(&ds.behaviours.play_time[r.clone()]);
+        b.duration.extend_from_slice(&ds.behaviours.duration[r]);
+        offsets.push(b.item.len() as u64);
+    }
+    let user_ids = pick.iter().map(|&u| ds.user_ids[u]).collect();
+    Dataset { source: "shard".into(), items: ds.items.clone(), user_offsets: offsets, user_ids, behaviours: b, samples: Default::default() }
+}
+
+/// Slot `slot`'s clusters, every field, as one comparable value.
+fn user_of(s: &ClusterSet, slot: usize) -> (Vec<u32>, Vec<i64>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u8>, Vec<u32>) {
+    let r = s.user_clusters(slot);
+    let members = r.clone().flat_map(|c| s.cluster_members(c).iter().copied()).collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    (
+        s.item[r.clone()].to_vec(),
+        s.timestamp[r.clone()].to_vec(),
+        bits(&s.play_time[r.clone()]),
+        bits(&s.completion[r.clone()]),
+        s.size[r.clone()].to_vec(),
+        s.group[r].to_vec(),
+        members,
+    )
+}
+
+#[test]
+fn keyed_clusters_do_not_depend_on_the_shard() {
+    let ds = data::generate(&SynthConfig {
+        n_users: 24,
+        n_items: 2000,
+        min_len: 30,
+        max_len: 2000,
+        samples_per_user: 2,
+        seed: 17,
+        ..Default::default()
+    })
+    .unwrap();
+    let emb = embeddings(ds.items.len(), 4);
+    let be = CpuBackend::new();
+    let pts = be.item_points(&emb, DIM).unwrap();
+    let cfg = ClusterConfig { seed: 5, ..Default::default() };
+    let all: Vec<u32> = (0..ds.n_users() as u32).collect();
+    // Keyed by the dataset index, it is cluster_users_on exactly.
+    let index_keys: Vec<u64> = all.iter().map(|&u| u as u64).collect();
+    let on = cluster_users_on(&be, &ds, &all, None, &pts, &cfg, &mut |_, _| {}).unwrap().0;
+    let keyed = cluster_users_keyed(&be, &ds, &all, &index_keys, None, &pts, &cfg, &mut |_, _| {}).unwrap().0;
+    assert_eq!(on, keyed);
+    // Keyed by the external id: the whole dataset, and two shards of it (odd users first, in
+    // reverse, so every user has another dense index), give every user the same clusters.
+    let whole = cluster_users_keyed(&be, &ds, &all, &ds.user_ids, None, &pts, &cfg, &mut |_, _| {}).unwrap().0;
+    let mut changed_by_key = 0;
+    for pick in [(0..ds.n_users()).rev().filter(|u| u % 2 == 1).collect::<Vec<_>>(), (0..ds.n_users()).filter(|u| u % 2 == 0).collect()] {
+        let sh = shard(&ds, &pick);
+        let users: Vec<u32> = (0..sh.n_users() as u32).collect();
+        let got = cluster_users_keyed(&be, &sh, &users, &sh.user_ids, None, &pts, &cfg, &mut |_, _| {}).unwrap().0;
+        got.verify(&sh).unwrap();
+        // The same shard keyed by its own indices: users whose index moved get other clusters.
+        let by_index = cluster_users_on(&be, &sh, &users, None, &pts, &cfg, &mut |_, _| {}).unwrap().0;
+        for (slot, &u) in pick.iter().enumerate() {
+            assert_eq!(user_of(&got, slot), user_of(&whole, u), "user {u} (shard slot {slot})");
+            changed_by_key += (user_of(&by_index, slot) != user_of(&whole, u)) as usize;
+        }
+    }
+    assert!(changed_by_key > ds.n_users() / 2, "only {changed_by_key} users depend on the key: the check could not fail");
+    // One key per user, refused by name otherwise.
+    let e = cluster_users_keyed(&be, &ds, &all, &ds.user_ids[1..], None, &pts, &cfg, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, Error::LengthMismatch { field: "user keys", .. }), "{e}");
 }

@@ -76,7 +76,7 @@ constexpr unsigned char kGarbage = 0xCD;  // uninitialised shared memory reads a
 constexpr uint64_t kShflPoison = 0x7ff8dead7fc0deadull;  // NaN as f32 (low word) and as f64
 
 enum class St : uint8_t { Ready, Barrier, Warp, Exited };
-enum class Op : uint8_t { Syncwarp, Shfl, Ballot };
+enum class Op : uint8_t { Syncwarp, Shfl, Ballot, Coll };
 
 const char* const kShflName[4] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync"};
 
@@ -96,6 +96,21 @@ struct Fiber {
     uint64_t val = 0, res = 0;
     const char* file = "";
     int line = 0;
+    const char* coll = "";  // Op::Coll: the collective's name (e.g. "wmma::mma_sync")
+    uint64_t ncoll = 0;     // warp-collective (wmma) calls this thread has made (see WarpLog)
+};
+
+// The warp-collective (wmma) calls of one warp, in order: the first lane to make its n-th call
+// records it, every other lane's n-th call must match it (name and argument digest). Loads and
+// stores do not rendezvous (see cuda_emu.h), so this is how their misuse is still caught.
+struct CollCall {
+    const char* name;
+    uint64_t digest;
+    unsigned lin;  // the thread that recorded it
+};
+struct WarpLog {
+    std::vector<CollCall> calls;  // calls[i] is call number base + i
+    uint64_t base = 0;
 };
 
 struct Sched {
@@ -111,6 +126,7 @@ struct Sched {
     unsigned n = 0, live = 0, at_barrier = 0;
     std::vector<unsigned> ready, phase;
     std::vector<void*> touched;
+    std::vector<WarpLog> wlog;  // one per warp of the block
     bool in_block = false, failed = false;
     std::string error;
     uint64_t rng = 0;
@@ -152,7 +168,10 @@ std::string what(const Fiber& f) {
         case St::Ready: return "is runnable";
         case St::Warp: break;
     }
-    const char* op = f.op == Op::Syncwarp ? "__syncwarp" : f.op == Op::Ballot ? "__ballot_sync" : kShflName[f.mode];
+    const char* op = f.op == Op::Syncwarp ? "__syncwarp"
+                     : f.op == Op::Ballot ? "__ballot_sync"
+                     : f.op == Op::Coll   ? f.coll
+                                          : kShflName[f.mode];
     return fmt("waits in %s(mask 0x%08x)", op, f.mask);
 }
 
@@ -257,6 +276,12 @@ void fiber_exit(Sched& s) {
             fail_in_fiber(s, fmt("%s exited while %s %s, whose mask names it", who(f).c_str(), who(g).c_str(),
                                  what(g).c_str()));
     }
+    const WarpLog& w = s.wlog[f.lin / 32u];
+    if (f.ncoll < w.base + w.calls.size()) {
+        const CollCall& c = w.calls[f.ncoll - w.base];
+        fail_in_fiber(s, fmt("%s exited while %s called %s (a warp collective of the whole warp, its call number %llu)",
+                             who(f).c_str(), who(*s.fibers[c.lin]).c_str(), c.name, (unsigned long long)f.ncoll));
+    }
     if (s.at_barrier > 0 && s.at_barrier == s.live) release_barrier(s);
     for (;;) switch_to_main(s);
 }
@@ -301,7 +326,20 @@ void try_complete(Sched& s, unsigned base, const Fiber& me) {
         if (g.st == St::Exited)
             fail_in_fiber(s, fmt("%s %s, whose mask names %s, which has exited", who(me).c_str(), what(me).c_str(),
                                  who(g).c_str()));
-        if (g.st != St::Warp || g.op != me.op || g.mask != me.mask || (g.op == Op::Shfl && g.mode != me.mode)) return;
+        if (g.st != St::Warp || g.op != me.op || g.mask != me.mask || (g.op == Op::Shfl && g.mode != me.mode) ||
+            (g.op == Op::Coll && std::strcmp(g.coll, me.coll) != 0))
+            return;
+    }
+    if (me.op == Op::Coll) {
+        // A warp-collective (wmma) op: every lane must pass the same arguments (their digest).
+        for (unsigned l = 0; l < 32u; ++l) {
+            if (!(me.mask >> l & 1u)) continue;
+            const Fiber& g = *s.fibers[base + l];
+            if (g.val != me.val)
+                fail_in_fiber(s, fmt("%s and %s call %s with different arguments (the same call must get the same "
+                                     "pointer, stride and layout in every lane)",
+                                     who(me).c_str(), who(g).c_str(), me.coll));
+        }
     }
     unsigned votes = 0;
     for (unsigned l = 0; l < 32u; ++l)
@@ -321,12 +359,13 @@ void try_complete(Sched& s, unsigned base, const Fiber& me) {
     }
 }
 
-uint64_t warp_op(Op op, unsigned mask, uint64_t val, int mode, int arg, int width) {
+uint64_t warp_op(Op op, unsigned mask, uint64_t val, int mode, int arg, int width, const char* coll = "") {
     Sched& s = *t_sched;
     Fiber& f = *s.cur;
     const unsigned base = f.lin & ~31u, lane = f.lin & 31u;
     f.st = St::Warp;
     f.op = op;
+    f.coll = coll;
     f.mask = mask;
     f.val = val;
     f.mode = mode;
@@ -353,7 +392,8 @@ std::string deadlock(Sched& s) {
             for (unsigned l = 0; l < 32u; ++l) {
                 if (!(f.mask >> l & 1u)) continue;
                 const Fiber& g = *s.fibers[base + l];
-                if (g.st != St::Warp || g.op != f.op || g.mask != f.mask || g.mode != f.mode)
+                if (g.st != St::Warp || g.op != f.op || g.mask != f.mask || g.mode != f.mode ||
+                    std::strcmp(g.coll, f.coll) != 0)
                     return fmt("deadlock: %s %s, but %s %s", who(f).c_str(), what(f).c_str(), who(g).c_str(),
                                what(g).c_str());
             }
@@ -374,11 +414,13 @@ bool run_block(Sched& s, unsigned char* dyn, size_t dyn_bytes, uint64_t block_se
     s.failed = false;
     s.touched.clear();
     s.ready.clear();
+    s.wlog.assign((s.n + 31u) / 32u, WarpLog{});
     for (unsigned i = 0; i < s.n; ++i) {
         Fiber& f = *s.fibers[i];
         f.tid = uint3{i % bx, (i / bx) % by, i / (bx * by)};
         f.lin = i;
         f.st = St::Ready;
+        f.ncoll = 0;
         make_fiber_context(s, f);
         s.ready.push_back(i);
     }
@@ -466,6 +508,48 @@ void syncwarp(unsigned mask) { warp_op(Op::Syncwarp, mask, 0, 0, 0, 32); }
 uint64_t shfl(unsigned mask, uint64_t v, int mode, int arg, int width) { return warp_op(Op::Shfl, mask, v, mode, arg, width); }
 
 unsigned ballot(unsigned mask, int pred) { return (unsigned)warp_op(Op::Ballot, mask, pred != 0, 0, 0, 32); }
+
+void collective(unsigned mask, uint64_t digest, const char* name) { warp_op(Op::Coll, mask, digest, 0, 0, 32, name); }
+
+void collective_seq(uint64_t digest, const char* name) {
+    Sched& s = *t_sched;
+    Fiber& f = *s.cur;
+    const unsigned base = f.lin & ~31u;
+    if (s.n - base < 32u)
+        fail_in_fiber(s, fmt("%s calls %s, a whole-warp collective, in a warp of %u threads (the block has %u)", who(f).c_str(), name,
+                             s.n - base, s.n));
+    WarpLog& w = s.wlog[f.lin / 32u];
+    const uint64_t idx = f.ncoll++;
+    for (unsigned l = 0; l < 32u; ++l) {
+        const Fiber& g = *s.fibers[base + l];
+        if (g.st == St::Exited && g.ncoll <= idx)
+            fail_in_fiber(s, fmt("%s calls %s, but %s has exited without it (a warp collective needs every lane)", who(f).c_str(),
+                                 name, who(g).c_str()));
+    }
+    if (idx < w.base + w.calls.size()) {
+        const CollCall& c = w.calls[idx - w.base];
+        if (std::strcmp(c.name, name) != 0)
+            fail_in_fiber(s, fmt("%s calls %s where %s called %s (every lane must make the same warp-collective calls in the "
+                                 "same order; call number %llu)",
+                                 who(f).c_str(), name, who(*s.fibers[c.lin]).c_str(), c.name, (unsigned long long)idx));
+        if (c.digest != digest)
+            fail_in_fiber(s, fmt("%s and %s call %s with different arguments (the same call must get the same pointer, stride "
+                                 "and layout in every lane)",
+                                 who(f).c_str(), who(*s.fibers[c.lin]).c_str(), name));
+    } else {
+        w.calls.push_back(CollCall{name, digest, f.lin});
+    }
+    // Forget the calls every live lane of the warp has made (exited lanes made all of them).
+    if (w.calls.size() >= 1024u) {
+        uint64_t lo = w.base + w.calls.size();
+        for (unsigned l = 0; l < 32u; ++l) {
+            const Fiber& g = *s.fibers[base + l];
+            if (g.st != St::Exited && g.ncoll < lo) lo = g.ncoll;
+        }
+        w.calls.erase(w.calls.begin(), w.calls.begin() + (std::ptrdiff_t)(lo - w.base));
+        w.base = lo;
+    }
+}
 
 void trap(const char* what_) {
     Sched& s = *t_sched;

@@ -341,3 +341,134 @@ fn registry_holds_every_kernel_and_checks_launches() {
     let e = launch("emu_t_bad_sync", (1, 1, 1), (1025, 1, 1), 0, &[arg(&mut m), arg(&mut p)], 0).unwrap_err();
     assert!(e.contains("invalid block"), "{e}");
 }
+
+#[test]
+fn float_to_half_rounds_like_the_half_crate() {
+    // Every half's value, the midpoints between neighbouring halves and one f32 ulp either side
+    // of them (ties to even, subnormals, the overflow threshold 65520), NaNs and infinities, and
+    // a stride through all 2^32 bit patterns.
+    let mut xs: Vec<f32> = Vec::new();
+    for h in 0..=u16::MAX {
+        let v = half::f16::from_bits(h).to_f32();
+        xs.push(v);
+        if v.is_finite() {
+            let next = half::f16::from_bits(h.wrapping_add(1)).to_f32();
+            if next.is_finite() && (next.abs() > v.abs()) == (v >= 0.0) {
+                let mid = ((v as f64 + next as f64) / 2.0) as f32;
+                xs.extend([mid, f32::from_bits(mid.to_bits() + 1), f32::from_bits(mid.to_bits() - 1)]);
+            }
+        }
+    }
+    xs.extend([65504.0f32, 65519.996, 65520.0, 65536.0, 1e10, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN]);
+    xs.extend([f32::from_bits(0x7f80_0001), f32::from_bits(0xffc1_2345), f32::MIN_POSITIVE, 1e-45, 2.9802322e-8, 2.9802326e-8]);
+    xs.extend((0..(1u64 << 32)).step_by(4099).map(|b| f32::from_bits(b as u32)));
+    let n = xs.len();
+    let a_in = Alloc::from_slice(&xs).unwrap();
+    let out = Alloc::new(n * 2).unwrap();
+    let (mut p_in, mut nn, mut p_out) = (a_in.ptr(), n as u32, out.ptr());
+    launch("emu_t_f2h", (64, 1, 1), (256, 1, 1), 0, &[arg(&mut p_in), arg(&mut nn), arg(&mut p_out)], 3).unwrap();
+    let got = out.read::<u16>(n);
+    for (x, g) in xs.iter().zip(got) {
+        let want = half::f16::from_f32(*x).to_bits();
+        assert_eq!(g, want, "f32 {x:e} ({:#010x}): got {g:#06x}, want {want:#06x}", x.to_bits());
+    }
+    eprintln!("float -> half: {n} values equal the half crate's");
+}
+
+/// Host reference of `emu_t_wmma`: D = C + Σ_k A(i,k) B(k,j), products of halves in f32 (exact),
+/// added one at a time in k order with f32 rounding: the emulator's documented order.
+fn wmma_reference(a: &[u16], b: &[u16], c: &[f32], steps: usize, a_col: bool, b_col: bool) -> Vec<f32> {
+    let h = |x: u16| half::f16::from_bits(x).to_f32();
+    let kn = 16 * steps;
+    let mut d = vec![0f32; 16 * 20];
+    for i in 0..16 {
+        for j in 0..16 {
+            let mut acc = c[i * 16 + j];
+            for k in 0..kn {
+                let x = h(if a_col { a[k * 16 + i] } else { a[i * kn + k] });
+                let y = h(if b_col { b[j * kn + k] } else { b[k * 16 + j] });
+                let p = x * y;
+                assert_eq!(p as f64, x as f64 * y as f64, "a product of two halves is exact in f32");
+                acc += p;
+            }
+            d[i * 20 + j] = acc;
+        }
+    }
+    d
+}
+
+fn wmma_case(steps: u32, a_col: u32, b_col: u32, mode: u32, seed: u64) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let mut rng = twin_engine::rng::SplitMix64::new(seed * 31 + steps as u64);
+    // Halves over many magnitudes: subnormals, ordinary values, up to ~2^12.
+    let mut half_of = |_| {
+        let scale = [1e-6, 0.01, 1.0, 300.0][rng.below(4) as usize];
+        half::f16::from_f32((rng.normal() * scale) as f32).to_bits()
+    };
+    let n = 256 * steps as usize;
+    let a: Vec<u16> = (0..n).map(&mut half_of).collect();
+    let b: Vec<u16> = (0..n).map(&mut half_of).collect();
+    let c: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37).collect();
+    let want = wmma_reference(&a, &b, &c, steps as usize, a_col != 0, b_col != 0);
+    let (a_a, a_b, a_c) = (Alloc::from_slice(&a).unwrap(), Alloc::from_slice(&b).unwrap(), Alloc::from_slice(&c).unwrap());
+    let out = Alloc::from_slice(&[f32::NAN; 16 * 20]).unwrap();
+    let (mut pa, mut pb, mut pc, mut po) = (a_a.ptr(), a_b.ptr(), a_c.ptr(), out.ptr());
+    let (mut st, mut ac, mut bc, mut m) = (steps, a_col, b_col, mode);
+    launch(
+        "emu_t_wmma",
+        (1, 1, 1),
+        (32, 1, 1),
+        0,
+        &[arg(&mut pa), arg(&mut pb), arg(&mut pc), arg(&mut st), arg(&mut ac), arg(&mut bc), arg(&mut m), arg(&mut po)],
+        seed,
+    )?;
+    let got = out.read::<f32>(16 * 20);
+    Ok((got, want))
+}
+
+#[test]
+fn wmma_mma_equals_a_host_loop_in_every_layout() {
+    for steps in [1u32, 2, 4] {
+        for (a_col, b_col) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            for seed in 0..3 {
+                let (got, want) = wmma_case(steps, a_col, b_col, 0, seed).unwrap();
+                for i in 0..16 {
+                    for j in 0..20 {
+                        let (g, w) = (got[i * 20 + j], want[i * 20 + j]);
+                        if j < 16 {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "steps {steps} a_col {a_col} b_col {b_col} seed {seed}: d[{i}][{j}] {g} vs {w}"
+                            );
+                        } else {
+                            assert!(g.is_nan(), "the store wrote past column 15 (ldm 20)");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wmma_misuse_is_an_error() {
+    let e = wmma_case(1, 0, 1, 1, 1).unwrap_err();
+    assert!(e.contains("wmma::load_matrix_sync") && e.contains("not 32-byte"), "{e}");
+    let e = wmma_case(2, 0, 1, 2, 1).unwrap_err();
+    assert!(e.contains("exited") && e.contains("wmma::load_matrix_sync"), "{e}");
+    let e = wmma_case(1, 1, 0, 3, 1).unwrap_err();
+    assert!(e.contains("different arguments") && e.contains("wmma::load_matrix_sync(matrix_a)"), "{e}");
+    // Without the __syncwarp between staging and the loads, a lane loads elements other lanes have
+    // not stored yet. wmma loads read at the lane's own point and do not wait for the warp (they
+    // do not order memory), so the first lane of the seed-drawn order runs past its staging into
+    // the loads while the 8 lanes that staged its elements (7 of them others) have not run: every
+    // seed shows it, and the same seeds with the __syncwarp (mode 0) are exact.
+    let mut caught = 0;
+    for s in 0..8 {
+        let differs = |(g, w): (Vec<f32>, Vec<f32>)| (0..16).any(|i| (0..16).any(|j| g[i * 20 + j].to_bits() != w[i * 20 + j].to_bits()));
+        assert!(!differs(wmma_case(2, 0, 0, 0, s).unwrap()), "seed {s}: the synchronised kernel differs");
+        caught += usize::from(wmma_case(2, 0, 0, 4, s).map(differs).unwrap_or(true));
+    }
+    eprintln!("wmma load race caught for {caught} of 8 seeds");
+    assert_eq!(caught, 8, "the missing __syncwarp before the wmma loads went unnoticed for some seeds");
+}

@@ -157,3 +157,57 @@ extern "C" __global__ void emu_t_bad_sync(u32 mode, u32* out) {
     }
     out[t] = v;
 }
+
+// f32 -> f16 bits, round to nearest even (emu::float_to_half_bits; PTX cvt.rn.f16.f32 on a GPU).
+extern "C" __global__ void emu_t_f2h(const float* in, u32 n, unsigned short* out) {
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) out[i] = emu::float_to_half_bits(in[i]);
+}
+
+// One warp: D = C + Σ_s A_s B_s over `steps` (1..4) k-steps of 16 with WMMA m16n16k16 fragments,
+// A [16 x 16·steps] and B [16·steps x 16] f16 bit patterns staged through shared memory, A
+// row-major (column-major when a_col), B row-major (column-major when b_col); C, D row-major f32
+// with leading dimension 16 (D: 20). mode 0: as described; 1: A loaded from a pointer 2 bytes off
+// (misaligned); 2: only lanes 0..15 load (the rest exit); 3: odd lanes pass another (aligned)
+// pointer; 4: no __syncwarp between staging and the loads (a race: the accumulator and A/B loads do
+// not wait for the warp, so nothing orders them after the other lanes' staging stores).
+namespace nvwmma = nvcuda::wmma;
+
+template <typename LA, typename LB>
+__device__ void emu_t_wmma_case(const unsigned short* sa, const unsigned short* sb, const float* c, u32 steps, u32 mode, float* d) {
+    const u32 lane = threadIdx.x & 31u;
+    constexpr bool acol = std::is_same<LA, nvwmma::col_major>::value, bcol = std::is_same<LB, nvwmma::col_major>::value;
+    const u32 lda = acol ? 16u : 16u * steps, ldb = bcol ? 16u * steps : 16u;
+    nvwmma::fragment<nvwmma::accumulator, 16, 16, 16, float> acc;
+    nvwmma::load_matrix_sync(acc, c, 16, nvwmma::mem_row_major);
+    for (u32 s = 0; s < steps; ++s) {
+        nvwmma::fragment<nvwmma::matrix_a, 16, 16, 16, __half, LA> fa;
+        nvwmma::fragment<nvwmma::matrix_b, 16, 16, 16, __half, LB> fb;
+        const unsigned short* pa = sa + (acol ? 256u * s : 16u * s);
+        const unsigned short* pb = sb + (bcol ? 16u * s : 256u * s);
+        if (mode == 1u) pa += 1;
+        if (mode == 2u && lane >= 16u) return;
+        if (mode == 3u && (lane & 1u)) pa += 16;
+        nvwmma::load_matrix_sync(fa, (const __half*)pa, lda);
+        nvwmma::load_matrix_sync(fb, (const __half*)pb, ldb);
+        nvwmma::mma_sync(acc, fa, fb, acc);
+    }
+    nvwmma::store_matrix_sync(d, acc, 20, nvwmma::mem_row_major);
+}
+
+extern "C" __global__ void emu_t_wmma(const unsigned short* a, const unsigned short* b, const float* c, u32 steps, u32 a_col,
+                                      u32 b_col, u32 mode, float* d) {
+    __shared__ __align__(32) unsigned short sa[16 * 64 + 32];
+    __shared__ __align__(32) unsigned short sb[16 * 64];
+    for (u32 i = threadIdx.x; i < 256u * steps; i += blockDim.x) {
+        sa[i] = a[i];
+        sb[i] = b[i];
+    }
+    if (mode != 4u) __syncwarp();
+    if (a_col) {
+        if (b_col) emu_t_wmma_case<nvwmma::col_major, nvwmma::col_major>(sa, sb, c, steps, mode, d);
+        else emu_t_wmma_case<nvwmma::col_major, nvwmma::row_major>(sa, sb, c, steps, mode, d);
+    } else {
+        if (b_col) emu_t_wmma_case<nvwmma::row_major, nvwmma::col_major>(sa, sb, c, steps, mode, d);
+        else emu_t_wmma_case<nvwmma::row_major, nvwmma::row_major>(sa, sb, c, steps, mode, d);
+    }
+}

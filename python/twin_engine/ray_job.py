@@ -25,11 +25,14 @@ one Parquet file of clusters per shard and a ``manifest.json`` naming them. Step
 
 On an existing Ray cluster::
 
-    python -m twin_engine.ray_job --address auto --log s3-or-shared/log/ --out shared/clusters/ \\
-        --model model.twm --shards 256 --backend auto
+    python -m twin_engine.ray_job --address auto --log /shared/log/ --out /shared/clusters/ \\
+        --model /shared/model.twm --shards 256 --backend auto [--gpus-per-task 1]
 
-Every worker needs ``twin_engine`` installed (``pip install .``) and read access to the log
-and write access to ``--out`` (a shared filesystem, or a path pyarrow's filesystems take).
+Every node needs ``twin_engine`` installed (``pip install '.[ray]'``), and the log,
+``--out`` and the model on a filesystem every node mounts at the same path (NFS, a mounted
+bucket): the job reads and writes local paths. A shard's rows are held in one task's memory
+(about 100 bytes a behaviour at the peak: the rows, their sorted copy, the engine's copy):
+choose ``--shards`` so that behaviours / shards fits a worker (PERF.md, "Python / Ray offline job").
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class JobConfig:
     backend: str = "auto"
     #: CPU threads each cluster task asks Ray for (and gives the engine's thread pool).
     cpus_per_task: int = 1
+    #: GPUs each cluster task asks Ray for: Ray shows a task only the GPUs it asked for, so on a
+    #: GPU cluster set 1 (or a fraction, to share a GPU between tasks) with ``backend="auto"``.
+    gpus_per_task: float = 0
     columns: Columns = field(default_factory=Columns)
 
 
@@ -295,7 +301,7 @@ def run(
     # num_returns >= 2, so each call gives a list of refs: [items, shard 0, ..., shard S-1].
     refs = [partition.remote(f, i, cfg) for i, f in enumerate(files)]
     if item_ids is None:
-        catalogue = np.unique(np.concatenate(ray.get([r[0] for r in refs])))
+        catalogue = np.unique(np.concatenate(_get_or_drain(ray, [r[0] for r in refs], refs)))
     else:
         catalogue = np.asarray(item_ids, dtype=np.uint64)
         if np.any(catalogue[1:] <= catalogue[:-1]):
@@ -305,8 +311,10 @@ def run(
     t_part = time.perf_counter()
     cat_ref, emb_ref = ray.put(catalogue), ray.put(emb)
     # The engine's thread pool gets the task's CPUs, no more (Ray runs one task per CPU).
-    task = ray.remote(num_cpus=cfg.cpus_per_task, runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(cfg.cpus_per_task)}})(cluster_shard)
-    shards = ray.get([task.remote(k, out_dir, cat_ref, emb_ref, cfg, *[r[k + 1] for r in refs]) for k in range(cfg.shards)])
+    task = ray.remote(
+        num_cpus=cfg.cpus_per_task, num_gpus=cfg.gpus_per_task, runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(cfg.cpus_per_task)}}
+    )(cluster_shard)
+    shards = _get_or_drain(ray, [task.remote(k, out_dir, cat_ref, emb_ref, cfg, *[r[k + 1] for r in refs]) for k in range(cfg.shards)], refs)
     seconds = time.perf_counter() - t0
     manifest = {
         "format": "twin-engine clusters, one Parquet file per shard",
@@ -330,6 +338,22 @@ def run(
         json.dump(manifest, f, indent=1)
     os.replace(tmp, os.path.join(out_dir, "manifest.json"))
     return manifest
+
+
+def _get_or_drain(ray: Any, wanted: List[Any], refs: List[List[Any]]) -> List[Any]:
+    """``ray.get(wanted)``; on a task's error, every partition result is fetched (and its error
+    dropped) before the first error is raised, so Ray does not also report each failed result
+    left unread as an unhandled error."""
+    try:
+        return ray.get(wanted)
+    except Exception:
+        for r in refs:
+            for x in r:
+                try:
+                    ray.get(x)
+                except Exception:
+                    pass
+        raise
 
 
 def read_clusters(out_dir: str) -> "pa.Table":
@@ -361,13 +385,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cutoff", type=int, default=None)
     p.add_argument("--backend", default="auto", choices=list(te.BACKENDS))
     p.add_argument("--cpus-per-task", type=int, default=1)
+    p.add_argument("--gpus-per-task", type=float, default=0, help="GPUs each cluster task asks for (1 on a GPU cluster)")
     a = p.parse_args(argv)
     import ray
 
     ray.init(address=a.address, num_cpus=a.num_cpus, include_dashboard=False, log_to_driver=False)
     cols = MOVIELENS if a.columns == "movielens" else Columns()
     cfg = JobConfig(
-        shards=a.shards, gamma=a.gamma, groups=a.groups, seed=a.seed, cutoff=a.cutoff, backend=a.backend, cpus_per_task=a.cpus_per_task, columns=cols
+        shards=a.shards,
+        gamma=a.gamma,
+        groups=a.groups,
+        seed=a.seed,
+        cutoff=a.cutoff,
+        backend=a.backend,
+        cpus_per_task=a.cpus_per_task,
+        gpus_per_task=a.gpus_per_task,
+        columns=cols,
     )
     m = run(a.log, a.out, model=a.model, config=cfg)
     print(json.dumps({k: m[k] for k in ("users", "behaviours", "clusters", "seconds", "partition_seconds", "cluster_task_seconds")}))

@@ -250,6 +250,24 @@ inline T atomicCAS(T* p, EMU_ARG(T) cmp, EMU_ARG(T) v) {
     if (old == cmp) *p = v;
     return old;
 }
+template <typename T>
+inline T atomicOr(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old | v;
+    return old;
+}
+template <typename T>
+inline T atomicAnd(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old & v;
+    return old;
+}
+template <typename T>
+inline T atomicXor(T* p, EMU_ARG(T) v) {
+    const T old = *p;
+    *p = old ^ v;
+    return old;
+}
 inline unsigned atomicInc(unsigned* p, unsigned lim) {
     const unsigned old = *p;
     *p = (old >= lim) ? 0u : old + 1u;

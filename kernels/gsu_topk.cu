@@ -6,11 +6,14 @@
 // K ≤ 256 (MAX_TOP_K). Output per candidate c: idx [ΣB, K] u32 (local positions), score
 // [ΣB, K] f32, count [ΣB] = min(K, L_r); slots past count hold 0xffffffff / -inf.
 //
-// Score, identical in every version (same operations in the same order, so v1 == v2 bit for bit):
+// Score. v1 and v2 perform the same operations in the same order (v1 == v2 bit for bit):
 //   q_d   = P_Q[cand, d] * scale                         (scale = 1/sqrt(d_k) rounded to f32)
 //   dot   = fmaf over d = 0..D-1 of q_d * P_K[item, d]   (f32 accumulation)
 //   bsum  = Σ_a bias[l, a] in a order (f32)
 //   g     = (dot + bsum) / h
+// v3 (not bit-identical to v1/v2 or the CPU): q̂, k̂ = P_Q, P_K rows as f16 (f32 tables are
+// rounded to nearest when staged; f16 tables are exact), dot = Σ_d q̂_d k̂_d on tensor cores
+// (exact products, f32 accumulation in the hardware's order), g = (dot * scale + bsum) / h.
 // Ranking key: 64-bit ((order-preserving bits of g) << 32) | position. -0 is folded into +0, so
 // a larger key means a higher score and, on equal scores, the larger (more recent) position:
 // exactly SPEC's tie rule, and every key of a row is distinct. Key 0 never encodes a finite or
@@ -39,6 +42,27 @@
 //     (≈ 134 KiB for D = 128, K = 100; the host falls back to v1 when it exceeds the opt-in limit).
 //   gsu_topk_fwd_v2_merge: grid ΣB, 256 threads: block_topk over the candidate's nch*K partial
 //     keys (nch = chunks of its request) → final sorted row.
+// v3 (tensor cores + warp select; v2's work items with tiles of 32 candidates, v2's merge):
+//   gsu_topk_fwd_v3_{f16,f32} (P_K dtype; P_Q dtype by flag): grid = number of work items, 256
+//     threads (8 warps), __launch_bounds__(256, 2). The tile's 32 query rows are staged once as
+//     f16 in shared memory ([32][Dp + 8] halves, Dp = D rounded up to 16, zero padded); for each
+//     64 behaviours of the chunk the key rows are gathered coalesced (16-byte pieces, consecutive
+//     threads along a row; f32 → f16 when staged) into [64][Dp + 8], and each warp computes one
+//     16 x 16 tile of the 32 x 64 dot products with WMMA m16n16k16 (A = queries row-major,
+//     B = keys column-major, f32 accumulators, Dp/16 k-steps) into a shared f32 score tile.
+//     Selection (FAISS WarpSelect-style): warp w owns candidates w, w+8, w+16, w+24; each key
+//     costs one compare against the candidate's K-th best so far; keys that pass are appended
+//     (ballot + popc) to a 32-slot pending buffer, and a full buffer is merged into the
+//     candidate's descending list of Kp = max(32, pow2 >= K) keys by a warp bitonic sort of the
+//     32 and a bitonic merge (registers + shuffles, no block barrier). At the chunk's end the
+//     pending keys are merged and the list's first K keys written to `partial` as in v2.
+//     Dynamic shared memory: 32 + 8*32*Kp + 8*32*32 + 2*32*(Dp+8) + 2*64*(Dp+8) + 4*32*68 + 4*64
+//     + 4*32 bytes (74.4 KiB at D = 128, K <= 128; 106.4 KiB at K = 256: two blocks per sm_90
+//     SM). A finite f32 table value beyond the f16 range raises flag bit 2 (the host reports it).
+//     What changed from v2: dots on tensor cores (v2: f32 FMAs on CUDA cores), rows gathered
+//     coalesced (v2: a thread per row), one compare per key and merges of 32 keys at a time (v2:
+//     a rank-and-shift insertion per passing key), 74 KiB of shared memory instead of 134 KiB at
+//     D = 128, K = 100.
 // Bounds: every id, offset and length was checked on the host (check::online, check::
 // behaviour_bias); work items and offsets are built by the host from those checked offsets.
 
@@ -451,4 +475,331 @@ gsu_topk_fwd_v2_merge(const GsuSelectParams p, const u32* __restrict__ seq_off, 
     PartialKeys keys;
     keys.row = partial + base;
     block_topk(keys, nch * p.k, kk, (u64)c, p.k, out_idx, out_score, out_count);
+}
+
+// ---------------------------------------------------------------- v3: tensor-core tiles + warp select
+
+// WMMA m16n16k16 (f16 A/B, f32 accumulate). The emulator provides nvcuda::wmma (emu/cuda_emu.h);
+// NVRTC has no usable <mma.h> here (the pip wheels lack crt/mma.h), so on the device the same
+// subset is spelled as the PTX wmma instructions it compiles to (sm_70+). Generic addresses.
+#ifdef TWIN_CUDA_EMU
+typedef __half gsu_half;
+namespace wm = nvcuda::wmma;
+#else
+struct __align__(2) gsu_half {
+    unsigned short x;
+};
+namespace twin_wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment;
+template <typename Layout>
+struct fragment<matrix_a, 16, 16, 16, gsu_half, Layout> {
+    u32 x[8];  // 16 halves as 8 f16x2 registers
+};
+template <typename Layout>
+struct fragment<matrix_b, 16, 16, 16, gsu_half, Layout> {
+    u32 x[8];
+};
+template <>
+struct fragment<accumulator, 16, 16, 16, float, void> {
+    float x[8];
+};
+
+__device__ __forceinline__ void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
+    for (int i = 0; i < 8; ++i) f.x[i] = v;
+}
+
+#define TWIN_WMMA_LD(AB, LAY, f, p, ldm)                                                                              \
+    asm volatile("wmma.load." AB ".sync.aligned." LAY ".m16n16k16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, [%8], %9;"           \
+                 : "=r"(f.x[0]), "=r"(f.x[1]), "=r"(f.x[2]), "=r"(f.x[3]), "=r"(f.x[4]), "=r"(f.x[5]), "=r"(f.x[6]),     \
+                   "=r"(f.x[7])                                                                                        \
+                 : "l"(p), "r"(ldm)                                                                                    \
+                 : "memory")
+
+__device__ __forceinline__ void load_matrix_sync(fragment<matrix_a, 16, 16, 16, gsu_half, row_major>& f, const gsu_half* p, unsigned ldm) {
+    TWIN_WMMA_LD("a", "row", f, p, ldm);
+}
+__device__ __forceinline__ void load_matrix_sync(fragment<matrix_a, 16, 16, 16, gsu_half, col_major>& f, const gsu_half* p, unsigned ldm) {
+    TWIN_WMMA_LD("a", "col", f, p, ldm);
+}
+__device__ __forceinline__ void load_matrix_sync(fragment<matrix_b, 16, 16, 16, gsu_half, row_major>& f, const gsu_half* p, unsigned ldm) {
+    TWIN_WMMA_LD("b", "row", f, p, ldm);
+}
+__device__ __forceinline__ void load_matrix_sync(fragment<matrix_b, 16, 16, 16, gsu_half, col_major>& f, const gsu_half* p, unsigned ldm) {
+    TWIN_WMMA_LD("b", "col", f, p, ldm);
+}
+#undef TWIN_WMMA_LD
+
+__device__ __forceinline__ void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
+                                                  layout_t layout) {
+    if (layout == mem_row_major) {
+        asm volatile("wmma.store.d.sync.aligned.row.m16n16k16.f32 [%0], {%1,%2,%3,%4,%5,%6,%7,%8}, %9;"
+                     :
+                     : "l"(p), "f"(f.x[0]), "f"(f.x[1]), "f"(f.x[2]), "f"(f.x[3]), "f"(f.x[4]), "f"(f.x[5]), "f"(f.x[6]),
+                       "f"(f.x[7]), "r"(ldm)
+                     : "memory");
+    } else {
+        asm volatile("wmma.store.d.sync.aligned.col.m16n16k16.f32 [%0], {%1,%2,%3,%4,%5,%6,%7,%8}, %9;"
+                     :
+                     : "l"(p), "f"(f.x[0]), "f"(f.x[1]), "f"(f.x[2]), "f"(f.x[3]), "f"(f.x[4]), "f"(f.x[5]), "f"(f.x[6]),
+                       "f"(f.x[7]), "r"(ldm)
+                     : "memory");
+    }
+}
+
+// d = a * b + c (A row-major, B column-major: the only pairing v3 uses).
+__device__ __forceinline__ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
+                                         const fragment<matrix_a, 16, 16, 16, gsu_half, row_major>& a,
+                                         const fragment<matrix_b, 16, 16, 16, gsu_half, col_major>& b,
+                                         const fragment<accumulator, 16, 16, 16, float>& c) {
+    asm volatile(
+        "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f32 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11,%12,%13,%14,%15}, "
+        "{%16,%17,%18,%19,%20,%21,%22,%23}, {%24,%25,%26,%27,%28,%29,%30,%31};"
+        : "=f"(d.x[0]), "=f"(d.x[1]), "=f"(d.x[2]), "=f"(d.x[3]), "=f"(d.x[4]), "=f"(d.x[5]), "=f"(d.x[6]), "=f"(d.x[7])
+        : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(a.x[4]), "r"(a.x[5]), "r"(a.x[6]), "r"(a.x[7]), "r"(b.x[0]),
+          "r"(b.x[1]), "r"(b.x[2]), "r"(b.x[3]), "r"(b.x[4]), "r"(b.x[5]), "r"(b.x[6]), "r"(b.x[7]), "f"(c.x[0]), "f"(c.x[1]),
+          "f"(c.x[2]), "f"(c.x[3]), "f"(c.x[4]), "f"(c.x[5]), "f"(c.x[6]), "f"(c.x[7]));
+}
+}  // namespace twin_wmma
+namespace wm = twin_wmma;
+#endif
+
+#define V3_TB 32           // candidates per tile
+#define V3_LT 64           // behaviours per sub-tile
+#define V3_SS (V3_LT + 4)  // score tile row stride (floats)
+
+struct GsuV3Params {
+    u32 n_work;  // number of work items (= grid)
+    u32 dim;     // D
+    u32 dpad;    // D rounded up to a multiple of 16 (the WMMA k-steps); rows are staged with dpad + 8
+    u32 heads;   // h
+    u32 q_f16;   // P_Q stored as f16
+    u32 k;       // K
+    u32 kp;      // list slots per candidate: max(32, the power of two >= K), <= 256
+    float scale; // 1/sqrt(d_k)
+};
+
+// f32 -> f16 bits, round to nearest even; a finite value beyond the f16 range raises flag bit 2.
+__device__ __forceinline__ unsigned short v3_to_half(float x, u32* __restrict__ flag) {
+#ifdef TWIN_CUDA_EMU
+    const unsigned short h = emu::float_to_half_bits(x);
+#else
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+#endif
+    if ((h & 0x7fffu) == 0x7c00u && (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u) atomicOr(flag, 2u);
+    return h;
+}
+
+// Stage rows ids[0..nrows) of `tab` (f16 bits or f32, converted) into dst[r * ds + d] for d < dim,
+// zeros for rows nrows..rows-1. Consecutive threads take consecutive 16-byte pieces of a row.
+__device__ __forceinline__ void v3_stage(const void* __restrict__ tab, bool f16, const u32* __restrict__ ids, u32 nrows,
+                                         u32 rows, u32 dim, u32 ds, unsigned short* __restrict__ dst, u32* __restrict__ flag) {
+    const u32 tid = threadIdx.x;
+    if (f16 && (dim % 8u) == 0u) {
+        const u32 cpr = dim / 8u;
+        const unsigned short* t = (const unsigned short*)tab;
+        for (u32 i = tid; i < rows * cpr; i += blockDim.x) {
+            const u32 r = i / cpr, ch = i % cpr;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (r < nrows) v = *(const uint4*)(t + (u64)ids[r] * dim + 8u * ch);
+            *(uint4*)(dst + (u64)r * ds + 8u * ch) = v;
+        }
+    } else if (!f16 && (dim % 4u) == 0u) {
+        const u32 cpr = dim / 4u;
+        const float* t = (const float*)tab;
+        for (u32 i = tid; i < rows * cpr; i += blockDim.x) {
+            const u32 r = i / cpr, ch = i % cpr;
+            uint2 h = make_uint2(0u, 0u);
+            if (r < nrows) {
+                const float4 v = *(const float4*)(t + (u64)ids[r] * dim + 4u * ch);
+                h.x = (u32)v3_to_half(v.x, flag) | ((u32)v3_to_half(v.y, flag) << 16);
+                h.y = (u32)v3_to_half(v.z, flag) | ((u32)v3_to_half(v.w, flag) << 16);
+            }
+            *(uint2*)(dst + (u64)r * ds + 4u * ch) = h;
+        }
+    } else {
+        for (u32 i = tid; i < rows * dim; i += blockDim.x) {
+            const u32 r = i / dim, d = i % dim;
+            unsigned short h = 0;
+            if (r < nrows) {
+                const u64 at = (u64)ids[r] * dim + d;
+                h = f16 ? ((const unsigned short*)tab)[at] : v3_to_half(((const float*)tab)[at], flag);
+            }
+            dst[(u64)r * ds + d] = h;
+        }
+    }
+}
+
+__device__ __forceinline__ u64 u64_max(u64 a, u64 b) { return a > b ? a : b; }
+__device__ __forceinline__ u64 u64_min(u64 a, u64 b) { return a < b ? a : b; }
+
+// Merge the 32 keys pend[0..32) (0 = empty) into the descending list lst[0..32J), keeping its 32J
+// largest (FAISS WarpSelect's merge): a bitonic sort of the 32 across the lanes (ascending),
+// lst's last 32 replaced by max(lst[32(J-1) + l], sorted[l]) (the whole is then bitonic), and a
+// bitonic merge of the 32J (strides >= 32 within a lane's registers, < 32 by shuffles).
+// Element i of the list sits in lane i % 32, register i / 32.
+template <int J>
+__device__ __forceinline__ void v3_merge_j(u64* __restrict__ lst, const u64* __restrict__ pend, u32 lane) {
+    u64 x = pend[lane];
+    for (u32 size = 2; size <= 32u; size <<= 1) {
+        for (u32 st = size >> 1; st > 0; st >>= 1) {
+            const u64 y = __shfl_xor_sync(FULL_MASK, x, st);
+            const bool up = (lane & size) == 0u, low = (lane & st) == 0u;
+            x = (low == up) ? u64_min(x, y) : u64_max(x, y);
+        }
+    }
+    u64 a[J];
+#pragma unroll
+    for (int j = 0; j < J; ++j) a[j] = lst[32 * j + lane];
+    a[J - 1] = u64_max(a[J - 1], x);
+#pragma unroll
+    for (int s = J / 2; s >= 1; s >>= 1) {
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            if ((j & s) == 0) {
+                const u64 hi = u64_max(a[j], a[j + s]), lo = u64_min(a[j], a[j + s]);
+                a[j] = hi;
+                a[j + s] = lo;
+            }
+        }
+    }
+    for (u32 st = 16; st > 0; st >>= 1) {
+        const bool low = (lane & st) == 0u;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            const u64 y = __shfl_xor_sync(FULL_MASK, a[j], st);
+            a[j] = low ? u64_max(a[j], y) : u64_min(a[j], y);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < J; ++j) lst[32 * j + lane] = a[j];
+    __syncwarp();
+}
+
+__device__ __forceinline__ void v3_merge(u64* __restrict__ lst, const u64* __restrict__ pend, u32 kp, u32 lane) {
+    switch (kp) {
+        case 32: v3_merge_j<1>(lst, pend, lane); break;
+        case 64: v3_merge_j<2>(lst, pend, lane); break;
+        case 128: v3_merge_j<4>(lst, pend, lane); break;
+        default: v3_merge_j<8>(lst, pend, lane); break;
+    }
+}
+
+// Work items as v2 (WORK_WORDS words; tiles of <= V3_TB candidates); partial layout as v2, so
+// gsu_topk_fwd_v2_merge finishes v3 too.
+template <bool F16>
+__device__ void gsu_v3_impl(const GsuV3Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                            const u32* __restrict__ items, const u32* __restrict__ cands, const float* __restrict__ bias,
+                            const u32* __restrict__ work, u64* __restrict__ partial, u32* __restrict__ flag) {
+    const u32 K = p.k, kp = p.kp, dim = p.dim, dpad = p.dpad, ds = p.dpad + 8u;
+    // 32-byte aligned carve-up (WMMA pointers must be 256-bit aligned); the host adds 32 bytes.
+    unsigned char* base = smem_raw + ((32u - ((u32)(u64)smem_raw & 31u)) & 31u);
+    u64* lists = (u64*)base;                                    // [V3_TB][kp], descending, 0 = empty
+    u64* pend = lists + (u64)V3_TB * kp;                        // [V3_TB][32] keys that passed the filter
+    unsigned short* q_s = (unsigned short*)(pend + V3_TB * 32); // [V3_TB][ds] f16 bits, unscaled
+    unsigned short* k_s = q_s + (u64)V3_TB * ds;                // [V3_LT][ds] f16 bits
+    float* sc = (float*)(k_s + (u64)V3_LT * ds);                // [V3_TB][V3_SS] dot products
+    float* bs = sc + V3_TB * V3_SS;                             // [V3_LT] bias sums
+    u32* npend = (u32*)(bs + V3_LT);                            // [V3_TB]
+
+    const u32* w = work + (u64)blockIdx.x * WORK_WORDS;
+    const u32 seq0 = w[0], pos0 = w[1], pos1 = w[2], cand0 = w[3], ncand = w[4], chunk = w[5], nch = w[6];
+    const u64 part_base = (u64)w[7] | ((u64)w[8] << 32);
+    const u32 tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
+    const u32 rt = warp >> 2, ct = warp & 3u;  // this warp's 16 x 16 score tile: candidates 16rt.., behaviours 16ct..
+
+    for (u32 i = tid; i < V3_TB * kp; i += blockDim.x) lists[i] = 0ull;
+    for (u32 t = tid; t < V3_TB; t += blockDim.x) npend[t] = 0u;
+    if (dpad > dim) {  // zero columns dim..dpad-1 of q_s and k_s (contiguous rows); staging never writes them
+        const u32 pc = dpad - dim;
+        for (u32 i = tid; i < (V3_TB + V3_LT) * pc; i += blockDim.x) q_s[(u64)(i / pc) * ds + dim + i % pc] = 0;
+    }
+    v3_stage(p_q, p.q_f16 != 0u, cands + cand0, ncand, V3_TB, dim, ds, q_s, flag);
+
+    for (u32 l0 = pos0; l0 < pos1; l0 += V3_LT) {
+        const u32 nl = (pos1 - l0) < V3_LT ? (pos1 - l0) : V3_LT;
+        __syncthreads();  // the previous sub-tile's k_s, sc, bs are no longer read (first: q_s staged)
+        v3_stage(p_k, F16, items + seq0 + l0, nl, V3_LT, dim, ds, k_s, flag);
+        for (u32 l = tid; l < V3_LT; l += blockDim.x) bs[l] = (l < nl) ? bias_sum(bias, (u64)seq0 + l0 + l, p.heads) : 0.0f;
+        __syncthreads();
+
+        // Dots on the tensor cores: 8 warps x one 16 x 16 tile of the 32 x 64 score tile.
+        wm::fragment<wm::accumulator, 16, 16, 16, float> acc;
+        wm::fill_fragment(acc, 0.0f);
+        for (u32 kk = 0; kk < dpad; kk += 16u) {
+            wm::fragment<wm::matrix_a, 16, 16, 16, gsu_half, wm::row_major> fa;
+            wm::fragment<wm::matrix_b, 16, 16, 16, gsu_half, wm::col_major> fb;
+            wm::load_matrix_sync(fa, (const gsu_half*)(q_s + (u64)16u * rt * ds + kk), ds);
+            wm::load_matrix_sync(fb, (const gsu_half*)(k_s + (u64)16u * ct * ds + kk), ds);
+            wm::mma_sync(acc, fa, fb, acc);
+        }
+        wm::store_matrix_sync(sc + 16u * rt * V3_SS + 16u * ct, acc, V3_SS, wm::mem_row_major);
+        __syncthreads();
+
+        // Selection: warp w owns candidates w, w+8, w+16, w+24. A key costs one compare against
+        // the list's K-th key; keys that pass collect in pend and are merged 32 at a time.
+        for (u32 t = warp; t < ncand; t += 8u) {
+            u64* lst = lists + (u64)t * kp;
+            u64* pd = pend + t * 32u;
+            u32 n = npend[t];
+            u64 thr = lst[K - 1u];
+            for (u32 g = 0; g < V3_LT; g += 32u) {
+                const u32 l = g + lane;
+                const bool valid = l < nl;
+                float s = 0.0f;
+                if (valid) s = __fdiv_rn(__fadd_rn(__fmul_rn(sc[t * V3_SS + l], p.scale), bs[l]), (float)p.heads);
+                if (valid && s != s) atomicOr(flag, 1u);
+                const u64 key = valid ? make_key(s, l0 + l) : 0ull;
+                const bool pass = valid && key > thr;
+                const u32 m = __ballot_sync(FULL_MASK, pass);
+                if (m == 0u) continue;
+                const u32 rank = __popc(m & ((1u << lane) - 1u)), c = __popc(m), room = 32u - n;
+                if (pass && rank < room) pd[n + rank] = key;
+                if (n + c < 32u) {
+                    n += c;
+                    continue;
+                }
+                __syncwarp();
+                v3_merge(lst, pd, kp, lane);
+                if (pass && rank >= room) pd[rank - room] = key;
+                n = n + c - 32u;
+                thr = lst[K - 1u];
+            }
+            if (lane == 0) npend[t] = n;
+        }
+    }
+    __syncthreads();
+    for (u32 t = warp; t < ncand; t += 8u) {
+        u64* lst = lists + (u64)t * kp;
+        u64* pd = pend + t * 32u;
+        const u32 n = npend[t];
+        if (n > 0u) {
+            if (lane >= n) pd[lane] = 0ull;
+            __syncwarp();
+            v3_merge(lst, pd, kp, lane);
+        }
+        const u64 out = part_base + ((u64)t * nch + chunk) * K;
+        for (u32 i = lane; i < K; i += 32u) partial[out + i] = lst[i];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+gsu_topk_fwd_v3_f16(const GsuV3Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                    const u32* __restrict__ items, const u32* __restrict__ cands, const float* __restrict__ bias,
+                    const u32* __restrict__ work, u64* __restrict__ partial, u32* __restrict__ flag) {
+    gsu_v3_impl<true>(p, p_q, p_k, items, cands, bias, work, partial, flag);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+gsu_topk_fwd_v3_f32(const GsuV3Params p, const void* __restrict__ p_q, const void* __restrict__ p_k,
+                    const u32* __restrict__ items, const u32* __restrict__ cands, const float* __restrict__ bias,
+                    const u32* __restrict__ work, u64* __restrict__ partial, u32* __restrict__ flag) {
+    gsu_v3_impl<false>(p, p_q, p_k, items, cands, bias, work, partial, flag);
 }

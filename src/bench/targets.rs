@@ -31,7 +31,7 @@ pub enum Versions {
 }
 
 /// Open `choice` (`auto` as `backend::open` resolves it) and measure its card. With
-/// `Versions::Gsu`, a GPU backend comes once per GSU version, v1 before v2.
+/// `Versions::Gsu`, a GPU backend comes once per GSU version, oldest first (CUDA v1, v2, v3; wgpu v1, v2).
 pub fn open_targets(choice: BackendChoice, versions: Versions) -> Result<(Card, Vec<Target>)> {
     let choice = match choice {
         BackendChoice::Auto => match backend::open(BackendChoice::Auto)?.0.kind() {
@@ -67,8 +67,11 @@ fn cuda_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
             let v1 = CudaBackend::new(0)?;
             v1.set_gsu_version(GsuVersion::V1);
             out.push(Target { be: Arc::new(v1), version: "gsu v1".into() });
+            let v3 = CudaBackend::new(0)?;
+            v3.set_gsu_version(GsuVersion::V3);
             first.set_gsu_version(GsuVersion::V2);
             out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
+            out.push(Target { be: Arc::new(v3), version: "gsu v3".into() });
         } else if versions == Versions::Kmeans {
             use crate::backend::cuda::KmeansVersion;
             let v1 = CudaBackend::new(0)?;

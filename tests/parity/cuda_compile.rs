@@ -159,7 +159,7 @@ fn every_kernel_compiles_for_sm90() {
 }
 
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
-/// the CPU emulator: the online path (both GSU versions, f32 and f16 tables), a gather, k-means
+/// the CPU emulator: the online path (the three GSU versions, f32 and f16 tables), a gather, k-means
 /// (the standalone ops, the device-resident Lloyd loop and the clustering tree), a training step
 /// and the dense cross bias, the serving network's forward pass, the optimizers and the training step's sequence ops
 /// on device tensors (cross tables, training GSU, attention rows, mapped segment sums). The emulator counts the kernels it launched; none may be missing.
@@ -180,7 +180,7 @@ fn every_kernel_launches_on_the_emulator() {
         let t = Tables::new(3, dtype);
         let tables = t.upload(&be);
         let req = requests(&[(97, 3), (1025, 2)], 5);
-        for v in [GsuVersion::V1, GsuVersion::V2] {
+        for v in [GsuVersion::V1, GsuVersion::V2, GsuVersion::V3] {
             be.set_gsu_version(v);
             be.online(&tables, &req.as_batch(), TOP_K).unwrap();
         }

@@ -1,4 +1,4 @@
-//! Host side of `kernels/gsu_topk.cu`: the work plan (v1 score-row offsets, v2 tiles × chunks),
+//! Host side of `kernels/gsu_topk.cu`: the work plan (v1 score-row offsets, v2/v3 tiles × chunks),
 //! the launches, and the standalone `gsu_topk` op.
 
 use cudarc::driver::LaunchConfig;
@@ -18,8 +18,13 @@ const V2_SS: usize = V2_LT + 4;
 const WORK_WORDS: usize = 10;
 /// Shortest sequence chunk a v2 block takes (more chunks = more partial lists to merge).
 const MIN_CHUNK: usize = 512;
-/// Blocks per SM the v2 planner aims for.
+/// Blocks per SM the v2/v3 planner aims for.
 const V2_BLOCKS_PER_SM: usize = 2;
+/// Candidates per v3 tile, behaviours per v3 sub-tile, score-tile stride (`V3_TB`, `V3_LT`,
+/// `V3_SS` in the kernel).
+pub(crate) const V3_TB: usize = 32;
+const V3_LT: usize = 64;
+const V3_SS: usize = V3_LT + 4;
 
 /// Mirrors `GsuScoreParams`.
 #[repr(C)]
@@ -59,9 +64,44 @@ pub(crate) struct GsuV2Params {
 // SAFETY: as above.
 unsafe impl KernelParam for GsuV2Params {}
 
+/// Mirrors `GsuV3Params`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GsuV3Params {
+    pub n_work: u32,
+    pub dim: u32,
+    pub dpad: u32,
+    pub heads: u32,
+    pub q_f16: u32,
+    pub k: u32,
+    pub kp: u32,
+    pub scale: f32,
+}
+// SAFETY: as above.
+unsafe impl KernelParam for GsuV3Params {}
+
 /// Dynamic shared memory of `gsu_topk_fwd_v2_*` (layout in the kernel).
 pub(crate) fn v2_smem_bytes(dim: usize, k: usize) -> usize {
     8 * V2_TB * k + 4 * dim * V2_TB + 4 * dim * V2_KS + 4 * V2_TB * V2_SS + 4 * V2_LT + 4 * V2_TB
+}
+
+/// v3's list slots per candidate: the power of two >= K, at least 32 (one per lane), <= 256.
+pub(crate) fn v3_kp(k: usize) -> usize {
+    k.next_power_of_two().max(32)
+}
+
+/// D rounded up to the WMMA k-step (16).
+pub(crate) fn v3_dpad(dim: usize) -> usize {
+    dim.div_ceil(16) * 16
+}
+
+/// Dynamic shared memory of `gsu_topk_fwd_v3_*` (layout in the kernel): lists, pending keys,
+/// the f16 query and key tiles (row stride dpad + 8 halves), the f32 score tile, bias sums,
+/// pending counts, and 32 bytes to align the carve-up. D = 128: 74.4 KiB at K <= 128, 106.4 KiB
+/// at K = 256 (two blocks fit the 228 KiB of an sm_90 SM).
+pub(crate) fn v3_smem_bytes(dim: usize, k: usize) -> usize {
+    let ds = v3_dpad(dim) + 8;
+    32 + 8 * V3_TB * v3_kp(k) + 8 * V3_TB * 32 + 2 * V3_TB * ds + 2 * V3_LT * ds + 4 * V3_TB * V3_SS + 4 * V3_LT + 4 * V3_TB
 }
 
 /// Candidate → request, `[ΣB]`.
@@ -94,8 +134,14 @@ pub(crate) struct GsuPlan {
 }
 
 pub(crate) fn plan(be: &CudaBackend, batch: &OnlineBatch, dim: usize, k: usize) -> Result<GsuPlan> {
-    let smem = v2_smem_bytes(dim, k);
-    let version = if be.gsu_version() == GsuVersion::V2 && smem <= be.smem_optin() as usize { GsuVersion::V2 } else { GsuVersion::V1 };
+    // The asked version where its shared memory fits the device, else the next older one.
+    let optin = be.smem_optin() as usize;
+    let (v2s, v3s) = (v2_smem_bytes(dim, k), v3_smem_bytes(dim, k));
+    let (version, smem) = match be.gsu_version() {
+        GsuVersion::V3 if v3s <= optin => (GsuVersion::V3, v3s),
+        GsuVersion::V3 | GsuVersion::V2 if v2s <= optin => (GsuVersion::V2, v2s),
+        _ => (GsuVersion::V1, 0),
+    };
     let n_req = batch.n_requests();
     let mut p = GsuPlan {
         version,
@@ -123,8 +169,9 @@ pub(crate) fn plan(be: &CudaBackend, batch: &OnlineBatch, dim: usize, k: usize) 
             }
             p.score_len = acc;
         }
-        GsuVersion::V2 => {
-            let tiles: usize = (0..n_req).map(|r| batch.cand_range(r).len().div_ceil(V2_TB)).sum();
+        GsuVersion::V2 | GsuVersion::V3 => {
+            let tb = if version == GsuVersion::V3 { V3_TB } else { V2_TB };
+            let tiles: usize = (0..n_req).map(|r| batch.cand_range(r).len().div_ceil(tb)).sum();
             let target = V2_BLOCKS_PER_SM * be.sm_count().max(1) as usize;
             let nch_base = target.div_ceil(tiles.max(1)).max(1);
             let mut part = 0usize;
@@ -133,20 +180,21 @@ pub(crate) fn plan(be: &CudaBackend, batch: &OnlineBatch, dim: usize, k: usize) 
                 let cands = batch.cand_range(r);
                 let (l, b) = (seq.len(), cands.len());
                 let nch0 = nch_base.min(l.div_ceil(MIN_CHUNK)).max(1);
-                let chunk = l.div_ceil(nch0).div_ceil(V2_LT) * V2_LT;
+                let lt = if version == GsuVersion::V3 { V3_LT } else { V2_LT };
+                let chunk = l.div_ceil(nch0).div_ceil(lt) * lt;
                 let nch = l.div_ceil(chunk);
                 p.req_nch[r] = nch as u32;
                 push_u64(&mut p.req_part, part as u64);
-                for tile in 0..b.div_ceil(V2_TB) {
-                    let tile_part = part + tile * V2_TB * nch * k;
+                for tile in 0..b.div_ceil(tb) {
+                    let tile_part = part + tile * tb * nch * k;
                     for ch in 0..nch {
                         let (pos0, pos1) = (ch * chunk, ((ch + 1) * chunk).min(l));
                         p.work.extend_from_slice(&[
                             seq.start as u32,
                             pos0 as u32,
                             pos1 as u32,
-                            (cands.start + tile * V2_TB) as u32,
-                            (b - tile * V2_TB).min(V2_TB) as u32,
+                            (cands.start + tile * tb) as u32,
+                            (b - tile * tb).min(tb) as u32,
                             ch as u32,
                             nch as u32,
                         ]);
@@ -277,35 +325,60 @@ pub(crate) fn launch(
             // score [ΣB*K], count [ΣB]); K ≤ 256 = blockDim (check::online); writes rows c only.
             unsafe { b.launch(cfg) }.map_err(device_err("gsu v1 select launch"))?;
         }
-        GsuVersion::V2 => {
+        GsuVersion::V2 | GsuVersion::V3 => {
             if p.n_work == 0 {
-                return Err(Error::Device { backend: "cuda", op: "gsu v2 plan", message: "no work items for a non-empty batch".into() });
+                return Err(Error::Device { backend: "cuda", op: "gsu v2/v3 plan", message: "no work items for a non-empty batch".into() });
             }
-            let partial = be.zeros::<u64>("gsu v2: alloc partial", p.partial_len)?;
+            let partial = be.zeros::<u64>("gsu v2/v3: alloc partial", p.partial_len)?;
             let (work, req_nch, req_part) = (view(buf, &pr.work), view(buf, &pr.req_nch), view(buf, &pr.req_part));
-            let name = if kt.f16 == 1 { "gsu_topk_fwd_v2_f16" } else { "gsu_topk_fwd_v2_f32" };
-            let vp = GsuV2Params {
-                n_work: u32_of("gsu work items", p.n_work)?,
-                dim: u32_of("D", dim)?,
-                heads: u32_of("heads", t.heads)?,
-                q_f16: q.f16,
-                k: u32_of("top_k", p.k)?,
-                scale,
-            };
+            let n_work = u32_of("gsu work items", p.n_work)?;
             let cfg = LaunchConfig {
-                grid_dim: (vp.n_work, 1, 1),
+                grid_dim: (n_work, 1, 1),
                 block_dim: (256, 1, 1),
-                shared_mem_bytes: u32_of("gsu v2 shared memory", p.smem)?,
+                shared_mem_bytes: u32_of("gsu v2/v3 shared memory", p.smem)?,
             };
-            be.allow_smem(name, cfg.shared_mem_bytes)?;
-            let mut b = be.launcher(name);
-            b.arg(&vp).arg(&q.ptr).arg(&kt.ptr).arg(&items).arg(&cands).arg(bias).arg(&work).arg(&partial).arg(&out.flag);
-            // SAFETY: kernel (GsuV2Params, P_Q, P_K (dtype = name), items, cands, bias [ΣL*h],
-            // work [n_work*10], partial [partial_len] u64, flag); work items come from `plan`
-            // over checked offsets: chunks are non-empty and inside their request, tiles hold
-            // ≤ 64 candidates of one request, partial slots are disjoint and < partial_len;
-            // dyn smem = v2_smem_bytes(D, K) ≤ the device's opt-in limit (else v1 was planned).
-            unsafe { b.launch(cfg) }.map_err(device_err("gsu v2 launch"))?;
+            if p.version == GsuVersion::V3 {
+                let name = if kt.f16 == 1 { "gsu_topk_fwd_v3_f16" } else { "gsu_topk_fwd_v3_f32" };
+                let vp = GsuV3Params {
+                    n_work,
+                    dim: u32_of("D", dim)?,
+                    dpad: u32_of("D", v3_dpad(dim))?,
+                    heads: u32_of("heads", t.heads)?,
+                    q_f16: q.f16,
+                    k: u32_of("top_k", p.k)?,
+                    kp: u32_of("top_k", v3_kp(p.k))?,
+                    scale,
+                };
+                be.allow_smem(name, cfg.shared_mem_bytes)?;
+                let mut b = be.launcher(name);
+                b.arg(&vp).arg(&q.ptr).arg(&kt.ptr).arg(&items).arg(&cands).arg(bias).arg(&work).arg(&partial).arg(&out.flag);
+                // SAFETY: kernel (GsuV3Params, P_Q, P_K (dtype = name), items, cands, bias [ΣL*h],
+                // work [n_work*10], partial [partial_len] u64, flag); work items come from `plan`
+                // over checked offsets: chunks are non-empty and inside their request, tiles hold
+                // ≤ 32 candidates of one request, partial slots are disjoint and < partial_len;
+                // K ≤ 256 so kp ≤ 256; dyn smem = v3_smem_bytes(D, K) ≤ the device's opt-in limit
+                // (else v2 or v1 was planned).
+                unsafe { b.launch(cfg) }.map_err(device_err("gsu v3 launch"))?;
+            } else {
+                let name = if kt.f16 == 1 { "gsu_topk_fwd_v2_f16" } else { "gsu_topk_fwd_v2_f32" };
+                let vp = GsuV2Params {
+                    n_work,
+                    dim: u32_of("D", dim)?,
+                    heads: u32_of("heads", t.heads)?,
+                    q_f16: q.f16,
+                    k: u32_of("top_k", p.k)?,
+                    scale,
+                };
+                be.allow_smem(name, cfg.shared_mem_bytes)?;
+                let mut b = be.launcher(name);
+                b.arg(&vp).arg(&q.ptr).arg(&kt.ptr).arg(&items).arg(&cands).arg(bias).arg(&work).arg(&partial).arg(&out.flag);
+                // SAFETY: kernel (GsuV2Params, P_Q, P_K (dtype = name), items, cands, bias [ΣL*h],
+                // work [n_work*10], partial [partial_len] u64, flag); work items come from `plan`
+                // over checked offsets: chunks are non-empty and inside their request, tiles hold
+                // ≤ 64 candidates of one request, partial slots are disjoint and < partial_len;
+                // dyn smem = v2_smem_bytes(D, K) ≤ the device's opt-in limit (else v1 was planned).
+                unsafe { b.launch(cfg) }.map_err(device_err("gsu v2 launch"))?;
+            }
             let cfg = LaunchConfig { grid_dim: (n_cand32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             let mut b = be.launcher("gsu_topk_fwd_v2_merge");
             b.arg(&sel)
@@ -328,7 +401,11 @@ pub(crate) fn launch(
 }
 
 /// Turn downloaded words into a `TopK`; a raised NaN flag is an input error, as on the CPU.
+/// Bit 2 (v3 only): an f32 P_Q/P_K value beyond the f16 range v3 computes in (|x| ≥ 65520).
 pub(crate) fn finish_topk(k: usize, idx: Vec<u32>, score_bits: &[u32], count: Vec<u32>, flag: u32) -> Result<TopK> {
+    if flag & 2 != 0 {
+        return Err(Error::NonFinite { field: "p_q/p_k row staged as f16 by GSU v3 (|value| >= 65520)", index: 0, value: f32::INFINITY });
+    }
     if flag != 0 {
         return Err(Error::NonFinite { field: "gsu score (candidate, position)", index: 0, value: f32::NAN });
     }

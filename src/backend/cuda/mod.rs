@@ -15,8 +15,10 @@
 //!   centroids on the device across Lloyd iterations; `kmeans_tree` keeps a clustering job's
 //!   whole hierarchy there (one upload, a status download per level, one final download).
 //!
-//! GSU versions: `GsuVersion::V1` (score matrix + per-row select) and `GsuVersion::V2` (fused,
-//! default). Choose with `CudaBackend::set_gsu_version` or the env var `TWIN_CUDA_GSU=v1|v2`.
+//! GSU versions: `GsuVersion::V1` (score matrix + per-row select), `GsuVersion::V2` (fused,
+//! default) and `GsuVersion::V3` (dots on tensor cores in f16 with f32 accumulation, warp-level
+//! selection; not bit-identical to v1/v2). Choose with `CudaBackend::set_gsu_version` or the env
+//! var `TWIN_CUDA_GSU=v1|v2|v3`.
 //! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
 
 mod attn;
@@ -86,6 +88,10 @@ pub enum GsuVersion {
     V1 = 1,
     /// Fused tiles with running top-K in shared memory + merge; no B x L matrix.
     V2 = 2,
+    /// Fused tiles with the dots on tensor cores (WMMA, f16 operands, f32 accumulation; f32 tables
+    /// are rounded to f16 when staged), a threshold filter and warp bitonic merges + v2's merge.
+    /// Scores differ from v1/v2 by the f16 rounding and the accumulation order (not bit-identical).
+    V3 = 3,
 }
 
 /// A table resident on the device.
@@ -189,6 +195,7 @@ impl CudaBackend {
     fn over(dev: Arc<dyn Device>, desc: String, arch: String, sm_count: u32, smem_optin: u32, clock_khz: u32) -> Self {
         let gsu = match std::env::var("TWIN_CUDA_GSU").ok().as_deref() {
             Some("v1") | Some("1") => GsuVersion::V1,
+            Some("v3") | Some("3") => GsuVersion::V3,
             _ => GsuVersion::V2,
         };
         CudaBackend {
@@ -216,10 +223,10 @@ impl CudaBackend {
     }
 
     pub fn gsu_version(&self) -> GsuVersion {
-        if self.gsu_version.load(Ordering::Relaxed) == 1 {
-            GsuVersion::V1
-        } else {
-            GsuVersion::V2
+        match self.gsu_version.load(Ordering::Relaxed) {
+            1 => GsuVersion::V1,
+            3 => GsuVersion::V3,
+            _ => GsuVersion::V2,
         }
     }
 

@@ -40,6 +40,8 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gsu_topk_fwd_v2_f16",
             "gsu_topk_fwd_v2_f32",
             "gsu_topk_fwd_v2_merge",
+            "gsu_topk_fwd_v3_f16",
+            "gsu_topk_fwd_v3_f32",
         ],
     },
     KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },

@@ -7,7 +7,27 @@
 //! Differs from the reference (`cpu::gsu_topk`, f64 dots) by f32 rounding only: the parity
 //! test compares top-K as index sets with near-ties allowed (tests/parity/gsu_topk.rs).
 
-use crate::backend::cpu::gsu_topk::rank_order;
+/// An entry `(position, score)` as one integer whose ascending order is SPEC's order, best
+/// first (higher score, then larger position): the score's bits mapped so that unsigned order is
+/// numeric order (`-0.0` taken as `+0.0`, which compares equal to it), then the position, all
+/// complemented. Selection and sorting then compare plain `u64`s: the float comparator with its
+/// tie-break branches took a third of the online path's time. Entries are never NaN (filtered
+/// on entry).
+#[inline]
+fn rank_key(pos: u32, score: f32) -> u64 {
+    let b = (score + 0.0).to_bits();
+    let o = if b >> 31 != 0 { !b } else { b | 0x8000_0000 };
+    !(((o as u64) << 32) | pos as u64)
+}
+
+/// The entry back from [`rank_key`].
+#[inline]
+fn entry(key: u64) -> (u32, f32) {
+    let k = !key;
+    let o = (k >> 32) as u32;
+    let b = if o >> 31 != 0 { o & 0x7fff_ffff } else { !o };
+    (k as u32, f32::from_bits(b))
+}
 
 /// Candidates per tile (rows of the score block).
 pub(crate) const BT: usize = 64;
@@ -36,7 +56,7 @@ impl Sel {
 
     /// Offer a row of scores for positions `pos0..`.
     #[inline]
-    pub fn push_row(&mut self, buf: &mut [(u32, f32)], k: usize, pos0: u32, row: &[f32]) {
+    pub fn push_row(&mut self, buf: &mut [u64], k: usize, pos0: u32, row: &[f32]) {
         for (j, &s) in row.iter().enumerate() {
             if s >= self.thresh {
                 if self.len == buf.len() {
@@ -45,7 +65,7 @@ impl Sel {
                         continue;
                     }
                 }
-                buf[self.len] = (pos0 + j as u32, s);
+                buf[self.len] = rank_key(pos0 + j as u32, s);
                 self.len += 1;
             } else if s.is_nan() && self.nan.is_none() {
                 self.nan = Some(pos0 + j as u32);
@@ -53,35 +73,58 @@ impl Sel {
         }
     }
     /// Offer entries in any order (a merge of partial results: no threshold shortcut).
-    pub fn push_all(&mut self, buf: &mut [(u32, f32)], k: usize, entries: &[(u32, f32)]) {
-        for &e in entries {
+    pub fn push_all(&mut self, buf: &mut [u64], k: usize, entries: &[(u32, f32)]) {
+        for &(p, s) in entries {
             if self.len == buf.len() {
                 self.compact(buf, k);
             }
-            buf[self.len] = e;
+            buf[self.len] = rank_key(p, s);
             self.len += 1;
         }
     }
-    fn compact(&mut self, buf: &mut [(u32, f32)], k: usize) {
+    fn compact(&mut self, buf: &mut [u64], k: usize) {
         if self.len > k {
-            buf[..self.len].select_nth_unstable_by(k - 1, rank_order);
+            buf[..self.len].select_nth_unstable(k - 1);
             self.len = k;
-            self.thresh = buf[..k].iter().fold(f32::INFINITY, |t, e| t.min(e.1));
+            self.thresh = entry(buf[k - 1]).1;
         }
     }
     /// The first position whose score was NaN, if any.
     pub fn nan(&self) -> Option<u32> {
         self.nan
     }
-    /// The best `min(k, seen)` entries, best first.
-    pub fn finish<'b>(&mut self, buf: &'b mut [(u32, f32)], k: usize) -> &'b [(u32, f32)] {
+    /// The best `min(k, seen)` entries, best first, decoded into `out` (at least that long).
+    pub fn finish<'o>(&mut self, buf: &mut [u64], k: usize, out: &'o mut [(u32, f32)]) -> &'o [(u32, f32)] {
         let k = k.min(self.len);
         if self.len > k {
-            buf[..self.len].select_nth_unstable_by(k - 1, rank_order);
+            buf[..self.len].select_nth_unstable(k - 1);
         }
         self.len = k;
-        buf[..k].sort_unstable_by(rank_order);
-        &buf[..k]
+        buf[..k].sort_unstable();
+        for (o, &key) in out.iter_mut().zip(&buf[..k]) {
+            *o = entry(key);
+        }
+        &out[..k]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_keys_order_as_spec_and_decode() {
+        let vals = [f32::NEG_INFINITY, -3.5, -1e-40, -0.0, 0.0, 1e-40, 2.0, 2.0, f32::MAX, f32::INFINITY];
+        let mut es: Vec<(u32, f32)> = vals.iter().enumerate().map(|(i, &v)| (i as u32 * 7 % 5, v)).collect();
+        es.push((9, 2.0));
+        for a in &es {
+            let d = entry(rank_key(a.0, a.1));
+            assert_eq!((d.0, d.1), (a.0, a.1 + 0.0));
+            for b in &es {
+                let want = crate::backend::cpu::gsu_topk::rank_order(a, b);
+                assert_eq!(rank_key(a.0, a.1).cmp(&rank_key(b.0, b.1)), want, "{a:?} vs {b:?}");
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod esu;
 mod gsu_topk;
 mod online;
 mod scratch;
+mod widen;
 
 use std::sync::Arc;
 

@@ -120,7 +120,7 @@ fn score_range(x: &Ctx, r: usize, rows: Rows, p0: usize, p1: usize, m: usize, se
     let alpha = 1.0 / (h as f32 * ((d / h) as f32).sqrt());
     let c = sized(&mut s.alpha, LT);
     let scores = sized(&mut s.scores, m * LT);
-    let selbuf = sized(&mut s.sel, m * cap(k));
+    let selbuf = sized(&mut s.selk, m * cap(k));
     let mut p = p0;
     while p < p1 {
         let n = LT.min(p1 - p);
@@ -168,10 +168,10 @@ fn tiled(x: &Ctx, r: usize, rows: Rows, o: Out) -> Result<()> {
             gather_q(x, c0, m, d, sized(&mut s.q, m * d));
             let mut sels = [Sel::EMPTY; BT];
             score_range(x, r, rows, 0, l, m, &mut sels, s);
-            let super::scratch::Scratch { q, keys, sel, vals, alpha, pooled, .. } = s;
+            let super::scratch::Scratch { q, keys, sel, selk, vals, alpha, pooled, .. } = s;
             let pooled = sized(pooled, m * od);
             for i in 0..m {
-                let fin = sels[i].finish(&mut sel[i * cap(k)..(i + 1) * cap(k)], k);
+                let fin = sels[i].finish(&mut selk[i * cap(k)..(i + 1) * cap(k)], k, sized(sel, k));
                 if let Some(pos) = sels[i].nan() {
                     return Err(nan_error(c0 + i, l, pos));
                 }
@@ -216,8 +216,9 @@ fn split(pools: &Pools, x: &Ctx, r: usize, rows: Rows, chunks: usize, o: Out) ->
             gather_q(x, c0, m, d, sized(&mut s.q, m * d));
             let mut sels = [Sel::EMPTY; BT];
             score_range(x, r, rows, p0, p1, m, &mut sels, s);
+            let super::scratch::Scratch { sel, selk, .. } = s;
             for i in 0..m {
-                let fin = sels[i].finish(&mut s.sel[i * cap(k)..(i + 1) * cap(k)], k);
+                let fin = sels[i].finish(&mut selk[i * cap(k)..(i + 1) * cap(k)], k, sized(sel, k));
                 if let Some(pos) = sels[i].nan() {
                     return Err(nan_error(c0 + i, l, pos));
                 }
@@ -232,14 +233,15 @@ fn split(pools: &Pools, x: &Ctx, r: usize, rows: Rows, chunks: usize, o: Out) ->
         let part = &part;
         o.idx.par_chunks_mut(k).zip(o.score.par_chunks_mut(k)).zip(o.count.par_iter_mut()).enumerate().for_each(|(ci, ((ri, rs), rc))| {
             with_scratch(|s| {
-                let buf = sized(&mut s.sel, cap(k));
+                let super::scratch::Scratch { sel: out, selk, .. } = s;
+                let buf = sized(selk, cap(k));
                 let mut sel = Sel::EMPTY;
                 for cj in 0..chunks {
                     let e = &part[(cj * nb + ci) * k..(cj * nb + ci + 1) * k];
                     let n = e.iter().take_while(|p| p.0 != u32::MAX).count();
                     sel.push_all(buf, k, &e[..n]);
                 }
-                let fin = sel.finish(buf, k);
+                let fin = sel.finish(buf, k, sized(out, k));
                 *rc = fin.len() as u32;
                 for (j, &(p, sc)) in fin.iter().enumerate() {
                     ri[j] = p;

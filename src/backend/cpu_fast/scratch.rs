@@ -4,8 +4,6 @@
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use half::slice::HalfFloatSliceExt;
-
 use crate::backend::{HostTable, TableData};
 
 /// One work item's tiles. Items never call into rayon while holding it, so a thread holds at
@@ -16,6 +14,8 @@ pub(crate) struct Scratch {
     pub keys: Vec<f32>,
     pub scores: Vec<f32>,
     pub sel: Vec<(u32, f32)>,
+    /// Selection buffers (rank keys, `gsu_topk::Sel`).
+    pub selk: Vec<u64>,
     pub vals: Vec<f32>,
     pub alpha: Vec<f32>,
     pub pooled: Vec<f32>,
@@ -68,14 +68,13 @@ impl<T: Copy + Default> Pool<T> {
     }
 }
 
-/// Row `r` of `t` widened to f32 into `dst` (`t.cols` long). f16 goes through the `half`
-/// crate's slice conversion, which uses F16C where the CPU has it (runtime detection).
+/// Row `r` of `t` widened to f32 into `dst` (`t.cols` long); f16 with F16C ([`super::widen`]).
 #[inline]
 pub(crate) fn row_f32(t: &HostTable, r: usize, dst: &mut [f32]) {
     let (a, b) = (r * t.cols, (r + 1) * t.cols);
     match &t.data {
         TableData::F32(v) => dst.copy_from_slice(&v[a..b]),
-        TableData::F16(v) => v[a..b].convert_to_f32_slice(dst),
+        TableData::F16(v) => super::widen::widen(&v[a..b], dst),
     }
 }
 

@@ -156,6 +156,41 @@ fn emulated_variants(v: &mut Vec<Under>) {
     panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature ({} variants)", v.len());
 }
 
+/// GSU v3 (dots on tensor cores from f16 operands), outputs poisoned: the emulated CUDA backend
+/// when `TWIN_PARITY_ONLY` names cuda-emu (its own schedule seed, `TWIN_EMU_SEED` + 2), and the
+/// real one where a GPU is present and `cuda` is wanted. Not in [`variants`]: v3's scores carry
+/// the f16 rounding of the tables, so tests/parity/gsu_topk.rs checks them under the v3 rule
+/// (per-position error bounds), not the tolerance of the exact-input versions.
+pub fn v3_variants() -> Vec<Under> {
+    let mut v: Vec<Under> = Vec::new();
+    #[cfg(feature = "cuda")]
+    if wanted("cuda") {
+        use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+        match CudaBackend::new(0) {
+            Ok(b) => {
+                b.set_gsu_version(GsuVersion::V3);
+                b.set_poison_outputs(true);
+                v.push(Under { label: "cuda (gsu v3, tensor cores)".into(), be: Arc::new(b) });
+            }
+            Err(e) => cuda_missing("cuda (gsu v3)", &e.to_string()),
+        }
+    }
+    if named("cuda-emu") {
+        #[cfg(feature = "cuda-emu")]
+        {
+            use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+            let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+            let b = CudaBackend::emulated(base + 2).expect("the CUDA emulator is built in with feature cuda-emu");
+            b.set_gsu_version(GsuVersion::V3);
+            b.set_poison_outputs(true);
+            v.push(Under { label: "cuda-emu (gsu v3, tensor cores)".into(), be: Arc::new(b) });
+        }
+        #[cfg(not(feature = "cuda-emu"))]
+        panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature");
+    }
+    v
+}
+
 /// wgpu with a tiny storage-binding cap, so tables and batches are split (ops that split).
 pub fn split_variants() -> Vec<Under> {
     let mut v = Vec::new();

@@ -4,7 +4,7 @@
 //! with ±50 outliers: tolerance 2e-4 absolute + 2e-5 relative on g (≈ 100 f32 ulps of the
 //! largest partial sums), which also bounds which near-ties may swap at the K boundary.
 
-use twin_engine::backend::{Backend, DType, OnlineRequests, OnlineTables, TopK, TOP_K};
+use twin_engine::backend::{Backend, DType, HostTable, OnlineRequests, OnlineTables, TopK, TOP_K};
 use twin_engine::Error;
 
 use crate::common::*;
@@ -160,5 +160,239 @@ fn gsu_topk_split_tables() {
                 assert_eq!(bits(&got.score), bits(&same.score));
             }
         }
+    }
+}
+
+// ---- GSU v3 (tensor cores) -------------------------------------------------------------------
+//
+// v3 rounds P_Q and P_K rows to f16 when it stages them (exact for f16 tables), multiplies on
+// tensor cores with f32 accumulation in an order of the hardware's choosing, and forms
+// g = (dot · scale + Σ_a bias) / h in f32. For candidate c and position l let S = Σ_d |q_d k_d|,
+// A = Σ_d (|q_d| + |k_d|), Bs = Σ_a |bias_a| (host values) and u = 2^-11 (f16 unit roundoff).
+// Then |g_v3 - g_ref| ≤ e(c, l) with
+//   e = [scale · (S · (δ + D·2^-21) + 2^-24 · A) + 2^-21 · Bs] / h + 2^-23 · |g_ref| + 1e-7,
+//   δ = 2u + u² (rounded to 2^-10 + 2^-21) for f32 tables, 0 for f16 tables:
+// δ·S bounds the products of the rounded operands (|q̂k̂ - qk| ≤ (2u + u²)|qk|), 2^-24·A the
+// absolute error of operands in the f16 subnormal range (half-spacing 2^-25), D·2^-21·S twice
+// the bound D·2^-22 we allow any f32 summation order of D exact products (sequential: (D-1)·2^-24;
+// tensor cores align the products of one MMA with truncation, a few ulps of the largest), plus
+// the final f32 multiply, bias sum and divide, and the reference's own rounding to f32.
+//
+// The rule (stated per row): every reported score is within e of the reference score of its
+// position; a reference finalist w may be replaced by a kept position p only if
+// s_w - e_w ≤ s_p + e_p (they could swap under the bounds: a near-tie); plus the shared near-tie
+// comparison `assert_topk` on the row with tol = 2 · max_l e (order, ties by descending position,
+// padding, no duplicates, nothing kept below K-th - tol, nothing missed above K-th + tol).
+
+#[derive(Default)]
+struct V3Stats {
+    rows: usize,
+    /// Rows whose index list differs from the reference's (order or set).
+    differ_rows: usize,
+    /// Rows whose set differs, and the positions swapped in them.
+    swapped_rows: usize,
+    swaps: usize,
+    max_abs: f32,
+    max_ratio: f32,
+}
+
+/// Reference scores and the bound e of each position of candidate `c`'s request.
+fn v3_bounds(t: &Tables, req: &OnlineRequests, bias: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    let b = req.as_batch();
+    let r = (0..b.n_requests()).find(|&r| b.cand_range(r).contains(&c)).unwrap();
+    let seq = b.seq_range(r);
+    let s = ref_scores(t, req, bias, c);
+    let mut q = Vec::new();
+    t.host_pq.extend_row(req.cands[c] as usize, &mut q);
+    let d = q.len();
+    let scale = 1.0 / ((d / H) as f64).sqrt();
+    let delta = if t.dtype == DType::F32 { 2f64.powi(-10) + 2f64.powi(-21) } else { 0.0 };
+    let acc = d as f64 * 2f64.powi(-21);
+    let mut k = Vec::with_capacity(d);
+    let e = req.items[seq.clone()]
+        .iter()
+        .enumerate()
+        .map(|(i, &it)| {
+            k.clear();
+            t.host_pk.extend_row(it as usize, &mut k);
+            let sabs: f64 = q.iter().zip(&k).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
+            let aabs: f64 = q.iter().zip(&k).map(|(&x, &y)| (x.abs() + y.abs()) as f64).sum();
+            let babs: f64 = bias[(seq.start + i) * H..(seq.start + i + 1) * H].iter().map(|x| x.abs() as f64).sum();
+            let e = (scale * (sabs * (delta + acc) + 2f64.powi(-24) * aabs) + 2f64.powi(-21) * babs) / H as f64
+                + 2f64.powi(-23) * s[i].abs() as f64
+                + 1e-7;
+            e as f32
+        })
+        .collect();
+    (s, e)
+}
+
+fn one_row(x: &TopK, c: usize) -> TopK {
+    let k = x.k;
+    TopK { k, idx: x.idx[c * k..(c + 1) * k].to_vec(), score: x.score[c * k..(c + 1) * k].to_vec(), count: vec![x.count[c]] }
+}
+
+/// The v3 rule above over every row of `got`; accumulates into `st`.
+fn check_v3(what: &str, t: &Tables, req: &OnlineRequests, bias: &[f32], got: &TopK, want: &TopK, st: &mut V3Stats) {
+    assert_eq!(got.k, want.k, "{what}: k");
+    assert_eq!(got.count, want.count, "{what}: counts");
+    for c in 0..got.count.len() {
+        let (s, e) = v3_bounds(t, req, bias, c);
+        let (gi, gs) = got.row(c);
+        let (wi, _) = want.row(c);
+        for (rank, (&p, &g)) in gi.iter().zip(gs).enumerate() {
+            assert!((p as usize) < s.len(), "{what}: row {c} position {p} out of range");
+            let err = (g - s[p as usize]).abs();
+            let bound = e[p as usize];
+            assert!(err <= bound, "{what}: row {c} rank {rank} pos {p}: score {g} vs ref {} (|err| {err} > bound {bound})", s[p as usize]);
+            st.max_abs = st.max_abs.max(err);
+            st.max_ratio = st.max_ratio.max(err / bound);
+        }
+        let tol = 2.0 * e.iter().fold(0f32, |m, &x| m.max(x));
+        if assert_topk(what, &one_row(got, c), &one_row(want, c), |_| s.clone(), tol, 0.0) > 0 {
+            st.differ_rows += 1;
+            let (gset, wset): (std::collections::HashSet<u32>, std::collections::HashSet<u32>) =
+                (gi.iter().copied().collect(), wi.iter().copied().collect());
+            let missed: Vec<usize> = wi.iter().filter(|p| !gset.contains(p)).map(|&p| p as usize).collect();
+            let extra: Vec<usize> = gi.iter().filter(|p| !wset.contains(p)).map(|&p| p as usize).collect();
+            assert_eq!(missed.len(), extra.len(), "{what}: row {c}");
+            let lo = missed.iter().map(|&w| s[w] - e[w]).fold(f32::NEG_INFINITY, f32::max);
+            let hi = extra.iter().map(|&p| s[p] + e[p]).fold(f32::INFINITY, f32::min);
+            assert!(lo <= hi, "{what}: row {c}: a finalist with ref - bound {lo} was replaced by a position with ref + bound {hi}");
+            st.swapped_rows += usize::from(!missed.is_empty());
+            st.swaps += missed.len();
+        }
+        st.rows += 1;
+    }
+}
+
+fn report(what: &str, st: &V3Stats) {
+    eprintln!(
+        "  {what}: {} rows, {} ordered differently, {} with near-tie swaps ({} positions), max |err| {:.3e}, max |err|/bound {:.3}",
+        st.rows, st.differ_rows, st.swapped_rows, st.swaps, st.max_abs, st.max_ratio
+    );
+}
+
+#[test]
+fn gsu_topk_v3_matches_cpu() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        for dtype in [DType::F32, DType::F16] {
+            let t = Tables::new(31, dtype);
+            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+            for (i, (name, shapes)) in batches().into_iter().enumerate() {
+                if skip_long_on(&*u.be, shapes.iter().map(|s| s.0).max().unwrap_or(0)) {
+                    continue;
+                }
+                let req = requests(&shapes, 300 + i as u64);
+                let bias = bias_for(&*cpu, &tc, &req);
+                let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
+                let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
+                let mut st = V3Stats::default();
+                check_v3(&format!("gsu v3 {dtype:?} {name}"), &t, &req, &bias, &got, &want, &mut st);
+                report(&format!("gsu v3 {dtype:?} {name}"), &st);
+            }
+        }
+    }
+}
+
+/// K = 1..256 (list sizes 32, 64, 128, 256; several merges per chunk, chunks merged), L = 1, 5,
+/// 97, 300, 1025, both dtypes; then all-equal scores: the K most recent positions, exactly.
+#[test]
+fn gsu_topk_v3_other_k_and_exact_ties() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        for dtype in [DType::F32, DType::F16] {
+            let t = Tables::new(32, dtype);
+            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+            let req = requests(&[(300, 2), (1025, 3), (5, 2), (1, 1), (97, 33)], 33);
+            let bias = bias_for(&*cpu, &tc, &req);
+            for k in [1usize, 7, 32, 33, 64, 65, 128, 129, 256] {
+                let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
+                let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+                let mut st = V3Stats::default();
+                check_v3(&format!("gsu v3 {dtype:?} k={k}"), &t, &req, &bias, &got, &want, &mut st);
+                report(&format!("gsu v3 {dtype:?} k={k}"), &st);
+            }
+        }
+        let t = Tables::new(32, DType::F32);
+        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+        let mut req = OnlineRequests::new();
+        let l = 700;
+        req.push(&vec![42; l], &[1u32, 11, 40].repeat(l), &vec![3.0; l], &[7, 8, 9]);
+        let bias = bias_for(&*cpu, &tc, &req);
+        for k in [TOP_K, 256] {
+            let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
+            for c in 0..3 {
+                let expect: Vec<u32> = (0..k as u32).map(|i| l as u32 - 1 - i).collect();
+                assert_eq!(got.row(c).0, &expect[..], "tie rule, k={k}");
+                assert!(got.row(c).1.iter().all(|&x| x == got.row(c).1[0]), "equal scores, k={k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gsu_topk_v3_independent_of_batch() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        let t = Tables::new(34, DType::F32);
+        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+        let req = requests(&[(97, 3), (1025, 40), (1, 2)], 35);
+        let bias = bias_for(&*cpu, &tc, &req);
+        let all = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
+        let b = req.as_batch();
+        let r = 1;
+        let (s, c) = (b.seq_range(r), b.cand_range(r));
+        let mut one = OnlineRequests::new();
+        one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
+        let alone = u.be.gsu_topk(&tg, &one.as_batch(), &bias[s.start * H..s.end * H], TOP_K).unwrap();
+        assert_eq!(alone.idx[..], all.idx[c.start * TOP_K..c.end * TOP_K], "{}", u.label);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&alone.score), bits(&all.score[c.start * TOP_K..c.end * TOP_K]), "{}", u.label);
+    }
+}
+
+/// The online path on v3: its finalists under the v3 rule, and the ESU output against the
+/// reference ESU on v3's own finalists (tolerance as tests/parity/esu.rs).
+#[test]
+fn online_v3_matches_cpu() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        for dtype in [DType::F32, DType::F16] {
+            let t = Tables::new(42, dtype);
+            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+            let req = requests(&[(1, 1), (97, 3), (1025, 3), (100, 0), (101, 2)], 500);
+            let got = u.be.online(&tg, &req.as_batch(), TOP_K).unwrap();
+            let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
+            let bias = bias_for(&*cpu, &tc, &req);
+            let mut st = V3Stats::default();
+            check_v3(&format!("online v3 topk {dtype:?}"), &t, &req, &bias, &got.topk, &want.topk, &mut st);
+            report(&format!("online v3 topk {dtype:?}"), &st);
+            let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
+            let scale: Vec<f32> = want_out.chunks(D).map(|r| r.iter().fold(0f32, |m, x| m.max(x.abs()))).collect();
+            assert_close(&format!("online v3 out {dtype:?}"), &got.out, &want_out, |i| 2e-3 * scale[i / D] + 1e-4, 1e-3);
+        }
+    }
+}
+
+/// An f32 table value that f16 cannot hold (|x| ≥ 65520) is an error on v3, not a silent inf.
+#[test]
+fn gsu_topk_v3_f16_overflow_is_an_error() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        let t = Tables::new(36, DType::F32);
+        let req = requests(&[(10, 2)], 37);
+        let tc = t.upload(&*cpu);
+        let bias = bias_for(&*cpu, &tc, &req);
+        let mut tg = t.upload(&*u.be);
+        let mut pk: Vec<f32> = (0..N_ITEMS * D).map(|i| t.host_pk.get(i)).collect();
+        pk[req.items[4] as usize * D + 5] = 1e5;
+        tg.p_k = u.be.upload_table("p_k", &HostTable::f32(N_ITEMS, D, pk).unwrap()).unwrap();
+        let e = u.be.gsu_topk(&tg, &req.as_batch(), &bias, 5).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { field, .. } if field.contains("f16")), "{}: {e}", u.label);
     }
 }

@@ -45,9 +45,51 @@ pub(crate) fn value_row(t: &EsuTabs, batch: &OnlineBatch, l: usize, dst: &mut [f
 }
 
 /// Pooled attention output `[D]` (before `W^o`) of one candidate with query `q [D]` over the
-/// finalists `fin` (positions local to the request starting at `seq0`).
+/// finalists `fin` (positions local to the request starting at `seq0`). Compiled twice: for
+/// AVX2 + FMA, chosen at run time (the crate's baseline is SSE2, half the width), and plain.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pool_one(
+    t: &EsuTabs,
+    batch: &OnlineBatch,
+    bias: &[f32],
+    seq0: usize,
+    q: &[f32],
+    fin: &[(u32, f32)],
+    rows: Rows,
+    s: Bufs,
+    pooled: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { pool_one_avx2(t, batch, bias, seq0, q, fin, rows, s, pooled) };
+            return;
+        }
+    }
+    pool_one_impl(t, batch, bias, seq0, q, fin, rows, s, pooled)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pool_one_avx2(
+    t: &EsuTabs,
+    batch: &OnlineBatch,
+    bias: &[f32],
+    seq0: usize,
+    q: &[f32],
+    fin: &[(u32, f32)],
+    rows: Rows,
+    s: Bufs,
+    pooled: &mut [f32],
+) {
+    pool_one_impl(t, batch, bias, seq0, q, fin, rows, s, pooled)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pool_one_impl(
     t: &EsuTabs,
     batch: &OnlineBatch,
     bias: &[f32],

@@ -714,6 +714,9 @@ __device__ void gsu_v3_impl(const GsuV3Params p, const void* __restrict__ p_q, c
     const u64 part_base = (u64)w[7] | ((u64)w[8] << 32);
     const u32 tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
     const u32 rt = warp >> 2, ct = warp & 3u;  // this warp's 16 x 16 score tile: candidates 16rt.., behaviours 16ct..
+    // x / h as x * (1/h) when h is a power of two: the same correctly rounded value, no division.
+    const bool h_pow2 = (p.heads & (p.heads - 1u)) == 0u;
+    const float inv_h = 1.0f / (float)p.heads;
 
     for (u32 i = tid; i < V3_TB * kp; i += blockDim.x) lists[i] = 0ull;
     for (u32 t = tid; t < V3_TB; t += blockDim.x) npend[t] = 0u;
@@ -754,7 +757,10 @@ __device__ void gsu_v3_impl(const GsuV3Params p, const void* __restrict__ p_q, c
                 const u32 l = g + lane;
                 const bool valid = l < nl;
                 float s = 0.0f;
-                if (valid) s = __fdiv_rn(__fadd_rn(__fmul_rn(sc[t * V3_SS + l], p.scale), bs[l]), (float)p.heads);
+                if (valid) {
+                    const float x = __fadd_rn(__fmul_rn(sc[t * V3_SS + l], p.scale), bs[l]);
+                    s = h_pow2 ? __fmul_rn(x, inv_h) : __fdiv_rn(x, (float)p.heads);
+                }
                 if (valid && s != s) atomicOr(flag, 1u);
                 const u64 key = valid ? make_key(s, l0 + l) : 0ull;
                 const bool pass = valid && key > thr;

@@ -196,29 +196,46 @@ struct V3Stats {
     max_ratio: f32,
 }
 
-/// Reference scores and the bound e of each position of candidate `c`'s request.
-fn v3_bounds(t: &Tables, req: &OnlineRequests, bias: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+/// What the v3 rule needs of the tables: host copies, heads, and whether v3 rounds them to f16.
+struct V3Ref<'a> {
+    pq: &'a HostTable,
+    pk: &'a HostTable,
+    heads: usize,
+    rounded: bool,
+}
+
+impl<'a> V3Ref<'a> {
+    fn of(t: &'a Tables) -> Self {
+        V3Ref { pq: &t.host_pq, pk: &t.host_pk, heads: H, rounded: t.dtype == DType::F32 }
+    }
+}
+
+/// Reference scores (the CPU formula) and the bound e of each position of candidate `c`'s request.
+fn v3_bounds(t: &V3Ref, req: &OnlineRequests, bias: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    let h = t.heads;
     let b = req.as_batch();
     let r = (0..b.n_requests()).find(|&r| b.cand_range(r).contains(&c)).unwrap();
     let seq = b.seq_range(r);
-    let s = ref_scores(t, req, bias, c);
     let mut q = Vec::new();
-    t.host_pq.extend_row(req.cands[c] as usize, &mut q);
+    t.pq.extend_row(req.cands[c] as usize, &mut q);
+    let mut keys = Vec::new();
+    for &it in &req.items[seq.clone()] {
+        t.pk.extend_row(it as usize, &mut keys);
+    }
+    let mut s = vec![0f32; seq.len()];
+    twin_engine::backend::cpu::gsu_topk::scores_for(&q, &keys, &bias[seq.start * h..seq.end * h], h, &mut s);
     let d = q.len();
-    let scale = 1.0 / ((d / H) as f64).sqrt();
-    let delta = if t.dtype == DType::F32 { 2f64.powi(-10) + 2f64.powi(-21) } else { 0.0 };
+    let scale = 1.0 / ((d / h) as f64).sqrt();
+    let delta = if t.rounded { 2f64.powi(-10) + 2f64.powi(-21) } else { 0.0 };
     let acc = d as f64 * 2f64.powi(-21);
-    let mut k = Vec::with_capacity(d);
-    let e = req.items[seq.clone()]
-        .iter()
+    let e = keys
+        .chunks(d)
         .enumerate()
-        .map(|(i, &it)| {
-            k.clear();
-            t.host_pk.extend_row(it as usize, &mut k);
-            let sabs: f64 = q.iter().zip(&k).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
-            let aabs: f64 = q.iter().zip(&k).map(|(&x, &y)| (x.abs() + y.abs()) as f64).sum();
-            let babs: f64 = bias[(seq.start + i) * H..(seq.start + i + 1) * H].iter().map(|x| x.abs() as f64).sum();
-            let e = (scale * (sabs * (delta + acc) + 2f64.powi(-24) * aabs) + 2f64.powi(-21) * babs) / H as f64
+        .map(|(i, k)| {
+            let sabs: f64 = q.iter().zip(k).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
+            let aabs: f64 = q.iter().zip(k).map(|(&x, &y)| (x.abs() + y.abs()) as f64).sum();
+            let babs: f64 = bias[(seq.start + i) * h..(seq.start + i + 1) * h].iter().map(|x| x.abs() as f64).sum();
+            let e = (scale * (sabs * (delta + acc) + 2f64.powi(-24) * aabs) + 2f64.powi(-21) * babs) / h as f64
                 + 2f64.powi(-23) * s[i].abs() as f64
                 + 1e-7;
             e as f32
@@ -233,7 +250,7 @@ fn one_row(x: &TopK, c: usize) -> TopK {
 }
 
 /// The v3 rule above over every row of `got`; accumulates into `st`.
-fn check_v3(what: &str, t: &Tables, req: &OnlineRequests, bias: &[f32], got: &TopK, want: &TopK, st: &mut V3Stats) {
+fn check_v3(what: &str, t: &V3Ref, req: &OnlineRequests, bias: &[f32], got: &TopK, want: &TopK, st: &mut V3Stats) {
     assert_eq!(got.k, want.k, "{what}: k");
     assert_eq!(got.count, want.count, "{what}: counts");
     for c in 0..got.count.len() {
@@ -290,7 +307,7 @@ fn gsu_topk_v3_matches_cpu() {
                 let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
                 let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
                 let mut st = V3Stats::default();
-                check_v3(&format!("gsu v3 {dtype:?} {name}"), &t, &req, &bias, &got, &want, &mut st);
+                check_v3(&format!("gsu v3 {dtype:?} {name}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
                 report(&format!("gsu v3 {dtype:?} {name}"), &st);
             }
         }
@@ -313,7 +330,7 @@ fn gsu_topk_v3_other_k_and_exact_ties() {
                 let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
                 let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
                 let mut st = V3Stats::default();
-                check_v3(&format!("gsu v3 {dtype:?} k={k}"), &t, &req, &bias, &got, &want, &mut st);
+                check_v3(&format!("gsu v3 {dtype:?} k={k}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
                 report(&format!("gsu v3 {dtype:?} k={k}"), &st);
             }
         }
@@ -370,7 +387,7 @@ fn online_v3_matches_cpu() {
             let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
             let bias = bias_for(&*cpu, &tc, &req);
             let mut st = V3Stats::default();
-            check_v3(&format!("online v3 topk {dtype:?}"), &t, &req, &bias, &got.topk, &want.topk, &mut st);
+            check_v3(&format!("online v3 topk {dtype:?}"), &V3Ref::of(&t), &req, &bias, &got.topk, &want.topk, &mut st);
             report(&format!("online v3 topk {dtype:?}"), &st);
             let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
             let scale: Vec<f32> = want_out.chunks(D).map(|r| r.iter().fold(0f32, |m, x| m.max(x.abs()))).collect();
@@ -394,5 +411,61 @@ fn gsu_topk_v3_f16_overflow_is_an_error() {
         tg.p_k = u.be.upload_table("p_k", &HostTable::f32(N_ITEMS, D, pk).unwrap()).unwrap();
         let e = u.be.gsu_topk(&tg, &req.as_batch(), &bias, 5).unwrap_err();
         assert!(matches!(e, Error::NonFinite { field, .. } if field.contains("f16")), "{}: {e}", u.label);
+    }
+}
+
+/// D off the WMMA k-step and h not a power of two: D = 12 (padded to 16; f16 rows staged element
+/// by element, f32 rows as float4), D = 6 (f32 element by element too), D = 40 (padded to 48),
+/// h = 3 or 5 (the division path); both dtypes, K = 7 and 100.
+#[test]
+fn gsu_topk_v3_odd_dim_and_heads() {
+    let cpu = cpu();
+    for u in v3_variants() {
+        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+        for (d, heads) in [(12usize, 3usize), (6, 3), (40, 5)] {
+            for dtype in [DType::F32, DType::F16] {
+                let mut rng = twin_engine::rng::SplitMix64::new(77 + d as u64);
+                let v = *twin_engine::features::cross_offsets().last().unwrap() as usize;
+                let table = |rng: &mut twin_engine::rng::SplitMix64, rows: usize, cols: usize, scale: f64, half: bool| {
+                    let t = HostTable::f32(rows, cols, randn(rng, rows * cols, scale)).unwrap();
+                    if half {
+                        t.to_f16()
+                    } else {
+                        t
+                    }
+                };
+                let half = dtype == DType::F16;
+                let (pq, pk, pv) = (
+                    table(&mut rng, N_ITEMS, d, 0.3, half),
+                    table(&mut rng, N_ITEMS, d, 0.3, half),
+                    table(&mut rng, N_ITEMS, d, 1.0, half),
+                );
+                let (cb, cv, wo) =
+                    (table(&mut rng, v, heads, 0.5, false), table(&mut rng, v, d, 0.5, false), table(&mut rng, d, d, 0.3, false));
+                let up = |be: &dyn Backend| OnlineTables {
+                    p_q: be.upload_table("p_q", &pq).unwrap(),
+                    p_k: be.upload_table("p_k", &pk).unwrap(),
+                    p_v: be.upload_table("p_v", &pv).unwrap(),
+                    cross_bias: be.upload_table("cross_bias", &cb).unwrap(),
+                    cross_value: be.upload_table("cross_value", &cv).unwrap(),
+                    w_o: be.upload_table("w_o", &wo).unwrap(),
+                    cross_offsets: twin_engine::features::cross_offsets(),
+                    heads,
+                };
+                let (tg, tc) = (up(&*u.be), up(&*cpu));
+                let req = requests(&[(97, 3), (1025, 33), (1, 2)], 78);
+                let cross = cpu.cross_bias(&tc.cross_bias, &req.cross, 3).unwrap();
+                let bias = cpu.log_size_bias(&cross, &req.sizes, heads).unwrap();
+                let r = V3Ref { pq: &pq, pk: &pk, heads, rounded: !half };
+                for k in [7usize, TOP_K] {
+                    let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
+                    let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+                    let what = format!("gsu v3 D={d} h={heads} {dtype:?} k={k}");
+                    let mut st = V3Stats::default();
+                    check_v3(&what, &r, &req, &bias, &got, &want, &mut st);
+                    report(&what, &st);
+                }
+            }
+        }
     }
 }

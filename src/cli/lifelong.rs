@@ -7,6 +7,8 @@
 //! - `twin-v2`: clusters of the whole pre-split history (built on that seed's trained `twin`
 //!   item embeddings, γ = 20, M = 5), the newest N rows (clusters and the singletons after the
 //!   offline run) per sample;
+//! - `twin-v2 on x_h`: the same, with the clusters built on the model's whole inherent item
+//!   vector (item ⊕ author ⊕ topic ⊕ duration embeddings) instead of the id embeddings only;
 //! - ablations (unless `--no-ablations`): `twin-v2` without `ln n`, without the
 //!   completion-ratio grouping (M = 1), and with γ = 10 and γ = 40;
 //! - `twin-full` with `--full`: every raw behaviour (the upper bound TWIN cannot afford).
@@ -68,12 +70,27 @@ struct Arm {
     /// GSU rows per sample; `None`: the budget.
     max_long: Option<usize>,
     ablation: bool,
+    /// What the clusters are built on.
+    on: ClusterOn,
+}
+
+/// The item vectors k-means runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClusterOn {
+    /// The trained model's item-id embedding table only (`Model::item_embeddings`).
+    Id,
+    /// The model's whole inherent item vector `x_h` = item ⊕ author ⊕ topic ⊕ duration
+    /// embeddings (`Model::inherent_features`): the id rows of a catalogue of 10^5 items get a
+    /// few gradient steps each in a short run and stay near their random init, while the topic
+    /// and author rows are trained by every sample.
+    Inherent,
 }
 
 fn arms(o: &LifelongOpts) -> Vec<Arm> {
-    let twin = Arm { name: "twin", variant: Variant::Twin, clusters: None, log_n: true, max_long: None, ablation: false };
+    let twin =
+        Arm { name: "twin", variant: Variant::Twin, clusters: None, log_n: true, max_long: None, ablation: false, on: ClusterOn::Id };
     let v2 = Arm { name: "twin-v2", variant: Variant::TwinV2, clusters: Some((20, 5)), ..twin };
-    let mut a = vec![twin, v2];
+    let mut a = vec![twin, v2, Arm { name: "twin-v2 on x_h", on: ClusterOn::Inherent, ..v2 }];
     if o.full {
         a.push(Arm { name: "twin-full", max_long: Some(MAX_SEQ_LEN), ..twin });
     }
@@ -201,19 +218,21 @@ pub fn cmd_lifelong(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOp
         let seed = derive_seed(o.seed, &[0x11fe, si as u64]);
         let init = Model::init(ModelConfig::for_items(&ds.items), &ds.items, seed)?;
         let mut twin_model: Option<Model> = None;
-        let mut cached: Vec<((usize, usize), ClusterSet)> = Vec::new();
+        let mut cached: Vec<((usize, usize, ClusterOn), ClusterSet)> = Vec::new();
         for arm in &arms {
             let clusters = match arm.clusters {
                 None => None,
-                Some(gm) => {
+                Some((g, m)) => {
+                    let gm = (g, m, arm.on);
                     if !cached.iter().any(|(k, _)| *k == gm) {
                         let emb = twin_model.as_ref().context("twin trains before the twin-v2 arms")?;
                         let t = Instant::now();
-                        let cs = clusters_for(be.as_ref(), &ds, emb, split.time, gm, seed)?;
+                        let cs = clusters_for(be.as_ref(), &ds, emb, split.time, (g, m), arm.on, seed)?;
                         println!(
-                            "  seed {si}: clusters γ = {}, M = {}: {} clusters from {} behaviours in {:.1} s",
-                            gm.0,
-                            gm.1,
+                            "  seed {si}: clusters γ = {}, M = {} on {:?}: {} clusters from {} behaviours in {:.1} s",
+                            g,
+                            m,
+                            arm.on,
                             cs.n_clusters(),
                             cs.size.iter().map(|&n| n as u64).sum::<u64>(),
                             t.elapsed().as_secs_f64()
@@ -251,6 +270,8 @@ pub fn cmd_lifelong(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOp
     print_table(&format!("At an equal GSU budget N = {} ({} seeds, mean ± std):", lo.budget, lo.seeds), &main, &runs, &bounds);
     println!();
     print_gap("twin-v2", "twin", &runs);
+    print_gap("twin-v2 on x_h", "twin", &runs);
+    print_gap("twin-v2 on x_h", "twin-v2", &runs);
     if abl.len() > 1 {
         print_table("Ablations of twin-v2 (same budget, same seeds):", &abl, &runs, &bounds);
         println!();
@@ -268,12 +289,20 @@ fn clusters_for(
     model: &Model,
     cutoff: i64,
     (gamma, groups): (usize, usize),
+    on: ClusterOn,
     seed: u64,
 ) -> Result<ClusterSet> {
     let users: Vec<u32> = (0..ds.n_users() as u32).collect();
     let cfg = ClusterConfig { gamma, groups, seed, ..ClusterConfig::default() };
-    let (set, _) =
-        cluster::cluster_users(be, ds, &users, Some(cutoff), model.item_embeddings(), model.config.id_dim, &cfg, &mut |_, _| {})?;
+    let xh;
+    let (emb, dim) = match on {
+        ClusterOn::Id => (model.item_embeddings(), model.config.id_dim),
+        ClusterOn::Inherent => {
+            xh = model.inherent_features()?;
+            (xh.as_slice().context("x_h is contiguous")?, model.config.inherent_dim())
+        }
+    };
+    let (set, _) = cluster::cluster_users(be, ds, &users, Some(cutoff), emb, dim, &cfg, &mut |_, _| {})?;
     set.verify(ds).context("cluster invariants")?;
     Ok(set)
 }

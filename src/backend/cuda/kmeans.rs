@@ -14,8 +14,10 @@ use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
 
 /// Versions of the k-means kernels (kernels/kmeans.cu's header says what each does). V2 (the
-/// default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows 16-byte aligned) and v1
-/// elsewhere; both are bit-identical to the CPU. Choose with `CudaBackend::set_kmeans_version` or
+/// default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows 16-byte aligned; v1's
+/// assignment elsewhere) and `kmeans_update_fwd_v2` (a stable counting sort by assignment, then
+/// sequential f64 sums per centroid) for every update; V1 runs v1 of both. Every version is
+/// bit-identical to the CPU. Choose with `CudaBackend::set_kmeans_version` or
 /// `TWIN_CUDA_KMEANS=v1|v2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KmeansVersion {
@@ -92,9 +94,19 @@ fn launch_assign<D: PushArg>(be: &CudaBackend, d: &DevProblems, centroids: &Buf<
     Ok(())
 }
 
-fn launch_update<D: PushArg>(be: &CudaBackend, d: &DevProblems, assign: &Buf<u32>, centroids: &Buf<f32>, done: &D) -> Result<()> {
+fn launch_update<D: PushArg>(
+    be: &CudaBackend,
+    d: &DevProblems,
+    v2: Option<&UpdateV2>,
+    assign: &Buf<u32>,
+    centroids: &Buf<f32>,
+    done: &D,
+) -> Result<()> {
     if d.p.total_k == 0 {
         return Ok(());
+    }
+    if let Some(u) = v2 {
+        return u.launch(be, d, assign, centroids, done);
     }
     let threads = (d.p.dim.div_ceil(32) * 32).clamp(32, 256);
     let cfg = LaunchConfig { grid_dim: (d.p.total_k, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
@@ -106,6 +118,88 @@ fn launch_update<D: PushArg>(be: &CudaBackend, d: &DevProblems, assign: &Buf<u32
     // blockDim is a multiple of 32 as the ballots require; block j touches only centroid row j.
     unsafe { b.launch(cfg) }.map_err(device_err("kmeans update launch"))?;
     Ok(())
+}
+
+/// Points per work item of update v2 (`KM_U2_SLICE` in kernels/kmeans.cu).
+const U2_SLICE: usize = 2048;
+
+/// Update v2's scratch for one batch, allocated (and planned) once and reused every round:
+/// plan `[2P+2]` (work-item and matrix offsets per problem), mat `[Σk + N/4]` (counts, then
+/// starts, per (centroid, slice)), kst `[Σk]` (each centroid's first member in `order`), order
+/// `[N]` (point indices sorted stably by assignment).
+pub(super) struct UpdateV2 {
+    plan: Buf<u32>,
+    mat: Buf<u32>,
+    kst: Buf<u32>,
+    order: Buf<u32>,
+    /// Upper bound on the work items, P + N/2048 (the kernels leave past plan[P]).
+    items: u32,
+}
+
+impl UpdateV2 {
+    /// Scratch for `d` when the backend runs update v2, else None (v1 needs none).
+    pub(super) fn for_batch(be: &CudaBackend, d: &DevProblems) -> Result<Option<Self>> {
+        if be.kmeans_version() != KmeansVersion::V2 || d.p.total_k == 0 {
+            return Ok(None);
+        }
+        let (n, n_prob, total_k) = (d.p.n_points as usize, d.p.n_problems as usize, d.p.total_k as usize);
+        // The plan scans matrix offsets in the low 32 bits of a u64, and the scan's index
+        // arithmetic runs up to one pass (512 words) past the end.
+        let cap = total_k + n / 4;
+        u32_of("kmeans update v2 matrix", cap + 1024)?;
+        let items = u32_of("kmeans update v2 work items", n_prob + n / U2_SLICE)?;
+        let u = UpdateV2 {
+            plan: be.output::<u32>("kmeans v2: alloc plan", 2 * n_prob + 2)?,
+            mat: be.output::<u32>("kmeans v2: alloc matrix", cap)?,
+            kst: be.output::<u32>("kmeans v2: alloc centroid starts", total_k)?,
+            order: be.output::<u32>("kmeans v2: alloc order", n.max(1))?,
+            items,
+        };
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut b = be.launcher("kmeans_update_fwd_v2_plan");
+        b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(&u.plan);
+        // SAFETY: kernel (KmeansParams, offsets [P+1], coffs [P+1], plan [2P+2]); one block of 256
+        // threads (the kernel's warp-total array has 8 slots) writes plan[0..2P+2) only; the
+        // matrix total Σ slices·k <= Σk + N/4 fits the scan's 32-bit low word (checked above).
+        unsafe { b.launch(cfg) }.map_err(device_err("kmeans update v2 plan launch"))?;
+        Ok(Some(u))
+    }
+
+    fn launch<D: PushArg>(&self, be: &CudaBackend, d: &DevProblems, assign: &Buf<u32>, centroids: &Buf<f32>, done: &D) -> Result<()> {
+        let block = (256, 1, 1);
+        let items = LaunchConfig { grid_dim: (self.items.div_ceil(8), 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let mut b = be.launcher("kmeans_update_fwd_v2_count");
+        b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(&self.plan).arg(&self.mat).arg(done);
+        // SAFETY: kernel (KmeansParams, offsets [P+1], coffs [P+1], assign [N] (each < k of its
+        // problem), plan [2P+2] from the plan kernel, mat [Σk + N/4], done [P]); a warp per work
+        // item (8 per block; the grid covers the bound P + N/2048 >= plan[P]) writes only its own
+        // entries plan[P+1+p] + j·slices + q, j < k, inside the problem's matrix segment.
+        unsafe { b.launch(items) }.map_err(device_err("kmeans update v2 count launch"))?;
+        let probs = LaunchConfig { grid_dim: (d.p.n_problems.div_ceil(8), 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let mut b = be.launcher("kmeans_update_fwd_v2_scan");
+        b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(&self.plan).arg(&self.mat).arg(&self.kst).arg(done);
+        // SAFETY: kernel (KmeansParams, offsets, coffs, plan, mat, kst [Σk], done); a warp per
+        // problem rewrites its own matrix segment and kst[coffs[p]..coffs[p+1]).
+        unsafe { b.launch(probs) }.map_err(device_err("kmeans update v2 scan launch"))?;
+        let mut b = be.launcher("kmeans_update_fwd_v2_scatter");
+        b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(&self.plan).arg(&self.mat).arg(&self.order).arg(done);
+        // SAFETY: kernel (KmeansParams, offsets, coffs, assign, plan, mat, order [N], done); the
+        // scanned starts place each point of problem p at a distinct index of
+        // [offsets[p], offsets[p+1]) (a permutation of the problem's points); a warp touches only
+        // its item's entries of mat.
+        unsafe { b.launch(items) }.map_err(device_err("kmeans update v2 scatter launch"))?;
+        let threads = d.p.total_k as u64 * d.p.dim as u64;
+        let grid = u32_of("kmeans update v2 blocks", threads.div_ceil(256) as usize)?;
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let mut b = be.launcher("kmeans_update_fwd_v2");
+        b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
+        // SAFETY: kernel (KmeansParams, points [N*dim], offsets, coffs, kst [Σk], order [N],
+        // centroids [Σk*dim] updated in place, done); a thread per (centroid, dimension) reads
+        // members order[kst[j]..end) (point indices of its own problem) and writes only its own
+        // centroid value.
+        unsafe { b.launch(cfg) }.map_err(device_err("kmeans update v2 launch"))?;
+        Ok(())
+    }
 }
 
 /// `batch` and `centroids` already checked.
@@ -133,7 +227,8 @@ pub(crate) fn update(be: &CudaBackend, batch: &KmeansBatch, assign: &[u32], prev
     let a = be.htod("kmeans: upload assign", assign)?;
     let c = be.htod("kmeans: upload centroids", prev)?;
     let done = be.zeros::<u32>("kmeans: alloc done", batch.n_problems())?;
-    launch_update(be, &d, &a, &c, &done)?;
+    let v2 = UpdateV2::for_batch(be, &d)?;
+    launch_update(be, &d, v2.as_ref(), &a, &c, &done)?;
     be.dtoh("kmeans update: download", &c, prev.len())
 }
 
@@ -273,10 +368,11 @@ pub(super) fn lloyd_rounds(
     let (changed, done, iters) = (state.slice(..n_prob), state.slice(n_prob..2 * n_prob), state.slice(2 * n_prob..3 * n_prob));
     let none_done = be.zeros::<u32>("kmeans: alloc done", n_prob)?;
     launch_assign(be, d, c, &cur, &none_done)?;
+    let v2 = UpdateV2::for_batch(be, d)?;
     let pts_cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let prob_cfg = LaunchConfig { grid_dim: ((n_prob as u32).div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     for _ in 0..max_iter {
-        launch_update(be, d, &cur, c, &done)?;
+        launch_update(be, d, v2.as_ref(), &cur, c, &done)?;
         launch_assign(be, d, c, &next, &done)?;
         let mut b = be.launcher("kmeans_changed_fwd");
         b.arg(&d.p).arg(&d.offsets).arg(&cur).arg(&next).arg(&changed);

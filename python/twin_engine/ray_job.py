@@ -26,13 +26,14 @@ one Parquet file of clusters per shard and a ``manifest.json`` naming them. Step
 On an existing Ray cluster::
 
     python -m twin_engine.ray_job --address auto --log /shared/log/ --out /shared/clusters/ \\
-        --model /shared/model.twm --shards 256 --backend auto [--gpus-per-task 1]
+        --model /shared/model.twm --shards 1024 --backend auto [--gpus-per-task 1]
 
 Every node needs ``twin_engine`` installed (``pip install '.[ray]'``), and the log,
 ``--out`` and the model on a filesystem every node mounts at the same path (NFS, a mounted
-bucket): the job reads and writes local paths. A shard's rows are held in one task's memory
-(about 100 bytes a behaviour at the peak: the rows, their sorted copy, the engine's copy):
-choose ``--shards`` so that behaviours / shards fits a worker (PERF.md, "Python / Ray offline job").
+bucket): the job reads and writes local paths. A shard is clustered in one task's memory: its
+rows (40 bytes a behaviour) plus, at the peak, about 100 bytes a behaviour and 0.6 GB (measured;
+the engine bounds its batches to 2^21 points): choose ``--shards`` so that a shard fits a worker
+(PERF.md, "Python / Ray offline job").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 //! Where the tree runs on the device, one job is one upload and at most `levels + 1` downloads,
 //! whatever the Lloyd iterations.
 
-use twin_engine::backend::{KmeansBatch, TreeJob};
+use twin_engine::backend::{Backend, KmeansBatch, TreeJob};
 use twin_engine::rng::{mix64, SplitMix64};
 use twin_engine::Error;
 
@@ -202,4 +202,51 @@ fn kmeans_update_is_bit_identical() {
             .collect();
         assert!(differ.is_empty(), "{}: means differ from the CPU's at (index, got, want) {differ:?}", kind_name(&*gpu));
     });
+    // Both CUDA versions explicitly (the loop above runs the default, v2).
+    #[cfg(feature = "cuda")]
+    for (label, be) in crate::kmeans::cuda_under_test("kmeans update versions", 6) {
+        let want = crate::common::cpu().kmeans_update(&batch, &assign, &prev).unwrap();
+        be.set_poison_outputs(true);
+        for v in [twin_engine::backend::cuda::KmeansVersion::V1, twin_engine::backend::cuda::KmeansVersion::V2] {
+            be.set_kmeans_version(v);
+            let got = be.kmeans_update(&batch, &assign, &prev).unwrap();
+            let same = got.len() == want.len() && got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{label} {v:?}: means differ from the CPU's");
+        }
+    }
+}
+
+/// The tree's Lloyd rounds run the k-means version the CUDA backend is set to: v1 and v2 (the
+/// default: assignment v2 at dim 64, update v2's counting sort) both give the CPU's hierarchy,
+/// and on the emulator the update kernels that ran are the chosen version's only.
+#[test]
+fn kmeans_tree_cuda_versions() {
+    #[cfg(feature = "cuda")]
+    {
+        use twin_engine::backend::cuda::KmeansVersion;
+        let n_items = 3000;
+        let emb = embeddings(n_items, 43);
+        let j = job(&[(1025, false), (60, true), (97, false), (21, false), (300, false)], n_items, 44);
+        let cpu = cpu();
+        let tj = TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 20, max_iter: 20 };
+        let want = cpu.kmeans_tree(&cpu.item_points(&emb, DIM).unwrap(), &tj).unwrap();
+        for v in [KmeansVersion::V1, KmeansVersion::V2] {
+            for (label, be) in crate::kmeans::cuda_under_test("kmeans tree versions", 5) {
+                be.set_poison_outputs(true);
+                be.set_kmeans_version(v);
+                let got = be.kmeans_tree(&be.item_points(&emb, DIM).unwrap(), &tj).unwrap();
+                let what = format!("{label} {v:?}");
+                assert_eq!(got.stats, want.stats, "{what}: stats");
+                assert_eq!(got.root, want.root, "{what}: roots");
+                assert_eq!(got.offsets, want.offsets, "{what}: cluster offsets");
+                assert_eq!(got.members, want.members, "{what}: members");
+                if label == "cuda-emu" {
+                    let ran = be.launched_kernels();
+                    assert_eq!(ran.contains(&"kmeans_update_fwd_v2"), v == KmeansVersion::V2, "{what}: update v2 ran: {ran:?}");
+                    assert_eq!(ran.contains(&"kmeans_update_fwd"), v == KmeansVersion::V1, "{what}: update v1 ran: {ran:?}");
+                }
+                eprintln!("kmeans_tree {what}: {:?}", got.stats);
+            }
+        }
+    }
 }

@@ -295,24 +295,14 @@ fn kmeans_items_equals_kmeans_on_gathered_rows() {
 /// Both CUDA k-means versions, explicitly (v2 is the default the other tests run): bit-identical
 /// to the CPU at dim 64, where v2's assignment applies, including blocks whose problems own more
 /// centroid rows than v2 stages (many tiny problems with k = n: it reads them from global
-/// memory), and at dim 16, where v2 falls back to v1. On the emulator the test checks that v2's
-/// kernel really ran.
+/// memory), and at dim 16, where v2's assignment falls back to v1's (v2's update still runs).
+/// On the emulator the test checks that v2's assignment really ran.
 #[test]
 fn kmeans_cuda_versions_bit_identical() {
     #[cfg(feature = "cuda")]
     {
-        use twin_engine::backend::cuda::{CudaBackend, KmeansVersion};
-        let mut backends: Vec<(String, CudaBackend)> = Vec::new();
-        #[cfg(feature = "cuda-emu")]
-        if named("cuda-emu") {
-            backends.push(("cuda-emu".into(), CudaBackend::emulated(3).unwrap()));
-        }
-        if wanted("cuda") {
-            match CudaBackend::new(0) {
-                Ok(b) => backends.push(("cuda".into(), b)),
-                Err(e) => cuda_missing("kmeans versions", &e.to_string()),
-            }
-        }
+        use twin_engine::backend::cuda::KmeansVersion;
+        let backends = cuda_under_test("kmeans versions", 3);
         let cpu = cpu();
         // Blobs at the usual sizes, then 120 problems of 2 points with k = 2 (240 rows a block).
         let (mut pts, mut offs, mut ks) = problems(SIZES, 90);
@@ -329,7 +319,7 @@ fn kmeans_cuda_versions_bit_identical() {
                 be.set_kmeans_version(v);
                 eprintln!("{label} {v:?}");
                 check_run(be, &*cpu, &pts, &offs, &ks, &seeds);
-                // dim 16: v2 does not apply and v1 runs.
+                // dim 16: v2's assignment does not apply and v1's runs (with v2's update).
                 let small: Vec<f32> = pts.chunks(DIM).flat_map(|r| r[..16].to_vec()).collect();
                 let b = KmeansBatch { dim: 16, points: &small, offsets: &offs, k: &ks };
                 let (got, want) = (be.kmeans(&b, &seeds, 20).unwrap(), cpu.kmeans(&b, &seeds, 20).unwrap());
@@ -340,8 +330,114 @@ fn kmeans_cuda_versions_bit_identical() {
                 assert!(be.launched_kernels().contains(&"kmeans_assign_fwd_v2"), "v2's assignment never ran");
             }
         }
-        if backends.is_empty() {
-            eprintln!("kmeans versions: no CUDA backend under test here");
+    }
+}
+
+/// The CUDA backends to run a version test on: the emulator (seed `seed`) when
+/// `TWIN_PARITY_ONLY` names cuda-emu, the GPU where one is wanted and present.
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_under_test(what: &str, seed: u64) -> Vec<(String, twin_engine::backend::cuda::CudaBackend)> {
+    use twin_engine::backend::cuda::CudaBackend;
+    let mut backends: Vec<(String, CudaBackend)> = Vec::new();
+    #[cfg(feature = "cuda-emu")]
+    if named("cuda-emu") {
+        backends.push(("cuda-emu".into(), CudaBackend::emulated(seed).unwrap()));
+    }
+    if wanted("cuda") {
+        match CudaBackend::new(0) {
+            Ok(b) => backends.push(("cuda".into(), b)),
+            Err(e) => cuda_missing(what, &e.to_string()),
+        }
+    }
+    if backends.is_empty() {
+        eprintln!("{what}: no CUDA backend under test here");
+    }
+    backends
+}
+
+/// Ragged problems `(n, k)` at `dim`, values whose f64 sums depend on their order (magnitudes
+/// from 1e-6 to 1e6, ±1e15 pairs, exact duplicates), and assignments with empty centroids: the
+/// last centroid of every third problem with k >= 2 gets no member, and problems with k close
+/// to n leave many empty.
+fn update_case(shapes: &[(usize, usize)], dim: usize, seed: u64) -> (Vec<f32>, Vec<u32>, Vec<u32>, Vec<u32>) {
+    let mut r = SplitMix64::new(seed);
+    let (mut pts, mut offs, mut ks, mut assign) = (Vec::new(), vec![0u32], Vec::new(), Vec::new());
+    for (p, &(n, k)) in shapes.iter().enumerate() {
+        for i in 0..n * dim {
+            let x = match r.below(16) {
+                0 => 1e15 * if i % 2 == 0 { 1.0 } else { -1.0 },
+                1 if i >= dim => pts[pts.len() - dim],
+                _ => (r.normal() * 10f64.powi(r.below(13) as i32 - 6)) as f32,
+            };
+            pts.push(x);
+        }
+        offs.push((pts.len() / dim) as u32);
+        ks.push(k as u32);
+        let used = if p % 3 == 0 && k >= 2 { k - 1 } else { k };
+        assign.extend((0..n).map(|_| r.below(used as u64) as u32));
+    }
+    (pts, offs, ks, assign)
+}
+
+/// Update v2 (a stable counting sort by assignment, then per centroid an f64 sum in point order;
+/// kernels/kmeans.cu) equals the CPU reference bit for bit, as v1 does: many problems per
+/// launch (165, n = 1..9,000, k = 1..600, including n = k = 1), problems cut into several work
+/// items (n >= 4,096), centroids counted in global memory (k > 512), empty centroids keeping
+/// their value, dims 1, 3 and 64, outputs poisoned. Then whole Lloyd runs from k-means++ seeds
+/// (problems converging at different rounds are skipped by the device loop's done flags), with
+/// the same assignments, centroids and iteration counts as the CPU's.
+#[test]
+fn kmeans_update_v2_bit_identical() {
+    #[cfg(feature = "cuda")]
+    {
+        use twin_engine::backend::cuda::KmeansVersion;
+        let cpu = cpu();
+        let mut shapes: Vec<(usize, usize)> =
+            vec![(1, 1), (2, 1), (2, 2), (7, 3), (33, 1), (100, 7), (300, 40), (700, 600), (5000, 600), (9000, 3), (4100, 9)];
+        let mut r = SplitMix64::new(95);
+        for _ in 0..154 {
+            let n = 1 + r.below(9) as usize;
+            shapes.push((n, 1 + r.below(n as u64) as usize));
+        }
+        for (label, be) in cuda_under_test("kmeans update v2", 4) {
+            be.set_poison_outputs(true);
+            for dim in [1usize, 3, 64] {
+                let (pts, offs, ks, assign) = update_case(&shapes, dim, 96 + dim as u64);
+                let b = KmeansBatch { dim, points: &pts, offsets: &offs, k: &ks };
+                let total: usize = ks.iter().map(|&k| k as usize).sum();
+                let mut rp = SplitMix64::new(97);
+                let prev: Vec<f32> = (0..total * dim).map(|_| rp.normal() as f32).collect();
+                let want = cpu.kmeans_update(&b, &assign, &prev).unwrap();
+                let kept = (0..total * dim).filter(|&i| want[i].to_bits() == prev[i].to_bits()).count();
+                assert!(kept >= dim * 100, "dim {dim}: only {kept} values kept: too few empty centroids");
+                for v in [KmeansVersion::V1, KmeansVersion::V2] {
+                    be.set_kmeans_version(v);
+                    let got = be.kmeans_update(&b, &assign, &prev).unwrap();
+                    assert_bits(&format!("{label} {v:?} dim {dim} update"), &got, &want);
+                }
+                if dim == 64 {
+                    continue; // Lloyd at dim 64 runs in the tests above; here it would take minutes
+                }
+                let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 7 + 1).collect();
+                let init = cpu.kmeans_seed(&b, &seeds).unwrap();
+                for max_iter in [1u32, 20] {
+                    let want = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
+                    be.set_kmeans_version(KmeansVersion::V2);
+                    let got = be.lloyd(&b, init.clone(), max_iter).unwrap();
+                    let what = format!("{label} dim {dim} lloyd max_iter {max_iter}");
+                    assert_eq!(got.assign, want.assign, "{what}: assignments");
+                    assert_eq!(got.iterations, want.iterations, "{what}: iterations");
+                    assert_bits(&what, &got.centroids, &want.centroids);
+                    let rounds: std::collections::BTreeSet<u32> = want.iterations.iter().copied().collect();
+                    eprintln!("{what}: problems converged after {rounds:?} rounds");
+                }
+            }
+            if label == "cuda-emu" {
+                let ran = be.launched_kernels();
+                for k in ["kmeans_update_fwd_v2_plan", "kmeans_update_fwd_v2_scatter", "kmeans_update_fwd_v2", "kmeans_update_fwd"] {
+                    assert!(ran.contains(&k), "{k} never ran");
+                }
+            }
         }
     }
 }

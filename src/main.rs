@@ -207,7 +207,7 @@ enum Cmd {
         #[command(flatten)]
         opts: train_cmd::TrainOpts,
         /// TWIN against TWIN-V2 at an equal GSU budget on lifelong synthetic users, over seeds,
-        /// by activity quartile, with ablations (issue 16); --users, --max-long (the budget N),
+        /// by activity quartile, with ablations (issue 16); --users, --budget (N), --life-*,
         /// --epochs and --batch apply, --variants and --data do not.
         #[arg(long)]
         lifelong: bool,

@@ -340,3 +340,51 @@ fn errors_quote_short_escaped_excerpts() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// `twin demo --lifelong` end to end at a toy size: every arm trains on every seed, the table
+/// and the gaps print, results.json holds one run per (arm, seed) with quartile metrics, and the
+/// plot is written; a bad option is a one-line error.
+#[test]
+fn lifelong_demo_runs_every_arm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("life");
+    let args = [
+        "demo",
+        "--lifelong",
+        "--users",
+        "12",
+        "--life-min-len",
+        "300",
+        "--life-max-len",
+        "2000",
+        "--life-samples",
+        "20",
+        "--seeds",
+        "2",
+        "--budget",
+        "50",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        s(&out),
+    ];
+    let text = ok(&args);
+    for needle in ["At an equal GSU budget", "twin-v2 on x_h", "Ablations of twin-v2", "γ = 40"] {
+        assert!(text.contains(needle), "{needle:?} not in the demo's output:\n{text}");
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["users"], 12);
+    let runs = doc["runs"].as_array().unwrap();
+    // twin, twin-v2, twin-v2 on x_h and four ablations, two seeds each.
+    assert_eq!(runs.len(), 7 * 2, "{runs:?}");
+    for r in runs {
+        let auc = r["overall"]["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{r}");
+        assert_eq!(r["by_quartile"].as_array().unwrap().len(), 4, "{r}");
+        assert!(r["gsu_rows"].as_f64().unwrap() <= 50.0, "{r}");
+    }
+    assert!(std::fs::metadata(out.join("auc_by_activity.png")).unwrap().len() > 1000);
+    fails(&["demo", "--lifelong", "--users", "4", "--life-samples", "0", "--out", s(&out)], &["--life-samples = 0"]);
+}

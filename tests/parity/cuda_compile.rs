@@ -159,14 +159,14 @@ fn every_kernel_compiles_for_sm90() {
 }
 
 /// Every entry point of every file in `kernels/` runs through the CUDA backend's host code on
-/// the CPU emulator: the online path (the three GSU versions, f32 and f16 tables), a gather, k-means
+/// the CPU emulator: the online path (the three GSU versions and both ESU versions, f32 and f16 tables), a gather, k-means
 /// (the standalone ops, the device-resident Lloyd loop and the clustering tree), a training step
 /// and the dense cross bias, the serving network's forward pass, the optimizers and the training step's sequence ops
 /// on device tensors (cross tables, training GSU, attention rows, mapped segment sums). The emulator counts the kernels it launched; none may be missing.
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn every_kernel_launches_on_the_emulator() {
-    use twin_engine::backend::cuda::{CudaBackend, GsuVersion, KERNEL_SOURCES};
+    use twin_engine::backend::cuda::{CudaBackend, EsuVersion, GsuVersion, KERNEL_SOURCES};
     use twin_engine::backend::{Backend, DType, DeviceOps, KmeansBatch, TOP_K};
     use twin_engine::model::{Model, ModelConfig};
     use twin_engine::train::step::{self, BackendOps, Weights};
@@ -184,6 +184,10 @@ fn every_kernel_launches_on_the_emulator() {
             be.set_gsu_version(v);
             be.online(&tables, &req.as_batch(), TOP_K).unwrap();
         }
+        for e in [EsuVersion::V1, EsuVersion::V2] {
+            be.set_esu_version(e);
+            be.online(&tables, &req.as_batch(), TOP_K).unwrap();
+        }
         be.gather(&tables.p_k, &[0, 3, 7]).unwrap();
     }
     let mut rng = twin_engine::rng::SplitMix64::new(9);
@@ -196,6 +200,10 @@ fn every_kernel_launches_on_the_emulator() {
     // dim 64: the v2 assignment (the default version) applies.
     let wide = randn(&mut rng, 300 * 64, 1.0);
     be.kmeans(&KmeansBatch { dim: 64, points: &wide, offsets: &offsets, k: &k }, &[1, 2], 5).unwrap();
+    // Version 1's update (v2, the default, ran above).
+    be.set_kmeans_version(twin_engine::backend::cuda::KmeansVersion::V1);
+    be.kmeans_update(&batch, &assign, &res.centroids).unwrap();
+    be.set_kmeans_version(twin_engine::backend::cuda::KmeansVersion::V2);
     // The clustering tree on resident item points (cluster_tree.cu's level kernels).
     let pts = be.item_points(&points, 8).unwrap();
     let tree_ids: Vec<u32> = (0..300).collect();

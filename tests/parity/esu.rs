@@ -167,3 +167,270 @@ fn online_split_tables() {
         }
     }
 }
+
+/// ESU v2 (kernels/esu.cu) against the CPU reference and v1. v2 performs v1's operations in
+/// v1's order per candidate, so it must equal v1 bit for bit, and the CPU reference within the
+/// module's tolerance (`2e-3·max|row| + 1e-4` absolute plus `1e-3` relative, per row).
+#[cfg(feature = "cuda")]
+mod v2 {
+    use std::sync::Arc;
+
+    use twin_engine::backend::cuda::{CudaBackend, EsuVersion};
+    use twin_engine::backend::{Backend, DType, HostTable, OnlineBatch, OnlineRequests, OnlineTables, TopK};
+    use twin_engine::features;
+    use twin_engine::rng::SplitMix64;
+
+    use crate::common::*;
+
+    /// One device's ESU versions: v1 first, then v2 with groups forced to 8 and 3 (ragged
+    /// groups on small batches) and v2 with the group chosen per batch (the default).
+    struct Set {
+        label: &'static str,
+        bes: Vec<(&'static str, Arc<CudaBackend>)>,
+    }
+
+    fn set_of(label: &'static str, mut open: impl FnMut(u64) -> Option<CudaBackend>) -> Option<Set> {
+        let mut bes = Vec::new();
+        for (i, (name, v, g)) in [
+            ("esu v1", EsuVersion::V1, None),
+            ("esu v2 G=8", EsuVersion::V2, Some(8)),
+            ("esu v2 G=3", EsuVersion::V2, Some(3)),
+            ("esu v2 G by rule", EsuVersion::V2, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let b = open(i as u64)?;
+            b.set_esu_version(v);
+            b.set_esu_group(g);
+            b.set_poison_outputs(true);
+            bes.push((name, Arc::new(b)));
+        }
+        Some(Set { label, bes })
+    }
+
+    /// The emulator (when `TWIN_PARITY_ONLY` names cuda-emu; schedule seeds from
+    /// `TWIN_EMU_SEED` + 3..) and a real GPU (when cuda is wanted and present).
+    fn sets() -> Vec<Set> {
+        let mut v = Vec::new();
+        if wanted("cuda") {
+            let mut err = None;
+            let s = set_of("cuda", |_| CudaBackend::new(0).map_err(|e| err = Some(e.to_string())).ok());
+            match s {
+                Some(s) => v.push(s),
+                None => cuda_missing("esu v1/v2", err.as_deref().unwrap_or("no device")),
+            }
+        }
+        if named("cuda-emu") {
+            #[cfg(feature = "cuda-emu")]
+            {
+                let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+                v.extend(set_of("cuda-emu", |i| Some(CudaBackend::emulated(base + 3 + i).expect("emulator built in"))));
+            }
+            #[cfg(not(feature = "cuda-emu"))]
+            panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature");
+        }
+        v
+    }
+
+    /// Online tables of width `d` = `heads` · d_k (random, with common's ±50 outliers).
+    struct Tabs {
+        host: [HostTable; 6],
+        heads: usize,
+    }
+
+    impl Tabs {
+        fn new(seed: u64, d: usize, heads: usize, dtype: DType) -> Tabs {
+            let mut rng = SplitMix64::new(seed);
+            let v = *features::cross_offsets().last().unwrap() as usize;
+            let half = |t: HostTable| if dtype == DType::F16 { t.to_f16() } else { t };
+            let pq = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
+            let pk = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
+            let pv = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 1.0)).unwrap());
+            let cb = HostTable::f32(v, heads, randn(&mut rng, v * heads, 0.5)).unwrap();
+            // Cross values and W^o in the tables' dtype too: the kernels' f16 paths for every table.
+            let cv = half(HostTable::f32(v, d, randn(&mut rng, v * d, 0.5)).unwrap());
+            let wo = half(HostTable::f32(d, d, randn(&mut rng, d * d, 1.0 / (d as f64).sqrt())).unwrap());
+            Tabs { host: [pq, pk, pv, cb, cv, wo], heads }
+        }
+
+        fn upload(&self, be: &dyn Backend) -> OnlineTables {
+            let [pq, pk, pv, cb, cv, wo] = &self.host;
+            OnlineTables {
+                p_q: be.upload_table("p_q", pq).unwrap(),
+                p_k: be.upload_table("p_k", pk).unwrap(),
+                p_v: be.upload_table("p_v", pv).unwrap(),
+                cross_bias: be.upload_table("cross_bias", cb).unwrap(),
+                cross_value: be.upload_table("cross_value", cv).unwrap(),
+                w_o: be.upload_table("w_o", wo).unwrap(),
+                cross_offsets: features::cross_offsets(),
+                heads: self.heads,
+            }
+        }
+    }
+
+    fn bias_of(cpu: &dyn Backend, tc: &OnlineTables, req: &OnlineRequests) -> Vec<f32> {
+        let cb = cpu.cross_bias(&tc.cross_bias, &req.cross, tc.n_cross()).unwrap();
+        cpu.log_size_bias(&cb, &req.sizes, tc.heads).unwrap()
+    }
+
+    /// Worst |err|/tol over all values, and rows compared.
+    #[derive(Default)]
+    struct Stats {
+        rows: usize,
+        worst: f32,
+        max_err: f32,
+    }
+
+    /// The module's rule for rows of width `d`; NaN (an unwritten poisoned output) fails.
+    fn compare(what: &str, got: &[f32], want: &[f32], d: usize, st: &mut Stats) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (r, (g, w)) in got.chunks(d).zip(want.chunks(d)).enumerate() {
+            let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
+                assert!(!g.is_nan(), "{what}: row {r} col {i} is NaN (unwritten output?)");
+                let (err, tol) = ((g - w).abs(), 2e-3 * scale + 1e-4 + 1e-3 * w.abs());
+                assert!(err <= tol, "{what}: row {r} col {i}: got {g}, want {w} (|err| {err} > tol {tol})");
+                st.worst = st.worst.max(err / tol);
+                st.max_err = st.max_err.max(err);
+            }
+            st.rows += 1;
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Requests of 1, 3, 7 and 9 candidates (off every group size tried), sequences shorter
+    /// and longer than K (counts from 1 to 256).
+    const SHAPES: &[(usize, usize)] = &[(1, 1), (97, 3), (300, 7), (5, 9), (257, 9), (20, 3), (1025, 1)];
+
+    #[test]
+    fn esu_v2_matches_cpu_and_v1() {
+        let cpu = cpu();
+        let mut st = Stats::default();
+        for set in sets() {
+            for &(d, heads) in &[(128usize, 4usize), (12, 3), (6, 2)] {
+                for dtype in [DType::F32, DType::F16] {
+                    let t = Tabs::new(61 + d as u64, d, heads, dtype);
+                    let tc = t.upload(&*cpu);
+                    let tgs: Vec<OnlineTables> = set.bes.iter().map(|(_, b)| t.upload(&**b)).collect();
+                    let req = requests(SHAPES, 62);
+                    let bias = bias_of(&*cpu, &tc, &req);
+                    for k in [1usize, 7, 100, 256] {
+                        let topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+                        let want = cpu.esu(&tc, &req.as_batch(), &bias, &topk).unwrap();
+                        let mut v1: Option<Vec<f32>> = None;
+                        for ((name, be), tg) in set.bes.iter().zip(&tgs) {
+                            let what = format!("{} {name} D={d} h={heads} {dtype:?} K={k}", set.label);
+                            let got = be.esu(tg, &req.as_batch(), &bias, &topk).unwrap();
+                            compare(&what, &got, &want, d, &mut st);
+                            match &v1 {
+                                None => v1 = Some(got),
+                                Some(v1) => assert_eq!(bits(&got), bits(v1), "{what}: differs from esu v1"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("  esu v1/v2: {} rows, max |err| {:.3e}, worst {:.3} of tolerance; v2 == v1 bit for bit", st.rows, st.max_err, st.worst);
+    }
+
+    /// 1,100 candidates of one request: the per-batch rule takes groups of 8 (139 blocks on 132
+    /// SMs), with a ragged last group; plus a 9-candidate request after it.
+    #[test]
+    fn esu_v2_rule_groups_of_8() {
+        let cpu = cpu();
+        let mut st = Stats::default();
+        for set in sets() {
+            let t = Tabs::new(71, 128, 4, DType::F16);
+            let tc = t.upload(&*cpu);
+            let req = requests(&[(40, 1100), (300, 9)], 72);
+            let bias = bias_of(&*cpu, &tc, &req);
+            let topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, 7).unwrap();
+            let want = cpu.esu(&tc, &req.as_batch(), &bias, &topk).unwrap();
+            let mut v1: Option<Vec<f32>> = None;
+            for (name, be) in set.bes.iter().filter(|(n, _)| !n.contains("G=3")) {
+                let got = be.esu(&t.upload(&**be), &req.as_batch(), &bias, &topk).unwrap();
+                compare(&format!("{} {name} B=1100", set.label), &got, &want, 128, &mut st);
+                match &v1 {
+                    None => v1 = Some(got),
+                    Some(v1) => assert_eq!(bits(&got), bits(v1), "{} {name} B=1100: differs from esu v1", set.label),
+                }
+            }
+        }
+        eprintln!("  esu B=1100: {} rows, max |err| {:.3e}, worst {:.3} of tolerance", st.rows, st.max_err, st.worst);
+    }
+
+    fn one_request(req: &OnlineRequests, b: &OnlineBatch, r: usize) -> OnlineRequests {
+        let (s, c) = (b.seq_range(r), b.cand_range(r));
+        let j = features::N_CROSS;
+        let mut one = OnlineRequests::new();
+        one.push(&req.items[s.clone()], &req.cross[s.start * j..s.end * j], &req.sizes[s.clone()], &req.cands[c]);
+        one
+    }
+
+    /// The whole online path with each ESU version: out against the reference ESU on the
+    /// device's own finalists, equal to v1 bit for bit, and a request alone equal to the same
+    /// request in the batch (its groups are cut differently there).
+    #[test]
+    fn online_esu_v2_matches_v1() {
+        let cpu = cpu();
+        let mut st = Stats::default();
+        for set in sets() {
+            for dtype in [DType::F32, DType::F16] {
+                let t = Tabs::new(81, 128, 4, dtype);
+                let tc = t.upload(&*cpu);
+                let req = requests(&[(7, 3), (300, 9), (97, 7), (1, 1), (100, 0), (1025, 9)], 82);
+                let b = req.as_batch();
+                let bias = bias_of(&*cpu, &tc, &req);
+                for k in [7usize, 100] {
+                    let mut v1: Option<Vec<f32>> = None;
+                    for (name, be) in &set.bes {
+                        let what = format!("{} online {name} {dtype:?} K={k}", set.label);
+                        let tg = t.upload(&**be);
+                        let got = be.online(&tg, &b, k).unwrap();
+                        let want = cpu.esu(&tc, &b, &bias, &got.topk).unwrap();
+                        compare(&what, &got.out, &want, 128, &mut st);
+                        for r in [1usize, 5] {
+                            let one = one_request(&req, &b, r);
+                            let alone = be.online(&tg, &one.as_batch(), k).unwrap();
+                            let c = b.cand_range(r);
+                            assert_eq!(bits(&alone.out), bits(&got.out[c.start * 128..c.end * 128]), "{what}: request {r} alone");
+                        }
+                        match &v1 {
+                            None => v1 = Some(got.out),
+                            Some(v1) => assert_eq!(bits(&got.out), bits(v1), "{what}: differs from esu v1"),
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("  online esu v1/v2: {} rows, max |err| {:.3e}, worst {:.3} of tolerance", st.rows, st.max_err, st.worst);
+    }
+
+    /// Every version refuses bad finalists (a position past the sequence, a count of 0) as the
+    /// CPU does, before any launch.
+    #[test]
+    fn esu_v2_errors_match_cpu() {
+        let cpu = cpu();
+        for set in sets() {
+            let t = Tabs::new(91, 128, 4, DType::F32);
+            let tc = t.upload(&*cpu);
+            let req = requests(&[(20, 2)], 92);
+            let bias = bias_of(&*cpu, &tc, &req);
+            let mut topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, 5).unwrap();
+            topk.idx[3] = 20;
+            let bad = TopK { k: 5, idx: vec![0; 10], score: vec![0.0; 10], count: vec![0, 1] };
+            for (name, be) in &set.bes {
+                let tg = t.upload(&**be);
+                let e = be.esu(&tg, &req.as_batch(), &bias, &topk);
+                assert!(matches!(e, Err(twin_engine::Error::OutOfRange { field: "topk.idx", .. })), "{} {name}: {e:?}", set.label);
+                let e = be.esu(&tg, &req.as_batch(), &bias, &bad);
+                assert!(matches!(e, Err(twin_engine::Error::OutOfRange { field: "topk.count", .. })), "{} {name}: {e:?}", set.label);
+            }
+        }
+    }
+}

@@ -19,6 +19,10 @@
 //! default) and `GsuVersion::V3` (dots on tensor cores in f16 with f32 accumulation, warp-level
 //! selection; not bit-identical to v1/v2). Choose with `CudaBackend::set_gsu_version` or the env
 //! var `TWIN_CUDA_GSU=v1|v2|v3`.
+//! ESU versions: `EsuVersion::V1` (a block per candidate) and `EsuVersion::V2` (default: a block
+//! per group of up to 8 candidates of one request, W^o staged once per group, the finalists' ids
+//! loaded before their rows; bit-identical to v1). `CudaBackend::set_esu_version` or
+//! `TWIN_CUDA_ESU=v1|v2`.
 //! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
 
 mod attn;
@@ -48,6 +52,7 @@ mod tensor;
 mod train_rows;
 
 pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
+pub use esu::EsuVersion;
 pub use kmeans::KmeansVersion;
 pub use sources::{KernelSource, KERNEL_SOURCES};
 
@@ -120,6 +125,9 @@ pub struct CudaBackend {
     gsu_version: AtomicU8,
     /// `KmeansVersion` as u8.
     kmeans_version: AtomicU8,
+    /// `EsuVersion` as u8, and v2's forced group size (0: chosen per batch); see esu.rs.
+    esu_version: AtomicU8,
+    esu_group: AtomicU8,
     /// Fill every output buffer with 0xFF bytes (NaN / u32::MAX) before its kernel runs, so an
     /// element a kernel forgets to write reads back as NaN, not as a plausible 0.
     poison: AtomicBool,
@@ -212,6 +220,8 @@ impl CudaBackend {
                 Some("v1") | Some("1") => KmeansVersion::V1 as u8,
                 _ => KmeansVersion::V2 as u8,
             }),
+            esu_version: AtomicU8::new(esu::version_from_env()),
+            esu_group: AtomicU8::new(0),
             poison: AtomicBool::new(poison_default()),
             copies: TransferCounter::default(),
         }
@@ -380,7 +390,7 @@ impl Backend for CudaBackend {
         self.id
     }
     fn describe(&self) -> String {
-        format!("{} (GSU {:?})", self.desc, self.gsu_version())
+        format!("{} (GSU {:?}, ESU {:?})", self.desc, self.gsu_version(), self.esu_version())
     }
 
     fn transfers(&self) -> Transfers {

@@ -21,6 +21,8 @@ pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k:
     let mut pk = Packer::default();
     let br = pack_batch(&mut pk, batch, &creq);
     let pr = pack_plan(&mut pk, &plan);
+    let eplan = esu::plan(be, t, batch, k)?;
+    let er = esu::pack_plan(&mut pk, &eplan);
     let buf = be.htod("online: upload", &pk.words)?;
 
     // Per-behaviour bias [ΣL, h]: cross bias, then + ln n in place.
@@ -41,7 +43,7 @@ pub(crate) fn online(be: &CudaBackend, t: &OnlineTables, batch: &OnlineBatch, k:
         flag: outbuf.slice(o_flag..total),
     };
     gsu_topk::launch(be, t, &plan, &buf, &br, &pr, &bias_v, &g)?;
-    esu::launch(be, t, &buf, &br, &bias_v, k, &g.idx, &g.count, &outbuf.slice(o_out..o_flag))?;
+    esu::launch(be, t, &eplan, &buf, &br, &er, &bias_v, &g.idx, &g.count, &outbuf.slice(o_out..o_flag))?;
 
     let words = be.dtoh("online: download", &outbuf, total)?;
     let topk =

@@ -44,7 +44,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gsu_topk_fwd_v3_f32",
         ],
     },
-    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd"] },
+    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd", "esu_fwd_v2"] },
     KernelSource {
         stem: "kmeans",
         source: include_str!("../../../kernels/kmeans.cu"),

@@ -26,6 +26,9 @@ pub(crate) struct NativeOnline {
     br: BatchRanges,
     pr: PlanRanges,
     plan: GsuPlan,
+    /// The ESU's plan and its group offsets in the staged words.
+    eplan: esu::EsuPlan,
+    er: std::ops::Range<usize>,
 }
 
 impl CudaBackend {
@@ -104,8 +107,10 @@ impl CudaBackend {
         let mut pk = Packer { words: std::mem::take(&mut st.words) };
         let br = pack_batch(&mut pk, batch, &creq);
         let pr = pack_plan(&mut pk, &plan);
+        let eplan = esu::plan(self, t, batch, k)?;
+        let er = esu::pack_plan(&mut pk, &eplan);
         st.words = pk.words;
-        Ok(Some(Box::new(NativeOnline { br, pr, plan })))
+        Ok(Some(Box::new(NativeOnline { br, pr, plan, eplan, er })))
     }
 
     /// The online path (cross bias → ln n → GSU → ESU → W^o) on a staged batch; nothing moves
@@ -135,7 +140,7 @@ impl CudaBackend {
             flag: flag.slice(..),
         };
         gsu_topk::launch(self, t, &nat.plan, buf, &nat.br, &nat.pr, &bias_v, &g)?;
-        esu::launch(self, t, buf, &nat.br, &bias_v, k, &g.idx, &g.count, &out.slice(..n_cand * d))?;
+        esu::launch(self, t, &nat.eplan, buf, &nat.br, &nat.er, &bias_v, &g.idx, &g.count, &out.slice(..n_cand * d))?;
         Ok(OnlineDev {
             out: self.wrap("online out", n_cand, d, Elem::F32, out),
             topk: self.wrap("online topk", 1, 2 * nk + n_cand, Elem::U32, topk),

@@ -48,7 +48,7 @@
 //     each problem's points by centroid, members in point order.
 //   kmeans_update_fwd_v2: a thread per (centroid j, dimension t), grid ceil(Σk·dim/256): sums
 //     order[kst[j]..kst[j+1]) (the problem's end for its last centroid) in that order in f64,
-//     16 values loaded ahead; mean = (float)(sum / count); no member keeps the previous value.
+//     32 values loaded ahead; mean = (float)(sum / count); no member keeps the previous value.
 //   Scratch (plan [2P+2], mat, kst [Σk], order [N]) is allocated once per batch. Traffic per
 //   round: assignments read twice, order written and read, points read once.
 // kmeans_changed_fwd: one thread per point; changed[p] = 1 when any assignment of problem p
@@ -215,7 +215,7 @@ kmeans_update_fwd(const KmeansParams p, const float* __restrict__ points, const 
 #define KM_U2_WARPS 8u     // work items (warps) per 256-thread block
 #define KM_U2_KW 512u      // cursors per warp in shared memory; more centroids: in `mat` (global)
 #define KM_U2_SCAN 16u     // matrix entries per lane per scan pass
-#define KM_U2_LOADS 16u    // member values loaded ahead per thread in the sum
+#define KM_U2_LOADS 32u    // member values loaded ahead per thread in the sum
 
 // Slices of a problem of n points and k centroids: max(1, min(n / 2048, n / (4k))), so that
 // slices·k <= max(k, n / 4) and the batch's matrix fits Σk + N/4 words.
@@ -417,7 +417,18 @@ kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, con
     const u32 en = j + 1u < coffs[prob + 1] ? kst[j + 1] : offsets[prob + 1];
     if (st == en) return;
     double sum = 0.0;
-    for (u32 m = st; m < en; m += KM_U2_LOADS) {
+    u32 m = st;
+    for (; en - m >= KM_U2_LOADS; m += KM_U2_LOADS) {  // full batches: every load issued first
+        u32 idx[KM_U2_LOADS];
+        float v[KM_U2_LOADS];
+#pragma unroll
+        for (u32 r = 0; r < KM_U2_LOADS; ++r) idx[r] = order[m + r];
+#pragma unroll
+        for (u32 r = 0; r < KM_U2_LOADS; ++r) v[r] = points[(u64)idx[r] * p.dim + t];
+#pragma unroll
+        for (u32 r = 0; r < KM_U2_LOADS; ++r) sum = sum + (double)v[r];
+    }
+    if (m < en) {  // the last < KM_U2_LOADS members, predicated
         float v[KM_U2_LOADS];
 #pragma unroll
         for (u32 r = 0; r < KM_U2_LOADS; ++r) v[r] = m + r < en ? points[(u64)order[m + r] * p.dim + t] : 0.0f;

@@ -184,6 +184,7 @@ fn cluster_cfg(gamma: usize, groups: usize, seed: u64, max_iter: u32) -> Cluster
 }
 
 /// Runs the batched clustering of `users` of `ds` with seeds keyed by `keys`, on `backend`.
+#[allow(clippy::too_many_arguments)]
 fn run_cluster(
     ds: &Dataset,
     users: &[u32],

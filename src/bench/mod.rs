@@ -1,7 +1,7 @@
 //! `twin bench`: BENCHMARKS.md's workloads on one backend, timed the way the GPU kit needs.
 //!
 //! - W1 `online` (SPEC §3): the whole online path, one row per shape, dtype and kernel version
-//!   (GSU v1 and v2 are rows of their own).
+//!   (GSU v1 and v2 are rows of their own; on CUDA also v3, and ESU v1 beside the default v2).
 //! - W2 `cluster` (SPEC §4): Lloyd iterations from seeded centroids, one user's hierarchical
 //!   clustering, a batch of users.
 //! - W3 `train` (SPEC §5): one training step (forward, backward, optimizer) per variant.

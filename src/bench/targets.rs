@@ -22,7 +22,7 @@ pub fn cpu_bound(be: &dyn Backend) -> bool {
 /// Which ops have numbered versions worth a row each: the GSU of the online path, k-means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Versions {
-    /// Every GSU version the backend has (W1).
+    /// Every GSU version the backend has (W1), and on CUDA ESU v1 beside the default v2.
     Gsu,
     /// Every k-means version the backend has (W2; CUDA's v1 and v2).
     Kmeans,
@@ -31,7 +31,8 @@ pub enum Versions {
 }
 
 /// Open `choice` (`auto` as `backend::open` resolves it) and measure its card. With
-/// `Versions::Gsu`, a GPU backend comes once per GSU version, oldest first (CUDA v1, v2, v3; wgpu v1, v2).
+/// `Versions::Gsu`, a GPU backend comes once per GSU version, oldest first (CUDA v1, v2, v3 with
+/// ESU v2, then GSU v2 with ESU v1; wgpu v1, v2).
 pub fn open_targets(choice: BackendChoice, versions: Versions) -> Result<(Card, Vec<Target>)> {
     let choice = match choice {
         BackendChoice::Auto => match backend::open(BackendChoice::Auto)?.0.kind() {
@@ -59,19 +60,25 @@ pub fn open_targets(choice: BackendChoice, versions: Versions) -> Result<(Card, 
 fn cuda_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
     #[cfg(feature = "cuda")]
     {
-        use crate::backend::cuda::{CudaBackend, GsuVersion};
+        use crate::backend::cuda::{CudaBackend, EsuVersion, GsuVersion};
         let first = CudaBackend::new(0)?;
         let card = card::cuda_card(&first)?;
         let mut out = Vec::new();
         if versions == Versions::Gsu {
-            let v1 = CudaBackend::new(0)?;
-            v1.set_gsu_version(GsuVersion::V1);
-            out.push(Target { be: Arc::new(v1), version: "gsu v1".into() });
-            let v3 = CudaBackend::new(0)?;
-            v3.set_gsu_version(GsuVersion::V3);
+            // GSU v1, v2, v3 with ESU v2; then GSU v2 with ESU v1 (the ESU's own pair of rows).
+            let open = |gsu: GsuVersion, esu: EsuVersion| -> Result<CudaBackend> {
+                let b = CudaBackend::new(0)?;
+                b.set_gsu_version(gsu);
+                b.set_esu_version(esu);
+                Ok(b)
+            };
+            out.push(Target { be: Arc::new(open(GsuVersion::V1, EsuVersion::V2)?), version: "gsu v1".into() });
+            let v3 = open(GsuVersion::V3, EsuVersion::V2)?;
             first.set_gsu_version(GsuVersion::V2);
+            first.set_esu_version(EsuVersion::V2);
             out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
             out.push(Target { be: Arc::new(v3), version: "gsu v3".into() });
+            out.push(Target { be: Arc::new(open(GsuVersion::V2, EsuVersion::V1)?), version: "gsu v2, esu v1".into() });
         } else if versions == Versions::Kmeans {
             use crate::backend::cuda::KmeansVersion;
             let v1 = CudaBackend::new(0)?;

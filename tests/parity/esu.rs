@@ -338,8 +338,8 @@ mod v2 {
         eprintln!("  esu v1/v2: {} rows, max |err| {:.3e}, worst {:.3} of tolerance; v2 == v1 bit for bit", st.rows, st.max_err, st.worst);
     }
 
-    /// 1,100 candidates of one request: the per-batch rule takes groups of 8 (139 blocks on 132
-    /// SMs), with a ragged last group; plus a 9-candidate request after it.
+    /// 1,100 candidates of one request: the per-batch rule takes groups of 8 (138 groups, a
+    /// ragged last one of 4, + 2 for a 9-candidate request after it: 140 blocks for 132 SMs).
     #[test]
     fn esu_v2_rule_groups_of_8() {
         let cpu = cpu();

@@ -49,6 +49,11 @@
 //   kmeans_update_fwd_v2: a thread per (centroid j, dimension t), grid ceil(Σk·dim/256): sums
 //     order[kst[j]..kst[j+1]) (the problem's end for its last centroid) in that order in f64,
 //     32 values loaded ahead; mean = (float)(sum / count); no member keeps the previous value.
+//   _big: the centroids of >= 1024 members when dim <= 256 (which the above skips): blocks of
+//     256 over the centroids (grid min(Σk, 1024)), member rows gathered into 32 KiB of shared
+//     memory by the whole block, thread t < dim adding dimension t in order: the same sum, with
+//     many loads in flight where a few thousand sequential sums (one large problem) would
+//     otherwise wait on memory latency.
 //   Scratch (plan [2P+2], mat, kst [Σk], order [N]) is allocated once per batch. Traffic per
 //   round: assignments read twice, order written and read, points read once.
 // kmeans_changed_fwd: one thread per point; changed[p] = 1 when any assignment of problem p
@@ -216,6 +221,9 @@ kmeans_update_fwd(const KmeansParams p, const float* __restrict__ points, const 
 #define KM_U2_KW 512u      // cursors per warp in shared memory; more centroids: in `mat` (global)
 #define KM_U2_SCAN 16u     // matrix entries per lane per scan pass
 #define KM_U2_LOADS 32u    // member values loaded ahead per thread in the sum
+#define KM_U2_BIG 1024u    // members from which a centroid is summed by _big
+#define KM_U2_STAGE 8192u  // floats of member rows staged per round by _big (32 KiB)
+#define KM_U2_ROWS 1024u   // at most this many member rows a round in _big
 
 // Slices of a problem of n points and k centroids: max(1, min(n / 2048, n / (4k))), so that
 // slices·k <= max(k, n / 4) and the batch's matrix fits Σk + N/4 words.
@@ -401,9 +409,25 @@ kmeans_update_fwd_v2_scatter(const KmeansParams p, const u32* __restrict__ offse
     }
 }
 
-// A thread per (centroid j, dimension t), grid ceil(Σk·dim / 256): centroid j's members are
-// order[kst[j] .. kst[j+1]) (the problem's end for its last centroid); sum in that (point) order
-// in f64, KM_U2_LOADS values loaded ahead, mean = (float)(sum / count); no member: unchanged.
+// Where centroid j's members are in order: [st, en) (kst[j+1], or the problem's end for its
+// last centroid); false when its problem is done.
+__device__ __forceinline__ bool km_u2_members(const KmeansParams& p, const u32* __restrict__ offsets, const u32* __restrict__ coffs,
+                                              const u32* __restrict__ kst, const u32* __restrict__ done, u32 j, u32& st, u32& en) {
+    const u32 prob = find_segment(coffs, p.n_problems, j);
+    if (done[prob] != 0u) return false;
+    st = kst[j];
+    en = j + 1u < coffs[prob + 1] ? kst[j + 1] : offsets[prob + 1];
+    return true;
+}
+
+// A centroid this large is summed by _big (a block, member rows staged), not a thread per value.
+__device__ __forceinline__ bool km_u2_big(const KmeansParams& p, u32 count) {
+    return count >= KM_U2_BIG && p.dim <= KM_U2_STAGE / 32u;
+}
+
+// A thread per (centroid j, dimension t), grid ceil(Σk·dim / 256), for centroids below
+// KM_U2_BIG members: sum order[st..en) in that (point) order in f64, KM_U2_LOADS values loaded
+// ahead; mean = (float)(sum / count); no member: unchanged.
 extern "C" __global__ void __launch_bounds__(256)
 kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
                      const u32* __restrict__ coffs, const u32* __restrict__ kst, const u32* __restrict__ order,
@@ -411,11 +435,8 @@ kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, con
     const u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (u64)p.total_k * p.dim) return;
     const u32 j = (u32)(g / p.dim), t = (u32)(g % p.dim);
-    const u32 prob = find_segment(coffs, p.n_problems, j);
-    if (done[prob] != 0u) return;
-    const u32 st = kst[j];
-    const u32 en = j + 1u < coffs[prob + 1] ? kst[j + 1] : offsets[prob + 1];
-    if (st == en) return;
+    u32 st, en;
+    if (!km_u2_members(p, offsets, coffs, kst, done, j, st, en) || st == en || km_u2_big(p, en - st)) return;
     double sum = 0.0;
     u32 m = st;
     for (; en - m >= KM_U2_LOADS; m += KM_U2_LOADS) {  // full batches: every load issued first
@@ -438,6 +459,46 @@ kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, con
         }
     }
     centroids[(u64)j * p.dim + t] = (float)(sum / (double)(en - st));
+}
+
+// Centroids of >= KM_U2_BIG members (dim <= 256): blocks of 256 stride over the centroids
+// (grid min(Σk, 1024)); per centroid, rounds of KM_U2_STAGE / dim member rows gathered into
+// shared memory by all threads (coalesced, many loads in flight), then thread t < dim adds
+// dimension t of each row in order in f64. The same sum as the per-thread kernel.
+extern "C" __global__ void __launch_bounds__(256)
+kmeans_update_fwd_v2_big(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+                         const u32* __restrict__ coffs, const u32* __restrict__ kst, const u32* __restrict__ order,
+                         float* __restrict__ centroids, const u32* __restrict__ done) {
+    __shared__ float rows[KM_U2_STAGE];
+    __shared__ u32 ids[KM_U2_ROWS];
+    const u32 per = KM_U2_STAGE / p.dim < KM_U2_ROWS ? KM_U2_STAGE / p.dim : KM_U2_ROWS;  // >= 32 rows a round
+    for (u32 j = blockIdx.x; j < p.total_k; j += gridDim.x) {
+        u32 st, en;
+        if (!km_u2_members(p, offsets, coffs, kst, done, j, st, en) || !km_u2_big(p, en - st)) continue;  // block-uniform
+        double sum = 0.0;
+        for (u32 m0 = st; m0 < en; m0 += per) {
+            const u32 nr = en - m0 < per ? en - m0 : per, total = nr * p.dim;
+            __syncthreads();  // the previous round's rows and ids are consumed
+            for (u32 r = threadIdx.x; r < nr; r += 256u) ids[r] = order[m0 + r];
+            __syncthreads();
+            float v[KM_U2_STAGE / 256u];  // blockDim is 256: every load of the round issued first
+#pragma unroll
+            for (u32 q = 0; q < KM_U2_STAGE / 256u; ++q) {
+                const u32 e = q * 256u + threadIdx.x, r = e / p.dim;
+                v[q] = e < total ? points[(u64)ids[r] * p.dim + (e - r * p.dim)] : 0.0f;
+            }
+#pragma unroll
+            for (u32 q = 0; q < KM_U2_STAGE / 256u; ++q) {
+                const u32 e = q * 256u + threadIdx.x;
+                if (e < total) rows[e] = v[q];
+            }
+            __syncthreads();
+            if (threadIdx.x < p.dim) {
+                for (u32 r = 0; r < nr; ++r) sum = sum + (double)rows[r * p.dim + threadIdx.x];
+            }
+        }
+        if (threadIdx.x < p.dim) centroids[(u64)j * p.dim + threadIdx.x] = (float)(sum / (double)(en - st));
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(256)

@@ -198,6 +198,13 @@ impl UpdateV2 {
         // members order[kst[j]..end) (point indices of its own problem) and writes only its own
         // centroid value.
         unsafe { b.launch(cfg) }.map_err(device_err("kmeans update v2 launch"))?;
+        let cfg = LaunchConfig { grid_dim: (d.p.total_k.min(1024), 1, 1), block_dim: block, shared_mem_bytes: 0 };
+        let mut b = be.launcher("kmeans_update_fwd_v2_big");
+        b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
+        // SAFETY: the same arguments as the kernel above; blocks of exactly 256 threads (the
+        // kernel's per-thread staging assumes it) stride over the centroids, each summing those
+        // the kernel above skipped (>= 1024 members, dim <= 256) into their own rows only.
+        unsafe { b.launch(cfg) }.map_err(device_err("kmeans update v2 big launch"))?;
         Ok(())
     }
 }

@@ -58,6 +58,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "kmeans_update_fwd_v2_scan",
             "kmeans_update_fwd_v2_scatter",
             "kmeans_update_fwd_v2",
+            "kmeans_update_fwd_v2_big",
             "kmeans_changed_fwd",
             "kmeans_converge_fwd",
             "kmeans_seed_fwd",

@@ -391,7 +391,7 @@ fn update_case(shapes: &[(usize, usize)], dim: usize, seed: u64) -> (Vec<f32>, V
 }
 
 /// Update v2 (a stable counting sort by assignment, then per centroid an f64 sum in point order;
-/// kernels/kmeans.cu) equals the CPU reference bit for bit, as v1 does: many problems per
+/// kernels/kmeans_update.cu) equals the CPU reference bit for bit, as v1 does: many problems per
 /// launch (165, n = 1..9,000, k = 1..600, including n = k = 1), problems cut into several work
 /// items (n >= 4,096), centroids counted in global memory (k > 512), centroids of >= 1,024
 /// members (summed by the block kernel `_big`), empty centroids keeping their value, dims 1, 3

@@ -1,9 +1,10 @@
-//! Host side of `kernels/kmeans.cu`: the standalone assign/update ops and a device-resident
-//! Lloyd loop: points, centroids, assignments and the per-problem convergence state stay on the
-//! device; the loop runs `max_iter` rounds without the host (a converged problem is skipped by
-//! the kernels), and the assignments, centroids and iteration counts come back in one download.
-//! The clustering tree (cluster_tree.rs) runs the same seeding and rounds (`launch_seed`,
-//! `lloyd_rounds`) on its levels' buffers and keeps their results on the device.
+//! Host side of `kernels/kmeans.cu` and `kernels/kmeans_update.cu`: the standalone
+//! assign/update ops and a device-resident Lloyd loop: points, centroids, assignments and the
+//! per-problem convergence state stay on the device; the loop runs `max_iter` rounds without
+//! the host (a converged problem is skipped by the kernels), and the assignments, centroids and
+//! iteration counts come back in one download. The clustering tree (cluster_tree.rs) runs the
+//! same seeding and rounds (`launch_seed`, `lloyd_rounds`) on its levels' buffers and keeps
+//! their results on the device.
 
 use cudarc::driver::LaunchConfig;
 
@@ -13,19 +14,19 @@ use super::{device_err, u32_of, CudaBackend, Packer};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
 
-/// Versions of the k-means kernels (kernels/kmeans.cu's header says what each does). V2 (the
-/// default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows 16-byte aligned; v1's
-/// assignment elsewhere) and `kmeans_update_fwd_v2` (a stable counting sort by assignment, then
-/// sequential f64 sums per centroid) for every update; V1 runs v1 of both. Every version is
-/// bit-identical to the CPU. Choose with `CudaBackend::set_kmeans_version` or
-/// `TWIN_CUDA_KMEANS=v1|v2`.
+/// Versions of the k-means kernels (the headers of kernels/kmeans.cu and kmeans_update.cu say
+/// what each does). V2 (the default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows
+/// 16-byte aligned; v1's assignment elsewhere) and `kmeans_update_fwd_v2` (a stable counting
+/// sort by assignment, then sequential f64 sums per centroid) for every update; V1 runs v1 of
+/// both. Every version is bit-identical to the CPU. Choose with
+/// `CudaBackend::set_kmeans_version` or `TWIN_CUDA_KMEANS=v1|v2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KmeansVersion {
     V1 = 1,
     V2 = 2,
 }
 
-/// Mirrors `KmeansParams` in kernels/kmeans.cu.
+/// Mirrors `KmeansParams` in kernels/kmeans.cu (and kmeans_update.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KmeansParams {
@@ -120,7 +121,7 @@ fn launch_update<D: PushArg>(
     Ok(())
 }
 
-/// Points per work item of update v2 (`KM_U2_SLICE` in kernels/kmeans.cu).
+/// Points per work item of update v2 (`KM_U2_SLICE` in kernels/kmeans_update.cu).
 const U2_SLICE: usize = 2048;
 
 /// Update v2's scratch for one batch, allocated (and planned) once and reused every round:

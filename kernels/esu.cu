@@ -364,16 +364,16 @@ esu_fwd_v2(const EsuV2Params p, const void* __restrict__ p_q, const void* __rest
         for (u32 w = tid; w < nq * D; w += blockDim.x) {
             const u32 gq = w / D, o = w - gq * D, g0 = gq * 4u, gn = umin32(4u, ng - g0);
             float acc[4];
-#pragma unroll
+            #pragma unroll
             for (u32 x = 0; x < 4u; ++x) acc[x] = (i0 == 0 || x >= gn) ? 0.0f : q_s[(g0 + x) * D + o];
             for (u32 i = 0; i < ni; ++i) {
                 const float wv = tile[i * D + o];
-#pragma unroll
+                #pragma unroll
                 for (u32 x = 0; x < 4u; ++x)
                     if (x < gn) acc[x] = fmaf(pooled[(g0 + x) * D + i0 + i], wv, acc[x]);
             }
             const bool last = i0 + ni >= D;
-#pragma unroll
+            #pragma unroll
             for (u32 x = 0; x < 4u; ++x) {
                 if (x >= gn) continue;
                 if (last)

@@ -9,7 +9,7 @@
 // (prefix sums of k), assign [N] u32 local centroid index (< k_p), centroids [Σk, dim] f32
 // (updated in place), done [P] (a done problem is skipped by every kernel here: it is a fixed
 // point, see kmeans.cu). Every problem has 1 <= k_p <= n_p. Scratch, allocated once per batch
-// and reused every Lloyd round: plan [2P+2], mat [Σk + N/4], kst [Σk], order [N] u32.
+// and reused every Lloyd round: plan [2P+2], mat [Σk + N/4], kst [2Σk], order [N] u32.
 //
 // Work items: a problem of n points and k centroids is cut into S = max(1, min(n/2048,
 // n/(4k))) slices of ceil(n/S) consecutive points; an item is one slice, run by one warp (8 per
@@ -21,16 +21,15 @@
 //   _count: per item, members per centroid (shared-memory atomics on 512 counters per warp;
 //     with k > 512 the item's own mat entries are the counters).
 //   _scan (a warp per problem, grid ceil(P/8)): the problem's mat scanned exclusively from
-//     offsets[p], in place: where each (centroid, slice) starts in order; kst[coffs[p] + j] =
-//     where centroid j starts.
+//     offsets[p], in place: where each (centroid, slice) starts in order; kst[coffs[p] + j] and
+//     kst[Σk + coffs[p] + j] = where centroid j's members start and end (read without a search).
 //   _scatter: per item, 32 points a step in point order; lanes of one centroid find each other
 //     by ballots (a round per distinct centroid), take cursor + rank among them, the last one
 //     moves the cursor: order[offsets[p]..offsets[p+1]) lists problem p's points by centroid,
 //     each centroid's members in point order (a stable counting sort).
 //   kmeans_update_fwd_v2: a thread per (centroid j, dimension t), grid ceil(Σk·dim/256), for
-//     centroids below 1,024 members: sums order[kst[j]..kst[j+1]) (the problem's end for its
-//     last centroid) in that order in f64, 32 values loaded ahead; mean = (float)(sum / count);
-//     no member keeps the previous value.
+//     centroids below 1,024 members: sums order[kst[j]..kst[Σk+j]) in that order in f64, 32
+//     values loaded ahead; mean = (float)(sum / count); no member keeps the previous value.
 //   _big: centroids of >= 1,024 members when dim <= 256: blocks of 256 over the centroids (grid
 //     min(Σk, 1024)); rounds of 8192/dim (<= 1024) member rows gathered into 32 KiB of shared
 //     memory by all threads (every load of a round issued first), then thread t < dim adds
@@ -171,7 +170,8 @@ kmeans_update_fwd_v2_count(const KmeansParams p, const u32* __restrict__ offsets
 
 // A warp per problem: the problem's matrix (centroid-major, slices in order) scanned exclusively
 // from offsets[p], in place: entry (j, q) becomes where slice q's members of centroid j start in
-// `order`; kst[coffs[p] + j] = entry (j, 0), where centroid j's members start.
+// `order`; kst[coffs[p] + j] = entry (j, 0), where centroid j's members start, and
+// kst[Σk + coffs[p] + j] where they end (the next centroid's start, or the problem's end).
 extern "C" __global__ void __launch_bounds__(256)
 kmeans_update_fwd_v2_scan(const KmeansParams p, const u32* __restrict__ offsets, const u32* __restrict__ coffs,
                           const u32* __restrict__ plan, u32* __restrict__ mat, u32* __restrict__ kst,
@@ -179,10 +179,11 @@ kmeans_update_fwd_v2_scan(const KmeansParams p, const u32* __restrict__ offsets,
     const u32 prob = blockIdx.x * KM_U2_WARPS + (threadIdx.x >> 5);
     if (prob >= p.n_problems || done[prob] != 0u) return;  // warp-uniform
     const u32 lane = threadIdx.x & 31u;
-    const u32 slices = plan[prob + 1] - plan[prob];
-    const u32 len = slices * (coffs[prob + 1] - coffs[prob]);
+    const u32 slices = plan[prob + 1] - plan[prob], k = coffs[prob + 1] - coffs[prob];
+    const u32 len = slices * k;
     u32* seg = mat + plan[p.n_problems + 1 + prob];
-    u32* ks = kst + coffs[prob];
+    u32* ks = kst + coffs[prob];                // starts
+    u32* ke = kst + p.total_k + coffs[prob];    // ends
     u32 carry = offsets[prob];
     for (u32 c0 = 0; c0 < len; c0 += 32u * KM_U2_SCAN) {
         const u32 x0 = c0 + lane * KM_U2_SCAN;
@@ -204,12 +205,17 @@ kmeans_update_fwd_v2_scan(const KmeansParams p, const u32* __restrict__ offsets,
             const u32 x = x0 + r;
             if (x < len) {
                 seg[x] = run;
-                if (x % slices == 0u) ks[x / slices] = run;
+                if (x % slices == 0u) {
+                    const u32 j = x / slices;
+                    ks[j] = run;
+                    if (j > 0u) ke[j - 1u] = run;
+                }
             }
             run += v[r];
         }
         carry += __shfl_sync(KM_FULL, incl, 31);
     }
+    if (lane == 0u) ke[k - 1u] = offsets[prob + 1];
 }
 
 // A warp per work item, 32 points a step in point order: lanes with the same centroid find each
@@ -253,15 +259,11 @@ kmeans_update_fwd_v2_scatter(const KmeansParams p, const u32* __restrict__ offse
     }
 }
 
-// Where centroid j's members are in order: [st, en) (kst[j+1], or the problem's end for its
-// last centroid); false when its problem is done.
-__device__ __forceinline__ bool km_u2_members(const KmeansParams& p, const u32* __restrict__ offsets, const u32* __restrict__ coffs,
-                                              const u32* __restrict__ kst, const u32* __restrict__ done, u32 j, u32& st, u32& en) {
-    const u32 prob = find_segment(coffs, p.n_problems, j);
-    if (done[prob] != 0u) return false;
-    st = kst[j];
-    en = j + 1u < coffs[prob + 1] ? kst[j + 1] : offsets[prob + 1];
-    return true;
+// Centroid j's members are order[kst[j] .. kst[Σk + j]), as _scan wrote them this round for a
+// problem not done. For a done problem they are an earlier round's (or poison, if never
+// scanned): tests on them only reject, and km_u2_active (a binary search) decides.
+__device__ __forceinline__ bool km_u2_active(const KmeansParams& p, const u32* __restrict__ coffs, const u32* __restrict__ done, u32 j) {
+    return done[find_segment(coffs, p.n_problems, j)] == 0u;
 }
 
 // A centroid this large is summed by _big (a block, member rows staged), not a thread per value.
@@ -273,14 +275,14 @@ __device__ __forceinline__ bool km_u2_big(const KmeansParams& p, u32 count) {
 // KM_U2_BIG members: sum order[st..en) in that (point) order in f64, KM_U2_LOADS values loaded
 // ahead; mean = (float)(sum / count); no member: unchanged.
 extern "C" __global__ void __launch_bounds__(256)
-kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points,
                      const u32* __restrict__ coffs, const u32* __restrict__ kst, const u32* __restrict__ order,
                      float* __restrict__ centroids, const u32* __restrict__ done) {
     const u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (u64)p.total_k * p.dim) return;
     const u32 j = (u32)(g / p.dim), t = (u32)(g % p.dim);
-    u32 st, en;
-    if (!km_u2_members(p, offsets, coffs, kst, done, j, st, en) || st == en || km_u2_big(p, en - st)) return;
+    const u32 st = kst[j], en = kst[p.total_k + j];
+    if (st == en || km_u2_big(p, en - st) || !km_u2_active(p, coffs, done, j)) return;
     double sum = 0.0;
     u32 m = st;
     for (; en - m >= KM_U2_LOADS; m += KM_U2_LOADS) {  // full batches: every load issued first
@@ -310,15 +312,15 @@ kmeans_update_fwd_v2(const KmeansParams p, const float* __restrict__ points, con
 // shared memory by all threads (coalesced, many loads in flight), then thread t < dim adds
 // dimension t of each row in order in f64. The same sum as the per-thread kernel.
 extern "C" __global__ void __launch_bounds__(256)
-kmeans_update_fwd_v2_big(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+kmeans_update_fwd_v2_big(const KmeansParams p, const float* __restrict__ points,
                          const u32* __restrict__ coffs, const u32* __restrict__ kst, const u32* __restrict__ order,
                          float* __restrict__ centroids, const u32* __restrict__ done) {
     __shared__ float rows[KM_U2_STAGE];
     __shared__ u32 ids[KM_U2_ROWS];
     const u32 per = KM_U2_STAGE / p.dim < KM_U2_ROWS ? KM_U2_STAGE / p.dim : KM_U2_ROWS;  // >= 32 rows a round
     for (u32 j = blockIdx.x; j < p.total_k; j += gridDim.x) {
-        u32 st, en;
-        if (!km_u2_members(p, offsets, coffs, kst, done, j, st, en) || !km_u2_big(p, en - st)) continue;  // block-uniform
+        const u32 st = kst[j], en = kst[p.total_k + j];
+        if (!km_u2_big(p, en - st) || !km_u2_active(p, coffs, done, j)) continue;  // block-uniform
         double sum = 0.0;
         for (u32 m0 = st; m0 < en; m0 += per) {
             const u32 nr = en - m0 < per ? en - m0 : per, total = nr * p.dim;

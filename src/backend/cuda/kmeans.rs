@@ -126,7 +126,7 @@ const U2_SLICE: usize = 2048;
 
 /// Update v2's scratch for one batch, allocated (and planned) once and reused every round:
 /// plan `[2P+2]` (work-item and matrix offsets per problem), mat `[Σk + N/4]` (counts, then
-/// starts, per (centroid, slice)), kst `[Σk]` (each centroid's first member in `order`), order
+/// starts, per (centroid, slice)), kst `[2Σk]` (where each centroid's members start and end in `order`), order
 /// `[N]` (point indices sorted stably by assignment).
 pub(super) struct UpdateV2 {
     plan: Buf<u32>,
@@ -152,7 +152,7 @@ impl UpdateV2 {
         let u = UpdateV2 {
             plan: be.output::<u32>("kmeans v2: alloc plan", 2 * n_prob + 2)?,
             mat: be.output::<u32>("kmeans v2: alloc matrix", cap)?,
-            kst: be.output::<u32>("kmeans v2: alloc centroid starts", total_k)?,
+            kst: be.output::<u32>("kmeans v2: alloc centroid starts and ends", 2 * total_k)?,
             order: be.output::<u32>("kmeans v2: alloc order", n.max(1))?,
             items,
         };
@@ -179,8 +179,9 @@ impl UpdateV2 {
         let probs = LaunchConfig { grid_dim: (d.p.n_problems.div_ceil(8), 1, 1), block_dim: block, shared_mem_bytes: 0 };
         let mut b = be.launcher("kmeans_update_fwd_v2_scan");
         b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(&self.plan).arg(&self.mat).arg(&self.kst).arg(done);
-        // SAFETY: kernel (KmeansParams, offsets, coffs, plan, mat, kst [Σk], done); a warp per
-        // problem rewrites its own matrix segment and kst[coffs[p]..coffs[p+1]).
+        // SAFETY: kernel (KmeansParams, offsets, coffs, plan, mat, kst [2Σk], done); a warp per
+        // problem rewrites its own matrix segment and kst[coffs[p]..coffs[p+1]) and
+        // kst[Σk + coffs[p]..Σk + coffs[p+1]).
         unsafe { b.launch(probs) }.map_err(device_err("kmeans update v2 scan launch"))?;
         let mut b = be.launcher("kmeans_update_fwd_v2_scatter");
         b.arg(&d.p).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(&self.plan).arg(&self.mat).arg(&self.order).arg(done);
@@ -193,15 +194,16 @@ impl UpdateV2 {
         let grid = u32_of("kmeans update v2 blocks", threads.div_ceil(256) as usize)?;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: block, shared_mem_bytes: 0 };
         let mut b = be.launcher("kmeans_update_fwd_v2");
-        b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
-        // SAFETY: kernel (KmeansParams, points [N*dim], offsets, coffs, kst [Σk], order [N],
+        b.arg(&d.p).arg(&d.points).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
+        // SAFETY: kernel (KmeansParams, points [N*dim], coffs, kst [2Σk], order [N],
         // centroids [Σk*dim] updated in place, done); a thread per (centroid, dimension) reads
-        // members order[kst[j]..end) (point indices of its own problem) and writes only its own
+        // members order[kst[j]..kst[Σk+j]) (point indices of its own problem, written by this
+        // round's scan and scatter) only when its problem is not done, and writes only its own
         // centroid value.
         unsafe { b.launch(cfg) }.map_err(device_err("kmeans update v2 launch"))?;
         let cfg = LaunchConfig { grid_dim: (d.p.total_k.min(1024), 1, 1), block_dim: block, shared_mem_bytes: 0 };
         let mut b = be.launcher("kmeans_update_fwd_v2_big");
-        b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
+        b.arg(&d.p).arg(&d.points).arg(&d.coffs).arg(&self.kst).arg(&self.order).arg(centroids).arg(done);
         // SAFETY: the same arguments as the kernel above; blocks of exactly 256 threads (the
         // kernel's per-thread staging assumes it) stride over the centroids, each summing those
         // the kernel above skipped (>= 1024 members, dim <= 256) into their own rows only.

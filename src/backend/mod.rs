@@ -419,8 +419,12 @@ pub trait Backend: DeviceOps {
     /// # Safety
     /// The inputs must have passed the checks of the checked method: kernels index without bounds checks.
     unsafe fn lloyd_unchecked(&self, batch: &KmeansBatch, centroids: Vec<f32>, max_iter: u32) -> Result<KmeansResult> {
+        // The batch and the first centroids were checked by `lloyd`; every later centroid comes
+        // from `kmeans_update` of those checked points, so the per-call checks (a scan of every
+        // point, twice per iteration) are skipped.
         let mut centroids = centroids;
-        let mut assign = self.kmeans_assign(batch, &centroids)?;
+        // SAFETY: validated by the caller (see above).
+        let mut assign = unsafe { self.kmeans_assign_unchecked(batch, &centroids)? };
         let n_prob = batch.n_problems();
         let mut iterations = vec![0u32; n_prob];
         let mut active = vec![true; n_prob];
@@ -430,8 +434,11 @@ pub trait Backend: DeviceOps {
             }
             // Converged problems are fixed points of update+assign, so iterating them again
             // changes nothing; only the counters need the mask.
-            let next_c = self.kmeans_update(batch, &assign, &centroids)?;
-            let next_a = self.kmeans_assign(batch, &next_c)?;
+            // SAFETY: `assign` holds one in-range index per point (it came from the assignment)
+            // and `centroids` has Σk rows, as the checks at entry required.
+            let next_c = unsafe { self.kmeans_update_unchecked(batch, &assign, &centroids)? };
+            // SAFETY: as above; `next_c` has the same shape as `centroids`.
+            let next_a = unsafe { self.kmeans_assign_unchecked(batch, &next_c)? };
             for p in 0..n_prob {
                 if !active[p] {
                     continue;

@@ -19,6 +19,7 @@ mod gemm;
 mod gsu_topk;
 mod gsu_train;
 mod kmeans;
+mod kmeans_update;
 mod log_size_bias;
 mod mlp;
 mod optim;

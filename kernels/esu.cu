@@ -44,7 +44,7 @@
 // Dynamic shared memory (4-byte words): 16 + G*h*dkp + G*D + G*K*h + G*K + G*K*J + R*h*dkp
 // (D = 128, h = 4, J = 3, R = 64: 66 KiB at G = 8, K = 100; 105 KiB at G = 8, K = 256), so two
 // blocks fit an sm_90 SM (228 KiB); the host shrinks R, then G, to keep it ≤ 113 KiB.
-// Versions: v1, v2 (the host's EsuVersion; TWIN_CUDA_ESU=v1|v2).
+// Versions: v1, v2 (the host's EsuVersion; TWIN_ESU=v1|v2).
 
 typedef unsigned int u32;
 typedef unsigned long long u64;

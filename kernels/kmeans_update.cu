@@ -2,7 +2,7 @@
 // kernels/kmeans.cu's batches, bit-identical to src/backend/cpu/kmeans.rs::update and to
 // kmeans_update_fwd (v1), from a stable counting sort by assignment instead of v1's scan of the
 // problem's assignments once per centroid. Compiled with --fmad=false like kmeans.cu.
-// KmeansVersion::V2 (the default) runs it with kmeans_assign_fwd_v2; TWIN_CUDA_KMEANS=v1 (or
+// KmeansVersion::V2 (the default) runs it with kmeans_assign_fwd_v2; TWIN_KMEANS=v1 (or
 // CudaBackend::set_kmeans_version) runs v1 of both.
 //
 // Shapes as in kmeans.cu: points [N, dim] f32 problem by problem, offsets [P+1], coffs [P+1]

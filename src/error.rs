@@ -63,6 +63,10 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
+    /// A setting (environment variable or option) with a value this build does not know.
+    #[error("{name} = {value:?}: {why}")]
+    BadSetting { name: &'static str, value: String, why: String },
+
     /// A backend that cannot run here (no driver, no adapter, feature not compiled in).
     #[error("backend {backend} is unavailable: {why}")]
     BackendUnavailable { backend: &'static str, why: String },

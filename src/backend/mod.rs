@@ -25,6 +25,7 @@ mod tensor;
 mod train_rows;
 mod transfers;
 mod types;
+pub mod versions;
 
 pub use device::DeviceOps;
 pub use tensor::{
@@ -51,6 +52,7 @@ pub const MAX_KMEANS_K: usize = 1024;
 pub use cpu::cross_bias::CrossTableGrads;
 pub use cpu::optim::AdamStep;
 pub use types::*;
+pub use versions::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
 
 /// The engine's kernels. Object safe: callers hold `Arc<dyn Backend>`.
 ///

@@ -98,19 +98,24 @@ fn cuda_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
 fn wgpu_targets(versions: Versions) -> Result<(Card, Vec<Target>)> {
     #[cfg(feature = "wgpu")]
     {
-        use crate::backend::wgpu::{GsuVersion, WgpuBackend, WgpuOptions};
-        let open = |gsu: GsuVersion| {
-            let mut o = WgpuOptions::from_env(true);
-            o.gsu = gsu;
+        use crate::backend::wgpu::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion, WgpuBackend, WgpuOptions};
+        let open = |v: KernelVersions| {
+            let mut o = WgpuOptions::from_env(true)?;
+            o.versions = v;
             o.poison_outputs = false;
             WgpuBackend::with_options(o)
         };
-        let first = open(GsuVersion::V2)?;
+        let base = KernelVersions::default();
+        let first = open(base)?;
         let card = card::wgpu_card(&first)?;
         let mut out = Vec::new();
         if versions == Versions::Gsu {
-            out.push(Target { be: Arc::new(open(GsuVersion::V1)?), version: "gsu v1".into() });
+            out.push(Target { be: Arc::new(open(KernelVersions { gsu: GsuVersion::V1, ..base })?), version: "gsu v1".into() });
             out.push(Target { be: Arc::new(first), version: "gsu v2".into() });
+            out.push(Target { be: Arc::new(open(KernelVersions { esu: EsuVersion::V1, ..base })?), version: "gsu v2, esu v1".into() });
+        } else if versions == Versions::Kmeans {
+            out.push(Target { be: Arc::new(open(KernelVersions { kmeans: KmeansVersion::V1, ..base })?), version: "kmeans v1".into() });
+            out.push(Target { be: Arc::new(first), version: "kmeans v2".into() });
         } else {
             out.push(Target { be: Arc::new(first), version: "v1".into() });
         }

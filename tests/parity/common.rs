@@ -44,11 +44,12 @@ pub fn variants() -> Vec<Under> {
         Ok((b, _)) => {
             v.push(Under { label: "wgpu default".into(), be: b });
             v.push(Under {
-                label: "wgpu no-subgroups/f32-tables/gsu-v1".into(),
+                label: "wgpu no-subgroups/f32-tables/v1-kernels".into(),
                 be: wgpu_with(|o| {
+                    use twin_engine::backend::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
                     o.no_subgroups = true;
                     o.no_f16 = true;
-                    o.gsu = twin_engine::backend::wgpu::GsuVersion::V1;
+                    o.versions = KernelVersions { gsu: GsuVersion::V1, esu: EsuVersion::V1, kmeans: KmeansVersion::V1 };
                 }),
             });
             v.push(Under {
@@ -227,7 +228,7 @@ pub fn split_shapes() -> Vec<(usize, usize)> {
 
 #[cfg(feature = "wgpu")]
 pub fn wgpu_with(f: impl FnOnce(&mut twin_engine::backend::wgpu::WgpuOptions)) -> Arc<dyn Backend> {
-    let mut o = twin_engine::backend::wgpu::WgpuOptions::from_env(true);
+    let mut o = twin_engine::backend::wgpu::WgpuOptions::from_env(true).expect("TWIN_GSU/TWIN_ESU/TWIN_KMEANS");
     o.poison_outputs = true;
     f(&mut o);
     Arc::new(twin_engine::backend::wgpu::WgpuBackend::with_options(o).expect("wgpu variant"))

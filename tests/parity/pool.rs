@@ -17,7 +17,7 @@ fn wgpu_pool_reuses_buffers_and_zeroes_them() {
         return;
     }
     for poison in [true, false] {
-        let mut o = WgpuOptions::from_env(true);
+        let mut o = WgpuOptions::from_env(true).expect("TWIN_GSU/TWIN_ESU/TWIN_KMEANS");
         o.poison_outputs = poison;
         let be = match WgpuBackend::with_options(o) {
             Ok(b) => b,

@@ -184,13 +184,13 @@ impl CudaBackend {
             damaged: Mutex::new(Vec::new()),
             launched: Mutex::new(Default::default()),
         });
-        Ok(Self::over(
+        Self::over(
             dev,
             format!("cuda emulator on the CPU (sm_90 geometry: {SM_COUNT} SMs, {SMEM_OPTIN} B shared; schedule seed {seed})"),
             "sm_90".into(),
             SM_COUNT,
             SMEM_OPTIN,
             1_000_000,
-        ))
+        )
     }
 }

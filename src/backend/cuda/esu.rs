@@ -10,36 +10,13 @@ use cudarc::driver::LaunchConfig;
 use super::buffers::{Buf, View};
 use super::gsu_topk::{cand_req, pack_batch, view, BatchRanges};
 use super::launch::KernelParam;
-use super::{device_err, u32_of, CudaBackend, Packer};
+use super::{device_err, u32_of, CudaBackend, EsuVersion, Packer};
 use crate::backend::{OnlineBatch, OnlineTables, TopK};
 use crate::error::{Error, Result};
 
-/// Which ESU implementation `esu` and `online` run (kernels/esu.cu). Both compute the same
-/// operations in the same order per candidate (v2 == v1 bit for bit on the emulator).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EsuVersion {
-    /// One block per candidate; W^o read by every block.
-    V1 = 1,
-    /// One block per group of up to 8 candidates of a request: ids before rows, rows staged in
-    /// tiles, W^o staged once per group.
-    V2 = 2,
-}
-
-/// The version `TWIN_CUDA_ESU=v1|v2` asks for (v2 when unset), as the backend stores it.
-pub(crate) fn version_from_env() -> u8 {
-    match std::env::var("TWIN_CUDA_ESU").ok().as_deref() {
-        Some("v1") | Some("1") => EsuVersion::V1 as u8,
-        _ => EsuVersion::V2 as u8,
-    }
-}
-
 impl CudaBackend {
     pub fn esu_version(&self) -> EsuVersion {
-        if self.esu_version.load(Ordering::Relaxed) == EsuVersion::V1 as u8 {
-            EsuVersion::V1
-        } else {
-            EsuVersion::V2
-        }
+        EsuVersion::from_u8(self.esu_version.load(Ordering::Relaxed))
     }
 
     pub fn set_esu_version(&self, v: EsuVersion) {

@@ -10,21 +10,16 @@ use cudarc::driver::LaunchConfig;
 
 use super::buffers::{Buf, View};
 use super::launch::{KernelParam, PushArg};
-use super::{device_err, u32_of, CudaBackend, Packer};
+use super::{device_err, u32_of, CudaBackend, KmeansVersion, Packer};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::Result;
 
-/// Versions of the k-means kernels (the headers of kernels/kmeans.cu and kmeans_update.cu say
-/// what each does). V2 (the default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows
-/// 16-byte aligned; v1's assignment elsewhere) and `kmeans_update_fwd_v2` (a stable counting
-/// sort by assignment, then sequential f64 sums per centroid) for every update; V1 runs v1 of
-/// both. Every version is bit-identical to the CPU. Choose with
-/// `CudaBackend::set_kmeans_version` or `TWIN_CUDA_KMEANS=v1|v2`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KmeansVersion {
-    V1 = 1,
-    V2 = 2,
-}
+// Versions of the k-means kernels (the headers of kernels/kmeans.cu and kmeans_update.cu say
+// what each does). V2 (the default) uses `kmeans_assign_fwd_v2` where it applies (dim 64, rows
+// 16-byte aligned; v1's assignment elsewhere) and `kmeans_update_fwd_v2` (a stable counting
+// sort by assignment, then sequential f64 sums per centroid) for every update; V1 runs v1 of
+// both. Every version is bit-identical to the CPU. Choose with
+// `CudaBackend::set_kmeans_version` or `TWIN_KMEANS=v1|v2`.
 
 /// Mirrors `KmeansParams` in kernels/kmeans.cu (and kmeans_update.cu).
 #[repr(C)]

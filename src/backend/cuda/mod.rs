@@ -17,12 +17,12 @@
 //!
 //! GSU versions: `GsuVersion::V1` (score matrix + per-row select), `GsuVersion::V2` (fused,
 //! default) and `GsuVersion::V3` (dots on tensor cores in f16 with f32 accumulation, warp-level
-//! selection; not bit-identical to v1/v2). Choose with `CudaBackend::set_gsu_version` or the env
-//! var `TWIN_CUDA_GSU=v1|v2|v3`.
+//! selection; not bit-identical to v1/v2). Choose with `CudaBackend::set_gsu_version` or
+//! `TWIN_GSU=v1|v2|v3` (src/backend/versions.rs: one switch per op for every backend).
 //! ESU versions: `EsuVersion::V1` (a block per candidate) and `EsuVersion::V2` (default: a block
 //! per group of up to 8 candidates of one request, W^o staged once per group, the finalists' ids
 //! loaded before their rows; bit-identical to v1). `CudaBackend::set_esu_version` or
-//! `TWIN_CUDA_ESU=v1|v2`.
+//! `TWIN_ESU=v1|v2`. k-means: `TWIN_KMEANS=v1|v2` (see kmeans.rs).
 //! Kernel names read as `<op>_<fwd|bwd>[_v<N>][_variant]` in Nsight Compute.
 
 mod attn;
@@ -52,8 +52,7 @@ mod tensor;
 mod train_rows;
 
 pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
-pub use esu::EsuVersion;
-pub use kmeans::KmeansVersion;
+pub use crate::backend::versions::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
 pub use sources::{KernelSource, KERNEL_SOURCES};
 
 use std::collections::HashMap;
@@ -86,18 +85,6 @@ fn unavailable(why: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: BACKEND, why: why.into() }
 }
 
-/// Which GSU implementation `gsu_topk` and `online` run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GsuVersion {
-    /// Score matrix in global memory + per-row radix select.
-    V1 = 1,
-    /// Fused tiles with running top-K in shared memory + merge; no B x L matrix.
-    V2 = 2,
-    /// Fused tiles with the dots on tensor cores (WMMA, f16 operands, f32 accumulation; f32 tables
-    /// are rounded to f16 when staged), a threshold filter and warp bitonic merges + v2's merge.
-    /// Scores differ from v1/v2 by the f16 rounding and the accumulation order (not bit-identical).
-    V3 = 3,
-}
 
 /// A table resident on the device.
 pub(crate) enum CudaTable {
@@ -196,17 +183,14 @@ impl CudaBackend {
             }
         }
         let dev = Arc::new(DriverDevice { ctx, stream, functions: map });
-        Ok(Self::over(dev, format!("cuda device {ordinal}: {name} ({arch}, {sm_count} SMs)"), arch, sm_count, smem_optin, clock_khz))
+        Self::over(dev, format!("cuda device {ordinal}: {name} ({arch}, {sm_count} SMs)"), arch, sm_count, smem_optin, clock_khz)
     }
 
     /// The backend over `dev`, with the device's geometry (the planners size launches by it).
-    fn over(dev: Arc<dyn Device>, desc: String, arch: String, sm_count: u32, smem_optin: u32, clock_khz: u32) -> Self {
-        let gsu = match std::env::var("TWIN_CUDA_GSU").ok().as_deref() {
-            Some("v1") | Some("1") => GsuVersion::V1,
-            Some("v3") | Some("3") => GsuVersion::V3,
-            _ => GsuVersion::V2,
-        };
-        CudaBackend {
+    /// Versions from `TWIN_GSU`, `TWIN_ESU`, `TWIN_KMEANS` (an unknown value is an error).
+    fn over(dev: Arc<dyn Device>, desc: String, arch: String, sm_count: u32, smem_optin: u32, clock_khz: u32) -> Result<Self> {
+        let v = KernelVersions::from_env()?;
+        Ok(CudaBackend {
             id: super::next_device_id(),
             pool: Arc::new(Pool::new(dev.clone())),
             dev,
@@ -215,16 +199,13 @@ impl CudaBackend {
             sm_count,
             smem_optin,
             clock_khz,
-            gsu_version: AtomicU8::new(gsu as u8),
-            kmeans_version: AtomicU8::new(match std::env::var("TWIN_CUDA_KMEANS").ok().as_deref() {
-                Some("v1") | Some("1") => KmeansVersion::V1 as u8,
-                _ => KmeansVersion::V2 as u8,
-            }),
-            esu_version: AtomicU8::new(esu::version_from_env()),
+            gsu_version: AtomicU8::new(v.gsu as u8),
+            kmeans_version: AtomicU8::new(v.kmeans as u8),
+            esu_version: AtomicU8::new(v.esu as u8),
             esu_group: AtomicU8::new(0),
             poison: AtomicBool::new(poison_default()),
             copies: TransferCounter::default(),
-        }
+        })
     }
 
     /// Architecture the kernels were compiled for ("sm_90").
@@ -233,11 +214,7 @@ impl CudaBackend {
     }
 
     pub fn gsu_version(&self) -> GsuVersion {
-        match self.gsu_version.load(Ordering::Relaxed) {
-            1 => GsuVersion::V1,
-            3 => GsuVersion::V3,
-            _ => GsuVersion::V2,
-        }
+        GsuVersion::from_u8(self.gsu_version.load(Ordering::Relaxed))
     }
 
     pub fn set_gsu_version(&self, v: GsuVersion) {
@@ -245,11 +222,7 @@ impl CudaBackend {
     }
 
     pub fn kmeans_version(&self) -> KmeansVersion {
-        if self.kmeans_version.load(Ordering::Relaxed) == KmeansVersion::V1 as u8 {
-            KmeansVersion::V1
-        } else {
-            KmeansVersion::V2
-        }
+        KmeansVersion::from_u8(self.kmeans_version.load(Ordering::Relaxed))
     }
 
     pub fn set_kmeans_version(&self, v: KmeansVersion) {
@@ -390,7 +363,7 @@ impl Backend for CudaBackend {
         self.id
     }
     fn describe(&self) -> String {
-        format!("{} (GSU {:?}, ESU {:?})", self.desc, self.gsu_version(), self.esu_version())
+        format!("{} (GSU {}, ESU {}, k-means {})", self.desc, self.gsu_version().name(), self.esu_version().name(), self.kmeans_version().name())
     }
 
     fn transfers(&self) -> Transfers {

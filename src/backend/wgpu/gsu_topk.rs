@@ -91,12 +91,13 @@ pub(crate) fn encode(
         pad2: 0,
     });
     let bufs = [pq, pk, info, items, bias, &out.idx, &out.score, &out.count, &out.nan];
-    match be.options().gsu {
+    match be.options().versions.gsu {
         GsuVersion::V1 => {
             let pipe = be.pipe("gsu_topk", SRC, "gsu_topk_fwd_v1", flags, BINDS)?;
             be.dispatch(enc, &pipe, &p, &bufs, grid((n_cand as u64).div_ceil(64)));
         }
-        GsuVersion::V2 => {
+        // No tensor cores in WGSL: v3 runs v2 (describe() says so).
+        GsuVersion::V2 | GsuVersion::V3 => {
             let pipe = be.pipe("gsu_topk", SRC, "gsu_topk_fwd_v2", flags, BINDS)?;
             be.dispatch(enc, &pipe, &p, &bufs, grid(n_cand as u64));
         }

@@ -57,13 +57,7 @@ pub(crate) const F_T1_F16: u32 = 4;
 pub(crate) const F_T2_F16: u32 = 8;
 
 /// Which GSU kernel `gsu_topk`/`online` use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GsuVersion {
-    /// `gsu_topk_fwd_v1`: one invocation per candidate, private sorted list.
-    V1,
-    /// `gsu_topk_fwd_v2`: one workgroup per candidate, chunked scoring + bitonic merge.
-    V2,
-}
+pub use crate::backend::versions::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
 
 /// Construction options (tests use them to force each path).
 #[derive(Clone, Debug)]
@@ -79,7 +73,9 @@ pub struct WgpuOptions {
     /// Fill output buffers with NaN / u32::MAX before each dispatch so an unwritten element
     /// shows. Default: on in debug builds or with `TWIN_WGPU_POISON=1`.
     pub poison_outputs: bool,
-    pub gsu: GsuVersion,
+    /// The kernel versions to run (`TWIN_GSU`, `TWIN_ESU`, `TWIN_KMEANS`); WGSL has no GSU v3
+    /// (tensor cores) and runs v2 for it.
+    pub versions: KernelVersions,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -87,16 +83,17 @@ fn env_flag(name: &str) -> bool {
 }
 
 impl WgpuOptions {
-    /// Defaults, with the `TWIN_WGPU_*` environment overrides applied.
-    pub fn from_env(allow_cpu_adapter: bool) -> Self {
-        WgpuOptions {
+    /// Defaults, with the `TWIN_WGPU_*` and `TWIN_GSU`/`TWIN_ESU`/`TWIN_KMEANS` environment
+    /// overrides applied; an unknown version is an error.
+    pub fn from_env(allow_cpu_adapter: bool) -> Result<Self> {
+        Ok(WgpuOptions {
             allow_cpu_adapter,
             no_subgroups: env_flag("TWIN_WGPU_NO_SUBGROUPS"),
             no_f16: env_flag("TWIN_WGPU_NO_F16"),
             max_binding: std::env::var("TWIN_WGPU_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
             poison_outputs: cfg!(debug_assertions) || env_flag("TWIN_WGPU_POISON"),
-            gsu: if env_flag("TWIN_WGPU_GSU_V1") { GsuVersion::V1 } else { GsuVersion::V2 },
-        }
+            versions: KernelVersions::from_env()?,
+        })
     }
 }
 
@@ -162,7 +159,7 @@ impl WgpuBackend {
     /// Open the best Vulkan adapter: a discrete GPU, then an integrated one, then (only with
     /// `allow_cpu_adapter`) lavapipe. Environment overrides as in [`WgpuOptions::from_env`].
     pub fn new(allow_cpu_adapter: bool) -> Result<Self> {
-        Self::with_options(WgpuOptions::from_env(allow_cpu_adapter))
+        Self::with_options(WgpuOptions::from_env(allow_cpu_adapter)?)
     }
 
     pub fn with_options(opts: WgpuOptions) -> Result<Self> {
@@ -371,7 +368,7 @@ impl Backend for WgpuBackend {
     }
     fn describe(&self) -> String {
         format!(
-            "wgpu: {} ({:?}, {:?}, driver {} {}), subgroups {} (size {}..{}), f16 tables {}, max binding {} MiB, gsu {}",
+            "wgpu: {} ({:?}, {:?}, driver {} {}), subgroups {} (size {}..{}), f16 tables {}, max binding {} MiB, GSU {}, ESU {}, k-means {}",
             self.info.name,
             self.info.device_type,
             self.info.backend,
@@ -382,7 +379,9 @@ impl Backend for WgpuBackend {
             self.subgroup_range.1,
             if self.f16 { "f16" } else { "f32" },
             self.max_binding >> 20,
-            if self.opts.gsu == GsuVersion::V1 { "v1" } else { "v2" }
+            self.opts.versions.gsu.min(GsuVersion::V2).name(),
+            self.opts.versions.esu.name(),
+            self.opts.versions.kmeans.name()
         )
     }
 

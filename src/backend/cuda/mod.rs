@@ -51,8 +51,8 @@ mod sources;
 mod tensor;
 mod train_rows;
 
-pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
 pub use crate::backend::versions::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
+pub use compile::{compile_all_kernels, compile_kernel, driver_present, include_dir, lineinfo, nvrtc_present};
 pub use sources::{KernelSource, KERNEL_SOURCES};
 
 use std::collections::HashMap;
@@ -84,7 +84,6 @@ pub(crate) fn device_err<E: std::fmt::Debug>(op: &'static str) -> impl Fn(E) -> 
 fn unavailable(why: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: BACKEND, why: why.into() }
 }
-
 
 /// A table resident on the device.
 pub(crate) enum CudaTable {
@@ -363,7 +362,13 @@ impl Backend for CudaBackend {
         self.id
     }
     fn describe(&self) -> String {
-        format!("{} (GSU {}, ESU {}, k-means {})", self.desc, self.gsu_version().name(), self.esu_version().name(), self.kmeans_version().name())
+        format!(
+            "{} (GSU {}, ESU {}, k-means {})",
+            self.desc,
+            self.gsu_version().name(),
+            self.esu_version().name(),
+            self.kmeans_version().name()
+        )
     }
 
     fn transfers(&self) -> Transfers {

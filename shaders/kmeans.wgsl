@@ -7,21 +7,16 @@
 //         nearest centroid, ties to the lower index (strict <). Bit-identical to the CPU.
 //         The square is rounded on its own (`sq` below) before the add so no FMA contraction
 //         can change the result.
-// kmeans_update_fwd_v2: one invocation per (centroid, dimension t), looping over its problem's
-//         points in point order and summing members as the CPU does, in f64: WGSL has no f64,
-//         so the sum runs on binary64 bit patterns (signed add, round to nearest even, in integer
-//         arithmetic: `dadd_signed`), and the mean (f32)(sum / count) is an exact long division
-//         rounded to binary64, then to binary32 (`dmean_f32`). Bit-identical to the CPU (v1
-//         summed in f32, which moved the means by an f32 rounding and could change a later
-//         assignment or a problem's iteration count). A centroid with no member keeps its
-//         previous value.
+// The centroid update (v1 and v2, bit-identical to the CPU: members summed in point order in
+//         f64 emulated on binary64 bit patterns) is in kmeans_update.wgsl, with its own header;
+//         it reads these buffers and the `state` done flags below.
 // kmeans_converge_fwd_v1: one invocation per problem, after an update + assign round: a problem
 //         not yet done counts the round and is done when none of its assignments changed
 //         (compared point by point with the previous round's `old`). The Lloyd loop then runs
 //         on the device without the host.
-// state [2P]: done flags [P] then iteration counts [P]. assign and update skip a done problem
-//         (a fixed point of update + assign), update copying its centroids forward so the
-//         ping-pong buffers stay equal; the standalone ops bind an all-zero state.
+// state [2P]: done flags [P] then iteration counts [P]. assign and the update skip a done
+//         problem (a fixed point of update + assign), the update copying its centroids forward
+//         so the ping-pong buffers stay equal; the standalone ops bind an all-zero state.
 // kmeans_seed_fwd: k-means++ (SPEC §4.3), bit-identical to cpu::kmeans::seed_one and to CUDA's
 //         kmeans_seed_fwd. One workgroup of 256 per problem (2-D grid flattened); a dispatch runs
 //         picks c in [c_begin, c_end) of every problem (the host splits the k picks over several
@@ -38,8 +33,8 @@
 //         rounding is the CPU's. The sequential loops are unrolled by 8 (same order).
 //         `state` is scratch here: [3P] rng lo, hi and the pending pick per problem, then mind
 //         [N] as f32 bits; it carries the problem from one dispatch to the next.
-// The 64-bit integer and binary64 helpers (mul32, splitmix_next, dadd, dadd_signed, dmean_f32,
-// unit_times, ...) are in emu64.wgsl, which the host appends to this source.
+// The 64-bit integer and binary64 helpers (mul32, splitmix_next, dadd, unit_times, ...) are in
+// emu64.wgsl, which the host appends to this source.
 struct Params { n: u32, dim: u32, n_prob: u32, total_k: u32, c_begin: u32, c_end: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> points: array<f32>;
@@ -61,16 +56,6 @@ fn problem_of_point(i: u32) -> u32 {
     }
     return lo;
 }
-fn problem_of_centroid(g: u32) -> u32 {
-    var lo = 0u;
-    var hi = P.n_prob;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (coff[mid] <= g) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
-
 
 @compute @workgroup_size(64)
 fn kmeans_assign_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -98,34 +83,6 @@ fn kmeans_assign_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         }
     }
     assign[i] = best;
-}
-
-@compute @workgroup_size(64)
-fn kmeans_update_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if (e >= P.total_k * P.dim) { return; }
-    let g = e / P.dim;
-    let t = e - g * P.dim;
-    let p = problem_of_centroid(g);
-    if (state[p] != 0u) {
-        out[e] = cents[e];
-        return;
-    }
-    let j = g - coff[p];
-    var sum = vec2<u32>(0u, 0u);
-    var cnt = 0u;
-    for (var i = offsets[p]; i < offsets[p + 1u]; i++) {
-        if (assign[i] == j) {
-            sum = dadd_signed(sum, f64_of_f32_signed(points[i * P.dim + t]));
-            cnt = cnt + 1u;
-        }
-    }
-    if (cnt > 0u) {
-        out[e] = dmean_f32(sum, cnt);
-    } else {
-        out[e] = cents[e];
-    }
 }
 
 @compute @workgroup_size(64)

@@ -139,3 +139,95 @@ fn kmeans_update_v2_bit_identical() {
         }
     }
 }
+
+/// The WGSL update (shaders/kmeans_update.wgsl) at v1 (a scan of the problem's assignments per
+/// (centroid, dimension)) and v2 (a stable counting sort by assignment over slices of points,
+/// then per-centroid sums), both equal to the CPU reference bit for bit: many small problems
+/// (n = 1, 2, 97 and 1,025 with k from 1 to 63), problems cut into several slices (n >= 4,096),
+/// centroids with no member, duplicated points, dims 1, 7 and 64, outputs poisoned. Then whole
+/// runs: `kmeans` (device seeding + Lloyd) and `lloyd` from centroids with exact duplicates
+/// (distance ties: the duplicate gets no member and keeps its value), where problems converge
+/// at different rounds and the done ones are copied forward while the others go on. With `CI`
+/// set, a wgpu backend that cannot start is a failure.
+#[test]
+fn kmeans_update_wgpu_versions_bit_identical() {
+    #[cfg(feature = "wgpu")]
+    {
+        use twin_engine::backend::{BackendChoice, KmeansVersion};
+        match twin_engine::backend::open(BackendChoice::Wgpu) {
+            Ok(_) if !wanted("wgpu") => return,
+            Ok(_) => {}
+            Err(e) => {
+                assert!(std::env::var_os("CI").is_none(), "CI is set and the wgpu backend could not start: {e}");
+                eprintln!("kmeans_update: wgpu skipped: {e}");
+                return;
+            }
+        }
+        let cpu = cpu();
+        let versions = [KmeansVersion::V1, KmeansVersion::V2];
+        let bes: Vec<_> = versions.iter().map(|&v| (v, wgpu_with(|o| o.versions.kmeans = v))).collect();
+        for (v, be) in &bes {
+            assert!(be.describe().ends_with(&format!("k-means {}", v.name())), "{v:?}: {}", be.describe());
+        }
+        let mut shapes: Vec<(usize, usize)> = vec![(1, 1), (2, 1), (2, 2), (4100, 1), (5000, 2), (9000, 3), (20000, 5), (4096, 63)];
+        for k in 1..=63 {
+            shapes.push((97, k));
+        }
+        for k in [1, 2, 3, 8, 31, 62, 63] {
+            shapes.push((1025, k));
+        }
+        let mut r = SplitMix64::new(131);
+        for _ in 0..40 {
+            let n = [1usize, 2, 97, 1025][r.below(4) as usize];
+            shapes.push((n, 1 + r.below(n.min(63) as u64) as usize));
+        }
+        for dim in [1usize, 7, 64] {
+            // dim 64: the many small problems only (lavapipe runs v1 at Σk·dim·n trips)
+            let sh: Vec<(usize, usize)> = shapes.iter().copied().filter(|&(n, _)| dim < 64 || n <= 1025).collect();
+            let (pts, offs, ks, assign) = update_case(&sh, dim, 130 + dim as u64);
+            let b = KmeansBatch { dim, points: &pts, offsets: &offs, k: &ks };
+            let total: usize = ks.iter().map(|&k| k as usize).sum();
+            let mut rp = SplitMix64::new(132);
+            let prev: Vec<f32> = (0..total * dim).map(|_| rp.normal() as f32).collect();
+            let want = cpu.kmeans_update(&b, &assign, &prev).unwrap();
+            let kept = (0..total * dim).filter(|&i| want[i].to_bits() == prev[i].to_bits()).count();
+            assert!(kept >= dim * 50, "dim {dim}: only {kept} values kept: too few empty centroids");
+            for (v, be) in &bes {
+                let got = be.kmeans_update(&b, &assign, &prev).unwrap();
+                assert_bits(&format!("wgpu {v:?} dim {dim} update"), &got, &want);
+            }
+        }
+        // Whole runs, v1 and v2 against the CPU.
+        let (pts, offs, ks) = problems(&[1, 2, 97, 1025, 333, 20, 4500], 133);
+        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| 3 * i + 5).collect();
+        let mut init = cpu.kmeans_seed(&b, &seeds).unwrap();
+        let coff = b.centroid_offsets();
+        for p in 0..ks.len() {
+            if ks[p] >= 2 {
+                let c0 = coff[p] as usize * DIM;
+                let row: Vec<f32> = init[c0..c0 + DIM].to_vec();
+                init[c0 + DIM..c0 + 2 * DIM].copy_from_slice(&row);
+            }
+        }
+        for max_iter in [1u32, 3, 30] {
+            let want_k = cpu.kmeans(&b, &seeds, max_iter).unwrap();
+            let want_l = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
+            if max_iter == 30 {
+                let rounds: std::collections::BTreeSet<u32> = want_l.iterations.iter().chain(&want_k.iterations).copied().collect();
+                assert!(rounds.len() >= 2 && rounds.iter().any(|&x| x < max_iter), "no problem done early: {rounds:?}");
+            }
+            for (v, be) in &bes {
+                for (op, got, want) in [
+                    ("kmeans", be.kmeans(&b, &seeds, max_iter).unwrap(), &want_k),
+                    ("lloyd", be.lloyd(&b, init.clone(), max_iter).unwrap(), &want_l),
+                ] {
+                    let what = format!("wgpu {v:?} {op} max_iter {max_iter}");
+                    assert_eq!(got.assign, want.assign, "{what}: assignments");
+                    assert_eq!(got.iterations, want.iterations, "{what}: iterations");
+                    assert_bits(&what, &got.centroids, &want.centroids);
+                }
+            }
+        }
+    }
+}

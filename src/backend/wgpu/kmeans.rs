@@ -1,4 +1,6 @@
-//! `kmeans` (shaders/kmeans.wgsl): batched assignment and update; `lloyd` keeps the points,
+//! `kmeans` (shaders/kmeans.wgsl, the update in shaders/kmeans_update.wgsl): batched assignment
+//! and update (v2 by default: a counting sort by assignment, then per-centroid sums; v1 with
+//! `TWIN_KMEANS=v1`; both bit-identical to the CPU); `lloyd` keeps the points,
 //! centroids, assignments and convergence state on the device and runs every round without the
 //! host (`kmeans_converge_fwd_v1`), then reads assignments, centroids and iteration counts back
 //! in one download. Each group of problems travels in one packed upload; `Init::Seed` seeds on
@@ -10,7 +12,7 @@
 use std::num::NonZeroU64;
 
 use super::kmeans_seed;
-use super::{grid, split_by, words_f32, words_u32, Readback, WgpuBackend, B};
+use super::{grid, split_by, words_f32, words_u32, KmeansVersion, Readback, WgpuBackend, B};
 use crate::backend::{KmeansBatch, KmeansResult};
 use crate::error::{Error, Result};
 
@@ -18,6 +20,10 @@ use crate::error::{Error, Result};
 pub(super) const SRC: &str = concat!(include_str!("../../../shaders/kmeans.wgsl"), "\n", include_str!("../../../shaders/emu64.wgsl"));
 /// points, offsets, coff, cents (read); assign, out, state (read-write); old (read).
 pub(super) const BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::W, B::W, B::W, B::R];
+/// kmeans_update.wgsl (the centroid update, v1 and v2) with the binary64 helpers (emu64.wgsl).
+const UPDATE_SRC: &str = concat!(include_str!("../../../shaders/kmeans_update.wgsl"), "\n", include_str!("../../../shaders/emu64.wgsl"));
+/// points, offsets, coff, prev, assign (read); out (read-write); state (read); scratch (read-write).
+const UPDATE_BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::R, B::W, B::R, B::W];
 
 /// Mirrors `Params` in shaders/kmeans.wgsl (`c_begin`, `c_end`: the seeding window).
 #[repr(C)]
@@ -251,31 +257,91 @@ fn encode_assign(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn encode_update(
-    be: &WgpuBackend,
-    enc: &mut wgpu::CommandEncoder,
-    g: &Group,
-    dim: usize,
-    prev: &wgpu::Buffer,
-    assign: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    state: &wgpu::Buffer,
-    spare: &Spare,
-) -> Result<()> {
-    let pipe = be.pipe("kmeans", SRC, "kmeans_update_fwd_v2", 0, BINDS)?;
-    let binds = [
+/// Points per v2 work item (slice) of a large problem: `SLICE` in shaders/kmeans_update.wgsl.
+const SLICE: usize = 2048;
+
+/// What one update dispatch binds besides the group's inputs: the previous centroids, the
+/// assignments, the new centroids and the convergence state.
+pub(super) struct UpdateIo<'a> {
+    pub prev: &'a wgpu::Buffer,
+    pub assign: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub state: &'a wgpu::Buffer,
+}
+
+/// A group's centroid update (shaders/kmeans_update.wgsl): v2 (`KmeansVersion::V2`, the
+/// default) with its scratch buffer (plan, count matrix, sorted order; allocated and planned
+/// once, reused by every Lloyd round), or v1. v2 falls back to v1 (bit-identical) where its
+/// scratch would not fit one storage binding.
+pub(super) struct Updater {
+    /// v2's scratch and the byte range of its count matrix (cleared every round)
+    v2: Option<(wgpu::Buffer, u64, u64)>,
+}
+
+impl Updater {
+    /// The update of `g` at the backend's k-means version; v2's plan is encoded into `enc`.
+    pub fn new(be: &WgpuBackend, enc: &mut wgpu::CommandEncoder, g: &Group, spare: &Spare) -> Result<Updater> {
+        if be.options().versions.kmeans < KmeansVersion::V2 {
+            return Ok(Updater { v2: None });
+        }
+        let (n, n_prob, total_k) = (g.pts.len(), g.n_prob, g.cents.len());
+        let (plan, mat) = (2 * n_prob + 2, total_k + n / 4);
+        let words = plan + mat + n;
+        if (words * 4) as u64 > be.max_binding().min(be.device.limits().max_buffer_size) {
+            return Ok(Updater { v2: None });
+        }
+        let scratch = be.output("kmeans update scratch", words);
+        let pipe = be.pipe("kmeans_update", UPDATE_SRC, "kmeans_update_fwd_v2_plan", 0, UPDATE_BINDS)?;
+        let io = UpdateIo { prev: &spare.u32s, assign: &spare.u32s, out: &spare.f32s, state: &spare.state };
+        be.dispatch_bound(enc, &pipe, &g.params, &update_binds(g, &io, &scratch), (1, 1));
+        Ok(Updater { v2: Some((scratch, (plan * 4) as u64, (mat * 4) as u64)) })
+    }
+
+    /// Encode one update of `g` (v2: clear, count, scan, scatter, sum; v1: one dispatch).
+    pub fn encode(
+        &self,
+        be: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        g: &Group,
+        dim: usize,
+        io: &UpdateIo,
+        spare: &Spare,
+    ) -> Result<()> {
+        let sum_grid = grid(((g.cents.len() * dim) as u64).div_ceil(64));
+        let Some((scratch, mat_off, mat_bytes)) = &self.v2 else {
+            let pipe = be.pipe("kmeans_update", UPDATE_SRC, "kmeans_update_fwd_v1", 0, UPDATE_BINDS)?;
+            be.dispatch_bound(enc, &pipe, &g.params, &update_binds(g, io, &spare.u32s), sum_grid);
+            return Ok(());
+        };
+        if *mat_bytes > 0 {
+            enc.clear_buffer(scratch, *mat_off, Some(*mat_bytes));
+        }
+        let items = grid(((g.n_prob + g.pts.len() / SLICE) as u64).div_ceil(64));
+        let binds = update_binds(g, io, scratch);
+        for (entry, groups) in [
+            ("kmeans_update_fwd_v2_count", items),
+            ("kmeans_update_fwd_v2_scan", grid((g.n_prob as u64).div_ceil(64))),
+            ("kmeans_update_fwd_v2_scatter", items),
+            ("kmeans_update_fwd_v2", sum_grid),
+        ] {
+            let pipe = be.pipe("kmeans_update", UPDATE_SRC, entry, 0, UPDATE_BINDS)?;
+            be.dispatch_bound(enc, &pipe, &g.params, &binds, groups);
+        }
+        Ok(())
+    }
+}
+
+fn update_binds<'a>(g: &'a Group, io: &UpdateIo<'a>, scratch: &'a wgpu::Buffer) -> [wgpu::BufferBinding<'a>; 8] {
+    [
         g.points(),
         g.offsets(),
         g.coff(),
-        prev.as_entire_buffer_binding(),
-        assign.as_entire_buffer_binding(),
-        out.as_entire_buffer_binding(),
-        state.as_entire_buffer_binding(),
-        spare.u32s.as_entire_buffer_binding(),
-    ];
-    be.dispatch_bound(enc, &pipe, &g.params, &binds, grid(((g.cents.len() * dim) as u64).div_ceil(64)));
-    Ok(())
+        io.prev.as_entire_buffer_binding(),
+        io.assign.as_entire_buffer_binding(),
+        io.out.as_entire_buffer_binding(),
+        io.state.as_entire_buffer_binding(),
+        scratch.as_entire_buffer_binding(),
+    ]
 }
 
 pub(crate) fn assign(be: &WgpuBackend, b: &KmeansBatch, centroids: &[f32]) -> Result<Vec<u32>> {
@@ -306,7 +372,8 @@ pub(crate) fn update(be: &WgpuBackend, b: &KmeansBatch, assign: &[u32], prev: &[
             let pb = be.upload("prev", &prev[g.cents.start * b.dim..g.cents.end * b.dim]);
             let ab = be.upload("assign", &assign[g.pts.clone()]);
             let ob = be.output("centroids", g.cents.len() * b.dim);
-            encode_update(be, &mut enc, g, b.dim, &pb, &ab, &ob, &spare.state, &spare)?;
+            let io = UpdateIo { prev: &pb, assign: &ab, out: &ob, state: &spare.state };
+            Updater::new(be, &mut enc, g, &spare)?.encode(be, &mut enc, g, b.dim, &io, &spare)?;
             outs.push((ob, g.cents.len() * b.dim));
         }
         let reads: Vec<Readback> = outs.iter().map(|(buf, n)| Readback { buf, bytes: (*n * 4) as u64 }).collect();
@@ -344,11 +411,12 @@ pub(super) fn encode_lloyd(
     spare: &Spare,
 ) -> Result<()> {
     encode_assign(be, enc, g, run.c[0], run.a[0], run.state, spare)?;
+    let update = Updater::new(be, enc, g, spare)?;
     let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd_v1", 0, BINDS)?;
     for it in 0..max_iter as usize {
         let cur = it % 2;
         let (c, a) = (run.c, run.a);
-        encode_update(be, enc, g, dim, c[cur], a[cur], c[1 - cur], run.state, spare)?;
+        update.encode(be, enc, g, dim, &UpdateIo { prev: c[cur], assign: a[cur], out: c[1 - cur], state: run.state }, spare)?;
         encode_assign(be, enc, g, c[1 - cur], a[1 - cur], run.state, spare)?;
         let binds = [
             g.points(),

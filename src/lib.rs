@@ -16,7 +16,6 @@ pub mod model;
 pub mod net;
 pub mod nvtx;
 pub mod online;
-pub mod plot;
 pub mod rng;
 pub mod serve;
 pub mod train;

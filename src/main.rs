@@ -34,6 +34,9 @@ mod bench_cmd;
 #[path = "cli/lifelong.rs"]
 mod lifelong_cmd;
 
+#[path = "cli/plot.rs"]
+mod plot;
+
 #[derive(Parser)]
 #[command(name = "twin", version, about = "TWIN / TWIN-V2 engine: data, offline clustering, online scoring")]
 struct Cli {

@@ -28,7 +28,7 @@ use twin_engine::cluster::{self, ClusterConfig, ClusterSet};
 use twin_engine::data::{self, Dataset, SynthConfig};
 use twin_engine::fileio;
 use twin_engine::model::{Model, ModelConfig};
-use twin_engine::plot;
+use crate::plot;
 use twin_engine::rng::derive_seed;
 use twin_engine::train::optim::OptimConfig;
 use twin_engine::train::trainer::{self, TrainState};

@@ -48,9 +48,10 @@
 // n (v1's scan, a slice <= n points, a scan of S·k <= max(k, n/4) entries, a centroid's <= n
 // members) or by 2⌈P/256⌉ + 256 (the plan), so on lavapipe problems stay below that many points,
 // as kmeans.wgsl's assignment/convergence loops already require.
-// Traffic per round: v1 reads the problem's assignments Σk·dim times (k·dim per problem, n each)
-// and every point's coordinates k times; v2 reads the assignments twice, writes and reads order
-// once (dim times in the sum, neighbours share it), reads each point once and mat a few words.
+// Traffic per round: v1 reads each problem's n assignments k·dim times (once per (centroid,
+// dimension) invocation: Σ k·dim·n loop trips) and each point once; v2 reads the assignments
+// twice, writes order once and reads it dim times (neighbouring invocations share the words),
+// reads each point once and mat a few words per (centroid, slice): Σ (2n + S·k + n·dim) trips.
 struct Params { n: u32, dim: u32, n_prob: u32, total_k: u32, c_begin: u32, c_end: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> points: array<f32>;

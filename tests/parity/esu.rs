@@ -434,3 +434,182 @@ mod v2 {
         }
     }
 }
+
+/// WGSL ESU v2 (shaders/esu.wgsl) against the CPU reference and WGSL v1: v2 performs v1's
+/// operations in v1's order per candidate, so it must equal v1 bit for bit (on each reduction
+/// path: subgroups where the adapter has them, and the workgroup-memory tree), and the CPU
+/// within the module's tolerance. With `CI` set, a wgpu that cannot start fails.
+#[cfg(feature = "wgpu")]
+mod wgpu_v2 {
+    use std::sync::Arc;
+
+    use twin_engine::backend::wgpu::{EsuVersion, WgpuBackend, WgpuOptions};
+    use twin_engine::backend::{Backend, DType, HostTable, OnlineBatch, OnlineRequests, OnlineTables};
+    use twin_engine::features;
+    use twin_engine::rng::SplitMix64;
+
+    use crate::common::*;
+
+    /// (label, v1, v2) on one reduction path, both with poisoned outputs.
+    type Pair = (&'static str, Arc<WgpuBackend>, Arc<WgpuBackend>);
+
+    fn open(no_subgroups: bool, esu: EsuVersion) -> Option<Arc<WgpuBackend>> {
+        let mut o = WgpuOptions::from_env(true).expect("TWIN_GSU/TWIN_ESU/TWIN_KMEANS");
+        o.poison_outputs = true;
+        o.no_subgroups = no_subgroups;
+        o.versions.esu = esu;
+        match WgpuBackend::with_options(o) {
+            Ok(b) => Some(Arc::new(b)),
+            Err(e) => {
+                if std::env::var_os("CI").is_some() {
+                    panic!("parity: CI is set and the wgpu backend could not start: {e}");
+                }
+                eprintln!("parity: wgpu skipped: {e}");
+                None
+            }
+        }
+    }
+
+    fn pairs() -> Vec<Pair> {
+        let mut v = Vec::new();
+        if !wanted("wgpu") {
+            return v;
+        }
+        for (label, ns) in [("wgpu default reductions", false), ("wgpu no-subgroups", true)] {
+            let (Some(a), Some(b)) = (open(ns, EsuVersion::V1), open(ns, EsuVersion::V2)) else { return v };
+            eprintln!("esu v1/v2 on {} [{label}]", b.describe());
+            v.push((label, a, b));
+        }
+        v
+    }
+
+    /// Online tables of width `d` = `heads` · d_k (random, with common's ±50 outliers in randn).
+    fn host_tables(seed: u64, d: usize, heads: usize, dtype: DType) -> [HostTable; 6] {
+        let mut rng = SplitMix64::new(seed);
+        let v = *features::cross_offsets().last().unwrap() as usize;
+        let half = |t: HostTable| if dtype == DType::F16 { t.to_f16() } else { t };
+        let pq = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
+        let pk = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
+        let pv = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 1.0)).unwrap());
+        let cb = HostTable::f32(v, heads, randn(&mut rng, v * heads, 0.5)).unwrap();
+        let cv = HostTable::f32(v, d, randn(&mut rng, v * d, 0.5)).unwrap();
+        let wo = HostTable::f32(d, d, randn(&mut rng, d * d, 1.0 / (d as f64).sqrt())).unwrap();
+        [pq, pk, pv, cb, cv, wo]
+    }
+
+    fn upload(be: &dyn Backend, h: &[HostTable; 6], heads: usize) -> OnlineTables {
+        let [pq, pk, pv, cb, cv, wo] = h;
+        OnlineTables {
+            p_q: be.upload_table("p_q", pq).unwrap(),
+            p_k: be.upload_table("p_k", pk).unwrap(),
+            p_v: be.upload_table("p_v", pv).unwrap(),
+            cross_bias: be.upload_table("cross_bias", cb).unwrap(),
+            cross_value: be.upload_table("cross_value", cv).unwrap(),
+            w_o: be.upload_table("w_o", wo).unwrap(),
+            cross_offsets: features::cross_offsets(),
+            heads,
+        }
+    }
+
+    fn bias_of(cpu: &dyn Backend, tc: &OnlineTables, req: &OnlineRequests) -> Vec<f32> {
+        let cb = cpu.cross_bias(&tc.cross_bias, &req.cross, tc.n_cross()).unwrap();
+        cpu.log_size_bias(&cb, &req.sizes, tc.heads).unwrap()
+    }
+
+    /// The module's per-row rule for rows of width `d`; NaN (an unwritten poisoned output)
+    /// fails. Returns the worst |err|/tol.
+    fn compare(what: &str, got: &[f32], want: &[f32], d: usize) -> f32 {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let mut worst = 0f32;
+        for (r, (g, w)) in got.chunks(d).zip(want.chunks(d)).enumerate() {
+            let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
+                let (err, tol) = ((g - w).abs(), 2e-3 * scale + 1e-4 + 1e-3 * w.abs());
+                assert!(err <= tol, "{what}: row {r} col {i}: got {g}, want {w} (|err| {err} > tol {tol})");
+                worst = worst.max(err / tol);
+            }
+        }
+        worst
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Requests (L, B): candidate counts 1, 3, 9, 13, 17 (ragged last groups for G = 8, 5, 2),
+    /// an empty request, L = 1, 97, 1025 (counts from 1 to K).
+    const SHAPES: &[(usize, usize)] = &[(1, 1), (97, 9), (1025, 13), (20, 0), (1025, 1), (5, 17), (97, 3)];
+
+    #[test]
+    fn wgpu_esu_v2_matches_cpu_and_v1() {
+        let cpu = cpu();
+        let mut worst = 0f32;
+        let mut rows = 0;
+        for (label, b1, b2) in pairs() {
+            for &(d, heads) in &[(128usize, 4usize), (12, 3)] {
+                for dtype in [DType::F32, DType::F16] {
+                    let h = host_tables(61 + d as u64, d, heads, dtype);
+                    let (tc, t1, t2) = (upload(&*cpu, &h, heads), upload(&*b1, &h, heads), upload(&*b2, &h, heads));
+                    let req = requests(SHAPES, 62);
+                    let b = req.as_batch();
+                    let bias = bias_of(&*cpu, &tc, &req);
+                    for k in [1usize, 7, 100, 256] {
+                        let what = format!("{label} D={d} h={heads} {dtype:?} K={k}");
+                        assert_eq!(b1.esu_v2_group(&t1, k), None, "{what}: the v1 backend plans v2");
+                        let g = b2.esu_v2_group(&t2, k);
+                        assert!(g.is_some_and(|g| g >= 2), "{what}: v2 does not run in groups ({g:?})");
+                        let topk = cpu.gsu_topk(&tc, &b, &bias, k).unwrap();
+                        let want = cpu.esu(&tc, &b, &bias, &topk).unwrap();
+                        let v1 = b1.esu(&t1, &b, &bias, &topk).unwrap();
+                        let v2 = b2.esu(&t2, &b, &bias, &topk).unwrap();
+                        compare(&format!("{what} v1"), &v1, &want, d);
+                        worst = worst.max(compare(&format!("{what} v2 (G={})", g.unwrap_or(0)), &v2, &want, d));
+                        assert_eq!(bits(&v2), bits(&v1), "{what}: esu v2 (G={g:?}) differs from v1");
+                        rows += v2.len() / d;
+                    }
+                }
+            }
+        }
+        eprintln!("  wgpu esu v2: {rows} rows == v1 bit for bit, worst {worst:.3} of tolerance");
+    }
+
+    fn one_request(req: &OnlineRequests, b: &OnlineBatch, r: usize) -> OnlineRequests {
+        let (s, c) = (b.seq_range(r), b.cand_range(r));
+        let j = features::N_CROSS;
+        let mut one = OnlineRequests::new();
+        one.push(&req.items[s.clone()], &req.cross[s.start * j..s.end * j], &req.sizes[s.clone()], &req.cands[c]);
+        one
+    }
+
+    /// The whole online path (GSU → ESU in one command buffer): v2's out equals v1's bit for
+    /// bit, matches the reference ESU on the device's finalists, and a request alone (its
+    /// groups cut from its own first candidate) equals the same request in the batch.
+    #[test]
+    fn wgpu_online_esu_v2_matches_v1() {
+        let cpu = cpu();
+        for (label, b1, b2) in pairs() {
+            for dtype in [DType::F32, DType::F16] {
+                let h = host_tables(81, D, H, dtype);
+                let (tc, t1, t2) = (upload(&*cpu, &h, H), upload(&*b1, &h, H), upload(&*b2, &h, H));
+                let req = requests(&[(7, 3), (300, 9), (97, 13), (1, 1), (100, 0), (1025, 9)], 82);
+                let b = req.as_batch();
+                let bias = bias_of(&*cpu, &tc, &req);
+                for k in [1usize, 7, 100] {
+                    let what = format!("{label} online {dtype:?} K={k}");
+                    assert!(b2.esu_v2_group(&t2, k).is_some(), "{what}: v2 does not run");
+                    let o1 = b1.online(&t1, &b, k).unwrap();
+                    let o2 = b2.online(&t2, &b, k).unwrap();
+                    assert_eq!(o2.topk.idx, o1.topk.idx, "{what}: finalists differ");
+                    let want = cpu.esu(&tc, &b, &bias, &o2.topk).unwrap();
+                    compare(&what, &o2.out, &want, D);
+                    assert_eq!(bits(&o2.out), bits(&o1.out), "{what}: esu v2 differs from v1");
+                    for r in [2usize, 5] {
+                        let alone = b2.online(&t2, &one_request(&req, &b, r).as_batch(), k).unwrap();
+                        let c = b.cand_range(r);
+                        assert_eq!(bits(&alone.out), bits(&o2.out[c.start * D..c.end * D]), "{what}: request {r} alone");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -32,7 +32,11 @@ use crate::fileio::{self, Reader, Writer};
 use crate::rng::derive_seed;
 
 pub const MAGIC: &[u8; 8] = b"TWINCLST";
-pub const VERSION: u32 = 1;
+/// Version 2 adds the source digests (`provenance.rs`); version 1 files still load without them.
+pub const VERSION: u32 = 2;
+
+mod provenance;
+pub use provenance::{catalogue_digest, dataset_digest};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterConfig {
@@ -102,6 +106,10 @@ pub struct ClusterSet {
     pub member_offsets: Vec<u64>,
     /// Member positions within the user's sequence (0 = oldest), ascending per cluster.
     pub members: Vec<u32>,
+    /// Digests of the dataset's histories and of the item catalogue the clusters were built
+    /// from ([`ClusterSet::check_source`]); `None` in files of format version 1.
+    pub dataset_digest: Option<u64>,
+    pub catalogue_digest: Option<u64>,
 }
 
 /// What `cluster_users` did, for the CLI summary.
@@ -314,6 +322,7 @@ pub fn cluster_users_keyed(
         member_offsets: vec![0],
         ..Default::default()
     };
+    set.set_source(data);
     for list in built {
         for (d, v) in list {
             set.item.push(v.item);
@@ -517,13 +526,17 @@ impl ClusterSet {
         w.u8s(&self.group);
         w.u64s(&self.member_offsets);
         w.u32s(&self.members);
+        for d in [self.dataset_digest, self.catalogue_digest] {
+            w.u8(d.is_some() as u8);
+            w.u64(d.unwrap_or(0));
+        }
         fileio::save(path, MAGIC, VERSION, &w.buf)
     }
 
     pub fn load(path: &Path) -> Result<ClusterSet> {
-        let (_, payload) = fileio::load(path, MAGIC, VERSION)?;
+        let (version, payload) = fileio::load(path, MAGIC, VERSION)?;
         let mut r = Reader::new(&payload, path);
-        let set = ClusterSet {
+        let mut set = ClusterSet {
             cutoff: r.i64("cutoff")?,
             gamma: r.u32("gamma")?,
             groups: r.u32("groups")?,
@@ -538,7 +551,22 @@ impl ClusterSet {
             group: r.u8s("group")?,
             member_offsets: r.u64s("member_offsets")?,
             members: r.u32s("members")?,
+            dataset_digest: None,
+            catalogue_digest: None,
         };
+        if version >= 2 {
+            let mut digest = |field: &'static str| -> Result<Option<u64>> {
+                let present = r.u8(field)?;
+                let d = r.u64(field)?;
+                match present {
+                    0 => Ok(None),
+                    1 => Ok(Some(d)),
+                    _ => Err(Error::corrupt(path, format!("{field}: presence flag {present} is not 0 or 1"))),
+                }
+            };
+            set.dataset_digest = digest("dataset_digest")?;
+            set.catalogue_digest = digest("catalogue_digest")?;
+        }
         r.finish()?;
         set.check_structure().map_err(|e| Error::corrupt(path, e.to_string()))?;
         Ok(set)

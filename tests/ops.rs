@@ -394,7 +394,7 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(be.online(&f.tables, &req.as_batch(), 100), Err(Error::TooLarge { field: "sequence length", .. })));
     // Bad top-K and malformed offsets.
     let req = requests(&f, &[(10, 2)], 14);
-    assert!(matches!(be.online(&f.tables, &req.as_batch(), 0), Err(Error::TooLarge { field: "top_k", .. })));
+    assert!(matches!(be.online(&f.tables, &req.as_batch(), 0), Err(Error::BadShape { field: "top_k", value: 0, .. })));
     let mut bad = req.clone();
     bad.seq_offsets = vec![0, 11];
     assert!(be.online(&f.tables, &bad.as_batch(), 100).is_err());

@@ -18,12 +18,13 @@ use crate::data::PyDataset;
 use crate::errors::py_err;
 use crate::{parse_backend, parse_variant};
 
-/// Clusters from `path`, refused if built past the split (they would leak the test period); or,
+/// Clusters from `path`, refused if built from another dataset or catalogue, or past the split (they would leak the test period); or,
 /// without a path, the history before the split clustered on `model`'s item embeddings.
 fn clusters_for(be: &dyn Backend, ds: &Dataset, path: Option<&PathBuf>, split: &Split, model: &Model, seed: u64) -> Result<ClusterSet> {
     match path {
         Some(p) => {
             let cs = ClusterSet::load(p)?;
+            cs.check_source(ds, model)?;
             if cs.cutoff > split.time {
                 return Err(Error::Incompatible {
                     what: "clusters",

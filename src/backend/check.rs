@@ -159,7 +159,10 @@ pub fn tables(t: &OnlineTables) -> Result<()> {
 /// feature's vocabulary, sizes ≥ 1, non-empty sequences, L within the limit.
 pub fn online(t: &OnlineTables, b: &OnlineBatch, k: usize) -> Result<()> {
     tables(t)?;
-    if k == 0 || k > MAX_TOP_K {
+    if k == 0 {
+        return Err(Error::BadShape { field: "top_k", value: 0, why: "at least one finalist per candidate is needed (1 to 256)" });
+    }
+    if k > MAX_TOP_K {
         return Err(Error::TooLarge { field: "top_k", value: k as u64, limit: MAX_TOP_K as u64 });
     }
     len("cand_offsets", b.cand_offsets.len(), b.seq_offsets.len(), "seq_offsets length")?;

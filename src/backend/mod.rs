@@ -460,6 +460,7 @@ pub trait Backend: DeviceOps {
 
 /// Which backend to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendChoice {
     /// The fast CPU path (`cpu_fast`).
     Cpu,
@@ -480,7 +481,7 @@ impl std::str::FromStr for BackendChoice {
             "cuda" => Ok(BackendChoice::Cuda),
             "wgpu" => Ok(BackendChoice::Wgpu),
             "auto" => Ok(BackendChoice::Auto),
-            _ => Err(Error::BadShape { field: "backend", value: 0, why: "expected cpu, cpu-ref, cuda, wgpu or auto" }),
+            _ => Err(Error::BadSetting { name: "backend", value: s.to_string(), why: "expected cpu, cpu-ref, cuda, wgpu or auto".into() }),
         }
     }
 }

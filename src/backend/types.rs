@@ -34,6 +34,7 @@ impl fmt::Display for BackendKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum DType {
     F32,
     F16,

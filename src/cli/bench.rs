@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use twin_engine::backend::BackendChoice;
+use twin_engine::backend::{BackendChoice, DType};
 use twin_engine::bench::{self, targets::Versions, Options, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,12 +27,11 @@ pub struct BenchOpts {
     /// Which workload.
     #[arg(value_enum)]
     work: Work,
-    /// cpu, cpu-ref, cuda, wgpu or auto.
-    #[arg(long, default_value = "auto")]
-    backend: String,
-    /// Table dtypes of the online path, comma separated (f16, f32).
-    #[arg(long, value_delimiter = ',', default_value = "f32,f16")]
-    dtype: Vec<String>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Table dtypes of the online path, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,f16")]
+    dtype: Vec<DType>,
     /// Shapes, comma separated: online `LxB` or `RxLxB`; cluster `lloyd:N`, `user:N`,
     /// `users:UxN`; train `BxL`. Default: BENCHMARKS.md's, smaller on CPU-bound backends.
     #[arg(long, value_delimiter = ',')]
@@ -62,18 +61,13 @@ pub struct BenchOpts {
     out: Option<PathBuf>,
 }
 
-pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
-    let choice: BackendChoice = o.backend.parse().with_context(|| format!("--backend {}", o.backend))?;
-    for d in &o.dtype {
-        if d != "f32" && d != "f16" {
-            bail!("--dtype {d}: expected f32 or f16");
-        }
-    }
+pub fn run(o: &BenchOpts) -> Result<()> {
+    let choice = o.backend;
+    let dtypes: Vec<String> = o.dtype.iter().map(|d| format!("{d:?}").to_lowercase()).collect();
     if o.reps == 0 {
         bail!("--reps 0: at least one timed run");
     }
-    let opts =
-        Options { reps: o.reps, warmup: o.warmup, budget_s: o.budget_s, shapes: o.shapes.clone(), dtypes: o.dtype.clone(), items: o.items };
+    let opts = Options { reps: o.reps, warmup: o.warmup, budget_s: o.budget_s, shapes: o.shapes.clone(), dtypes, items: o.items };
     let works = match o.work {
         Work::All => vec![Work::Online, Work::Cluster, Work::Train],
         w => vec![w],
@@ -90,7 +84,7 @@ pub fn cmd_bench(o: &BenchOpts) -> Result<()> {
             Work::Cluster => Versions::Kmeans,
             _ => Versions::Default,
         };
-        let (c, targets) = bench::open_targets(choice, versions).with_context(|| format!("opening --backend {}", o.backend))?;
+        let (c, targets) = bench::open_targets(choice, versions).with_context(|| format!("opening --backend {:?}", o.backend))?;
         let cpu_bound = o.small || targets.iter().all(|t| bench::targets::cpu_bound(t.be.as_ref()));
         clock = targets[0].be.clock();
         let r = match w {

@@ -23,43 +23,43 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use super::plot;
 use twin_engine::backend::{Backend, MAX_SEQ_LEN};
 use twin_engine::cluster::{self, ClusterConfig, ClusterSet};
 use twin_engine::data::{self, Dataset, SynthConfig};
 use twin_engine::fileio;
 use twin_engine::model::{Model, ModelConfig};
-use crate::plot;
 use twin_engine::rng::derive_seed;
 use twin_engine::train::optim::OptimConfig;
 use twin_engine::train::trainer::{self, TrainState};
 use twin_engine::train::{Examples, Metrics, Split, TrainConfig, Variant};
 
-use crate::train_cmd::{open_backend, TrainOpts};
+use super::train::{open_backend, TrainOpts};
 
 /// Options of `twin demo --lifelong` (the rest come from [`TrainOpts`]).
 #[derive(clap::Args, Clone, Debug)]
 pub struct LifelongOpts {
     /// GSU rows per sample for every model but twin-full (N).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, requires = "lifelong")]
     pub budget: usize,
     /// Training seeds (model initialisation and batch order; the data stay the same).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, requires = "lifelong")]
     pub seeds: usize,
     /// Shortest lifelong history (the Pareto scale).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, requires = "lifelong")]
     pub life_min_len: usize,
     /// Longest lifelong history.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, requires = "lifelong")]
     pub life_max_len: usize,
     /// Samples (impressions) per user, the last of each history; 40 gives 9,600 training
     /// samples for 300 users. More tests whether the models are short of training data.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, requires = "lifelong")]
     pub life_samples: usize,
     /// Also train twin on every raw behaviour (slow: the GSU reads whole histories).
-    #[arg(long)]
+    #[arg(long, requires = "lifelong")]
     pub full: bool,
     /// Skip the ablations (no ln n, no completion grouping, γ = 10 and 40).
-    #[arg(long)]
+    #[arg(long, requires = "lifelong")]
     pub no_ablations: bool,
 }
 
@@ -188,7 +188,7 @@ fn print_gap(a: &str, b: &str, runs: &[Run]) {
     );
 }
 
-pub fn cmd_lifelong(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Result<()> {
+pub fn run(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Result<()> {
     let t_all = Instant::now();
     if lo.seeds == 0 {
         bail!("--seeds 0: at least one training seed is needed");
@@ -197,7 +197,7 @@ pub fn cmd_lifelong(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOp
         bail!("--budget {}: must be in 1..={MAX_SEQ_LEN}", lo.budget);
     }
     std::fs::create_dir_all(out_dir).with_context(|| format!("{}", out_dir.display()))?;
-    let (be, note) = open_backend(&o.backend)?;
+    let (be, note) = open_backend(o.backend)?;
     println!("backend: {} ({note})", be.describe());
     if lo.life_samples == 0 {
         bail!("--life-samples = 0: each user needs at least one sample");

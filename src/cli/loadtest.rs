@@ -137,7 +137,7 @@ impl Seen {
 /// (the most recent `max_len` as `long`, the last `short_len` as `short`), at the time of that
 /// last behaviour, with its item among the candidates. Also the mean long length.
 fn build_requests(o: &LoadtestOpts) -> Result<(Vec<Bytes>, f64)> {
-    let ds = crate::load_data(&o.data)?;
+    let ds = super::load_data(&o.data)?;
     let n_items = ds.items.len() as u64;
     if n_items == 0 {
         bail!("--data = {}: the dataset has no items", o.data.display());
@@ -281,7 +281,7 @@ async fn caller(
     seen
 }
 
-pub fn cmd_loadtest(o: &LoadtestOpts) -> Result<()> {
+pub fn run(o: &LoadtestOpts) -> Result<()> {
     if o.concurrency.is_empty() {
         bail!("--concurrency: give at least one level, e.g. 1,8,64");
     }
@@ -303,10 +303,10 @@ pub fn cmd_loadtest(o: &LoadtestOpts) -> Result<()> {
     let target = if path.is_empty() || path == "/" { "/score".to_string() } else { path };
     let swaps = swapper(o)?.map(Arc::new);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
-    rt.block_on(run(o, &base, &target, swaps))
+    rt.block_on(drive(o, &base, &target, swaps))
 }
 
-async fn run(o: &LoadtestOpts, base: &str, target: &str, swaps: Option<Arc<Swapper>>) -> Result<()> {
+async fn drive(o: &LoadtestOpts, base: &str, target: &str, swaps: Option<Arc<Swapper>>) -> Result<()> {
     let timeout = Duration::from_millis(o.timeout_ms);
     let c = client(timeout);
 

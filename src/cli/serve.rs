@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use twin_engine::backend::DType;
+use twin_engine::backend::{BackendChoice, DType};
 use twin_engine::serve::http::{self, AdminConfig, HttpConfig, Listeners};
 use twin_engine::serve::{Engine, EngineConfig};
+use twin_engine::train::Variant;
 
 /// Options of `twin serve`.
 #[derive(clap::Args, Clone, Debug)]
@@ -23,12 +24,11 @@ pub struct ServeOpts {
     /// The model file to serve (version 1).
     #[arg(long)]
     pub model: PathBuf,
-    /// The variant the model was trained as: twin, twin-v2, sim-soft, din-short or no-seq.
-    #[arg(long, default_value = "twin")]
-    pub variant: String,
-    /// auto, cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    pub backend: String,
+    /// The variant the model was trained as.
+    #[arg(long, value_enum, default_value_t = Variant::Twin)]
+    pub variant: Variant,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     /// Address to listen on; port 0 picks a free port (the line printed on start says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -85,9 +85,9 @@ pub struct ServeOpts {
     /// Score every request on its own (no dynamic batching).
     #[arg(long)]
     pub no_batching: bool,
-    /// Storage of the projection tables: f32 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Storage of the projection tables.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    pub dtype: DType,
 }
 
 fn bind(flag: &str, addr: &str) -> Result<std::net::TcpListener> {
@@ -137,14 +137,8 @@ fn admin_config(o: &ServeOpts) -> Result<Option<AdminConfig>> {
     Ok(Some(AdminConfig { token, model_dir: dir }))
 }
 
-pub fn cmd_serve(o: &ServeOpts) -> Result<()> {
-    let variant = crate::parse_variant(&o.variant)?;
-    let backend = crate::parse_backend(&o.backend)?;
-    let dtype = match o.dtype.as_str() {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        other => bail!("--dtype = {other:?}: expected f32 or f16"),
-    };
+pub fn run(o: &ServeOpts) -> Result<()> {
+    let (variant, backend, dtype) = (o.variant, o.backend, o.dtype);
     for (flag, v) in [("--threads", o.threads), ("--io-threads", o.io_threads), ("--max-batch", o.max_batch)] {
         if v == 0 {
             bail!("{flag} = 0: must be at least 1");

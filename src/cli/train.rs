@@ -1,17 +1,15 @@
-//! `twin train`, `twin eval` and `twin demo`: the training side of the command line.
+//! `twin train`: one model variant on a time split, with checkpoints; and what `eval` and `demo`
+//! share with it (the training options, the progress bars, clusters for a split).
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 
-use twin_engine::backend::{self, Backend, BackendKind};
+use twin_engine::backend::{self, Backend, BackendChoice, BackendKind};
 use twin_engine::cluster::{self, ClusterConfig, ClusterSet};
-use twin_engine::data::{self, Dataset, SynthConfig};
+use twin_engine::data::Dataset;
 use twin_engine::fileio;
 use twin_engine::model::{Model, ModelConfig};
-use crate::plot;
 use twin_engine::train::optim::OptimConfig;
 use twin_engine::train::trainer::{self, Progress, TrainReport, TrainState};
 use twin_engine::train::{Examples, Split, TrainConfig, Variant};
@@ -37,17 +35,16 @@ pub struct TrainOpts {
     pub max_long: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    #[arg(long, default_value = "auto")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
-pub fn open_backend(name: &str) -> Result<(std::sync::Arc<dyn Backend>, String)> {
-    let choice = name.parse().map_err(|_| anyhow::anyhow!("--backend = {name:?}: expected cpu, cpu-ref, cuda, wgpu or auto"))?;
+pub fn open_backend(choice: BackendChoice) -> Result<(std::sync::Arc<dyn Backend>, String)> {
     Ok(backend::open(choice)?)
 }
 
 /// Where each part of a training step runs, in words.
-fn placement(be: &dyn Backend) -> String {
+pub fn placement(be: &dyn Backend) -> String {
     if be.kind() == BackendKind::Cpu {
         "CPU reference (all of forward and backward)".into()
     } else {
@@ -58,7 +55,7 @@ fn placement(be: &dyn Backend) -> String {
     }
 }
 
-fn bar(len: u64, prefix: String) -> indicatif::ProgressBar {
+pub fn bar(len: u64, prefix: String) -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(len);
     b.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>22} [{bar:32}] {pos}/{len} {msg} {elapsed}")
@@ -85,7 +82,7 @@ pub fn cluster_for_split(be: &dyn Backend, ds: &Dataset, model: &Model, cutoff: 
 
 /// Train one variant from `state`, with progress bars; returns the report.
 #[allow(clippy::too_many_arguments)]
-fn run_training(
+pub fn run_training(
     state: &mut TrainState,
     be: &dyn Backend,
     ds: &Dataset,
@@ -156,8 +153,11 @@ fn check_outputs(
     Ok(())
 }
 
-fn load_clusters_checked(path: &Path, split: &Split) -> Result<ClusterSet> {
+/// Clusters from `path`, refused if built from another dataset or catalogue than `ds` and
+/// `model`'s, or from history past the split.
+pub fn load_clusters_checked(path: &Path, split: &Split, ds: &Dataset, model: &Model) -> Result<ClusterSet> {
     let cs = ClusterSet::load(path)?;
+    cs.check_source(ds, model).with_context(|| format!("--clusters {}", path.display()))?;
     if cs.cutoff > split.time {
         let built = if cs.cutoff == i64::MAX { "with no cutoff".to_string() } else { format!("up to time {}", cs.cutoff) };
         bail!(
@@ -170,8 +170,48 @@ fn load_clusters_checked(path: &Path, split: &Split) -> Result<ClusterSet> {
     Ok(cs)
 }
 
+/// `twin train`: train one model variant on a time split (earlier samples train, the newest
+/// test), evaluating and checkpointing after every epoch.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = Variant::Twin)]
+    pub variant: Variant,
+    /// Start from this model instead of a fresh one (seeded by --seed).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// twin-v2: clusters built before the split (twin cluster --cutoff <split time>);
+    /// without it they are built here.
+    #[arg(long)]
+    pub clusters: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Written atomically after every epoch.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from --checkpoint (same result as an uninterrupted run).
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+    #[command(flatten)]
+    pub opts: TrainOpts,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainArgs {
+    pub fn run(self) -> Result<()> {
+        if self.clusters.is_some() && !self.variant.uses_clusters() {
+            bail!("--clusters is only read by --variant twin-v2, not {}", self.variant);
+        }
+        let ds = super::load_data(&self.data)?;
+        let (init, clusters, checkpoint) = (self.init.as_deref(), self.clusters.as_deref(), self.checkpoint.as_deref());
+        train(&self.data, &ds, self.variant, init, clusters, &self.out, checkpoint, self.resume, &self.opts, self.json)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn cmd_train(
+fn train(
     data_path: &Path,
     ds: &Dataset,
     variant: Variant,
@@ -185,7 +225,7 @@ pub fn cmd_train(
 ) -> Result<()> {
     check_outputs(data_path, init, clusters, out, checkpoint, resume)?;
     let split = Split::by_time(ds, o.test_fraction)?;
-    let (be, note) = open_backend(&o.backend)?;
+    let (be, note) = open_backend(o.backend)?;
     eprintln!("backend: {} ({note}); training step: {}", be.describe(), placement(be.as_ref()));
     eprintln!("note: split at t = {}: {} training samples, {} test samples", split.time, split.train.len(), split.test.len());
     let mut state = match (resume, checkpoint) {
@@ -211,7 +251,7 @@ pub fn cmd_train(
     };
     state.bind_catalogue(&ds.items).with_context(|| format!("--data {}", data_path.display()))?;
     let cs = match (variant.uses_clusters(), clusters) {
-        (true, Some(p)) => Some(load_clusters_checked(p, &split)?),
+        (true, Some(p)) => Some(load_clusters_checked(p, &split, ds, &state.model)?),
         (true, None) => {
             eprintln!("note: no --clusters given; clustering history before the split on this model's item embeddings");
             Some(cluster_for_split(be.as_ref(), ds, &state.model, split.time, o.seed)?)
@@ -231,197 +271,5 @@ pub fn cmd_train(
         }
         println!("wrote {}", out.display());
     }
-    Ok(())
-}
-
-pub fn cmd_eval(ds: &Dataset, variant: Variant, model: &Path, clusters: Option<&Path>, o: &TrainOpts) -> Result<()> {
-    let split = Split::by_time(ds, o.test_fraction)?;
-    let model = Model::load(model)?;
-    if model.n_items() != ds.items.len() {
-        bail!("model n_items = {} does not match the dataset's {} items", model.n_items(), ds.items.len());
-    }
-    let (be, note) = open_backend(&o.backend)?;
-    let cs = match (variant.uses_clusters(), clusters) {
-        (true, Some(p)) => Some(load_clusters_checked(p, &split)?),
-        (true, None) => bail!("--variant twin-v2 needs --clusters (twin cluster --cutoff {})", split.time),
-        _ => None,
-    };
-    let ex = Examples::new(ds, variant, cs.as_ref(), o.max_long, model.config.short_len)?;
-    let pb = bar(split.test.len() as u64, format!("{variant} eval"));
-    let t0 = Instant::now();
-    let (m, gsu) = trainer::evaluate(Some(be.as_ref()), &model, &ex, &split.test, o.batch.max(256), &mut |d, _| pb.set_position(d as u64))?;
-    pb.finish_and_clear();
-    let doc = json!({
-        "variant": variant.name(), "backend": be.describe(), "backend_note": note, "split_time": split.time,
-        "test_samples": m.samples, "auc": m.auc, "gauc": m.gauc, "gauc_users": m.gauc_users, "logloss": m.logloss,
-        "gsu_input_length": gsu, "seconds": t0.elapsed().as_secs_f64(),
-    });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
-}
-
-/// The default demo data: long-sequence synthetic users sized to finish in minutes on 2 CPU cores.
-pub fn demo_synth(users: usize, seed: u64) -> SynthConfig {
-    SynthConfig {
-        n_users: users,
-        n_items: 20_000,
-        n_authors: 2_000,
-        n_topics: 64,
-        min_len: 200,
-        max_len: 5_000,
-        fixed_len: None,
-        pareto_alpha: 1.2,
-        samples_per_user: 20,
-        seed,
-        lifelong: false,
-    }
-}
-
-#[derive(serde::Serialize)]
-struct Row {
-    variant: String,
-    auc: f64,
-    gauc: f64,
-    logloss: f64,
-    train_samples_per_s: f64,
-    gsu_input_length: f64,
-    train_seconds: f64,
-    epochs: Vec<trainer::EpochReport>,
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn cmd_demo(data: Option<&Path>, users: usize, variants: &[Variant], out_dir: &Path, o: &TrainOpts) -> Result<()> {
-    let t_all = Instant::now();
-    std::fs::create_dir_all(out_dir).with_context(|| format!("{}", out_dir.display()))?;
-    let (be, note) = open_backend(&o.backend)?;
-    println!("backend: {} ({note})", be.describe());
-    println!("training step: {}", placement(be.as_ref()));
-    let ds = match data {
-        Some(p) => super::load_data(p)?,
-        None => {
-            let pb = bar(0, "generating".into());
-            pb.set_message(format!("{users} synthetic users"));
-            let ds = data::generate(&demo_synth(users, o.seed))?;
-            pb.finish_and_clear();
-            ds
-        }
-    };
-    let split = Split::by_time(&ds, o.test_fraction)?;
-    let lens: Vec<usize> = (0..ds.n_users()).map(|u| ds.user_range(u).len()).collect();
-    println!(
-        "data: {} ({} users, {} items, {} behaviours, mean sequence {:.0}, max {}); split at t = {}: {} train / {} test samples",
-        ds.source,
-        ds.n_users(),
-        ds.items.len(),
-        ds.behaviours.len(),
-        ds.behaviours.len() as f64 / ds.n_users().max(1) as f64,
-        lens.iter().max().copied().unwrap_or(0),
-        split.time,
-        split.train.len(),
-        split.test.len()
-    );
-    let optim = OptimConfig { lr: o.lr, lr_emb: o.lr_emb, ..OptimConfig::default() };
-    let init = Model::init(ModelConfig::for_items(&ds.items), &ds.items, o.seed)?;
-    let mut rows: Vec<Row> = Vec::new();
-    let mut reports: Vec<TrainReport> = Vec::new();
-    let mut trained_twin: Option<Model> = None;
-    let mut order: Vec<Variant> = variants.to_vec();
-    // twin-v2 clusters on the trained twin's item embeddings, so it runs after twin when both are asked for.
-    order.sort_by_key(|v| matches!(v, Variant::TwinV2));
-    for v in order {
-        let clusters = if v.uses_clusters() {
-            let emb_model = trained_twin.as_ref().unwrap_or(&init);
-            let src = if trained_twin.is_some() { "the trained twin model's" } else { "the initial model's" };
-            let t0 = Instant::now();
-            let cs = cluster_for_split(be.as_ref(), &ds, emb_model, split.time, o.seed)?;
-            println!(
-                "clusters for twin-v2: {} clusters from {} behaviours before the split ({:.1}x), on {src} item embeddings, {:.1} s",
-                cs.n_clusters(),
-                cs.size.iter().map(|&n| n as u64).sum::<u64>(),
-                cs.size.iter().map(|&n| n as f64).sum::<f64>() / cs.n_clusters().max(1) as f64,
-                t0.elapsed().as_secs_f64()
-            );
-            Some(cs)
-        } else {
-            None
-        };
-        let mut state =
-            TrainState::new(init.clone(), TrainConfig { variant: v, epochs: o.epochs, batch_size: o.batch, seed: o.seed, optim })?;
-        let ck = out_dir.join(format!("{v}.twinckpt"));
-        let report = run_training(&mut state, be.as_ref(), &ds, &split, clusters.as_ref(), o.max_long, Some(&ck))?;
-        state.model.save(&out_dir.join(format!("{v}.twinmodl")))?;
-        let last = report.epochs.last().context("no epoch ran")?;
-        let secs: f64 = report.epochs.iter().map(|e| e.train_seconds).sum();
-        let samples: f64 = report.epochs.iter().map(|e| e.train_samples_per_s * e.train_seconds).sum();
-        println!(
-            "{:<10} AUC {:.4}  GAUC {:.4}  logloss {:.4}  {:>7.0} samples/s  GSU input {:>6.0}",
-            v.name(),
-            last.test.auc,
-            last.test.gauc,
-            last.test.logloss,
-            samples / secs.max(1e-9),
-            last.gsu_len
-        );
-        rows.push(Row {
-            variant: v.name().into(),
-            auc: last.test.auc,
-            gauc: last.test.gauc,
-            logloss: last.test.logloss,
-            train_samples_per_s: samples / secs.max(1e-9),
-            gsu_input_length: last.gsu_len,
-            train_seconds: secs,
-            epochs: report.epochs.clone(),
-        });
-        if v == Variant::Twin {
-            trained_twin = Some(state.model.clone());
-        }
-        reports.push(report);
-    }
-    // Table in the requested order.
-    rows.sort_by_key(|r| variants.iter().position(|v| v.name() == r.variant));
-    println!();
-    println!("| variant | AUC | GAUC | logloss | train samples/s | GSU input length |");
-    println!("|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |",
-            r.variant, r.auc, r.gauc, r.logloss, r.train_samples_per_s, r.gsu_input_length
-        );
-    }
-    let doc = json!({
-        "data": ds.source, "users": ds.n_users(), "items": ds.items.len(), "behaviours": ds.behaviours.len(),
-        "split_time": split.time, "train_samples": split.train.len(), "test_samples": split.test.len(),
-        "backend": be.describe(), "backend_note": note, "training_step": placement(be.as_ref()),
-        "epochs": o.epochs, "batch": o.batch, "lr": o.lr, "lr_emb": o.lr_emb, "seed": o.seed,
-        "results": rows, "seconds": t_all.elapsed().as_secs_f64(),
-    });
-    let json_path = out_dir.join("results.json");
-    twin_engine::fileio::write_atomic(&json_path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    let bars: Vec<(String, f64)> = rows.iter().map(|r| (r.variant.clone(), r.auc)).collect();
-    plot::bar_chart(&out_dir.join("auc.png"), "Test AUC per variant", "AUC", &bars, Some(0.5))?;
-    let series: Vec<plot::Series> = reports
-        .iter()
-        .map(|r| {
-            // Smoothed per-step training loss (mean over a window of 10 steps).
-            let w = 10usize;
-            let pts = r
-                .step_losses
-                .chunks(w)
-                .enumerate()
-                .map(|(i, c)| (((i * w) + c.len()) as f64, c.iter().map(|&x| x as f64).sum::<f64>() / c.len() as f64))
-                .collect();
-            plot::Series { name: r.variant.name().into(), points: pts }
-        })
-        .collect();
-    plot::line_chart(&out_dir.join("loss.png"), "Training loss (mean of 10 steps)", "step", "BCE loss", &series)?;
-    println!();
-    println!(
-        "wrote {}, {}, {} and each variant's model and checkpoint in {} ({:.0} s in all)",
-        json_path.display(),
-        out_dir.join("auc.png").display(),
-        out_dir.join("loss.png").display(),
-        out_dir.display(),
-        t_all.elapsed().as_secs_f64()
-    );
     Ok(())
 }

@@ -13,7 +13,7 @@ pub mod parquet;
 pub mod synth;
 mod text;
 
-pub use import::{is_parquet, read_log, PARQUET_MAGIC};
+pub use import::{is_parquet, read_log, read_log_as, sniff_log, LogFormat, PARQUET_MAGIC};
 pub use kuai::read_kuai;
 pub use movielens::read_movielens;
 pub use synth::{generate, SynthConfig};

@@ -165,7 +165,10 @@ impl ModelConfig {
                 return Err(Error::InvalidValue { field: "mlp_hidden", index: i, value: w as f64, why: "width must be in 1..=65536" });
             }
         }
-        if self.top_k == 0 || self.top_k > crate::backend::MAX_TOP_K {
+        if self.top_k == 0 {
+            return Err(Error::BadShape { field: "top_k", value: 0, why: "at least one finalist per candidate is needed (1 to 256)" });
+        }
+        if self.top_k > crate::backend::MAX_TOP_K {
             return Err(Error::TooLarge { field: "top_k", value: self.top_k as u64, limit: crate::backend::MAX_TOP_K as u64 });
         }
         for (name, shape) in self.param_shapes_unchecked() {

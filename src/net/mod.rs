@@ -41,6 +41,7 @@ pub const ROW_TABLES: [usize; 5] = [ITEM_EMB, AUTHOR_EMB, TOPIC_EMB, DURATION_EM
 
 /// Which sequence modules a model uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Variant {
     /// GSU + ESU over the user's clusters (TWIN-V2), `ln n` reweighting; plus short-term.
     TwinV2,

@@ -410,6 +410,7 @@ fn lifelong_demo_runs_every_arm() {
     }
     assert!(std::fs::metadata(out.join("auc_by_activity.png")).unwrap().len() > 1000);
     fails(&["demo", "--lifelong", "--users", "4", "--life-samples", "0", "--out", s(&out)], &["--life-samples = 0"]);
+    fails(&["demo", "--lifelong", "--users", "4", "--arms", "twin,twim", "--out", s(&out)], &["--arms", "\"twim\"", "twin-v2"]);
 }
 
 /// The command line speaks the input file's ids: a MovieLens `u.data` under another name is read

@@ -61,6 +61,9 @@ pub struct LifelongOpts {
     /// Skip the ablations (no ln n, no completion grouping, γ = 10 and 40).
     #[arg(long, requires = "lifelong")]
     pub no_ablations: bool,
+    /// Only these arms, by name (comma separated, e.g. `twin,twin-v2`); default: all above.
+    #[arg(long, value_delimiter = ',', requires = "lifelong")]
+    pub arms: Option<Vec<String>>,
 }
 
 /// One arm of the comparison: how its sequences are built.
@@ -90,7 +93,7 @@ enum ClusterOn {
     Inherent,
 }
 
-fn arms(o: &LifelongOpts) -> Vec<Arm> {
+fn arms(o: &LifelongOpts) -> Result<Vec<Arm>> {
     let twin =
         Arm { name: "twin", variant: Variant::Twin, clusters: None, log_n: true, max_long: None, ablation: false, on: ClusterOn::Id };
     let v2 = Arm { name: "twin-v2", variant: Variant::TwinV2, clusters: Some((20, 5)), ..twin };
@@ -104,7 +107,16 @@ fn arms(o: &LifelongOpts) -> Vec<Arm> {
         a.push(Arm { name: "twin-v2 γ = 10", clusters: Some((10, 5)), ablation: true, ..v2 });
         a.push(Arm { name: "twin-v2 γ = 40", clusters: Some((40, 5)), ablation: true, ..v2 });
     }
-    a
+    if let Some(names) = &o.arms {
+        for n in names {
+            if !a.iter().any(|arm| arm.name == n) {
+                let known: Vec<&str> = a.iter().map(|arm| arm.name).collect();
+                bail!("--arms: {n:?} is not an arm of this run (with these flags: {})", known.join(", "));
+            }
+        }
+        a.retain(|arm| names.iter().any(|n| n == arm.name));
+    }
+    Ok(a)
 }
 
 /// Test samples per activity quartile: users ranked by their pre-split history length, cut into
@@ -223,7 +235,7 @@ pub fn run(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Re
         split.test.len(),
         lo.budget
     );
-    let arms = arms(lo);
+    let arms = arms(lo)?;
     let mut runs: Vec<Run> = Vec::new();
     for si in 0..lo.seeds {
         let seed = derive_seed(o.seed, &[0x11fe, si as u64]);

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::build::{build, BuildOptions, ItemMeta, Row};
-use super::text::{is_missing, parse_datetime_ms, parse_yyyymmdd, Cells, Fields, Lines};
+use super::text::{is_missing, parse_datetime_ms, parse_yyyymmdd, Cells, Records, Sep};
 use super::Dataset;
 use crate::error::{Error, Result};
 
@@ -60,28 +60,26 @@ pub fn read_kuai(log: &Path, item_features: Option<&Path>) -> Result<Dataset> {
     };
     let item_has_duration = meta.values().any(|m| m.duration.is_some());
 
-    let mut lines = Lines::open(log)?;
-    let mut f = Fields::default();
-    let header = match lines.next_line()? {
-        Some(h) => h.to_string(),
-        None => return Err(lines.err("header", "empty file: expected a CSV header")),
-    };
-    f.split(&header, ",");
-    let names: Vec<String> = (0..f.len()).map(|i| f.get(i).to_string()).collect();
-    let cols = KuaiLog::resolve(&names, item_has_duration, &|field, what| lines.err(field, what))?;
+    let mut rec = Records::open(log, Sep::Quoted(b','))?;
+    let names = header(&mut rec)?;
+    let cols = KuaiLog::resolve(&names, item_has_duration, &|field, what| rec.err(field, what))?;
 
     let mut rows = Vec::new();
-    while let Some(line) = lines.next_line()? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line = line.to_string();
-        f.split(&line, ",");
-        if let Some(row) = cols.row(&f, &|field, what| lines.err(field, what))? {
+    while rec.next_record()? {
+        if let Some(row) = cols.row(rec.fields(), &|field, what| rec.err(field, what))? {
             rows.push(row);
         }
     }
     cols.build(rows, &meta)
+}
+
+/// The column names of a CSV file's first record.
+fn header(rec: &mut Records) -> Result<Vec<String>> {
+    if !rec.next_record()? {
+        return Err(rec.err("header", "empty file: expected a CSV header"));
+    }
+    let f = rec.fields();
+    Ok((0..f.len()).map(|i| f.get(i).to_string()).collect())
 }
 
 /// A Kuai log's columns, resolved once from its header (CSV) or schema (Parquet); [`KuaiLog::row`]
@@ -308,23 +306,12 @@ fn first_token(s: &str) -> Option<String> {
 
 /// A CSV item-features file (see the module docs).
 pub(crate) fn read_item_features_csv(path: &Path) -> Result<HashMap<u64, ItemMeta>> {
-    let mut lines = Lines::open(path)?;
-    let mut f = Fields::default();
-    let header = match lines.next_line()? {
-        Some(h) => h.to_string(),
-        None => return Err(lines.err("header", "empty file: expected a CSV header")),
-    };
-    f.split(&header, ",");
-    let names: Vec<String> = (0..f.len()).map(|i| f.get(i).to_string()).collect();
-    let cols = ItemFeatureCols::resolve(&names, &|field, what| lines.err(field, what))?;
+    let mut rec = Records::open(path, Sep::Quoted(b','))?;
+    let names = header(&mut rec)?;
+    let cols = ItemFeatureCols::resolve(&names, &|field, what| rec.err(field, what))?;
     let mut out: HashMap<u64, ItemMeta> = HashMap::new();
-    while let Some(line) = lines.next_line()? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line = line.to_string();
-        f.split(&line, ",");
-        cols.apply(&f, &|field, what| lines.err(field, what), &mut out)?;
+    while rec.next_record()? {
+        cols.apply(rec.fields(), &|field, what| rec.err(field, what), &mut out)?;
     }
     Ok(out)
 }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::build::{build, BuildOptions, ItemMeta, Row};
-use super::text::{Cells, Fields, Lines};
+use super::text::{Cells, Lines, Records, Sep};
 use super::Dataset;
 use crate::error::{Error, Result};
 
@@ -68,70 +68,68 @@ enum Style {
 
 /// Reads a MovieLens ratings file (see the module docs for the accepted layouts).
 pub fn read_movielens(path: &Path) -> Result<Dataset> {
-    let mut lines = Lines::open(path)?;
-    let mut fields = Fields::default();
+    let style = detect_style(path)?;
     let mut rows = Vec::new();
-    let mut style = None;
-    // Column positions for the CSV style (header-driven).
-    let mut cols = [0usize, 1, 2, 3];
-    while let Some(line) = lines.next_line()? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let st = match style {
-            Some(s) => s,
-            None => {
-                let s = if line.contains('\t') {
-                    Style::Tab
-                } else if line.contains("::") {
-                    Style::Dat
-                } else if line.to_ascii_lowercase().starts_with("userid") {
-                    Style::Csv
-                } else {
-                    return Err(lines.err(
-                        "header",
-                        "not a MovieLens ratings file: expected a `userId,movieId,rating,timestamp` header, tab-separated u.data or ::-separated ratings.dat",
-                    ));
-                };
-                style = Some(s);
-                if s == Style::Csv {
-                    let line = line.to_string();
-                    fields.split(&line, ",");
-                    for (k, name) in ["userid", "movieid", "rating", "timestamp"].iter().enumerate() {
-                        match (0..fields.len()).find(|&i| fields.get(i).eq_ignore_ascii_case(name)) {
-                            Some(i) => cols[k] = i,
-                            None => return Err(lines.err(*name, "missing required column in the header")),
-                        }
-                    }
-                    continue;
-                }
-                s
-            }
-        };
-        let line = line.to_string();
-        fields.split(
-            &line,
+    if let Some(st) = style {
+        let mut rec = Records::open(
+            path,
             match st {
-                Style::Csv => ",",
-                Style::Tab => "\t",
-                Style::Dat => "::",
+                Style::Csv => Sep::Quoted(b','),
+                Style::Tab => Sep::Quoted(b'\t'),
+                Style::Dat => Sep::DoubleColon,
             },
-        );
+        )?;
+        // Column positions: fixed, or from the CSV header.
+        let mut cols = [0usize, 1, 2, 3];
+        if st == Style::Csv && rec.next_record()? {
+            let f = rec.fields();
+            for (k, name) in ["userid", "movieid", "rating", "timestamp"].iter().enumerate() {
+                match (0..f.len()).find(|&i| f.get(i).eq_ignore_ascii_case(name)) {
+                    Some(i) => cols[k] = i,
+                    None => return Err(rec.err(*name, "missing required column in the header")),
+                }
+            }
+        }
         let names = match st {
             Style::Csv => ["userId", "movieId", "rating", "timestamp"],
             _ => ["user", "item", "rating", "timestamp"],
         };
-        rows.push(rating_row(&fields, cols, names, &|field, what| lines.err(field, what))?);
+        while rec.next_record()? {
+            rows.push(rating_row(rec.fields(), cols, names, &|field, what| rec.err(field, what))?);
+        }
     }
 
     let dir = path.parent().unwrap_or(Path::new("."));
     let meta = match style {
         Some(Style::Csv) => movies_beside(path)?,
-        Some(Style::Dat) if dir.join("movies.dat").is_file() => read_movies(&dir.join("movies.dat"), "::")?,
+        Some(Style::Dat) if dir.join("movies.dat").is_file() => read_movies(&dir.join("movies.dat"), Sep::DoubleColon)?,
         Some(Style::Tab) if dir.join("u.item").is_file() => read_u_item(&dir.join("u.item"), &dir.join("u.genre"))?,
         _ => HashMap::new(),
     };
     build_ratings(rows, &meta)
+}
+
+/// The layout, told from the first non-blank line; `None` for a file with no such line.
+fn detect_style(path: &Path) -> Result<Option<Style>> {
+    let mut lines = Lines::open(path)?;
+    while let Some(line) = lines.next_line()? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        return if line.contains('\t') {
+            Ok(Some(Style::Tab))
+        } else if line.contains("::") {
+            Ok(Some(Style::Dat))
+        } else if line.to_ascii_lowercase().starts_with("userid") {
+            Ok(Some(Style::Csv))
+        } else {
+            Err(lines.err(
+                "header",
+                "not a MovieLens ratings file: expected a `userId,movieId,rating,timestamp` header, tab-separated u.data or ::-separated ratings.dat",
+            ))
+        };
+    }
+    Ok(None)
 }
 
 /// The dataset of MovieLens rating rows (shared with the Parquet reader).
@@ -144,7 +142,7 @@ pub(crate) fn build_ratings(rows: Vec<Row>, meta: &HashMap<u64, ItemMeta>) -> Re
 pub(crate) fn movies_beside(ratings: &Path) -> Result<HashMap<u64, ItemMeta>> {
     let movies = ratings.parent().unwrap_or(Path::new(".")).join("movies.csv");
     if movies.is_file() {
-        read_movies(&movies, ",")
+        read_movies(&movies, Sep::Quoted(b','))
     } else {
         Ok(HashMap::new())
     }
@@ -198,30 +196,24 @@ fn first_genre(genres: &str) -> Option<String> {
 }
 
 /// `movies.csv` (`movieId,title,genres`) or `movies.dat` (`id::title::genres`).
-fn read_movies(path: &Path, delim: &str) -> Result<HashMap<u64, ItemMeta>> {
-    let mut lines = Lines::open(path)?;
-    let mut f = Fields::default();
+fn read_movies(path: &Path, sep: Sep) -> Result<HashMap<u64, ItemMeta>> {
+    let mut rec = Records::open(path, sep)?;
     let mut out = HashMap::new();
     let (mut c_id, mut c_title, mut c_genres) = (0, 1, 2);
     let mut first = true;
-    while let Some(line) = lines.next_line()? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line = line.to_string();
-        f.split(&line, delim);
+    while rec.next_record()? {
+        let f = rec.fields();
         if first {
             first = false;
             if f.get(0).eq_ignore_ascii_case("movieid") {
                 let find = |n: &str| (0..f.len()).find(|&i| f.get(i).eq_ignore_ascii_case(n));
                 c_id = 0;
-                c_title = find("title").ok_or_else(|| lines.err("title", "missing required column in the header"))?;
-                c_genres = find("genres").ok_or_else(|| lines.err("genres", "missing required column in the header"))?;
+                c_title = find("title").ok_or_else(|| rec.err("title", "missing required column in the header"))?;
+                c_genres = find("genres").ok_or_else(|| rec.err("genres", "missing required column in the header"))?;
                 continue;
             }
         }
-        let id: u64 =
-            f.get(c_id).parse().map_err(|_| lines.err("movieId", format!("{:?} is not a non-negative integer id", f.get(c_id))))?;
+        let id: u64 = f.get(c_id).parse().map_err(|_| rec.err("movieId", format!("{:?} is not a non-negative integer id", f.get(c_id))))?;
         out.entry(id).or_insert_with(|| ItemMeta {
             author: decade_from_title(f.get(c_title)),
             topic: first_genre(f.get(c_genres)),
@@ -236,17 +228,12 @@ fn read_u_item(path: &Path, genre_path: &Path) -> Result<HashMap<u64, ItemMeta>>
     let mut names: Vec<String> = ML100K_GENRES.iter().map(|s| s.to_string()).collect();
     if genre_path.is_file() {
         // `u.genre`: `name|index` per line.
-        let mut lines = Lines::open(genre_path)?;
-        let mut f = Fields::default();
-        while let Some(line) = lines.next_line()? {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let line = line.to_string();
-            f.split(&line, "|");
-            let idx: usize = f.get(1).parse().map_err(|_| lines.err("genre index", format!("{:?} is not an index", f.get(1))))?;
+        let mut rec = Records::open(genre_path, Sep::Quoted(b'|'))?;
+        while rec.next_record()? {
+            let f = rec.fields();
+            let idx: usize = f.get(1).parse().map_err(|_| rec.err("genre index", format!("{:?} is not an index", f.get(1))))?;
             if idx >= 64 {
-                return Err(lines.err("genre index", format!("{idx} is too large")));
+                return Err(rec.err("genre index", format!("{idx} is too large")));
             }
             if idx >= names.len() {
                 names.resize(idx + 1, String::new());
@@ -254,21 +241,16 @@ fn read_u_item(path: &Path, genre_path: &Path) -> Result<HashMap<u64, ItemMeta>>
             names[idx] = f.get(0).to_string();
         }
     }
-    let mut lines = Lines::open(path)?;
-    let mut f = Fields::default();
+    // Titles never contain '|' and are never quoted in u.item, but may hold a '"'.
+    let mut rec = Records::open(path, Sep::Plain(b'|'))?;
     let mut out = HashMap::new();
-    while let Some(line) = lines.next_line()? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line = line.to_string();
-        // Titles never contain '|' and are never quoted in u.item.
-        f.split_plain(&line, '|');
+    while rec.next_record()? {
+        let f = rec.fields();
         let n = f.len();
         if n < 5 + names.len() {
-            return Err(lines.err("genres", format!("{n} fields, expected {} (5 + one flag per genre)", 5 + names.len())));
+            return Err(rec.err("genres", format!("{n} fields, expected {} (5 + one flag per genre)", 5 + names.len())));
         }
-        let id: u64 = f.get(0).parse().map_err(|_| lines.err("movie id", format!("{:?} is not a non-negative integer id", f.get(0))))?;
+        let id: u64 = f.get(0).parse().map_err(|_| rec.err("movie id", format!("{:?} is not a non-negative integer id", f.get(0))))?;
         let flags = n - names.len();
         let mut topic = None;
         for (g, name) in names.iter().enumerate() {
@@ -278,7 +260,7 @@ fn read_u_item(path: &Path, genre_path: &Path) -> Result<HashMap<u64, ItemMeta>>
                     break;
                 }
                 "0" | "" => {}
-                other => return Err(lines.err(format!("genre flag {g}"), format!("{other:?} is not 0 or 1"))),
+                other => return Err(rec.err(format!("genre flag {g}"), format!("{other:?} is not 0 or 1"))),
             }
         }
         let date = f.get(2);

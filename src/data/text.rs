@@ -1,6 +1,9 @@
-//! Small text-input helpers shared by the log readers: a streaming line reader (lossy UTF-8, so
-//! Latin-1 files such as ml-100k's `u.item` still read), a quote-aware field splitter, calendar
-//! arithmetic without a date crate, and dense vocabularies. Nothing here panics on bad input.
+//! Small text-input helpers shared by the log readers: delimited records through the `csv` crate
+//! ([`Records`]: quoting, `""` escapes, quoted delimiters and newlines per RFC 4180), a streaming
+//! line reader for MovieLens' `::`-separated `.dat` files (`::` is not a one-byte delimiter, and
+//! those files never quote, so they are split plainly), calendar arithmetic without a date crate,
+//! and dense vocabularies. Text is lossy: a record or line that is not UTF-8 is read as Latin-1,
+//! so files such as ml-100k's `u.item` still read. Nothing here panics on bad input.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -9,7 +12,145 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+const BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+
+/// How a file's fields are separated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sep {
+    /// One-byte delimiter with CSV quoting (`"` opens a quoted field, `""` escapes a quote).
+    Quoted(u8),
+    /// One-byte delimiter, quotes are plain text (`u.item`, whose titles may hold `"`).
+    Plain(u8),
+    /// MovieLens `.dat` files' `::`. The `csv` crate takes one-byte delimiters only, and these
+    /// files never quote, so their lines are split on `::` by hand.
+    DoubleColon,
+}
+
+enum Source {
+    /// The reader, its record, and the offset (in the reader's input, past any BOM) at which the
+    /// file's last line ends without a '\n' (`u64::MAX` when it ends with one).
+    Csv(Box<csv::Reader<BufReader<File>>>, csv::ByteRecord, u64),
+    Dat(Lines),
+}
+
+/// Streams the records of a delimited file with the 1-based line each record starts on:
+/// through the `csv` crate for one-byte delimiters (RFC 4180 quoting, quoted fields may hold the
+/// delimiter, `""` and newlines), by lines for `::`. Records may have any number of fields (a
+/// short row reads as empty cells); blank lines (also of only spaces) are skipped and a UTF-8
+/// BOM is dropped.
+pub(crate) struct Records {
+    src: Source,
+    fields: Fields,
+    pub line: usize,
+    pub path: PathBuf,
+}
+
+impl Records {
+    pub fn open(path: &Path, sep: Sep) -> Result<Self> {
+        let (delimiter, quoting) = match sep {
+            Sep::Quoted(d) => (d, true),
+            Sep::Plain(d) => (d, false),
+            Sep::DoubleColon => {
+                let src = Source::Dat(Lines::open(path)?);
+                return Ok(Records { src, fields: Fields::default(), line: 0, path: path.to_path_buf() });
+            }
+        };
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let unterminated_end = unterminated_end(&mut f).map_err(|e| Error::io(path, e))?;
+        let mut inner = BufReader::with_capacity(1 << 16, f);
+        let bom = inner.fill_buf().map_err(|e| Error::io(path, e))?.starts_with(BOM);
+        if bom {
+            inner.consume(BOM.len());
+        }
+        let unterminated_end = unterminated_end.saturating_sub(if bom { BOM.len() as u64 } else { 0 });
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .quoting(quoting)
+            .double_quote(true)
+            // Records end at '\n' only: with the default CRLF terminator the crate reports the
+            // line after a "\r\n" as the previous one. A trailing '\r' is trimmed with the cell.
+            .terminator(csv::Terminator::Any(b'\n'))
+            .buffer_capacity(1 << 20)
+            .from_reader(inner);
+        let src = Source::Csv(Box::new(reader), csv::ByteRecord::new(), unterminated_end);
+        Ok(Records { src, fields: Fields::default(), line: 0, path: path.to_path_buf() })
+    }
+
+    /// Reads the next non-blank record into [`Records::fields`]; `false` at the end of the file.
+    pub fn next_record(&mut self) -> Result<bool> {
+        let (reader, record, unterminated_end) = match &mut self.src {
+            Source::Csv(reader, record, end) => (reader, record, *end),
+            Source::Dat(lines) => {
+                while let Some(line) = lines.next_line()? {
+                    if !line.trim().is_empty() {
+                        self.fields.split_plain(line, "::");
+                        self.line = lines.line;
+                        return Ok(true);
+                    }
+                }
+                self.line = lines.line;
+                return Ok(false);
+            }
+        };
+        loop {
+            let more = match reader.read_byte_record(record) {
+                Ok(more) => more,
+                Err(e) => {
+                    if let Some(p) = e.position() {
+                        self.line = p.line() as usize;
+                    }
+                    let path = &self.path;
+                    return Err(match e.into_kind() {
+                        csv::ErrorKind::Io(io) => Error::io(path, io),
+                        other => parse_error(path, self.line, "record".into(), format!("{other:?}")),
+                    });
+                }
+            };
+            if !more {
+                return Ok(false);
+            }
+            // The crate positions a record where its search began, before any blank lines it
+            // skipped; so count back from where the record ended instead: past its own '\n' (none
+            // on a last line without one) and the '\n's inside its quoted fields.
+            let after = reader.position();
+            let own_newline = after.byte() != unterminated_end;
+            let inside = record.as_slice().iter().filter(|&&b| b == b'\n').count();
+            self.line = (after.line() as usize).saturating_sub(inside + usize::from(own_newline));
+            if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.fields.set_record(record);
+            return Ok(true);
+        }
+    }
+
+    /// The current record's fields.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// A parse error at the current record's line (see [`Lines::err`]).
+    pub fn err(&self, field: impl Into<String>, what: impl Into<String>) -> Error {
+        parse_error(&self.path, self.line, field.into(), what.into())
+    }
+}
+
+/// The length of `f` when its last byte is not a '\n', else `u64::MAX`; leaves `f` at its start.
+fn unterminated_end(f: &mut File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 && f.seek(SeekFrom::End(-1)).is_ok() {
+        f.read_exact(&mut last)?;
+    }
+    f.seek(SeekFrom::Start(0))?;
+    Ok(if last[0] == b'\n' { u64::MAX } else { len })
+}
+
 /// Streams the lines of a file with 1-based line numbers; `\r\n` and a UTF-8 BOM are stripped.
+/// [`Records`] reads `::`-separated files through it (and sniffs a file's first line with it).
 pub(crate) struct Lines {
     reader: BufReader<File>,
     raw: Vec<u8>,
@@ -36,15 +177,11 @@ impl Lines {
             self.raw.pop();
         }
         let mut bytes: &[u8] = &self.raw;
-        if self.line == 1 && bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        if self.line == 1 && bytes.starts_with(BOM) {
             bytes = &bytes[3..];
         }
         self.text.clear();
-        match std::str::from_utf8(bytes) {
-            Ok(s) => self.text.push_str(s),
-            // Latin-1 fallback: every byte is its own code point (ml-100k, ml-1m are Latin-1).
-            Err(_) => self.text.extend(bytes.iter().map(|&b| b as char)),
-        }
+        push_lossy(&mut self.text, bytes);
         Ok(Some(&self.text))
     }
 
@@ -52,7 +189,20 @@ impl Lines {
     /// a short excerpt with control characters escaped: a hostile or binary file cannot flood or
     /// drive the terminal through an error message.
     pub fn err(&self, field: impl Into<String>, what: impl Into<String>) -> Error {
-        Error::Parse { path: self.path.clone(), line: self.line, field: excerpt(&field.into(), 80), what: excerpt(&what.into(), 240) }
+        parse_error(&self.path, self.line, field.into(), what.into())
+    }
+}
+
+fn parse_error(path: &Path, line: usize, field: String, what: String) -> Error {
+    Error::Parse { path: path.to_path_buf(), line, field: excerpt(&field, 80), what: excerpt(&what, 240) }
+}
+
+/// Appends `bytes` as UTF-8, or as Latin-1 when they are not UTF-8 (every byte its own code
+/// point: ml-100k and ml-1m are Latin-1).
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.extend(bytes.iter().map(|&b| b as char)),
     }
 }
 
@@ -75,8 +225,7 @@ pub(crate) fn excerpt(s: &str, max: usize) -> String {
     out
 }
 
-/// Splits one delimited line into fields. Double-quoted fields may hold the delimiter and `""`
-/// escapes (movies.csv titles, KuaiRec's `feat` lists); unquoted fields are taken verbatim.
+/// One record's fields as text: from a [`Records`] record, or a `.dat` line split plainly.
 #[derive(Default)]
 pub(crate) struct Fields {
     buf: String,
@@ -84,75 +233,27 @@ pub(crate) struct Fields {
 }
 
 impl Fields {
-    pub fn split(&mut self, line: &str, delim: &str) {
+    /// The fields of a record the `csv` crate parsed (quotes and escapes already resolved); a
+    /// record that is not UTF-8 is read as Latin-1 as a whole.
+    fn set_record(&mut self, record: &csv::ByteRecord) {
         self.buf.clear();
         self.ranges.clear();
-        if !line.contains('"') {
-            for f in line.split(delim) {
-                let s = self.buf.len();
-                self.buf.push_str(f);
-                self.ranges.push((s, self.buf.len()));
-            }
-            return;
-        }
-        let mut rest = line;
-        loop {
-            let start = self.buf.len();
-            if let Some(q) = rest.strip_prefix('"') {
-                // Quoted field: read to the closing quote, unescaping "".
-                let mut r = q;
-                loop {
-                    match r.find('"') {
-                        Some(i) => {
-                            self.buf.push_str(&r[..i]);
-                            r = &r[i + 1..];
-                            if let Some(rr) = r.strip_prefix('"') {
-                                self.buf.push('"');
-                                r = rr;
-                            } else {
-                                break;
-                            }
-                        }
-                        None => {
-                            // Unterminated quote: keep the rest as the field's text.
-                            self.buf.push_str(r);
-                            r = "";
-                            break;
-                        }
-                    }
-                }
-                // Anything between the closing quote and the delimiter is kept verbatim.
-                match r.find(delim) {
-                    Some(i) => {
-                        self.buf.push_str(&r[..i]);
-                        self.ranges.push((start, self.buf.len()));
-                        rest = &r[i + delim.len()..];
-                    }
-                    None => {
-                        self.buf.push_str(r);
-                        self.ranges.push((start, self.buf.len()));
-                        return;
-                    }
-                }
+        let utf8 = std::str::from_utf8(record.as_slice()).is_ok();
+        for f in record {
+            let s = self.buf.len();
+            // Delimiters and quotes are ASCII, so the fields of a UTF-8 record are UTF-8 too.
+            if utf8 {
+                push_lossy(&mut self.buf, f);
             } else {
-                match rest.find(delim) {
-                    Some(i) => {
-                        self.buf.push_str(&rest[..i]);
-                        self.ranges.push((start, self.buf.len()));
-                        rest = &rest[i + delim.len()..];
-                    }
-                    None => {
-                        self.buf.push_str(rest);
-                        self.ranges.push((start, self.buf.len()));
-                        return;
-                    }
-                }
+                self.buf.extend(f.iter().map(|&b| b as char));
             }
+            self.ranges.push((s, self.buf.len()));
         }
     }
 
-    /// Splits on `delim` with no quote handling (formats that never quote, like `u.item`).
-    pub fn split_plain(&mut self, line: &str, delim: char) {
+    /// Splits on `delim` with no quote handling: MovieLens `ratings.dat` / `movies.dat`, whose
+    /// `::` separator the `csv` crate (one-byte delimiters) cannot express, and which never quote.
+    pub fn split_plain(&mut self, line: &str, delim: &str) {
         self.buf.clear();
         self.ranges.clear();
         for f in line.split(delim) {
@@ -320,20 +421,54 @@ mod tests {
         assert!(e.len() < 300 && e.ends_with("(19760 more characters)"), "{e}");
     }
 
+    /// Every non-blank record of `text` (written to a file) as (line, fields).
+    fn records(text: &[u8], sep: Sep) -> Vec<(usize, Vec<String>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.csv");
+        std::fs::write(&p, text).unwrap();
+        let mut r = Records::open(&p, sep).unwrap();
+        let mut out = vec![];
+        while r.next_record().unwrap() {
+            let f = r.fields();
+            let fields = (0..f.len()).map(|i| f.get(i).to_string()).collect();
+            out.push((r.line, fields));
+        }
+        out
+    }
+
+    fn row(line: usize, f: &[&str]) -> (usize, Vec<String>) {
+        (line, f.iter().map(|s| s.to_string()).collect())
+    }
+
     #[test]
-    fn csv_fields() {
-        let mut f = Fields::default();
-        f.split("1,\"Cry, the Beloved Country (1995)\",Drama", ",");
-        assert_eq!(f.len(), 3);
-        assert_eq!(f.get(1), "Cry, the Beloved Country (1995)");
-        f.split("a,\"say \"\"hi\"\"\",\"[27, 9]\"", ",");
-        assert_eq!(f.get(1), "say \"hi\"");
-        assert_eq!(f.get(2), "[27, 9]");
-        f.split("1::Toy Story (1995)::Animation", "::");
-        assert_eq!(f.get(2), "Animation");
-        f.split("x,\"unterminated", ",");
-        assert_eq!(f.get(1), "unterminated");
-        assert_eq!(f.get(9), "");
+    fn csv_records() {
+        let text =
+            "\u{feff}movieId,title\r\n1,\"Cry, the Beloved Country (1995)\",Drama\n\n   \na,\"say \"\"hi\"\"\",\"[27, 9]\"\nshort\n,,\n";
+        let got = records(text.as_bytes(), Sep::Quoted(b','));
+        assert_eq!(
+            got,
+            [
+                row(1, &["movieId", "title"]),
+                row(2, &["1", "Cry, the Beloved Country (1995)", "Drama"]),
+                row(5, &["a", "say \"hi\"", "[27, 9]"]),
+                row(6, &["short"]),
+                row(7, &["", "", ""]),
+            ]
+        );
+        // A quoted field may span lines; the next record's line number counts them.
+        let got = records(b"1,\"two\nlines\",x\n2,y\n", Sep::Quoted(b','));
+        assert_eq!(got, [row(1, &["1", "two\nlines", "x"]), row(3, &["2", "y"])]);
+        // CRLF lines: the '\r' goes with the (trimmed) last cell, quoted or not.
+        assert_eq!(records(b"a,\"b\"\r\nc,d\r\n", Sep::Quoted(b',')), [row(1, &["a", "b"]), row(2, &["c", "d"])]);
+        // Unterminated quote at the end of the file: the rest is the field's text.
+        assert_eq!(records(b"x,\"unterminated", Sep::Quoted(b',')), [row(1, &["x", "unterminated"])]);
+        assert_eq!(records(b"\n\na\n\n\"b\nc\"", Sep::Quoted(b',')), [row(3, &["a"]), row(5, &["b\nc"])]);
+        // Tab- and pipe-separated; quoting off keeps quotes verbatim; Latin-1 fallback.
+        assert_eq!(records(b"196\t242\t3\n", Sep::Quoted(b'\t')), [row(1, &["196", "242", "3"])]);
+        assert_eq!(records(b"1|\"Heat\" Caf\xe9|x\n", Sep::Plain(b'|')), [row(1, &["1", "\"Heat\" Caf\u{e9}", "x"])]);
+        // `::` lines: split plainly, quotes kept, blank lines skipped.
+        let got = records(b"1::\"Toy\" Story (1995)::Animation\n\n2::b::c\n", Sep::DoubleColon);
+        assert_eq!(got, [row(1, &["1", "\"Toy\" Story (1995)", "Animation"]), row(3, &["2", "b", "c"])]);
     }
 
     #[test]

@@ -221,9 +221,9 @@ fn esu_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let R = P.tile_rows;
     for (var t0 = 0u; t0 < np; t0 = t0 + R) {
         let nr = min(R, np - t0);
-        for (var w = lid; w < nr * D; w = w + 64u) {
-            let rr = w / D;
-            v2_tile[w] = f32(pk[v2_ids[t0 + rr] * D + (w - rr * D)]);
+        for (var rr = 0u; rr < nr; rr++) {
+            let kb = v2_ids[t0 + rr] * D;
+            for (var e = lid; e < D; e = e + 64u) { v2_tile[rr * D + e] = f32(pk[kb + e]); }
         }
         workgroupBarrier();
         for (var w = lid; w < nr * H; w = w + 64u) {
@@ -267,15 +267,16 @@ fn esu_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     // (4) pooling, R pairs at a time: v rows staged, then (candidate, column) folds in f order.
     for (var t0 = 0u; t0 < np; t0 = t0 + R) {
         let nr = min(R, np - t0);
-        for (var w = lid; w < nr * D; w = w + 64u) {
-            let rr = w / D;
-            let i = w - rr * D;
+        for (var rr = 0u; rr < nr; rr++) {
             let q = t0 + rr;
-            var v = f32(pv[v2_ids[q] * D + i]);
-            for (var j = 0u; j < J; j++) {
-                v = v + cv[v2_ids[np + q * J + j] * D + i];
+            let vb = v2_ids[q] * D;
+            for (var i = lid; i < D; i = i + 64u) {
+                var v = f32(pv[vb + i]);
+                for (var j = 0u; j < J; j++) {
+                    v = v + cv[v2_ids[np + q * J + j] * D + i];
+                }
+                v2_tile[rr * D + i] = v;
             }
-            v2_tile[w] = v;
         }
         workgroupBarrier();
         for (var w = lid; w < ng * D; w = w + 64u) {

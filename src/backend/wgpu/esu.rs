@@ -70,9 +70,9 @@ fn v2_trips(d: usize, h: usize, j: usize, k: usize, pl: V2Plan) -> u64 {
     let zero_fill = (V2_QW + V2_PW + V2_TW + V2_IW + V2_AW) as u64;
     let setup = 2 * g as u64 + 9 + c(g * d);
     let ids = c(p) * (2 + (j + h) as u64 + V2_MAX_GROUP as u64);
-    let logits = 3 * t + c(p * d) + (c(p * h) + t) * (dk / 4 + 4 + V2_MAX_GROUP as u64);
+    let logits = 3 * t + p as u64 * (1 + c(d)) + (c(p * h) + t) * (dk / 4 + 4 + V2_MAX_GROUP as u64);
     let softmax = (g * h) as u64 * (3 * c(k) + 2 * (6 + 64) + 3);
-    let pool = t + c(p * d) * (1 + j as u64) + t * c(g * d) + c(g * d) * (k as u64 + t);
+    let pool = t + p as u64 * (1 + c(d) * (1 + j as u64)) + t * c(g * d) + c(g * d) * (k as u64 + t);
     let nti = d.div_ceil(ti.max(1)) as u64;
     let wo = nti * (2 + c(ti * d)) + c(g.div_ceil(4) * d) * (nti + d as u64);
     zero_fill + setup + ids + logits + softmax + pool + wo

@@ -1,11 +1,56 @@
 //! Buffers of the wgpu backend: uploads (counted), parameter blocks (counted apart), outputs
-//! poisoned or zeroed, dispatches over whole buffers or staged ranges, one-staging readbacks,
-//! error scopes, and access to a table's chunks.
+//! poisoned or zeroed, one-staging readbacks, error scopes, the split of a batch into groups
+//! within one binding, and device-resident tables (row chunks within one binding each).
+
+use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use super::{dev_err, Pipe, Readback, WgpuBackend, WgpuTable};
+use super::{dev_err, WgpuBackend};
+use crate::backend::{BackendKind, DType, DeviceTable, HostTable, TableData};
 use crate::error::{Error, Result};
+
+/// A table resident on the device: row chunks, each within one storage binding.
+pub struct WgpuTable {
+    pub(crate) chunks: Vec<wgpu::Buffer>,
+    pub(crate) rows_per_chunk: usize,
+    /// Stored as f16 on the device (else f32, converted on upload).
+    pub(crate) f16: bool,
+}
+
+/// One staged output: a device buffer and how to read it back.
+pub(crate) struct Readback<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub bytes: u64,
+}
+
+pub(crate) fn words_f32(b: &[u8]) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(b)
+}
+pub(crate) fn words_u32(b: &[u8]) -> Vec<u32> {
+    bytemuck::pod_collect_to_vec(b)
+}
+
+/// Split `0..n` into consecutive ranges whose per-item cost sum stays within `limit`
+/// (a single item over the limit gets its own range).
+pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut acc = 0u64;
+    for i in 0..n {
+        let c = cost(i);
+        if i > start && acc + c > limit {
+            out.push(start..i);
+            start = i;
+            acc = 0;
+        }
+        acc += c;
+    }
+    if start < n || out.is_empty() {
+        out.push(start..n);
+    }
+    out
+}
 
 impl WgpuBackend {
     pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
@@ -58,38 +103,6 @@ impl WgpuBackend {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
-    }
-
-    pub(crate) fn dispatch(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipe: &Pipe,
-        params: &wgpu::Buffer,
-        bufs: &[&wgpu::Buffer],
-        groups: (u32, u32),
-    ) {
-        let binds: Vec<wgpu::BufferBinding> = bufs.iter().map(|b| b.as_entire_buffer_binding()).collect();
-        self.dispatch_bound(enc, pipe, params, &binds, groups);
-    }
-
-    /// [`Self::dispatch`] with buffer ranges (sections of a staged upload) as bindings.
-    pub(crate) fn dispatch_bound(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        pipe: &Pipe,
-        params: &wgpu::Buffer,
-        binds: &[wgpu::BufferBinding],
-        groups: (u32, u32),
-    ) {
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() }];
-        for (i, b) in binds.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(b.clone()) });
-        }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.layout, entries: &entries });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        pass.set_pipeline(&pipe.pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
     }
 
     pub(crate) fn encoder(&self) -> wgpu::CommandEncoder {
@@ -147,6 +160,52 @@ impl WgpuBackend {
             return Err(dev_err(op, e));
         }
         r
+    }
+
+    pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a WgpuTable> {
+        t.downcast::<WgpuTable>(BackendKind::Wgpu, self.id)
+    }
+
+    /// `Backend::upload_table` (checked there): the table in row chunks of at most one binding each (f16 kept
+    /// as f16 when the device stores it, else widened to f32).
+    pub(crate) fn upload_chunked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
+        let f16 = self.f16 && table.dtype() == DType::F16;
+        let width = if f16 { 2 } else { 4 };
+        let row_bytes = (table.cols * width).max(1) as u64;
+        // Chunks hold a whole number of rows and an even number of f16 values.
+        let mut rows_per_chunk = ((self.max_binding / row_bytes) as usize).max(1);
+        if f16 && rows_per_chunk > 1 && (rows_per_chunk * table.cols) % 2 == 1 {
+            rows_per_chunk -= 1;
+        }
+        let rows_per_chunk = rows_per_chunk.min(table.rows.max(1));
+        let inner = self.scoped("upload_table", || {
+            let mut chunks = Vec::new();
+            let mut r0 = 0;
+            loop {
+                let r1 = (r0 + rows_per_chunk).min(table.rows);
+                let (a, b) = (r0 * table.cols, r1 * table.cols);
+                let buf = match (&table.data, f16) {
+                    (TableData::F16(v), true) => self.upload(name, &v[a..b]),
+                    (TableData::F16(v), false) => self.upload(name, &v[a..b].iter().map(|x| x.to_f32()).collect::<Vec<f32>>()),
+                    (TableData::F32(v), _) => self.upload(name, &v[a..b]),
+                };
+                chunks.push(buf);
+                r0 = r1;
+                if r0 >= table.rows {
+                    break;
+                }
+            }
+            Ok(WgpuTable { chunks, rows_per_chunk, f16 })
+        })?;
+        Ok(DeviceTable {
+            name,
+            rows: table.rows,
+            cols: table.cols,
+            dtype: table.dtype(),
+            backend: BackendKind::Wgpu,
+            device_id: self.id,
+            inner: Arc::new(inner),
+        })
     }
 
     pub(crate) fn f16_flag(t: &WgpuTable, bit: u32) -> u32 {

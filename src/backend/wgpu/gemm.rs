@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use super::{grid, words_f32, Readback, WgpuBackend, B};
-use crate::backend::GemmKind;
+use crate::backend::{host_tensor, Elem, GemmKind, Tensor};
 use crate::error::{Error, Result};
 
 const SRC: &str = include_str!("../../../shaders/gemm.wgsl");
@@ -169,5 +169,27 @@ pub(crate) fn gemm(be: &WgpuBackend, kind: GemmKind, a: &[f32], b: &[f32], m: us
             })?;
             Ok(out)
         }
+    }
+}
+
+impl WgpuBackend {
+    /// `DeviceOps::gemm_dev` on resident tensors (host form when an operand exceeds a binding).
+    pub(crate) fn gemm_dev_enc(&self, kind: GemmKind, a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        let lim = self.max_binding();
+        if [a.len(), b.len(), m * n].iter().any(|&w| (w * 4) as u64 > lim) {
+            return host_tensor::gemm_dev(self, kind, a, b, m, k, n);
+        }
+        let (ab, bb) = (self.mem(a)?, self.mem(b)?);
+        self.scoped("gemm_dev", || {
+            // k = 0: the product is zeros (a pooled buffer must be cleared).
+            let out = if k == 0 { self.pooled_zeroed("gemm out", m * n) } else { self.pooled_output("gemm out", m * n) };
+            if m > 0 && n > 0 && k > 0 {
+                let mut enc = self.encoder();
+                let k_stride = if kind == GemmKind::TN { 0 } else { k };
+                encode(self, &mut enc, kind, [ab, bb, &out], m, n, k_stride, (0, k), true)?;
+                self.queue.submit([enc.finish()]);
+            }
+            Ok(self.wrap("gemm out", m, n, Elem::F32, out))
+        })
     }
 }

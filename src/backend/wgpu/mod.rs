@@ -11,17 +11,25 @@
 //!   explicit bind-group layout is compiled once per device and cached.
 //! - Parameters: one `bytemuck` uniform struct per op (binding 0), storage buffers after it.
 //! - Every call is wrapped in validation + out-of-memory error scopes: a wgpu validation error
-//!   becomes `Error::Device`, never a panic.
+//!   becomes `Error::Driver` (the wgpu error kept as its source), never a panic.
 //! - Buffers larger than the adapter's max storage binding are split: tables into row chunks
 //!   (the gather runs once per chunk), batches into groups of ids / requests / problems. The
 //!   online ops bind P_Q/P_K/P_V/cross values whole: when one is chunked, the rows a call needs
 //!   are first gathered into a compact per-call table (`split.rs`).
+//!
+//! Files: `device.rs` (options, adapter choice, device creation), `pipelines.rs` (the pipeline
+//! cache, bind-group layouts, dispatch), `buffers.rs` (uploads, outputs, readbacks, error
+//! scopes, resident tables), `pool.rs` (the buffer pool), `tensor.rs` (device tensors and
+//! `DeviceOps`), and one file per op; this file holds the backend and its `Backend` dispatch.
 
 mod attn;
 mod bce;
+mod bias_act;
 mod buffers;
 mod cluster_tree;
+mod copy_rows;
 mod cross_bias;
+mod device;
 mod esu;
 mod gather;
 mod gemm;
@@ -30,6 +38,9 @@ mod kmeans;
 mod kmeans_seed;
 mod log_size_bias;
 mod measure;
+mod online;
+mod optim;
+mod pipelines;
 mod pool;
 mod segment_sum;
 mod split;
@@ -37,88 +48,26 @@ mod tensor;
 mod train_rows;
 mod wgsl;
 
+pub use buffers::WgpuTable;
+pub(crate) use buffers::{split_by, words_f32, words_u32, Readback};
+pub use device::WgpuOptions;
+pub(crate) use pipelines::{grid, Pipe, B, F_T0_F16, F_T1_F16, F_T2_F16};
 pub use pool::PoolStats;
-pub(crate) use wgsl::preprocess;
-use wgsl::REDUCE_PRELUDE;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DType, DeviceTable, GemmKind,
-    HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, Tensor, TopK, TransferCounter,
-    Transfers, TreeJob, TreeResult,
+    check, AttnGrads, AttnOut, AttnSaved, Backend, BackendKind, CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable, GemmKind, HostTable,
+    ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, Tensor, TopK, TransferCounter, Transfers, TreeJob,
+    TreeResult,
 };
 use crate::error::{Error, Result};
-
-pub(crate) const F_SUBGROUP: u32 = 1;
-pub(crate) const F_T0_F16: u32 = 2;
-pub(crate) const F_T1_F16: u32 = 4;
-pub(crate) const F_T2_F16: u32 = 8;
 
 /// Which GSU kernel `gsu_topk`/`online` use.
 pub use crate::backend::versions::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
 
-/// Construction options (tests use them to force each path).
-#[derive(Clone, Debug)]
-pub struct WgpuOptions {
-    /// Accept a CPU Vulkan adapter (lavapipe).
-    pub allow_cpu_adapter: bool,
-    /// Use the workgroup-memory reductions even if the adapter has subgroups.
-    pub no_subgroups: bool,
-    /// Store f16 tables as f32 even if the adapter has SHADER_F16.
-    pub no_f16: bool,
-    /// Cap on one storage binding in bytes (below the adapter's), to exercise buffer splitting.
-    pub max_binding: Option<u64>,
-    /// Fill output buffers with NaN / u32::MAX before each dispatch so an unwritten element
-    /// shows. Default: on in debug builds or with `TWIN_WGPU_POISON=1`.
-    pub poison_outputs: bool,
-    /// The kernel versions to run (`TWIN_GSU`, `TWIN_ESU`, `TWIN_KMEANS`); WGSL has no GSU v3
-    /// (tensor cores) and runs v2 for it.
-    pub versions: KernelVersions,
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).map(|v| !v.is_empty() && v != "0").unwrap_or(false)
-}
-
-impl WgpuOptions {
-    /// Defaults, with the `TWIN_WGPU_*` and `TWIN_GSU`/`TWIN_ESU`/`TWIN_KMEANS` environment
-    /// overrides applied; an unknown version is an error.
-    pub fn from_env(allow_cpu_adapter: bool) -> Result<Self> {
-        Ok(WgpuOptions {
-            allow_cpu_adapter,
-            no_subgroups: env_flag("TWIN_WGPU_NO_SUBGROUPS"),
-            no_f16: env_flag("TWIN_WGPU_NO_F16"),
-            max_binding: std::env::var("TWIN_WGPU_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
-            poison_outputs: cfg!(debug_assertions) || env_flag("TWIN_WGPU_POISON"),
-            versions: KernelVersions::from_env()?,
-        })
-    }
-}
-
-/// A table resident on the device: row chunks, each within one storage binding.
-pub struct WgpuTable {
-    pub(crate) chunks: Vec<wgpu::Buffer>,
-    pub(crate) rows_per_chunk: usize,
-    /// Stored as f16 on the device (else f32, converted on upload).
-    pub(crate) f16: bool,
-}
-
-/// Binding kinds of an explicit layout: binding 0 is always the uniform parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum B {
-    /// read-only storage
-    R,
-    /// read-write storage
-    W,
-}
-
-pub(crate) struct Pipe {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-}
-
+/// The WGSL backend on one Vulkan device (opened in device.rs).
 pub struct WgpuBackend {
     id: u64,
     device: wgpu::Device,
@@ -134,229 +83,39 @@ pub struct WgpuBackend {
     pool: Arc<pool::Pool>,
 }
 
-fn dev_err(op: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Device { backend: "wgpu", op, message: e.to_string() }
+/// A failure during `op`: wgpu's own error → `Error::Driver` (kept typed, see `DriverError`); a
+/// message from a host-side check of what the device returned → `Error::Device`.
+fn dev_err(op: &'static str, e: impl WgpuFailure) -> Error {
+    e.into_error(op)
 }
 
-/// Workgroups for `n` work items: a 2-D grid within the 65535-per-dimension limit; shaders
-/// flatten it as `wid.x + wid.y * nwg.x` and return when past the end.
-pub(crate) fn grid(n_groups: u64) -> (u32, u32) {
-    let n = n_groups.max(1);
-    if n <= 65535 {
-        (n as u32, 1)
-    } else {
-        (65535, n.div_ceil(65535) as u32)
-    }
+/// What `dev_err` takes: each wgpu error type the backend sees, or a check's message.
+pub(crate) trait WgpuFailure {
+    fn into_error(self, op: &'static str) -> Error;
 }
 
-/// One staged output: a device buffer and how to read it back.
-pub(crate) struct Readback<'a> {
-    pub buf: &'a wgpu::Buffer,
-    pub bytes: u64,
-}
-
-impl WgpuBackend {
-    /// Open the best Vulkan adapter: a discrete GPU, then an integrated one, then (only with
-    /// `allow_cpu_adapter`) lavapipe. Environment overrides as in [`WgpuOptions::from_env`].
-    pub fn new(allow_cpu_adapter: bool) -> Result<Self> {
-        Self::with_options(WgpuOptions::from_env(allow_cpu_adapter)?)
-    }
-
-    pub fn with_options(opts: WgpuOptions) -> Result<Self> {
-        let unavailable = |why: String| Error::BackendUnavailable { backend: "wgpu", why };
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = wgpu::Backends::VULKAN;
-        let instance = wgpu::Instance::new(desc);
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
-        if adapters.is_empty() {
-            return Err(unavailable("no Vulkan adapter found".into()));
-        }
-        let rank = |t: wgpu::DeviceType| match t {
-            wgpu::DeviceType::DiscreteGpu => 0,
-            wgpu::DeviceType::IntegratedGpu => 1,
-            wgpu::DeviceType::VirtualGpu => 2,
-            wgpu::DeviceType::Other => 3,
-            wgpu::DeviceType::Cpu => 4,
-        };
-        let mut seen = Vec::new();
-        let mut best: Option<wgpu::Adapter> = None;
-        for a in adapters {
-            let info = a.get_info();
-            seen.push(format!("{} ({:?})", info.name, info.device_type));
-            if info.device_type == wgpu::DeviceType::Cpu && !opts.allow_cpu_adapter {
-                continue;
-            }
-            if best.as_ref().map_or(true, |b| rank(info.device_type) < rank(b.get_info().device_type)) {
-                best = Some(a);
+macro_rules! wgpu_driver_failure {
+    ($($t:ty),*) => {$(
+        impl WgpuFailure for $t {
+            fn into_error(self, op: &'static str) -> Error {
+                Error::driver("wgpu", op, self)
             }
         }
-        let adapter = best.ok_or_else(|| {
-            unavailable(format!("only CPU Vulkan adapters ({}); lavapipe is used only when wgpu is asked for", seen.join(", ")))
-        })?;
-        let info = adapter.get_info();
-        let af = adapter.features();
-        let subgroups = af.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups;
-        let f16 = af.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
-        let mut features = wgpu::Features::empty();
-        if subgroups {
-            features |= wgpu::Features::SUBGROUP;
-        }
-        if f16 {
-            features |= wgpu::Features::SHADER_F16;
-        }
-        let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("twin-engine"),
-            required_features: features,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| unavailable(format!("request_device on {}: {e}", info.name)))?;
-        // Errors outside a scope (there should be none) are logged, not panics.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: uncaptured error: {e}")));
-        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let mut max_binding = device_binding;
-        if let Some(m) = opts.max_binding {
-            max_binding = max_binding.min(m.max(256));
-        }
-        max_binding &= !255; // keep chunk offsets aligned
-        let subgroup_range = (info.subgroup_min_size, info.subgroup_max_size);
-        Ok(WgpuBackend {
-            id: super::next_device_id(),
-            device,
-            queue,
-            info,
-            subgroups,
-            f16,
-            subgroup_range,
-            max_binding,
-            opts,
-            pipes: Mutex::new(HashMap::new()),
-            copies: TransferCounter::default(),
-            pool: Arc::new(pool::Pool::new(device_binding)),
-        })
-    }
+    )*};
+}
+wgpu_driver_failure!(wgpu::Error, wgpu::PollError, wgpu::BufferAsyncError, wgpu::MapRangeError, crate::error::DriverError);
 
-    pub fn options(&self) -> &WgpuOptions {
-        &self.opts
-    }
-    /// Whether the subgroup reductions are in use.
-    pub fn uses_subgroups(&self) -> bool {
-        self.subgroups
-    }
-    /// Whether f16 tables stay f16 on the device.
-    pub fn uses_f16(&self) -> bool {
-        self.f16
-    }
-    /// Largest storage binding this backend creates, in bytes.
-    pub fn max_binding(&self) -> u64 {
-        self.max_binding
-    }
-    pub fn is_cpu_adapter(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
-    }
-
-    pub(crate) fn table<'a>(&self, t: &'a DeviceTable) -> Result<&'a WgpuTable> {
-        t.downcast::<WgpuTable>(BackendKind::Wgpu, self.id)
-    }
-
-    /// The cached pipeline for `entry` of shader `src` under `flags`.
-    pub(crate) fn pipe(&self, stem: &'static str, src: &'static str, entry: &'static str, flags: u32, binds: &[B]) -> Result<Arc<Pipe>> {
-        let flags = if self.subgroups { flags | F_SUBGROUP } else { flags & !F_SUBGROUP };
-        let mut map = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get(&(entry, flags)) {
-            return Ok(p.clone());
-        }
-        let mut defs = Vec::new();
-        let mut prelude = String::new();
-        if flags & (F_T0_F16 | F_T1_F16 | F_T2_F16) != 0 {
-            prelude.push_str("enable f16;\n");
-        }
-        for (i, bit) in [F_T0_F16, F_T1_F16, F_T2_F16].iter().enumerate() {
-            let ty = if flags & bit != 0 { "f16" } else { "f32" };
-            prelude.push_str(&format!("alias t{i}_t = {ty};\n"));
-        }
-        if flags & F_SUBGROUP != 0 {
-            defs.push("SUBGROUP");
-        }
-        let body = if src.contains("RWG") { format!("{src}\n{REDUCE_PRELUDE}") } else { src.to_string() };
-        let code = prelude + &preprocess(&body, &defs);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(stem), source: wgpu::ShaderSource::Wgsl(code.into()) });
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        }];
-        for (i, b) in binds.iter().enumerate() {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: *b == B::R },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
-        }
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(dev_err("shader compile", format!("{stem}.wgsl `{entry}` (flags {flags:#x}): {e}")));
-        }
-        let p = Arc::new(Pipe { pipeline, layout });
-        map.insert((entry, flags), p.clone());
-        Ok(p)
-    }
-
-    /// The adapter this backend runs on (name, device type, driver).
-    pub fn adapter(&self) -> &wgpu::AdapterInfo {
-        &self.info
+/// The map callback was dropped without being called: the map never completed.
+impl WgpuFailure for std::sync::mpsc::RecvError {
+    fn into_error(self, op: &'static str) -> Error {
+        Error::driver("wgpu", op, wgpu::BufferAsyncError)
     }
 }
 
-pub(crate) fn words_f32(b: &[u8]) -> Vec<f32> {
-    bytemuck::pod_collect_to_vec(b)
-}
-pub(crate) fn words_u32(b: &[u8]) -> Vec<u32> {
-    bytemuck::pod_collect_to_vec(b)
-}
-
-/// Split `0..n` into consecutive ranges whose per-item cost sum stays within `limit`
-/// (a single item over the limit gets its own range).
-pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut acc = 0u64;
-    for i in 0..n {
-        let c = cost(i);
-        if i > start && acc + c > limit {
-            out.push(start..i);
-            start = i;
-            acc = 0;
-        }
-        acc += c;
+impl WgpuFailure for String {
+    fn into_error(self, op: &'static str) -> Error {
+        Error::Device { backend: "wgpu", op, message: self }
     }
-    if start < n || out.is_empty() {
-        out.push(start..n);
-    }
-    out
 }
 
 impl Backend for WgpuBackend {
@@ -390,43 +149,7 @@ impl Backend for WgpuBackend {
     }
 
     unsafe fn upload_table_unchecked(&self, name: &'static str, table: &HostTable) -> Result<DeviceTable> {
-        let f16 = self.f16 && table.dtype() == DType::F16;
-        let width = if f16 { 2 } else { 4 };
-        let row_bytes = (table.cols * width).max(1) as u64;
-        // Chunks hold a whole number of rows and an even number of f16 values.
-        let mut rows_per_chunk = ((self.max_binding / row_bytes) as usize).max(1);
-        if f16 && rows_per_chunk > 1 && (rows_per_chunk * table.cols) % 2 == 1 {
-            rows_per_chunk -= 1;
-        }
-        let rows_per_chunk = rows_per_chunk.min(table.rows.max(1));
-        let inner = self.scoped("upload_table", || {
-            let mut chunks = Vec::new();
-            let mut r0 = 0;
-            loop {
-                let r1 = (r0 + rows_per_chunk).min(table.rows);
-                let (a, b) = (r0 * table.cols, r1 * table.cols);
-                let buf = match (&table.data, f16) {
-                    (TableData::F16(v), true) => self.upload(name, &v[a..b]),
-                    (TableData::F16(v), false) => self.upload(name, &v[a..b].iter().map(|x| x.to_f32()).collect::<Vec<f32>>()),
-                    (TableData::F32(v), _) => self.upload(name, &v[a..b]),
-                };
-                chunks.push(buf);
-                r0 = r1;
-                if r0 >= table.rows {
-                    break;
-                }
-            }
-            Ok(WgpuTable { chunks, rows_per_chunk, f16 })
-        })?;
-        Ok(DeviceTable {
-            name,
-            rows: table.rows,
-            cols: table.cols,
-            dtype: table.dtype(),
-            backend: BackendKind::Wgpu,
-            device_id: self.id,
-            inner: Arc::new(inner),
-        })
+        self.upload_chunked(name, table)
     }
 
     unsafe fn gather_unchecked(&self, table: &DeviceTable, ids: &[u32]) -> Result<Vec<f32>> {

@@ -164,7 +164,12 @@ fn code_of(e: &Error) -> i32 {
         Error::UnsupportedVersion { .. } => TWIN_ERR_UNSUPPORTED_VERSION,
         Error::BackendUnavailable { .. } => TWIN_ERR_BACKEND_UNAVAILABLE,
         Error::Overloaded { .. } => TWIN_ERR_OVERLOADED,
-        Error::Device { .. } | Error::ForeignTable { .. } => TWIN_ERR_BACKEND,
+        Error::Driver { .. } | Error::Device { .. } | Error::ForeignTable { .. } => TWIN_ERR_BACKEND,
+        // A panic caught inside the engine (its batching worker keeps serving).
+        Error::Panic { .. } => TWIN_ERR_PANIC,
+        // The engine shutting down or without its worker, a thread the OS would not start, a
+        // config that would not serialise: the C API has no closer code for these.
+        Error::EngineStopped { .. } | Error::Spawn { .. } | Error::Serialize { .. } => TWIN_ERR_INTERNAL,
         // Variants added later map here until the C API names them.
         #[allow(unreachable_patterns)]
         _ => TWIN_ERR_INTERNAL,
@@ -1062,6 +1067,12 @@ mod tests {
             (Error::BackendUnavailable { backend: "cuda", why: "w".into() }, TWIN_ERR_BACKEND_UNAVAILABLE),
             (Error::Overloaded { queue: 4 }, TWIN_ERR_OVERLOADED),
             (Error::Device { backend: "cuda", op: "o", message: "m".into() }, TWIN_ERR_BACKEND),
+            (Error::driver("cuda", "o", crate::error::DriverError::Emulator("m".into())), TWIN_ERR_BACKEND),
+            (Error::EngineStopped { why: "is shutting down" }, TWIN_ERR_INTERNAL),
+            (Error::Panic { op: "score batch", message: "m".into() }, TWIN_ERR_PANIC),
+            (Error::Spawn { thread: "t", source: io() }, TWIN_ERR_INTERNAL),
+            (Error::Serialize { what: "w", source: serde_json::from_str::<u8>("x").unwrap_err() }, TWIN_ERR_INTERNAL),
+            (Error::Incompatible { what: "w", why: "y".into() }, TWIN_ERR_INVALID_INPUT),
             (Error::ForeignTable { table: "t", owner: "a".into(), caller: "b".into() }, TWIN_ERR_BACKEND),
         ];
         for (e, code) in cases {

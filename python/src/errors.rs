@@ -26,7 +26,9 @@ pub fn kind_of(e: &Error) -> &'static str {
         Error::UnsupportedVersion { .. } => "UnsupportedVersionError",
         Error::BackendUnavailable { .. } => "BackendUnavailableError",
         Error::Overloaded { .. } => "OverloadedError",
-        Error::Device { .. } | Error::ForeignTable { .. } => "BackendError",
+        Error::Driver { .. } | Error::Device { .. } | Error::ForeignTable { .. } => "BackendError",
+        // No class of its own yet (`_errors.py`): the base class, with the engine's message.
+        Error::EngineStopped { .. } | Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => "TwinError",
     }
 }
 

@@ -34,11 +34,7 @@ impl Model {
 
     /// Payload bytes, without validation (tests use it to build bad files).
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_string(&self.config).map_err(|_| Error::BadShape {
-            field: "config",
-            value: 0,
-            why: "cannot be serialised to JSON",
-        })?;
+        let json = serde_json::to_string(&self.config).map_err(|source| Error::Serialize { what: "model config", source })?;
         let mut w = Writer::new();
         w.str(&json);
         w.u32s(&self.item_author);

@@ -6,7 +6,9 @@
 //! - A full queue answers `Error::Overloaded` at once instead of blocking the caller.
 //! - Requests carry the model version they started with (`Arc<Loaded>`), so a swap mid-queue
 //!   never moves a request to another version; a batch holding two versions makes two calls.
-//! - A panic inside a batch is caught: its callers get an error, the worker keeps serving.
+//! - A panic inside a batch is caught: its callers get `Error::Panic`, the worker keeps serving.
+//! - A request that arrives while the engine shuts down (or after its worker stopped) gets
+//!   `Error::EngineStopped`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +43,7 @@ impl Batcher {
         let worker = std::thread::Builder::new()
             .name("twin-batcher".into())
             .spawn(move || run(shared, rx, &d))
-            .map_err(|e| Error::Device { backend: "engine", op: "start batcher thread", message: e.to_string() })?;
+            .map_err(|source| Error::Spawn { thread: "twin-batcher", source })?;
         Ok(Batcher { tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)), capacity, depth })
     }
 
@@ -53,7 +55,7 @@ impl Batcher {
         let (reply, answer) = mpsc::sync_channel(1);
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else {
-            return Err(Error::Device { backend: "engine", op: "score", message: "the engine is shutting down".into() });
+            return Err(Error::EngineStopped { why: "is shutting down" });
         };
         // Counted before the send so the worker's decrement never comes first.
         self.depth.fetch_add(1, Ordering::Relaxed);
@@ -65,19 +67,24 @@ impl Batcher {
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(Error::Device { backend: "engine", op: "score", message: "the batching worker has stopped".into() });
+                return Err(Error::EngineStopped { why: "has no batching worker (it stopped)" });
             }
         }
-        answer.recv().unwrap_or_else(|_| {
-            Err(Error::Device { backend: "engine", op: "score", message: "the batching worker dropped the request".into() })
-        })
+        answer.recv().unwrap_or(Err(Error::EngineStopped { why: "lost the request (its batching worker stopped)" }))
+    }
+}
+
+impl Batcher {
+    /// Take no more requests: a later `submit` answers `Error::EngineStopped`. The worker ends
+    /// once it has answered what is already queued.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        // Closing the queue ends the worker once it has answered what is queued.
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.close();
         if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = w.join();
         }
@@ -123,16 +130,58 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>, depth: &AtomicUsize) {
             jobs = rest;
             let reqs: Vec<&ScoreRequest> = mine.iter().map(|j| &j.req).collect();
             let t0 = Instant::now();
-            let results = catch_unwind(AssertUnwindSafe(|| score_batch(&shared, &v, &reqs))).unwrap_or_else(|_| {
-                reqs.iter()
-                    .map(|_| Err(Error::Device { backend: "engine", op: "score batch", message: "internal panic (caught)".into() }))
-                    .collect()
-            });
+            let results = catch_unwind(AssertUnwindSafe(|| score_batch(&shared, &v, &reqs)))
+                .unwrap_or_else(|p| reqs.iter().map(|_| Err(Error::panic("score batch", p.as_ref()))).collect());
             shared.observe(reqs.len(), t0.elapsed().as_secs_f64());
             drop(reqs);
             for (job, res) in mine.into_iter().zip(results) {
                 let _ = job.reply.send(res);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::data::{generate, SynthConfig};
+    use crate::model::{Model, ModelConfig};
+    use crate::serve::{Behaviour, Engine, EngineConfig};
+
+    /// A request after the queue closed is told the engine stopped (not a device failure),
+    /// and its message says so (src/serve/http/body.rs answers it with a 503).
+    #[test]
+    fn a_closed_batcher_answers_engine_stopped() {
+        let ds = generate(&SynthConfig {
+            n_users: 2,
+            n_items: 50,
+            n_authors: 5,
+            n_topics: 4,
+            min_len: 5,
+            max_len: 20,
+            ..SynthConfig::default()
+        })
+        .unwrap();
+        let m = Model::init(ModelConfig::for_items(&ds.items), &ds.items, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.twm");
+        m.save(&path).unwrap();
+        let e = Engine::open(&path, EngineConfig { backend: BackendChoice::Cpu, batching: false, ..EngineConfig::default() }).unwrap();
+        let b = Batcher::start(e.shared.clone()).unwrap();
+        let req = ScoreRequest {
+            request_time: 100,
+            long: vec![Behaviour::raw(3, 10, 5.0, 10.0)],
+            short: vec![],
+            candidates: vec![1, 2],
+            debug: false,
+        };
+        // Open: it scores.
+        assert_eq!(b.submit(e.current(), req.clone()).unwrap().ctr.len(), 2);
+        b.close();
+        let err = b.submit(e.current(), req).unwrap_err();
+        assert!(matches!(err, Error::EngineStopped { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "the serving engine is shutting down");
+        assert_eq!(b.depth(), 0);
     }
 }

@@ -258,10 +258,12 @@ impl Engine {
         if new.model.config != old.model.config {
             // Requests are validated against the model; a different catalogue is a different engine.
             if new.model.config.n_items != old.model.config.n_items {
-                return Err(Error::BadShape {
-                    field: "new model n_items",
-                    value: new.model.config.n_items as u64,
-                    why: "differs from the serving model's catalogue; open a new engine instead",
+                return Err(Error::Incompatible {
+                    what: "new model",
+                    why: format!(
+                        "n_items = {} differs from the serving model's {} (another catalogue); open a new engine instead",
+                        new.model.config.n_items, old.model.config.n_items
+                    ),
                 });
             }
         }
@@ -363,6 +365,7 @@ pub(crate) fn score_batch(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreReques
 /// the batch shares it); `None` otherwise.
 fn shared_failure(e: &Error) -> Option<Error> {
     match e {
+        Error::Driver { backend, op, source } => Some(Error::Driver { backend, op, source: source.clone() }),
         Error::Device { backend, op, message } => Some(Error::Device { backend, op, message: message.clone() }),
         Error::BackendUnavailable { backend, why } => Some(Error::BackendUnavailable { backend, why: why.clone() }),
         Error::ForeignTable { table, owner, caller } => Some(Error::ForeignTable { table, owner: owner.clone(), caller: caller.clone() }),
@@ -434,6 +437,14 @@ mod tests {
         // A device failure is everyone's.
         let dev = Error::Device { backend: "cuda", op: "x", message: "lost".into() };
         assert!(matches!(shared_failure(&dev), Some(Error::Device { .. })));
+        // A driver failure too, its typed source shared (the same text for every request).
+        let drv = Error::driver("cuda", "launch", crate::error::DriverError::Emulator("lost".into()));
+        match shared_failure(&drv) {
+            Some(copy @ Error::Driver { source: crate::error::DriverError::Emulator(_), .. }) => {
+                assert_eq!(copy.to_string(), drv.to_string())
+            }
+            other => panic!("expected a shared Driver error, got {other:?}"),
+        }
         assert!(shared_failure(&Error::Empty { field: "candidates", index: 0 }).is_none());
     }
 }

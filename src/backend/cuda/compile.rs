@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::{unavailable, KernelSource, BACKEND, KERNEL_SOURCES};
-use crate::error::{Error, Result};
+use crate::error::{DriverError, Error, Result};
 
 /// Whether libnvrtc can be loaded (checked before any cudarc nvrtc call, which would panic).
 pub fn nvrtc_present() -> bool {
@@ -22,7 +22,8 @@ pub fn driver_present() -> bool {
 }
 
 /// Include directory for NVRTC: `TWIN_CUDA_INCLUDE`, else the pip wheel's or a system CUDA's.
-/// The kernels include no header today; the path is passed so that they may.
+/// The kernels include no CUDA header today (kernels/common.cuh is inlined by
+/// `KernelSource::text`, not found through this path); it is passed so that they may.
 pub fn include_dir() -> Option<String> {
     if let Ok(p) = std::env::var("TWIN_CUDA_INCLUDE") {
         if !p.is_empty() {
@@ -43,15 +44,6 @@ pub fn lineinfo() -> bool {
 
 type PtxCache = Mutex<HashMap<(String, &'static str, bool), Ptx>>;
 static PTX_CACHE: OnceLock<PtxCache> = OnceLock::new();
-
-fn compile_error_text(e: &CompileError) -> String {
-    match e {
-        CompileError::CompileError { nvrtc, options, log } => {
-            format!("{nvrtc:?} with options {options:?}:\n{}", log.to_string_lossy())
-        }
-        other => format!("{other:?}"),
-    }
-}
 
 /// Compile one kernel file for `arch` (e.g. "sm_90"), cached per process. Checks that every
 /// declared entry point is in the PTX.
@@ -76,11 +68,8 @@ pub fn compile_kernel(src: &KernelSource, arch: &str) -> Result<Ptx> {
         name: Some(format!("{}.cu", src.stem)),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.source, opts).map_err(|e| Error::Device {
-        backend: BACKEND,
-        op: "nvrtc compile",
-        message: format!("kernels/{}.cu: {}", src.stem, compile_error_text(&e)),
-    })?;
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.text(), opts)
+        .map_err(|error| Error::driver(BACKEND, "nvrtc compile", DriverError::Nvrtc { file: src.stem, error }))?;
     let text = ptx.to_src();
     for f in src.functions {
         if !text.contains(&format!(".entry {f}(")) {

@@ -8,26 +8,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum};
+use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum, CUresult};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::launch::ArgSlot;
-use crate::error::Result;
+use crate::error::{DriverError, Result};
 
-/// A driver or emulator failure, as text (the backend wraps it in `Error::Device` with the op).
-pub(crate) struct DevError(pub String);
-
-impl std::fmt::Debug for DevError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-pub(crate) type DevResult<T> = std::result::Result<T, DevError>;
-
-fn drv(e: cudarc::driver::DriverError) -> DevError {
-    DevError(format!("{e:?}"))
-}
+/// What every device operation returns: the driver's (or the emulator's) own error, typed; the
+/// backend adds its name and the op (`device_err`) to make an `Error::Driver`.
+pub(crate) type DevResult<T> = std::result::Result<T, DriverError>;
 
 /// Device addresses are `u64`: what kernels take for pointer parameters (host addresses on
 /// the emulator).
@@ -67,13 +56,14 @@ pub(crate) struct DriverDevice {
 
 impl DriverDevice {
     fn function(&self, kernel: &'static str) -> DevResult<&CudaFunction> {
-        self.functions.get(kernel).ok_or_else(|| DevError(format!("kernel `{kernel}` is not loaded")))
+        // Not loaded: what the driver itself answers for an unknown function name.
+        self.functions.get(kernel).ok_or(DriverError::Cuda(cudarc::driver::DriverError(CUresult::CUDA_ERROR_NOT_FOUND)))
     }
 }
 
 impl Device for DriverDevice {
     fn alloc(&self, bytes: usize) -> DevResult<u64> {
-        self.ctx.bind_to_thread().map_err(drv)?;
+        self.ctx.bind_to_thread().map_err(DriverError::from)?;
         // SAFETY: a plain allocation of `bytes` on this context; the address is owned by the
         // caller's `Buf` and freed once, by `free`.
         unsafe {
@@ -83,7 +73,7 @@ impl Device for DriverDevice {
                 cudarc::driver::result::malloc_sync(bytes.max(1))
             }
         }
-        .map_err(drv)
+        .map_err(DriverError::from)
     }
 
     fn free(&self, addr: u64) {
@@ -102,31 +92,31 @@ impl Device for DriverDevice {
     }
 
     fn htod(&self, dst: u64, src: &[u8]) -> DevResult<()> {
-        self.ctx.bind_to_thread().map_err(drv)?;
+        self.ctx.bind_to_thread().map_err(DriverError::from)?;
         // SAFETY: `dst` is an allocation of at least `src.len()` bytes (the caller's `Buf`);
         // from pageable memory the driver has read `src` before the call returns.
-        unsafe { cudarc::driver::result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }.map_err(drv)
+        unsafe { cudarc::driver::result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }.map_err(DriverError::from)
     }
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> DevResult<()> {
-        self.ctx.bind_to_thread().map_err(drv)?;
+        self.ctx.bind_to_thread().map_err(DriverError::from)?;
         // SAFETY: `src` holds at least `dst.len()` bytes; the stream is synchronised before `dst`
         // is read by anyone.
-        unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }.map_err(drv)?;
-        self.stream.synchronize().map_err(drv)
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }.map_err(DriverError::from)?;
+        self.stream.synchronize().map_err(DriverError::from)
     }
 
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> DevResult<()> {
-        self.ctx.bind_to_thread().map_err(drv)?;
+        self.ctx.bind_to_thread().map_err(DriverError::from)?;
         // SAFETY: both are allocations of at least `bytes` bytes, ordered on one stream.
-        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }.map_err(drv)
+        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }.map_err(DriverError::from)
     }
 
     fn memset(&self, dst: u64, byte: u8, bytes: usize) -> DevResult<()> {
-        self.ctx.bind_to_thread().map_err(drv)?;
+        self.ctx.bind_to_thread().map_err(DriverError::from)?;
         // SAFETY: `dst` is an allocation of at least `bytes` bytes; any byte pattern is valid
         // for the plain-old-data buffers the backend allocates.
-        unsafe { cudarc::driver::result::memset_d8_async(dst, byte, bytes, self.stream.cu_stream()) }.map_err(drv)
+        unsafe { cudarc::driver::result::memset_d8_async(dst, byte, bytes, self.stream.cu_stream()) }.map_err(DriverError::from)
     }
 
     unsafe fn launch(&self, kernel: &'static str, cfg: LaunchConfig, args: &[ArgSlot]) -> DevResult<()> {
@@ -137,25 +127,25 @@ impl Device for DriverDevice {
         }
         // SAFETY: the caller guarantees the argument list and the addresses (this function's
         // contract); each slot holds its parameter's bytes at offset 0, as the driver reads them.
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(drv)
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(DriverError::from)
     }
 
     fn set_max_dynamic_smem(&self, kernel: &'static str, bytes: u32) -> DevResult<()> {
         self.function(kernel)?
             .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-            .map_err(drv)
+            .map_err(DriverError::from)
     }
 
     fn synchronize(&self) -> DevResult<()> {
-        self.stream.synchronize().map_err(drv)
+        self.stream.synchronize().map_err(DriverError::from)
     }
 
     fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
-        let err = |op: &'static str| move |e: cudarc::driver::DriverError| super::device_err(op)(drv(e));
-        let start = self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err("record start event"))?;
+        use super::device_err;
+        let start = self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(device_err("record start event"))?;
         f()?;
-        let end = self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err("record end event"))?;
-        Ok(start.elapsed_ms(&end).map_err(err("event elapsed time"))? as f64)
+        let end = self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(device_err("record end event"))?;
+        Ok(start.elapsed_ms(&end).map_err(device_err("event elapsed time"))? as f64)
     }
 
     fn clock(&self) -> &'static str {

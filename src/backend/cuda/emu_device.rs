@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use cudarc::driver::LaunchConfig;
 
-use super::device::{DevError, DevResult, Device};
+use super::device::{DevResult, Device};
 use super::launch::ArgSlot;
 use super::CudaBackend;
 use crate::emu::{self, Alloc};
-use crate::error::{Error, Result};
+use crate::error::{DriverError, Error, Result};
 
 /// Geometry the emulated backend reports, an H100/H200's, so the planners size launches as on
 /// the card: 132 SMs, 227 KiB of opt-in shared memory per block.
@@ -34,8 +34,8 @@ pub(crate) struct EmuDevice {
     launched: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
-fn err(e: impl Into<String>) -> DevError {
-    DevError(e.into())
+fn err(e: impl Into<String>) -> DriverError {
+    DriverError::Emulator(e.into())
 }
 
 impl EmuDevice {

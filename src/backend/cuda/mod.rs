@@ -73,16 +73,34 @@ use super::{
     HostTable, ItemPoints, KmeansBatch, KmeansResult, OnlineBatch, OnlineOutput, OnlineTables, TableData, Tensor, TopK, TransferCounter,
     Transfers, TreeJob, TreeResult,
 };
-use crate::error::{Error, Result};
+use crate::error::{DriverError, Error, Result};
 
 const BACKEND: &str = "cuda";
 
-pub(crate) fn device_err<E: std::fmt::Debug>(op: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::Device { backend: BACKEND, op, message: format!("{e:?}") }
+/// `map_err(device_err("op"))`: a driver (or emulator) failure during `op`, its error kept typed.
+pub(crate) fn device_err<E: Into<DriverError>>(op: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::driver(BACKEND, op, e)
 }
 
 fn unavailable(why: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: BACKEND, why: why.into() }
+}
+
+/// Opening the device: the driver answers that there is no usable device here (none, busy in
+/// exclusive mode, a driver too old or a stub library) → `BackendUnavailable`, with the
+/// driver's words; any other driver failure is one → `Error::Driver`, typed.
+fn absent_or_failed(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
+    use cudarc::driver::sys::CUresult as R;
+    move |e| match e.0 {
+        R::CUDA_ERROR_NO_DEVICE
+        | R::CUDA_ERROR_INVALID_DEVICE
+        | R::CUDA_ERROR_DEVICE_UNAVAILABLE
+        | R::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
+        | R::CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE
+        | R::CUDA_ERROR_STUB_LIBRARY
+        | R::CUDA_ERROR_SYSTEM_NOT_READY => unavailable(format!("{op}: {}", DriverError::from(e))),
+        _ => Error::driver(BACKEND, op, e),
+    }
 }
 
 /// A table resident on the device.
@@ -155,11 +173,11 @@ impl CudaBackend {
     }
 
     fn open(ordinal: usize) -> Result<Self> {
-        let count = CudaContext::device_count().map_err(|e| unavailable(format!("no usable CUDA device ({e:?})")))?;
+        let count = CudaContext::device_count().map_err(absent_or_failed("count devices"))?;
         if count <= 0 || ordinal >= count as usize {
             return Err(unavailable(format!("device {ordinal} requested, {count} present")));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("could not create a context on device {ordinal}: {e:?}")))?;
+        let ctx = CudaContext::new(ordinal).map_err(absent_or_failed("create a context"))?;
         // SAFETY: this backend submits all work to one stream (below), so stream order alone
         // orders every read and write; no slice is shared with another stream.
         unsafe { ctx.disable_event_tracking() };

@@ -132,8 +132,15 @@ fn refusal(e: &Error) -> (StatusCode, String) {
         }
         Error::BadShape { field, why, .. } => (StatusCode::BAD_REQUEST, format!("{field}: {why}")),
         Error::Io { source, .. } => (StatusCode::INTERNAL_SERVER_ERROR, format!("reading failed ({})", source.kind())),
-        Error::Device { .. } | Error::BackendUnavailable { .. } | Error::ForeignTable { .. } => {
+        Error::Incompatible { what: what @ "new model", .. } => {
+            (StatusCode::BAD_REQUEST, format!("{what}: another catalogue than the serving model's"))
+        }
+        Error::Driver { .. } | Error::Device { .. } | Error::BackendUnavailable { .. } | Error::ForeignTable { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "the backend failed while building or warming the model".into())
+        }
+        Error::EngineStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "the engine is shutting down".into()),
+        Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "the engine failed internally while loading the model".into())
         }
         _ => (StatusCode::BAD_REQUEST, "the model failed validation or its warm-up".into()),
     }

@@ -57,15 +57,19 @@ impl IntoResponse for Reply {
     }
 }
 
-/// The HTTP status and the metrics kind of an engine error. Only a failure of the backend
-/// itself is a 500; every other error names a bad value the caller sent.
+/// The HTTP status and the metrics kind of an engine error. A full queue or a stopped engine
+/// is a 503 (another replica may serve the request), a failure of the backend or of the library
+/// itself a 500; every other error names a bad value the caller sent (400).
 pub(crate) fn status_of(e: &Error) -> (StatusCode, &'static str) {
     match e {
         Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        Error::Device { .. } | Error::BackendUnavailable { .. } | Error::ForeignTable { .. } => {
+        Error::EngineStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        Error::Driver { .. } | Error::Device { .. } | Error::BackendUnavailable { .. } | Error::ForeignTable { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "device")
         }
-        Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        Error::Io { .. } | Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
         _ => (StatusCode::BAD_REQUEST, "bad_request"),
     }
 }
@@ -113,4 +117,27 @@ pub(crate) fn not_allowed(st: &AppState, method: &http::Method, path: &str, allo
         format!("method = {method} on {path}: not allowed (use {allow})"),
     )
     .with_header(header::ALLOW, allow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::DriverError;
+
+    /// A stopped engine is a 503 (retry elsewhere), a driver failure a 500 "device", a caught
+    /// panic a 500 "internal", a bad value a 400.
+    #[test]
+    fn engine_errors_map_to_http_statuses() {
+        let cases = [
+            (Error::EngineStopped { why: "is shutting down" }, 503, "stopped"),
+            (Error::Overloaded { queue: 4 }, 503, "overloaded"),
+            (Error::driver("cuda", "launch", DriverError::Emulator("lost".into())), 500, "device"),
+            (Error::Device { backend: "wgpu", op: "kmeans_tree", message: "m".into() }, 500, "device"),
+            (Error::Panic { op: "score batch", message: "m".into() }, 500, "internal"),
+            (Error::Empty { field: "candidates", index: 0 }, 400, "bad_request"),
+        ];
+        for (e, status, kind) in cases {
+            assert_eq!(status_of(&e), (StatusCode::from_u16(status).unwrap(), kind), "{e}");
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Build script: does nothing unless the `cuda-emu` feature is on. With it, compiles the CPU
 //! emulator of CUDA (emu/runtime.cpp, emu/memory.cpp) and every kernels/*.cu (plus the emulator's
 //! own test kernels, emu/tests/emu_tests.cu) as C++17 into one static library. See emu/README.md.
+//! Each kernel's `#include "common.cuh"` line is replaced by kernels/common.cuh's text (as the
+//! NVRTC path does in src/backend/cuda/sources.rs), so the scan below sees that code as well.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -38,6 +40,7 @@ mod emu {
             .collect();
         sources.sort();
         sources.push(root.join("emu/tests/emu_tests.cu"));
+        let common = fs::read_to_string(root.join("kernels/common.cuh")).expect("kernels/common.cuh is readable");
 
         let mut build = cc::Build::new();
         build
@@ -65,7 +68,8 @@ mod emu {
             let stem: String =
                 src.file_stem().unwrap().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
             let rel = src.strip_prefix(&root).unwrap_or(src).display().to_string();
-            let scanned = scan(&fs::read_to_string(src).expect("kernel source is readable"), &rel);
+            let text = expand_common(&fs::read_to_string(src).expect("kernel source is readable"), &common, &rel);
+            let scanned = scan(&text, &rel);
             for (name, c) in &scanned.dyn_smem {
                 if *c && !c_smem.contains(name) {
                     c_smem.push(name.clone());
@@ -98,6 +102,23 @@ mod emu {
         fs::write(&reg, registry).unwrap();
         build.file(&reg);
         build.compile("twin_cuda_emu");
+    }
+
+    /// `src` (the file `rel`) with its `#include "common.cuh"` line replaced by kernels/common.cuh
+    /// between `#line` directives: the same expansion as src/backend/cuda/sources.rs gives NVRTC,
+    /// done before the scan so that it sees the header's code too.
+    fn expand_common(src: &str, common: &str, rel: &str) -> String {
+        let mut out = String::with_capacity(src.len() + common.len() + 64);
+        for (i, line) in src.lines().enumerate() {
+            if line.trim() == "#include \"common.cuh\"" {
+                writeln!(out, "#line 1 \"kernels/common.cuh\"\n{}", common.trim_end()).unwrap();
+                writeln!(out, "#line {} \"{rel}\"", i + 2).unwrap();
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     fn wrapper_text(stem: &str, copy: &Path, s: &Scanned) -> String {

@@ -29,10 +29,8 @@
 // element of dk, dv, dbias, dq, p, pooled is written by exactly one block. No atomics; every
 // reduction has a fixed shape and order, so results are bit-identical run to run.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
-#define FULL_MASK 0xffffffffu
 #define ATTN_THREADS 128u
 #define ATTN_WARPS (ATTN_THREADS / 32u)
 

@@ -15,8 +15,7 @@
 //   additions; B is a batch, so the sequential sum costs microseconds.) Each element written with `=` by its own thread;
 //   no atomics, no device reduction, so results are the same run to run.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct BceParams {
     u32 n;  // B

@@ -18,8 +18,7 @@
 //   consecutive columns of a row: coalesced), 1-D grid-stride over n, 256 per block.
 // Versions: one each (element-wise: the floor is 8 bytes per element forward, 12 backward).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct BiasActParams {
     u32 m;

@@ -42,10 +42,7 @@
 //   in place order and cut roff every γ-1 points.
 // No float math; every count fits u32 (N ≤ u32::MAX, check::tree_job).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-#define FULL_MASK 0xffffffffu
+#include "common.cuh"
 
 // status words
 enum {
@@ -82,8 +79,6 @@ struct TreeLevelParams {
     u32 pad;
 };
 
-__device__ __forceinline__ u32 umin32(u32 a, u32 b) { return a < b ? a : b; }
-
 __device__ __forceinline__ u64 mix64(u64 z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -98,19 +93,6 @@ __device__ __forceinline__ u32 delta_of(const u32* __restrict__ table, u32 n_tab
         if (table[mid] <= n) lo = mid + 1; else hi = mid;
     }
     return 2u + lo;
-}
-
-__device__ __forceinline__ u32 warp_incl_scan(u32 v, u32 lane) {
-    for (u32 d = 1; d < 32; d <<= 1) {
-        const u32 t = __shfl_up_sync(FULL_MASK, v, d);
-        if (lane >= d) v += t;
-    }
-    return v;
-}
-
-__device__ __forceinline__ u64 warp_sum64(u64 v) {
-    for (u32 d = 16; d > 0; d >>= 1) v += __shfl_xor_sync(FULL_MASK, v, d);
-    return v;
 }
 
 // Exclusive prefix of v over the block's threads (blockDim.x a multiple of 32, at most 1024);
@@ -138,7 +120,7 @@ __device__ u32 block_excl_scan(u32 v, u32* total) {
 __device__ u64 block_sum64(u64 v) {
     __shared__ u64 wsum64[32];
     const u32 lane = threadIdx.x & 31u, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum64(v);
+    v = warp_sum_u64(v);
     if (lane == 0u) wsum64[wid] = v;
     __syncthreads();
     u64 t = 0;
@@ -201,7 +183,7 @@ cluster_tree_count_fwd(const TreeLevelParams q, const u32* __restrict__ offsets,
     __syncwarp();
     u32 nonempty = 0;
     for (u32 j = lane; j < k; j += 32) nonempty += cnt[c0 + j] != 0u;
-    for (u32 d = 16; d > 0; d >>= 1) nonempty += __shfl_xor_sync(FULL_MASK, nonempty, d);
+    nonempty = warp_sum_u32(nonempty);
     u32 f = 0, fm = 0, x = 0, xn = 0;
     const u32 forced = nonempty <= 1u;
     if (forced) {

@@ -16,8 +16,7 @@
 //   no two threads write one element.
 // Versions: one (a memory copy: its floor is the bytes moved).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct CopyRowsParams {
     u32 n;         // rows copied

@@ -44,8 +44,7 @@
 // by check::cross_bias_dense; backward shapes by check::cross_tables_bwd (host slices) or
 // CrossParams::check plus the dcb / dcv shapes (tensors).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct CrossBiasParams {
     u32 n;          // N behaviours
@@ -71,16 +70,6 @@ struct CrossBiasBwdParams {
     u32 pad1;
     u32 pad2;
 };
-
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-#ifdef TWIN_CUDA_EMU
-    return emu::half_bits_to_float(h);  // exact binary16 -> binary32 (emu/cuda_emu.h)
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#endif
-}
 
 // The first feature j whose rows offsets[j]..offsets[j+1] hold v (the CPU's `feature`; 0 if none).
 __device__ __forceinline__ u64 feature_of(const u32* __restrict__ offsets, u64 n_cross, u64 v) {

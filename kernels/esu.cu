@@ -46,10 +46,7 @@
 // blocks fit an sm_90 SM (228 KiB); the host shrinks R, then G, to keep it ≤ 113 KiB.
 // Versions: v1, v2 (the host's EsuVersion; TWIN_ESU=v1|v2).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-#define FULL_MASK 0xffffffffu
+#include "common.cuh"
 
 struct EsuParams {
     u32 n_cand;   // ΣB
@@ -65,30 +62,6 @@ struct EsuParams {
     float scale;  // 1/sqrt(d_k)
     u32 pad;
 };
-
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-#ifdef TWIN_CUDA_EMU
-    return emu::half_bits_to_float(h);  // exact binary16 -> binary32 (emu/cuda_emu.h)
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#endif
-}
-
-__device__ __forceinline__ float load_elem(const void* p, u32 is_f16, u64 i) {
-    return is_f16 ? f16_to_f32(((const unsigned short*)p)[i]) : ((const float*)p)[i];
-}
-
-__device__ __forceinline__ float warp_max_f32(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum_f32(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
 
 extern "C" __global__ void __launch_bounds__(128)
 esu_fwd(const EsuParams p, const void* __restrict__ p_q, const void* __restrict__ p_k, const void* __restrict__ p_v,
@@ -186,9 +159,6 @@ struct EsuV2Params {
     u32 dkp;        // padded head width in shared rows (d_k or d_k + 1, odd)
     u32 vec;        // 1: D % 4 == 0, rows move in 4-element pieces
 };
-
-__device__ __forceinline__ u32 umin32(u32 a, u32 b) { return a < b ? a : b; }
-__device__ __forceinline__ u32 umax32(u32 a, u32 b) { return a > b ? a : b; }
 
 // Element e of a D-row in the head-padded layout [h][dkp].
 __device__ __forceinline__ u32 pad_idx(u32 e, u32 dk, u32 dkp) { return (e / dk) * dkp + e % dk; }

@@ -7,23 +7,12 @@
 // Versions: one. gather_fwd_f32 / gather_fwd_f16 differ only in the table element type.
 // Bounds: ids were checked against n_items on the host (check::gather) before launch.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct GatherParams {
     u32 n;     // number of ids (N)
     u32 cols;  // D
 };
-
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-#ifdef TWIN_CUDA_EMU
-    return emu::half_bits_to_float(h);  // exact binary16 -> binary32 (emu/cuda_emu.h)
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#endif
-}
 
 extern "C" __global__ void __launch_bounds__(256)
 gather_fwd_f32(const GatherParams p, const float* __restrict__ table, const u32* __restrict__ ids,

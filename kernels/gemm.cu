@@ -34,8 +34,7 @@
 //   same bits every run and on every card, though not the unsplit kernel's bits). splits == 1 is
 //   the unsplit kernel exactly (k_split = k, one slice).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 #define GEMM_THREADS 256u
 #define BM 64u

@@ -66,10 +66,8 @@
 // Bounds: every id, offset and length was checked on the host (check::online, check::
 // behaviour_bias); work items and offsets are built by the host from those checked offsets.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
-#define FULL_MASK 0xffffffffu
 #define TOPK_THREADS 256
 #define V2_TB 64           // candidates per tile
 #define V2_LT 64           // behaviours per sub-tile
@@ -103,20 +101,6 @@ struct GsuV2Params {
 // Dynamic shared memory of every kernel in this file (one declaration: layouts differ per kernel).
 extern __shared__ __align__(16) unsigned char smem_raw[];
 
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-#ifdef TWIN_CUDA_EMU
-    return emu::half_bits_to_float(h);  // exact binary16 -> binary32 (emu/cuda_emu.h)
-#else
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-#endif
-}
-
-__device__ __forceinline__ float load_elem(const void* p, u32 is_f16, u64 i) {
-    return is_f16 ? f16_to_f32(((const unsigned short*)p)[i]) : ((const float*)p)[i];
-}
-
 __device__ __forceinline__ float gsu_finish(float dot, float bsum, u32 heads) {
     return (dot + bsum) / (float)heads;
 }
@@ -141,11 +125,6 @@ __device__ __forceinline__ float score_of(u32 o) {
 __device__ __forceinline__ u64 make_key(float s, u32 pos) {
     const float c = (s == 0.0f) ? 0.0f : s;  // -0 ranks as +0 (the CPU compares -0 == +0)
     return ((u64)ord_of(c) << 32) | (u64)pos;
-}
-
-__device__ __forceinline__ u32 warp_sum_u32(u32 v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
 }
 
 // Key loaders for block_topk.

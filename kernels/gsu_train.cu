@@ -41,12 +41,10 @@
 //   32 * SMs)): map[n_long + t] = n_fin + t (short rows and what the caller appends).
 // Neither kernel is launched with nothing to write (n_long = 0, tail = 0). Versions: v1 only.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 #define GSU_TRAIN_THREADS 256u
 #define GSU_TRAIN_WARPS (GSU_TRAIN_THREADS / 32u)
-#define FULL_MASK 0xffffffffu
 #define NOT_KEPT 0xffffffffu
 
 struct GsuTrainParams {

@@ -50,8 +50,7 @@
 //   update + assign (the host loop keeps iterating it and gets the same bits), so skipping it
 //   changes no result; the standalone ops pass an all-zero done.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct KmeansParams {
     u32 n_points;    // N
@@ -59,16 +58,6 @@ struct KmeansParams {
     u32 n_problems;  // P
     u32 total_k;     // Σk
 };
-
-// Largest s in [0, n_seg) with offs[s] <= i, for offs[0] = 0 <= i < offs[n_seg], segments non-empty.
-__device__ __forceinline__ u32 find_segment(const u32* __restrict__ offs, u32 n_seg, u32 i) {
-    u32 lo = 0, hi = n_seg;  // invariant: offs[lo] <= i < offs[hi]
-    while (hi - lo > 1) {
-        const u32 mid = lo + (hi - lo) / 2;
-        if (offs[mid] <= i) lo = mid; else hi = mid;
-    }
-    return lo;
-}
 
 extern "C" __global__ void __launch_bounds__(256)
 kmeans_assign_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,

@@ -38,8 +38,7 @@
 // Traffic per round: assignments read twice (count, scatter), order written once and read
 // once, points read once, centroids written once; v1 reads the assignments k times.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct KmeansParams {  // the same struct as kmeans.cu's
     u32 n_points;    // N
@@ -48,17 +47,6 @@ struct KmeansParams {  // the same struct as kmeans.cu's
     u32 total_k;     // Σk
 };
 
-// Largest s in [0, n_seg) with offs[s] <= i, for offs[0] = 0 <= i < offs[n_seg], segments non-empty.
-__device__ __forceinline__ u32 find_segment(const u32* __restrict__ offs, u32 n_seg, u32 i) {
-    u32 lo = 0, hi = n_seg;  // invariant: offs[lo] <= i < offs[hi]
-    while (hi - lo > 1) {
-        const u32 mid = lo + (hi - lo) / 2;
-        if (offs[mid] <= i) lo = mid; else hi = mid;
-    }
-    return lo;
-}
-
-#define KM_FULL 0xffffffffu
 #define KM_U2_SLICE 2048u  // points per work item (slice) of a large problem
 #define KM_U2_WARPS 8u     // work items (warps) per 256-thread block
 #define KM_U2_KW 512u      // cursors per warp in shared memory; more centroids: in `mat` (global)
@@ -122,7 +110,7 @@ kmeans_update_fwd_v2_plan(const KmeansParams p, const u32* __restrict__ offsets,
         }
         u64 incl = v;
         for (u32 d = 1; d < 32u; d <<= 1) {
-            const u64 o = __shfl_up_sync(KM_FULL, incl, d);
+            const u64 o = __shfl_up_sync(FULL_MASK, incl, d);
             if (lane >= d) incl += o;
         }
         if (lane == 31u) warp_tot[warp] = incl;
@@ -194,11 +182,7 @@ kmeans_update_fwd_v2_scan(const KmeansParams p, const u32* __restrict__ offsets,
             v[r] = x0 + r < len ? seg[x0 + r] : 0u;
             tot += v[r];
         }
-        u32 incl = tot;
-        for (u32 d = 1; d < 32u; d <<= 1) {
-            const u32 o = __shfl_up_sync(KM_FULL, incl, d);
-            if (lane >= d) incl += o;
-        }
+        const u32 incl = warp_incl_scan(tot, lane);
         u32 run = carry + incl - tot;
 #pragma unroll
         for (u32 r = 0; r < KM_U2_SCAN; ++r) {
@@ -213,7 +197,7 @@ kmeans_update_fwd_v2_scan(const KmeansParams p, const u32* __restrict__ offsets,
             }
             run += v[r];
         }
-        carry += __shfl_sync(KM_FULL, incl, 31);
+        carry += __shfl_sync(FULL_MASK, incl, 31);
     }
     if (lane == 0u) ke[k - 1u] = offsets[prob + 1];
 }
@@ -240,11 +224,11 @@ kmeans_update_fwd_v2_scatter(const KmeansParams p, const u32* __restrict__ offse
     for (u32 base = it.a; base < it.b; base += 32u) {
         const u32 i = base + lane;
         const bool valid = i < it.b;
-        const u32 key = valid ? assign[i] : KM_FULL;  // assignments are < k_p <= N < 2^32 - 1
-        u32 todo = __ballot_sync(KM_FULL, valid), peers = 0u;
+        const u32 key = valid ? assign[i] : 0xffffffffu;  // assignments are < k_p <= N < 2^32 - 1
+        u32 todo = __ballot_sync(FULL_MASK, valid), peers = 0u;
         while (todo != 0u) {  // warp-uniform
-            const u32 lk = __shfl_sync(KM_FULL, key, __ffs((int)todo) - 1);
-            const u32 m = __ballot_sync(KM_FULL, key == lk);
+            const u32 lk = __shfl_sync(FULL_MASK, key, __ffs((int)todo) - 1);
+            const u32 m = __ballot_sync(FULL_MASK, key == lk);
             if (key == lk) peers = m;
             todo &= ~m;
         }

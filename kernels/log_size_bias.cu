@@ -6,8 +6,7 @@
 // writes only its own element, so the pointers are not __restrict__.
 // Launch: one thread per (n, a), 1-D grid-stride, 256 threads per block. Versions: one.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct LogSizeBiasParams {
     u32 n;      // N behaviours

@@ -13,8 +13,7 @@
 //   threads touch one element.
 // Versions: one each (element-wise: the floor is the bytes, 16 per Adam element).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct AdamParams {
     u32 n;

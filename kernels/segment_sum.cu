@@ -20,8 +20,7 @@
 //   the map is written only by gsu_train_fwd / gsu_train_map_tail, so its values are < N or skip.
 // Versions: one each.
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct SegmentSumParams {
     u32 n_seg;  // S

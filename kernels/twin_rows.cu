@@ -23,8 +23,7 @@
 //   words; positions are < P. Products are formed in 64 bits.
 // Versions: one each (memory bound gathers).
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 struct TwinRowsParams {
     u32 n_att;    // N

@@ -1,13 +1,58 @@
 //! The CUDA kernel files the backend compiles and loads: one stem per op, its entry points.
+//!
+//! Entry points are named `<op>_<fwd|bwd>[_v<N>]`, then a stage or element-type suffix where an
+//! op takes several kernels (`gsu_topk_fwd_v2_merge`, `gather_fwd_f16`); the same op and
+//! version carry the same name in shaders/*.wgsl.
+//!
+//! Shared code: every kernel file includes kernels/common.cuh with the line
+//! `#include "common.cuh"`. NVRTC is given no headers (cudarc's `compile_ptx_with_opts` takes
+//! one source string), so [`KernelSource::text`] replaces that line with the header's text
+//! (include_str!'d here) between `#line` directives that keep NVRTC's messages pointing at the
+//! right file and line. build.rs does the same replacement for the CPU emulator.
+
+/// The include line each kernel file uses for kernels/common.cuh.
+pub const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
+
+/// The text of kernels/common.cuh.
+pub const COMMON_CUH: &str = include_str!("../../../kernels/common.cuh");
 
 /// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
 /// contract multiply-adds (`fmad`; off where results must round exactly like the CPU).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSource {
     pub stem: &'static str,
+    /// The file as written (with its `#include "common.cuh"` line); compile [`Self::text`].
     pub source: &'static str,
     pub fmad: bool,
     pub functions: &'static [&'static str],
+}
+
+impl KernelSource {
+    /// The source NVRTC compiles: [`Self::source`] with its `#include "common.cuh"` line
+    /// replaced by kernels/common.cuh, framed by `#line` directives.
+    pub fn text(&self) -> String {
+        expand_common(self.source, &format!("{}.cu", self.stem))
+    }
+}
+
+/// `src` (the file `name`) with each line that is exactly [`COMMON_INCLUDE`] (surrounding
+/// spaces aside) replaced by [`COMMON_CUH`]; lines after it keep their numbers through `#line`.
+pub fn expand_common(src: &str, name: &str) -> String {
+    let mut out = String::with_capacity(src.len() + COMMON_CUH.len() + 64);
+    for (i, line) in src.lines().enumerate() {
+        if line.trim() == COMMON_INCLUDE {
+            out.push_str("#line 1 \"common.cuh\"\n");
+            out.push_str(COMMON_CUH);
+            if !COMMON_CUH.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("#line {} \"{name}\"\n", i + 2));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Every kernel file of the backend.
@@ -123,3 +168,24 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &["optim_adam_fwd", "optim_adagrad_fwd"],
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_includes_common_once_and_expands() {
+        for k in KERNEL_SOURCES {
+            let n = k.source.lines().filter(|l| l.trim() == COMMON_INCLUDE).count();
+            assert_eq!(n, 1, "kernels/{}.cu should include common.cuh once", k.stem);
+            let t = k.text();
+            assert!(!t.lines().any(|l| l.trim() == COMMON_INCLUDE), "{}: include left in", k.stem);
+            assert!(t.contains("#define FULL_MASK"), "{}: common.cuh not inlined", k.stem);
+            // The first line after the header is numbered like the file's line after the include.
+            let at = k.source.lines().position(|l| l.trim() == COMMON_INCLUDE).unwrap();
+            let next = k.source.lines().nth(at + 1).unwrap_or("");
+            let mark = format!("#line {} \"{}.cu\"\n{next}\n", at + 2, k.stem);
+            assert!(t.contains(&mark), "{}: #line after the header", k.stem);
+        }
+    }
+}

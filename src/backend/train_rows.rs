@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use super::cpu::gsu_train::{fin_offsets, FeatDims};
 use super::tensor::{Elem, OffsetsSlot, Staged, Staging, Tensor};
-use super::{check, words, CrossDims};
+use super::{check, words, CrossBwdIn, CrossDims, CrossTableGrads};
 use crate::error::{Error, Result};
 
 /// The host's description of one batch's attention positions.
@@ -212,6 +212,61 @@ pub struct CrossGradsDev {
     pub dw_c: Tensor,
     pub dbeta: Tensor,
     pub dw_vc: Tensor,
+}
+
+/// Where the cross parameters' gradients sit in the one packed buffer the GPU backward
+/// (`cross_bias_bwd`, CUDA and WGSL, slice and tensor forms) writes: `[dE | dw_c | dβ | dW^{vc}]`,
+/// consecutive, for `v` cross rows and model width `d`.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // the GPU backends only
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CrossGradLayout {
+    /// `V`: rows of the stacked cross tables.
+    pub v: usize,
+    /// `D`: columns of `W^{vc}` (and of `dcv`).
+    pub d: usize,
+    pub dims: CrossDims,
+}
+
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
+impl CrossGradLayout {
+    /// Of the slice form's inputs (lengths checked by `check::cross_tables_bwd`): `V` from
+    /// `e [V, C]`, `D` from `dcv [V, D]`.
+    pub(crate) fn of_slices(x: &CrossBwdIn<'_>) -> Self {
+        let v = x.e.len().checked_div(x.dims.dim).unwrap_or(0);
+        CrossGradLayout { v, d: x.dcv.len().checked_div(v).unwrap_or(0), dims: x.dims }
+    }
+
+    /// Of the tensor form's parameters (checked by [`CrossParams::check`]): `V` from the staged
+    /// offsets, `D` the columns of `W^{vc}`.
+    pub(crate) fn of_params(p: &CrossParams<'_>) -> Self {
+        CrossGradLayout { v: p.offsets.rows, d: p.w_vc.cols, dims: p.dims }
+    }
+
+    /// Elements of dE `[V, C]`, dw_c `[h, J, C]`, dβ `[h, J]`, dW^{vc} `[J * C, D]`.
+    pub(crate) fn sizes(&self) -> [usize; 4] {
+        let (h, j, c) = (self.dims.heads, self.dims.n_cross, self.dims.dim);
+        [self.v * c, h * j * c, h * j, j * c * self.d]
+    }
+
+    /// First element of each section, in the order of [`Self::sizes`].
+    pub(crate) fn starts(&self) -> [usize; 4] {
+        let [a, b, c, _] = self.sizes();
+        [0, a, a + b, a + b + c]
+    }
+
+    /// Elements of the packed buffer.
+    pub(crate) fn total(&self) -> usize {
+        self.sizes().iter().sum()
+    }
+
+    /// The downloaded packed buffer cut into the four gradients.
+    pub(crate) fn split(&self, mut g: Vec<f32>) -> CrossTableGrads<f32> {
+        let [_, s1, s2, s3] = self.starts();
+        let dw_vc = g.split_off(s3);
+        let dbeta = g.split_off(s2);
+        let dw_c = g.split_off(s1);
+        CrossTableGrads { de: g, dw_c, dbeta, dw_vc }
+    }
 }
 
 impl FeatTables<'_> {

@@ -4,6 +4,7 @@
 use super::buffers::View;
 use super::launch::KernelParam;
 use super::{device_err, u32_of, CudaBackend, TablePtr};
+use crate::backend::train_rows::CrossGradLayout;
 use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::Result;
 
@@ -46,6 +47,22 @@ pub(crate) struct CrossBiasBwdParams {
 }
 // SAFETY: plain `#[repr(C)]` u32 fields, the same layout as the CUDA struct.
 unsafe impl KernelParam for CrossBiasBwdParams {}
+
+impl CrossBiasBwdParams {
+    /// The parameters of the cross tables' kernels for `l`'s shapes (each must fit u32).
+    pub(crate) fn of(l: &CrossGradLayout) -> Result<Self> {
+        Ok(CrossBiasBwdParams {
+            v_rows: u32_of("cross rows (V)", l.v)?,
+            heads: u32_of("heads", l.dims.heads)?,
+            n_cross: u32_of("n_cross", l.dims.n_cross)?,
+            dim: u32_of("cross dim", l.dims.dim)?,
+            d: u32_of("D", l.d)?,
+            pad0: 0,
+            pad1: 0,
+            pad2: 0,
+        })
+    }
+}
 
 /// Launch `cross_bias_fwd` on device buffers: `rows` [n * J] (checked < table rows), `out` [n * h].
 pub(crate) fn launch_cross_bias(
@@ -116,21 +133,9 @@ pub(crate) fn cross_bias_dense(be: &CudaBackend, e: &[f32], w_c: &[f32], beta: &
 /// `cross_bias_bwd`: one thread per element of `[dE | dw_c | dβ | dW^{vc}]` (four consecutive
 /// ranges of one buffer, one download), split here. The tensor form is in `train_rows`.
 pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
-    let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
-    let v_n = x.e.len() / c;
-    let d = x.dcv.len().checked_div(v_n).unwrap_or(0);
-    let (n_de, n_dwc, n_db, n_dwvc) = (v_n * c, h * jn * c, h * jn, jn * c * d);
-    let total = n_de + n_dwc + n_db + n_dwvc;
-    let params = CrossBiasBwdParams {
-        v_rows: u32_of("cross rows (V)", v_n)?,
-        heads: u32_of("heads", h)?,
-        n_cross: u32_of("n_cross", jn)?,
-        dim: u32_of("cross dim", c)?,
-        d: u32_of("D", d)?,
-        pad0: 0,
-        pad1: 0,
-        pad2: 0,
-    };
+    let lay = CrossGradLayout::of_slices(&x);
+    let total = lay.total();
+    let params = CrossBiasBwdParams::of(&lay)?;
     let up = |what: &'static str, v: &[f32]| be.htod(what, v);
     let (dcb, dcv, e, w_c) = (
         up("cross_bwd: upload dcb", x.dcb)?,
@@ -141,7 +146,7 @@ pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<Cr
     let (beta, w_vc) = (up("cross_bwd: upload beta", x.beta)?, up("cross_bwd: upload w_vc", x.w_vc)?);
     let offs = be.htod("cross_bwd: upload offsets", x.offsets)?;
     let out = be.output::<f32>("cross_bwd: alloc grads", total)?;
-    let (s1, s2, s3) = (n_de, n_de + n_dwc, n_de + n_dwc + n_db);
+    let [_, s1, s2, s3] = lay.starts();
     let mut b = be.launcher("cross_bias_bwd");
     b.arg(&params).arg(&dcb).arg(&dcv).arg(&e).arg(&w_c).arg(&beta).arg(&w_vc).arg(&offs);
     b.arg(&out.slice(..s1)).arg(&out.slice(s1..s2)).arg(&out.slice(s2..s3)).arg(&out.slice(s3..total));
@@ -152,9 +157,5 @@ pub(crate) fn cross_tables_bwd(be: &CudaBackend, x: CrossBwdIn<'_>) -> Result<Cr
     // v read is < V; the grid-stride loop covers exactly `total` elements, each written once by
     // its own thread into its section. Buffers of length 0 are one element and never read.
     unsafe { b.launch(be.grid_1d(total as u64)) }.map_err(device_err("cross_bias_bwd launch"))?;
-    let mut g = be.dtoh("cross_bwd: download grads", &out, total)?;
-    let dw_vc = g.split_off(n_de + n_dwc + n_db);
-    let dbeta = g.split_off(n_de + n_dwc);
-    let dw_c = g.split_off(n_de);
-    Ok(CrossTableGrads { de: g, dw_c, dbeta, dw_vc })
+    Ok(lay.split(be.dtoh("cross_bwd: download grads", &out, total)?))
 }

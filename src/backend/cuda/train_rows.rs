@@ -14,6 +14,7 @@ use super::gsu_topk::view;
 use super::launch::KernelParam;
 use super::segment_sum::SegmentSumParams;
 use super::{device_err, u32_of, CudaBackend};
+use crate::backend::train_rows::CrossGradLayout;
 use crate::backend::{
     CrossGradsDev, CrossParams, Elem, FeatTables, GsuTrainIn, GsuTrainOut, IdSlot, OffsetsSlot, Staged, Tensor, TwinRowsSlot,
 };
@@ -71,16 +72,7 @@ pub(crate) struct TwinRowsParams {
 unsafe impl KernelParam for TwinRowsParams {}
 
 fn cross_params(p: &CrossParams<'_>, d: usize) -> Result<CrossBiasBwdParams> {
-    Ok(CrossBiasBwdParams {
-        v_rows: u32_of("cross rows (V)", p.offsets.rows)?,
-        heads: u32_of("heads", p.dims.heads)?,
-        n_cross: u32_of("n_cross", p.dims.n_cross)?,
-        dim: u32_of("cross dim", p.dims.dim)?,
-        d: u32_of("D", d)?,
-        pad0: 0,
-        pad1: 0,
-        pad2: 0,
-    })
+    CrossBiasBwdParams::of(&CrossGradLayout { d, ..CrossGradLayout::of_params(p) })
 }
 
 /// The four feature tables' buffers (item, author, topic, duration).
@@ -120,19 +112,18 @@ pub(crate) fn cross_tables_bwd(
     dcv: &Tensor,
     staged: &Staged,
 ) -> Result<CrossGradsDev> {
-    let d = p.w_vc.cols;
-    let (v, h, jn, c) = (p.offsets.rows, p.dims.heads, p.dims.n_cross, p.dims.dim);
+    let lay = CrossGradLayout::of_params(p);
     let g = CrossGradsDev {
         de: be.tensor_output("cross e grad", p.e.rows, p.e.cols)?,
         dw_c: be.tensor_output("cross w_c grad", p.w_c.rows, p.w_c.cols)?,
         dbeta: be.tensor_output("cross beta grad", p.beta.rows, p.beta.cols)?,
         dw_vc: be.tensor_output("cross w_vc grad", p.w_vc.rows, p.w_vc.cols)?,
     };
-    let total = v * c + h * jn * c + h * jn + jn * c * d;
+    let total = lay.total();
     if total == 0 {
         return Ok(g);
     }
-    let params = cross_params(p, d)?;
+    let params = CrossBiasBwdParams::of(&lay)?;
     let offs = view(be.tensor_buf(&staged.tensor)?, &p.offsets.range);
     let mut b = be.launcher("cross_bias_bwd");
     b.arg(&params).arg(be.tensor_buf(dcb)?).arg(be.tensor_buf(dcv)?);

@@ -52,6 +52,28 @@ pub(crate) fn split_by(n: usize, limit: u64, cost: impl Fn(usize) -> u64) -> Vec
     out
 }
 
+/// Pack units with cost vectors greedily into consecutive groups within `lim` per component
+/// (a unit over the limit gets its own group; no units, no groups).
+pub(crate) fn pack<const N: usize>(costs: &[[u64; N]], lim: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut acc = [0u64; N];
+    for (u, c) in costs.iter().enumerate() {
+        if u > start && (0..N).any(|i| acc[i] + c[i] > lim) {
+            out.push(start..u);
+            start = u;
+            acc = [0; N];
+        }
+        for i in 0..N {
+            acc[i] += c[i];
+        }
+    }
+    if start < costs.len() {
+        out.push(start..costs.len());
+    }
+    out
+}
+
 impl WgpuBackend {
     pub(crate) fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);

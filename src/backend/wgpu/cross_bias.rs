@@ -2,6 +2,7 @@
 //! training backward into the cross parameters.
 
 use super::{grid, split_by, words_f32, Readback, WgpuBackend, B};
+use crate::backend::train_rows::CrossGradLayout;
 use crate::backend::{CrossBwdIn, CrossDims, CrossTableGrads, DeviceTable};
 use crate::error::{Error, Result};
 
@@ -15,7 +16,7 @@ pub(super) const BWD_BUDGET: usize = 32_768;
 /// Mirrors `Params` in shaders/cross_bias.wgsl (`d`, `s0`, `s1` are read by the backward only).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(super) struct Params {
     n: u32,
     heads: u32,
     n_cross: u32,
@@ -29,6 +30,12 @@ struct Params {
 impl Params {
     fn fwd(n: usize, heads: usize, n_cross: usize, dim: usize) -> Params {
         Params { n: n as u32, heads: heads as u32, n_cross: n_cross as u32, dim: dim as u32, d: 0, s0: 0, s1: 0, pad: 0 }
+    }
+
+    /// The backward's pass over steps `s0..s1` of every sum, for `l`'s shapes.
+    pub(super) fn bwd(l: &CrossGradLayout, s0: usize, s1: usize) -> Params {
+        let (h, j, c) = (l.dims.heads, l.dims.n_cross, l.dims.dim);
+        Params { n: l.v as u32, heads: h as u32, n_cross: j as u32, dim: c as u32, d: l.d as u32, s0: s0 as u32, s1: s1 as u32, pad: 0 }
     }
 }
 
@@ -109,11 +116,9 @@ pub(crate) fn dense(be: &WgpuBackend, e: &[f32], w_c: &[f32], beta: &[f32], d: C
 /// (a dβ step costs C + 1 loop trips), passes in step order; every input binds whole (the
 /// tables are tiny: V = 74 in training) and one over the binding limit is `Error::TooLarge`.
 pub(crate) fn cross_tables_bwd(be: &WgpuBackend, x: CrossBwdIn<'_>) -> Result<CrossTableGrads<f32>> {
-    let (h, jn, c) = (x.dims.heads, x.dims.n_cross, x.dims.dim);
-    let v_n = x.e.len() / c;
-    let d = x.dcv.len().checked_div(v_n).unwrap_or(0);
-    let (n_de, n_dwc, n_db, n_dwvc) = (v_n * c, h * jn * c, h * jn, jn * c * d);
-    let total = n_de + n_dwc + n_db + n_dwvc;
+    let lay = CrossGradLayout::of_slices(&x);
+    let (h, jn, c, d) = (x.dims.heads, x.dims.n_cross, x.dims.dim, lay.d);
+    let total = lay.total();
     let lim = be.max_binding();
     for (field, len) in [
         ("dcb", x.dcb.len()),
@@ -140,7 +145,7 @@ pub(crate) fn cross_tables_bwd(be: &WgpuBackend, x: CrossBwdIn<'_>) -> Result<Cr
     let steps = (BWD_BUDGET - jn) / (c + 1);
     let longest = (0..jn).map(|j| (x.offsets[j + 1] - x.offsets[j]) as usize).max().unwrap_or(0).max(d + h);
     let passes = longest.div_ceil(steps).max(1);
-    let mut g = be.scoped("cross_tables_bwd", || {
+    let g = be.scoped("cross_tables_bwd", || {
         let pipe = be.pipe("cross_bias", SRC, "cross_bias_bwd_v1", 0, BINDS_BWD)?;
         let dcb = be.upload("dcb", x.dcb);
         let offs = be.upload("offsets", x.offsets);
@@ -152,23 +157,11 @@ pub(crate) fn cross_tables_bwd(be: &WgpuBackend, x: CrossBwdIn<'_>) -> Result<Cr
         let out = be.output("cross grads", total);
         let mut enc = be.encoder();
         for pass in 0..passes {
-            let p = be.uniform(&Params {
-                n: v_n as u32,
-                heads: h as u32,
-                n_cross: jn as u32,
-                dim: c as u32,
-                d: d as u32,
-                s0: (pass * steps) as u32,
-                s1: ((pass + 1) * steps) as u32,
-                pad: 0,
-            });
+            let p = be.uniform(&Params::bwd(&lay, pass * steps, (pass + 1) * steps));
             be.dispatch(&mut enc, &pipe, &p, &[&dcb, &offs, &dcv, &out, &e, &w_c, &beta, &w_vc], grid((total as u64).div_ceil(64)));
         }
         let bytes = be.finish("cross_tables_bwd", enc, &[Readback { buf: &out, bytes: (total * 4) as u64 }])?;
         Ok(words_f32(&bytes[0]))
     })?;
-    let dw_vc = g.split_off(n_de + n_dwc + n_db);
-    let dbeta = g.split_off(n_de + n_dwc);
-    let dw_c = g.split_off(n_de);
-    Ok(CrossTableGrads { de: g, dw_c, dbeta, dw_vc })
+    Ok(lay.split(g))
 }

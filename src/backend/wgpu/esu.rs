@@ -9,9 +9,7 @@
 //! offsets ride after the candidate records in the `cand_info` upload (no extra buffer); callers
 //! that do not know the requests (split.rs) get v2 with groups of one candidate.
 
-use super::{
-    cross_bias, grid, gsu_topk, log_size_bias, words_f32, words_u32, EsuVersion, Readback, WgpuBackend, B, F_T0_F16, F_T1_F16, F_T2_F16,
-};
+use super::{cross_bias, grid, gsu_topk, log_size_bias, words_f32, EsuVersion, Readback, WgpuBackend, B, F_T0_F16, F_T1_F16, F_T2_F16};
 use crate::backend::{OnlineBatch, OnlineOutput, OnlineTables, TopK};
 use crate::error::Result;
 
@@ -242,27 +240,21 @@ pub(crate) fn esu(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, bias:
     let d = t.d_model();
     let (h, j, k) = (t.heads, t.n_cross(), topk.k);
     let mut res = vec![0f32; batch.cands.len() * d];
-    for g in gsu_topk::request_groups(be, t, batch, k.max(1)) {
-        let (c0, c1) = (batch.cand_offsets[g.start] as usize, batch.cand_offsets[g.end] as usize);
-        if c1 == c0 {
-            continue;
-        }
-        let (l0, l1) = (batch.seq_offsets[g.start] as usize, batch.seq_offsets[g.end] as usize);
-        let nc = c1 - c0;
-        let (info, v2) = info_for(be, t, batch, g.clone(), k);
+    for g in gsu_topk::groups(be, t, batch, k.max(1)) {
+        let nc = g.cands.len();
+        let (info, v2) = info_for(be, t, batch, g.reqs.clone(), k);
         let bytes = be.scoped("esu", || {
-            let info = be.upload("cand info", &info);
-            let items = be.upload("items", &batch.items[l0..l1]);
-            let cross = be.upload("cross", &batch.cross[l0 * j..l1 * j]);
-            let bb = be.upload("bias", &bias[l0 * h..l1 * h]);
-            let ti = be.upload("topk idx", &topk.idx[c0 * k..c1 * k]);
-            let tc = be.upload("topk count", &topk.count[c0..c1]);
+            let x = g.upload(be, batch, &info);
+            let cross = g.upload_cross(be, batch, j);
+            let bb = be.upload("bias", g.of_seq(bias, h));
+            let ti = be.upload("topk idx", g.of_cands(&topk.idx, k));
+            let tc = be.upload("topk count", g.of_cands(&topk.count, 1));
             let mut enc = be.encoder();
-            let s = Seq { info: &info, items: &items, cross: &cross, bias: &bb };
+            let s = Seq { info: &x.info, items: &x.items, cross: &cross, bias: &bb };
             let out = encode_with(be, &mut enc, t, &s, &ti, &tc, nc, k, v2.as_ref())?;
             be.finish("esu", enc, &[Readback { buf: &out, bytes: (nc * d * 4) as u64 }])
         })?;
-        res[c0 * d..c1 * d].copy_from_slice(&words_f32(&bytes[0]));
+        g.of_cands_mut(&mut res, d).copy_from_slice(&words_f32(&bytes[0]));
     }
     Ok(res)
 }
@@ -273,39 +265,27 @@ pub(crate) fn online(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k:
     let n_cand = batch.cands.len();
     let mut topk = TopK { k, idx: vec![u32::MAX; n_cand * k], score: vec![f32::NEG_INFINITY; n_cand * k], count: vec![0; n_cand] };
     let mut out = vec![0f32; n_cand * d];
-    for g in gsu_topk::request_groups(be, t, batch, k) {
-        let (c0, c1) = (batch.cand_offsets[g.start] as usize, batch.cand_offsets[g.end] as usize);
-        if c1 == c0 {
-            continue;
-        }
-        let (l0, l1) = (batch.seq_offsets[g.start] as usize, batch.seq_offsets[g.end] as usize);
-        let (nc, nl) = (c1 - c0, l1 - l0);
-        let (info, v2) = info_for(be, t, batch, g.clone(), k);
+    for g in gsu_topk::groups(be, t, batch, k) {
+        let (nc, nl) = (g.cands.len(), g.seq.len());
+        let (info, v2) = info_for(be, t, batch, g.reqs.clone(), k);
         let bytes = be.scoped("online", || {
-            let info = be.upload("cand info", &info);
-            let items = be.upload("items", &batch.items[l0..l1]);
-            let cross = be.upload("cross", &batch.cross[l0 * j..l1 * j]);
-            let sizes = be.upload("sizes", &batch.sizes[l0..l1]);
+            let x = g.upload(be, batch, &info);
+            let cross = g.upload_cross(be, batch, j);
+            let sizes = be.upload("sizes", g.of_seq(batch.sizes, 1));
             let mut enc = be.encoder();
             let cb = be.output("cross bias", nl * h);
             cross_bias::encode_gather_sum(be, &mut enc, &t.cross_bias, &cross, nl, j, &cb)?;
             let bias = be.output("bias", nl * h);
             log_size_bias::encode(be, &mut enc, &cb, &sizes, nl, h, &bias)?;
-            let o = gsu_topk::encode(be, &mut enc, t, &info, &items, &bias, nc, k, None)?;
-            let s = Seq { info: &info, items: &items, cross: &cross, bias: &bias };
+            let o = gsu_topk::encode(be, &mut enc, t, &x.info, &x.items, &bias, nc, k, None)?;
+            let s = Seq { info: &x.info, items: &x.items, cross: &cross, bias: &bias };
             let e = encode_with(be, &mut enc, t, &s, &o.idx, &o.count, nc, k, v2.as_ref())?;
             let [ri, rs, rc, rn] = o.readbacks(nc, k);
             let reads = [ri, rs, rc, rn, Readback { buf: &e, bytes: (nc * d * 4) as u64 }];
             be.finish("online", enc, &reads)
         })?;
-        let nan = words_u32(&bytes[3])[0];
-        if nan != u32::MAX {
-            return Err(gsu_topk::nan_error(batch, c0 + nan as usize));
-        }
-        topk.idx[c0 * k..c1 * k].copy_from_slice(&words_u32(&bytes[0]));
-        topk.score[c0 * k..c1 * k].copy_from_slice(&words_f32(&bytes[1]));
-        topk.count[c0..c1].copy_from_slice(&words_u32(&bytes[2]));
-        out[c0 * d..c1 * d].copy_from_slice(&words_f32(&bytes[4]));
+        g.store_topk(batch, &mut topk, &bytes[..4])?;
+        g.of_cands_mut(&mut out, d).copy_from_slice(&words_f32(&bytes[4]));
     }
     Ok(OnlineOutput { topk, out })
 }

@@ -1,6 +1,9 @@
-//! `gsu_topk` (shaders/gsu_topk.wgsl): fused CP-GSU scoring + top-K.
+//! `gsu_topk` (shaders/gsu_topk.wgsl): fused CP-GSU scoring + top-K, and the request groups
+//! (whole requests within one storage binding) the online ops on host slices run over.
 
-use super::{grid, words_f32, words_u32, GsuVersion, Readback, WgpuBackend, B, F_T0_F16, F_T1_F16};
+use std::ops::Range;
+
+use super::{grid, pack, words_f32, words_u32, GsuVersion, Readback, WgpuBackend, B, F_T0_F16, F_T1_F16};
 use crate::backend::{OnlineBatch, OnlineTables, TopK};
 use crate::error::{Error, Result};
 
@@ -114,63 +117,102 @@ pub(crate) fn nan_error(batch: &OnlineBatch, c: usize) -> Error {
 }
 
 /// Groups of whole requests whose per-request buffers fit one storage binding.
-pub(crate) fn request_groups(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn request_groups(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Vec<Range<usize>> {
     let (h, d, j) = (t.heads as u64, t.d_model() as u64, t.n_cross() as u64);
-    let lim = be.max_binding();
     // Each request's share of every per-batch buffer; a group fits when every buffer fits.
-    let cost = |r: usize| -> [u64; 4] {
-        let l = batch.seq_range(r).len() as u64;
-        let b = batch.cand_range(r).len() as u64;
-        [l * h.max(j).max(1) * 4, b * k as u64 * h.max(1) * 4, b * d * 4, b * 3 * 4]
-    };
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut acc = [0u64; 4];
-    for r in 0..batch.n_requests() {
-        let c = cost(r);
-        let over = (0..4).any(|i| acc[i] + c[i] > lim);
-        if r > start && over {
-            out.push(start..r);
-            start = r;
-            acc = [0; 4];
-        }
-        for i in 0..4 {
-            acc[i] += c[i];
-        }
+    let costs: Vec<[u64; 4]> = (0..batch.n_requests())
+        .map(|r| {
+            let l = batch.seq_range(r).len() as u64;
+            let b = batch.cand_range(r).len() as u64;
+            [l * h.max(j).max(1) * 4, b * k as u64 * h.max(1) * 4, b * d * 4, b * 3 * 4]
+        })
+        .collect();
+    pack(&costs, be.max_binding())
+}
+
+/// A request group with candidates: its requests, their candidates and their behaviours.
+pub(crate) struct ReqGroup {
+    pub reqs: Range<usize>,
+    pub cands: Range<usize>,
+    pub seq: Range<usize>,
+}
+
+/// The inputs every dispatch of a request group binds: its candidate records and its
+/// behaviours' items.
+pub(crate) struct GroupInputs {
+    pub info: wgpu::Buffer,
+    pub items: wgpu::Buffer,
+}
+
+/// The [`request_groups`] of `batch` that have candidates.
+pub(crate) fn groups(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, k: usize) -> Vec<ReqGroup> {
+    request_groups(be, t, batch, k)
+        .into_iter()
+        .map(|reqs| ReqGroup {
+            cands: batch.cand_offsets[reqs.start] as usize..batch.cand_offsets[reqs.end] as usize,
+            seq: batch.seq_offsets[reqs.start] as usize..batch.seq_offsets[reqs.end] as usize,
+            reqs,
+        })
+        .filter(|g| !g.cands.is_empty())
+        .collect()
+}
+
+impl ReqGroup {
+    /// The group's rows of a per-behaviour array with `per` values a behaviour.
+    pub(crate) fn of_seq<'a, T>(&self, v: &'a [T], per: usize) -> &'a [T] {
+        &v[self.seq.start * per..self.seq.end * per]
     }
-    if start < batch.n_requests() {
-        out.push(start..batch.n_requests());
+
+    /// The group's rows of a per-candidate array with `per` values a candidate.
+    pub(crate) fn of_cands<'a, T>(&self, v: &'a [T], per: usize) -> &'a [T] {
+        &v[self.cands.start * per..self.cands.end * per]
     }
-    out
+
+    /// [`Self::of_cands`] of an output array.
+    pub(crate) fn of_cands_mut<'a, T>(&self, v: &'a mut [T], per: usize) -> &'a mut [T] {
+        &mut v[self.cands.start * per..self.cands.end * per]
+    }
+
+    /// Upload `info` (the group's candidate records) and its behaviours' items.
+    pub(crate) fn upload(&self, be: &WgpuBackend, batch: &OnlineBatch, info: &[u32]) -> GroupInputs {
+        GroupInputs { info: be.upload("cand info", info), items: be.upload("items", self.of_seq(batch.items, 1)) }
+    }
+
+    /// Upload the cross-table rows of its behaviours (`[L, J]`).
+    pub(crate) fn upload_cross(&self, be: &WgpuBackend, batch: &OnlineBatch, n_cross: usize) -> wgpu::Buffer {
+        be.upload("cross", self.of_seq(batch.cross, n_cross))
+    }
+
+    /// Store one GSU dispatch's downloads (`GsuOut::readbacks` order: idx, score, count, NaN
+    /// flag) as the group's rows of `res`; a NaN score is the CPU backend's error.
+    pub(crate) fn store_topk(&self, batch: &OnlineBatch, res: &mut TopK, bytes: &[Vec<u8>]) -> Result<()> {
+        let nan = words_u32(&bytes[3])[0];
+        if nan != u32::MAX {
+            return Err(nan_error(batch, self.cands.start + nan as usize));
+        }
+        let k = res.k;
+        self.of_cands_mut(&mut res.idx, k).copy_from_slice(&words_u32(&bytes[0]));
+        self.of_cands_mut(&mut res.score, k).copy_from_slice(&words_f32(&bytes[1]));
+        self.of_cands_mut(&mut res.count, 1).copy_from_slice(&words_u32(&bytes[2]));
+        Ok(())
+    }
 }
 
 pub(crate) fn gsu_topk(be: &WgpuBackend, t: &OnlineTables, batch: &OnlineBatch, bias: &[f32], k: usize) -> Result<TopK> {
     let n_cand = batch.cands.len();
     let h = t.heads;
     let mut res = TopK { k, idx: vec![u32::MAX; n_cand * k], score: vec![f32::NEG_INFINITY; n_cand * k], count: vec![0; n_cand] };
-    for g in request_groups(be, t, batch, k) {
-        let (c0, c1) = (batch.cand_offsets[g.start] as usize, batch.cand_offsets[g.end] as usize);
-        if c1 == c0 {
-            continue;
-        }
-        let (l0, l1) = (batch.seq_offsets[g.start] as usize, batch.seq_offsets[g.end] as usize);
-        let nc = c1 - c0;
+    for g in groups(be, t, batch, k) {
+        let nc = g.cands.len();
         let bytes = be.scoped("gsu_topk", || {
-            let info = be.upload("cand info", &cand_info(batch, g.clone()));
-            let items = be.upload("items", &batch.items[l0..l1]);
-            let bb = be.upload("bias", &bias[l0 * h..l1 * h]);
+            let x = g.upload(be, batch, &cand_info(batch, g.reqs.clone()));
+            let bb = be.upload("bias", g.of_seq(bias, h));
             let mut enc = be.encoder();
-            let o = encode(be, &mut enc, t, &info, &items, &bb, nc, k, None)?;
+            let o = encode(be, &mut enc, t, &x.info, &x.items, &bb, nc, k, None)?;
             let reads = o.readbacks(nc, k);
             be.finish("gsu_topk", enc, &reads)
         })?;
-        let nan = words_u32(&bytes[3])[0];
-        if nan != u32::MAX {
-            return Err(nan_error(batch, c0 + nan as usize));
-        }
-        res.idx[c0 * k..c1 * k].copy_from_slice(&words_u32(&bytes[0]));
-        res.score[c0 * k..c1 * k].copy_from_slice(&words_f32(&bytes[1]));
-        res.count[c0..c1].copy_from_slice(&words_u32(&bytes[2]));
+        g.store_topk(batch, &mut res, &bytes)?;
     }
     Ok(res)
 }

@@ -49,7 +49,7 @@ mod train_rows;
 mod wgsl;
 
 pub use buffers::WgpuTable;
-pub(crate) use buffers::{split_by, words_f32, words_u32, Readback};
+pub(crate) use buffers::{pack, split_by, words_f32, words_u32, Readback};
 pub use device::WgpuOptions;
 pub(crate) use pipelines::{grid, Pipe, B, F_T0_F16, F_T1_F16, F_T2_F16};
 pub use pool::PoolStats;

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{esu, gather, gsu_topk, words_f32, words_u32, Readback, WgpuBackend, WgpuTable};
+use super::{esu, gather, gsu_topk, pack, words_f32, words_u32, Readback, WgpuBackend, WgpuTable};
 use crate::backend::{BackendKind, DType, DeviceTable, OnlineBatch, OnlineOutput, OnlineTables, TopK};
 use crate::error::{Error, Result};
 
@@ -75,27 +75,6 @@ fn key_of(s: f32) -> u32 {
     } else {
         b | 0x8000_0000
     }
-}
-
-/// Pack units with cost vectors greedily into consecutive groups within `lim` per component.
-fn pack<const N: usize>(costs: &[[u64; N]], lim: u64) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut acc = [0u64; N];
-    for (u, c) in costs.iter().enumerate() {
-        if u > start && (0..N).any(|i| acc[i] + c[i] > lim) {
-            out.push(start..u);
-            start = u;
-            acc = [0; N];
-        }
-        for i in 0..N {
-            acc[i] += c[i];
-        }
-    }
-    if start < costs.len() {
-        out.push(start..costs.len());
-    }
-    out
 }
 
 /// Cut `range` into consecutive pieces of at most `max_len` ids and at most `max_uniq`

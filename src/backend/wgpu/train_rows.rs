@@ -19,6 +19,7 @@
 use std::ops::Range;
 
 use super::{cross_bias, grid, segment_sum, WgpuBackend, B};
+use crate::backend::train_rows::CrossGradLayout;
 use crate::backend::{
     host_train, CrossGradsDev, CrossParams, Elem, FeatTables, GsuTrainIn, GsuTrainOut, IdSlot, OffsetsSlot, Staged, Tensor, TwinRowsSlot,
 };
@@ -35,20 +36,6 @@ const MAPPED_BINDS: &[B] = &[B::R, B::R, B::R, B::W, B::R];
 /// Long positions `gsu_train_select` takes on the device: one workgroup walks a sample in about
 /// 17 loop trips per 256 positions, within llvmpipe's 65,535 per invocation.
 const GSU_MAX_LONG: usize = 900_000;
-
-/// Mirrors `Params` in shaders/cross_bias.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CrossParamsU {
-    n: u32,
-    heads: u32,
-    n_cross: u32,
-    dim: u32,
-    d: u32,
-    s0: u32,
-    s1: u32,
-    pad: u32,
-}
 
 /// Mirrors `Params` in shaders/gsu_train.wgsl.
 #[repr(C)]
@@ -145,16 +132,7 @@ impl WgpuBackend {
             let mut enc = self.encoder();
             if total > 0 {
                 let pipe = self.pipe("cross_bias", cross_bias::SRC, "cross_tables_fwd", 0, cross_bias::BINDS_BWD)?;
-                let pu = self.uniform(&CrossParamsU {
-                    n: v as u32,
-                    heads: h as u32,
-                    n_cross: jn as u32,
-                    dim: c as u32,
-                    d: d as u32,
-                    s0: 0,
-                    s1: 0,
-                    pad: 0,
-                });
+                let pu = self.uniform(&cross_bias::Params::bwd(&CrossGradLayout { d, ..CrossGradLayout::of_params(p) }, 0, 0));
                 let binds = [
                     unused.as_entire_buffer_binding(),
                     section(sb, &p.offsets.range),
@@ -184,10 +162,9 @@ impl WgpuBackend {
         dcv: &Tensor,
         staged: &Staged,
     ) -> Result<CrossGradsDev> {
-        let (h, jn, c, v) = (p.dims.heads, p.dims.n_cross, p.dims.dim, p.offsets.rows);
-        let d = p.w_vc.cols;
-        let (n_de, n_dwc, n_db, n_dwvc) = (v * c, h * jn * c, h * jn, jn * c * d);
-        let total = n_de + n_dwc + n_db + n_dwvc;
+        let lay = CrossGradLayout::of_params(p);
+        let (h, jn, c, v, d) = (p.dims.heads, p.dims.n_cross, p.dims.dim, lay.v, lay.d);
+        let total = lay.total();
         let words = [dcb.len(), dcv.len(), p.e.len(), p.w_c.len(), p.beta.len(), p.w_vc.len(), total, staged.tensor.len()];
         if !self.all_fit(&words) || jn + c + 1 > cross_bias::BWD_BUDGET {
             return host_train::cross_tables_bwd(self, p, dcb, dcv, staged);
@@ -203,16 +180,7 @@ impl WgpuBackend {
             if total > 0 {
                 let pipe = self.pipe("cross_bias", cross_bias::SRC, "cross_bias_bwd_v1", 0, cross_bias::BINDS_BWD)?;
                 for pass in 0..passes {
-                    let pu = self.uniform(&CrossParamsU {
-                        n: v as u32,
-                        heads: h as u32,
-                        n_cross: jn as u32,
-                        dim: c as u32,
-                        d: d as u32,
-                        s0: (pass * steps) as u32,
-                        s1: ((pass + 1) * steps) as u32,
-                        pad: 0,
-                    });
+                    let pu = self.uniform(&cross_bias::Params::bwd(&lay, pass * steps, (pass + 1) * steps));
                     let binds = [
                         dcbb.as_entire_buffer_binding(),
                         section(sb, &p.offsets.range),
@@ -226,11 +194,12 @@ impl WgpuBackend {
                     self.dispatch_bound(&mut enc, &pipe, &pu, &binds, grid((total as u64).div_ceil(64)));
                 }
             }
+            let [s0, s1, s2, s3] = lay.starts();
             let g = CrossGradsDev {
-                de: self.carve(&mut enc, &out, 0, "cross e grad", p.e.rows, p.e.cols),
-                dw_c: self.carve(&mut enc, &out, n_de, "cross w_c grad", p.w_c.rows, p.w_c.cols),
-                dbeta: self.carve(&mut enc, &out, n_de + n_dwc, "cross beta grad", p.beta.rows, p.beta.cols),
-                dw_vc: self.carve(&mut enc, &out, n_de + n_dwc + n_db, "cross w_vc grad", p.w_vc.rows, p.w_vc.cols),
+                de: self.carve(&mut enc, &out, s0, "cross e grad", p.e.rows, p.e.cols),
+                dw_c: self.carve(&mut enc, &out, s1, "cross w_c grad", p.w_c.rows, p.w_c.cols),
+                dbeta: self.carve(&mut enc, &out, s2, "cross beta grad", p.beta.rows, p.beta.cols),
+                dw_vc: self.carve(&mut enc, &out, s3, "cross w_vc grad", p.w_vc.rows, p.w_vc.cols),
             };
             self.queue.submit([enc.finish()]);
             Ok(g)

@@ -409,6 +409,14 @@ fn lifelong_demo_runs_every_arm() {
         assert!(r["gsu_rows"].as_f64().unwrap() <= 50.0, "{r}");
     }
     assert!(std::fs::metadata(out.join("auc_by_activity.png")).unwrap().len() > 1000);
+    // What twin-v2's rows are made of, for training and for test samples.
+    assert!(text.contains("twin-v2 GSU input, training samples:") && text.contains("twin-v2 GSU input, test samples:"), "{text}");
+    for part in ["train", "test"] {
+        let mix = &doc["twin_v2_input"][part];
+        let share = mix["cluster_share"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share) && mix["rows"].as_f64().unwrap() <= 50.0, "{mix}");
+        assert!(mix["behaviours"].as_f64().unwrap() >= mix["rows"].as_f64().unwrap(), "{mix}");
+    }
     fails(&["demo", "--lifelong", "--users", "4", "--life-samples", "0", "--out", s(&out)], &["--life-samples = 0"]);
     fails(&["demo", "--lifelong", "--users", "4", "--arms", "twin,twim", "--out", s(&out)], &["--arms", "\"twim\"", "twin-v2"]);
 }

@@ -34,6 +34,7 @@ use twin_engine::train::optim::OptimConfig;
 use twin_engine::train::trainer::{self, TrainState};
 use twin_engine::train::{Examples, Metrics, Split, TrainConfig, Variant};
 
+use super::lifelong_mix::{input_mix, InputMix};
 use super::train::{open_backend, TrainOpts};
 
 /// Options of `twin demo --lifelong` (the rest come from [`TrainOpts`]).
@@ -237,6 +238,7 @@ pub fn run(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Re
     );
     let arms = arms(lo)?;
     let mut runs: Vec<Run> = Vec::new();
+    let mut mixes = None;
     for si in 0..lo.seeds {
         let seed = derive_seed(o.seed, &[0x11fe, si as u64]);
         let init = Model::init(ModelConfig::for_items(&ds.items), &ds.items, seed)?;
@@ -270,6 +272,14 @@ pub fn run(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Re
             let mut state = TrainState::new(init.clone(), tc)?;
             let mut ex = Examples::new(&ds, arm.variant, clusters, arm.max_long.unwrap_or(lo.budget), state.model.config.short_len)?;
             ex.log_n = arm.log_n;
+            if si == 0 && arm.name == "twin-v2" {
+                // Log ln n is on in this arm, so each row's n can be read back from the batch.
+                let train = input_mix(&ex, &ds, &split.train, 2_000)?;
+                let test = input_mix(&ex, &ds, &split.test, 2_000)?;
+                println!("  twin-v2 GSU input, training samples: {train}");
+                println!("  twin-v2 GSU input, test samples:     {test}");
+                mixes = Some((train, test));
+            }
             let t = Instant::now();
             trainer::train(&mut state, Some(be.as_ref()), &ex, &split.train, &ex, &split.test, None, &mut |_| {})?;
             let train_seconds = t.elapsed().as_secs_f64();
@@ -302,7 +312,7 @@ pub fn run(users: usize, out_dir: &Path, o: &TrainOpts, lo: &LifelongOpts) -> Re
             print_gap("twin-v2", a, &runs);
         }
     }
-    write_outputs(out_dir, &ds, &split, lo, &arms, &runs, &bounds, t_all.elapsed().as_secs_f64())
+    write_outputs(out_dir, &ds, &split, lo, &arms, &runs, &bounds, mixes, t_all.elapsed().as_secs_f64())
 }
 
 /// Clusters of every user's history before the split, on `model`'s item embeddings.
@@ -339,6 +349,7 @@ fn write_outputs(
     arms: &[Arm],
     runs: &[Run],
     bounds: &[(usize, usize)],
+    mixes: Option<(InputMix, InputMix)>,
     seconds: f64,
 ) -> Result<()> {
     let m = |x: &Metrics| json!({"auc": x.auc, "gauc": x.gauc, "logloss": x.logloss, "samples": x.samples});
@@ -354,6 +365,7 @@ fn write_outputs(
         "users": ds.n_users(), "behaviours": ds.behaviours.len(), "split_time": split.time,
         "train_samples": split.train.len(), "test_samples": split.test.len(), "budget": lo.budget,
         "seeds": lo.seeds, "quartile_history_lengths": bounds, "runs": rows, "seconds": seconds,
+        "twin_v2_input": mixes.map(|(train, test)| json!({"train": train, "test": test})),
     });
     let json_path = out_dir.join("results.json");
     fileio::write_atomic(&json_path, serde_json::to_string_pretty(&doc)?.as_bytes())?;

@@ -11,6 +11,7 @@ pub mod import;
 pub mod info;
 pub mod init;
 pub mod lifelong;
+pub mod lifelong_mix;
 pub mod loadtest;
 pub mod plot;
 pub mod score;

@@ -19,8 +19,8 @@
 //   its sample's tiles (≤ 32k tiles in a 128 MiB binding).
 // Column sums ("stripes"): with cols = min(d_k, 64) and R = 64 / cols, invocation (stripe, t)
 //   adds rows stripe, stripe + R, ... of the tile in order, then one invocation per column adds
-//   the R stripe partials in stripe order. Workgroup max/sum reductions come from the shared
-//   prelude (subgroups or a tree in workgroup memory): fixed shape, so results repeat run to run.
+//   the R stripe partials in stripe order. Workgroup max/sum reductions come from common.wgsl
+//   (subgroups or a tree in workgroup memory): fixed shape, so results repeat run to run.
 // attn_fwd_tile: α_r = s q_a·k_{r,a} + bias[r,a] (one row per invocation, d_k in order) → p (as
 //   scratch); m = max α, e_r = exp(α_r − m), z = Σ e, u_t = Σ_r e_r v_{r,t} (stripes) → record.
 // attn_fwd_combine: M = max_c m_c, Z = Σ_c z_c exp(m_c − M), pooled_t = Σ_c u_{c,t} exp(m_c − M) / Z
@@ -49,7 +49,8 @@ struct Params { n_tiles: u32, n_samples: u32, d: u32, heads: u32, dk: u32, scale
 @group(0) @binding(12) var<storage, read_write> gbias: array<f32>;  // dbias (bwd)
 @group(0) @binding(13) var<storage, read_write> scratch: array<f32>;
 
-const RWG: u32 = 64u;
+//#include "common.wgsl"
+const RWG: u32 = 64u;  // workgroup size, as common.wgsl's reductions need it
 const CHMAX: u32 = 1024u;
 var<workgroup> row_a: array<f32, CHMAX>;  // e_r (fwd) / s·dα_r (bwd), per row of the tile
 var<workgroup> row_b: array<f32, CHMAX>;  // p_r (bwd)
@@ -84,23 +85,10 @@ fn dot_dp(db: u32, xb: u32) -> f32 {
     return acc;
 }
 
-// Called at the top of every entry point (the prelude's reductions read these).
-fn setup(lid: u32) { g_lid = lid; }
-
 @compute @workgroup_size(64)
 fn attn_fwd_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-                 , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-                 @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-                 ) {
-    setup(lid);
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+                 lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let w = wid.x + wid.y * nwg.x;
     if (w >= P.n_tiles * P.heads) { return; }
     let c = w / P.heads;
@@ -155,18 +143,8 @@ fn attn_fwd_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 @compute @workgroup_size(64)
 fn attn_fwd_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-                    , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-                    @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-                    ) {
-    setup(lid);
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+                    lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let w = wid.x + wid.y * nwg.x;
     if (w >= P.n_samples * P.heads) { return; }
     let b = w / P.heads;
@@ -219,18 +197,8 @@ fn attn_fwd_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 @compute @workgroup_size(64)
 fn attn_bwd_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-                 , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-                 @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-                 ) {
-    setup(lid);
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+                 lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let w = wid.x + wid.y * nwg.x;
     if (w >= P.n_tiles * P.heads) { return; }
     let c = w / P.heads;

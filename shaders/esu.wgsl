@@ -8,7 +8,7 @@
 //   α_{f,a} = (Σ_{i in head a, ascending} q_i k_{l_f,i}) · scale + bias[l_f, a]     (f32)
 //   p_{f,a} = exp(α_{f,a} − m_a) / z_a, m_a = max_f α, z_a = Σ_f exp(α − m_a): invocation t
 //             of 64 takes f = t, t+64, ... (running max / sum in that order), then the shared
-//             workgroup reductions (wgsl.rs: subgroup ops where the adapter has them, else a
+//             workgroup reductions (common.wgsl: subgroup ops where the adapter has them, else a
 //             tree in workgroup memory) combine the 64 partials;
 //   v_{f,i} = f32(P_V) + U[cross_0] + ... (j ascending);
 //   pooled_i = Σ_f p_{f,a(i)} v_{f,i} (f ascending);  out_o = Σ_i pooled_i W^o[i, o] (i ascending).
@@ -60,23 +60,14 @@ struct Params { n_cand: u32, d: u32, heads: u32, dk: u32, k: u32, n_cross: u32, 
 @group(0) @binding(12) var<storage, read_write> out: array<f32>;
 @group(0) @binding(13) var<storage, read_write> scratch: array<f32>;
 
-const RWG: u32 = 64u;
+//#include "common.wgsl"
+const RWG: u32 = 64u;  // workgroup size, as common.wgsl's reductions need it
 var<workgroup> wg_cnt: u32;
 
 @compute @workgroup_size(64)
 fn esu_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-              , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-              @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-              ) {
-    g_lid = lid;
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+              lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let c = wid.x + wid.y * nwg.x;
     if (c >= P.n_cand) { return; }
     let s0 = cand_info[3u * c];
@@ -167,18 +158,8 @@ fn v2_cand(q: u32, ng: u32) -> u32 {
 
 @compute @workgroup_size(64)
 fn esu_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-              , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-              @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-              ) {
-    g_lid = lid;
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+              lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let grp = wid.x + wid.y * nwg.x;
     if (grp >= P.n_cand) { return; }
     let D = P.d;

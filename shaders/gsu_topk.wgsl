@@ -15,8 +15,9 @@
 // gsu_topk_fwd_v2 (fused, default): one workgroup of 256 invocations per candidate. The
 //         sequence is scored in chunks of 256 (one position per invocation); the running
 //         top-256 and the chunk live in workgroup memory (2 × 512 u32 = 4 KiB); when any chunk
-//         entry beats the current K-th (a workgroup max-reduction: subgroups or a tree in
-//         workgroup memory), a 512-entry bitonic sort (45 barrier steps) merges the chunk in.
+//         entry beats the current K-th (a workgroup max-reduction from common.wgsl: subgroups
+//         or a tree in workgroup memory), a 512-entry bitonic sort (45 barrier steps) merges
+//         the chunk in.
 struct Params { n_cand: u32, d: u32, heads: u32, k: u32, scale: f32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> pq: array<t0_t>;
@@ -29,7 +30,8 @@ struct Params { n_cand: u32, d: u32, heads: u32, k: u32, scale: f32, pad0: u32, 
 @group(0) @binding(8) var<storage, read_write> out_count: array<u32>;
 @group(0) @binding(9) var<storage, read_write> nan_flag: array<atomic<u32>>;
 
-const RWG: u32 = 256u;
+//#include "common.wgsl"
+const RWG: u32 = 256u;  // workgroup size of v2, as common.wgsl's reductions need it
 
 fn score(qb: u32, l: u32) -> f32 {
     let kb = items[l] * P.d;
@@ -138,18 +140,8 @@ var<workgroup> wg_len: u32;
 
 @compute @workgroup_size(256)
 fn gsu_topk_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32
-//#if SUBGROUP
-                   , @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
-                   @builtin(subgroup_invocation_id) sgl: u32
-//#endif
-                   ) {
-    g_lid = lid;
-//#if SUBGROUP
-    g_sgid = sgid;
-    g_nsg = nsg;
-    g_sgl = sgl;
-//#endif
+                   lanes: Lanes) {
+    let lid = lanes_setup(lanes);
     let c = wid.x + wid.y * nwg.x;
     if (c >= P.n_cand) { return; }
     let s0 = cand_info[3u * c];

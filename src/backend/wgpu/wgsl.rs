@@ -1,12 +1,46 @@
-//! WGSL source handling: the line preprocessor the shaders' variants use, and the workgroup
-//! reductions appended to the shaders that need them.
+//! WGSL source handling: the line preprocessor the shaders' variants use, with its include of
+//! shaders/common.wgsl (the workgroup reductions and the builtins they read).
+//!
+//! Entry points are named `<op>_<fwd|bwd>[_v<N>]`, then a stage suffix where an op takes several
+//! passes (`attn_fwd_tile`, `kmeans_update_fwd_v2_count`); the same op and version carry the
+//! same name in kernels/*.cu.
 
-/// `//#if NAME` / `//#else` / `//#endif` lines (nestable); everything else passes through.
+/// shaders/common.wgsl: what the reducing shaders share (see its header).
+pub(crate) const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl");
+
+/// The include line for shaders/common.wgsl.
+pub(crate) const COMMON_INCLUDE: &str = "//#include \"common.wgsl\"";
+
+/// Appended by `pipe()` to every shader that mentions `RWG`; an include line, so it adds
+/// nothing to a shader that already includes common.wgsl itself (each is included at most once
+/// per shader), which every shader defining `RWG` does.
+pub(crate) const REDUCE_PRELUDE: &str = COMMON_INCLUDE;
+
+/// Resolves `//#include "common.wgsl"` lines (the file's text in their place, once per call;
+/// later includes of it are dropped), then `//#if NAME` / `//#else` / `//#endif` lines
+/// (nestable) against `defined`; everything else passes through. An include of any other file
+/// is left as a comment line: the shader then fails to compile on the names it lacks.
 pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
-    let mut out = String::with_capacity(src.len());
+    let mut included = false;
+    let mut text = String::with_capacity(src.len() + COMMON_WGSL.len());
+    for line in src.lines() {
+        if line.trim() == COMMON_INCLUDE {
+            if !included {
+                included = true;
+                text.push_str(COMMON_WGSL);
+                if !COMMON_WGSL.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut out = String::with_capacity(text.len());
     let mut stack: Vec<(bool, bool)> = Vec::new(); // (parent active, this branch taken)
     let active = |s: &Vec<(bool, bool)>| s.iter().all(|&(p, t)| p && t);
-    for line in src.lines() {
+    for line in text.lines() {
         let t = line.trim_start();
         if let Some(name) = t.strip_prefix("//#if ") {
             let parent = active(&stack);
@@ -25,83 +59,34 @@ pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
     out
 }
 
-/// Workgroup reductions shared by the shaders that need them; the shader defines `RWG`
-/// (its workgroup size) and sets `g_lid` (and with SUBGROUP `g_sgid`, `g_nsg`, `g_sgl`).
-/// The SUBGROUP path reduces inside each subgroup, then across subgroups in subgroup order;
-/// the other path is a tree in workgroup memory. Both are deterministic for a given path.
-pub(crate) const REDUCE_PRELUDE: &str = r#"
-var<workgroup> red_f: array<f32, RWG>;
-var<workgroup> red_u: array<u32, RWG>;
-var<workgroup> red_out_f: f32;
-var<workgroup> red_out_u: u32;
-var<private> g_lid: u32;
-//#if SUBGROUP
-var<private> g_sgid: u32;
-var<private> g_nsg: u32;
-var<private> g_sgl: u32;
-fn wg_max_f32(v: f32) -> f32 {
-    let s = subgroupMax(v);
-    if (g_sgl == 0u) { red_f[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_f[0];
-        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_f[i]); }
-        red_out_f = r;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_is_expanded_once_and_resolved_with_the_flags() {
+        let src = format!("const RWG: u32 = 64u;\n{COMMON_INCLUDE}\nfn f() {{}}\n{COMMON_INCLUDE}\n");
+        let plain = preprocess(&src, &[]);
+        assert_eq!(plain.matches("fn wg_sum_f32").count(), 1);
+        assert!(plain.contains("fn f() {}") && !plain.lines().any(|l| l.trim() == COMMON_INCLUDE));
+        assert!(!plain.contains("subgroupAdd") && !plain.contains("subgroup_id"));
+        let sg = preprocess(&src, &["SUBGROUP"]);
+        assert_eq!(sg.matches("fn wg_sum_f32").count(), 1);
+        assert!(sg.contains("subgroupAdd") && sg.contains("@builtin(subgroup_id)"));
+        // pipe() appends REDUCE_PRELUDE to a shader that already includes common.wgsl.
+        assert_eq!(preprocess(&format!("{src}\n{REDUCE_PRELUDE}"), &[]).matches("fn wg_max_u32").count(), 1);
     }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_sum_f32(v: f32) -> f32 {
-    let s = subgroupAdd(v);
-    if (g_sgl == 0u) { red_f[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_f[0];
-        for (var i = 1u; i < g_nsg; i++) { r = r + red_f[i]; }
-        red_out_f = r;
+
+    #[test]
+    fn shaders_defining_rwg_include_common() {
+        for (name, src) in [
+            ("attn", include_str!("../../../shaders/attn.wgsl")),
+            ("esu", include_str!("../../../shaders/esu.wgsl")),
+            ("gsu_topk", include_str!("../../../shaders/gsu_topk.wgsl")),
+        ] {
+            assert!(src.contains("const RWG"), "{name}.wgsl");
+            assert_eq!(src.lines().filter(|l| l.trim() == COMMON_INCLUDE).count(), 1, "{name}.wgsl includes common.wgsl once");
+            assert!(!src.contains("@builtin(subgroup_id)"), "{name}.wgsl: subgroup builtins come through Lanes");
+        }
     }
-    return workgroupUniformLoad(&red_out_f);
 }
-fn wg_max_u32(v: u32) -> u32 {
-    let s = subgroupMax(v);
-    if (g_sgl == 0u) { red_u[g_sgid] = s; }
-    workgroupBarrier();
-    if (g_lid == 0u) {
-        var r = red_u[0];
-        for (var i = 1u; i < g_nsg; i++) { r = max(r, red_u[i]); }
-        red_out_u = r;
-    }
-    return workgroupUniformLoad(&red_out_u);
-}
-//#else
-fn wg_max_f32(v: f32) -> f32 {
-    red_f[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_f[g_lid] = max(red_f[g_lid], red_f[g_lid + s]); }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_f = red_f[0]; }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_sum_f32(v: f32) -> f32 {
-    red_f[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_f[g_lid] = red_f[g_lid] + red_f[g_lid + s]; }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_f = red_f[0]; }
-    return workgroupUniformLoad(&red_out_f);
-}
-fn wg_max_u32(v: u32) -> u32 {
-    red_u[g_lid] = v;
-    workgroupBarrier();
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
-        if (g_lid < s) { red_u[g_lid] = max(red_u[g_lid], red_u[g_lid + s]); }
-        workgroupBarrier();
-    }
-    if (g_lid == 0u) { red_out_u = red_u[0]; }
-    return workgroupUniformLoad(&red_out_u);
-}
-//#endif
-"#;

@@ -6,7 +6,6 @@ use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
 use twin_engine::rng::SplitMix64;
 
-use crate::common::kind_name;
 use crate::for_each_backend;
 
 const DIM: usize = 64;
@@ -52,7 +51,7 @@ fn cluster_users_runs_unchanged() {
             let t = gpu.transfers().since(before);
             eprintln!(
                 "  {}: {} levels, {} backend calls, {} k-means levels, {t:?}",
-                kind_name(&*gpu),
+                gpu.kind().name(),
                 stats.levels,
                 stats.backend_calls,
                 stats.kmeans_levels

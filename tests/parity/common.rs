@@ -6,7 +6,7 @@ use std::sync::Arc;
 use half::f16;
 /// The device-tensor ops, in scope for every parity module that glob-imports `common`.
 pub use twin_engine::backend::DeviceOps;
-use twin_engine::backend::{self, Backend, BackendKind, DType, DeviceTable, HostTable, OnlineRequests, OnlineTables, TopK};
+use twin_engine::backend::{self, Backend, DType, DeviceTable, HostTable, OnlineRequests, OnlineTables, TopK};
 use twin_engine::features;
 use twin_engine::rng::SplitMix64;
 
@@ -25,51 +25,93 @@ pub fn backends_under_test() -> Vec<Arc<dyn Backend>> {
     variants().into_iter().map(|u| u.be).collect()
 }
 
+/// Every variant's label, in the order [`variants`] lists them; [`parity_test!`] makes one test
+/// per entry (the test's name is the second field).
+pub const VARIANTS: &[(&str, &str)] = &[
+    ("cpu-fast", "cpu_fast"),
+    ("cuda (gsu v2, fused)", "cuda_v2"),
+    ("cuda (gsu v1)", "cuda_v1"),
+    ("cuda-emu (gsu v2, fused)", "cuda_emu_v2"),
+    ("cuda-emu (gsu v1)", "cuda_emu_v1"),
+    ("wgpu default", "wgpu_default"),
+    ("wgpu no-subgroups/f32-tables/v1-kernels", "wgpu_v1_kernels"),
+    ("wgpu no-subgroups/f16/gsu-v2", "wgpu_f16_v2"),
+];
+
+/// Every variant wanted and present (see [`variant`] for the rules).
 pub fn variants() -> Vec<Under> {
-    let mut v: Vec<Under> = Vec::new();
-    // The fast CPU path (what `cpu` and `auto` without a GPU run) is checked against the
-    // reference (`cpu-ref`) like a GPU backend, on every machine.
-    if wanted("cpu-fast") {
-        v.push(Under { label: "cpu-fast".into(), be: backend::open(backend::BackendChoice::Cpu).unwrap().0 });
+    let v: Vec<Under> = VARIANTS.iter().filter_map(|&(label, _)| variant(label)).collect();
+    if v.is_empty() {
+        eprintln!("parity: no GPU backend compiled in or present; nothing to compare");
     }
-    if wanted("cuda") {
-        cuda_variants(&mut v);
+    v
+}
+
+/// The variant called `label` (one of [`VARIANTS`]), or `None` (with a note) where it is not
+/// wanted or not present. The fast CPU path (what `cpu` and `auto` without a GPU run) is checked
+/// against the reference (`cpu-ref`) like a GPU backend, on every machine. `TWIN_PARITY_ONLY`
+/// limits the variants; cuda-emu runs only when it is named. A missing backend is skipped with a
+/// note, except that it fails when `CI` is set (wgpu) or `TWIN_REQUIRE_CUDA` is set (cuda), and
+/// asking for cuda-emu without the feature fails.
+pub fn variant(label: &str) -> Option<Under> {
+    let under = |be: Arc<dyn Backend>| Some(Under { label: label.into(), be });
+    match label {
+        "cpu-fast" => {
+            if wanted("cpu-fast") {
+                return under(backend::open(backend::BackendChoice::Cpu).unwrap().0);
+            }
+            None
+        }
+        "cuda (gsu v2, fused)" | "cuda (gsu v1)" => {
+            if wanted("cuda") {
+                return cuda_variant(label).and_then(under);
+            }
+            None
+        }
+        "cuda-emu (gsu v2, fused)" | "cuda-emu (gsu v1)" => {
+            if named("cuda-emu") {
+                return under(emulated_variant(label));
+            }
+            None
+        }
+        "wgpu default" | "wgpu no-subgroups/f32-tables/v1-kernels" | "wgpu no-subgroups/f16/gsu-v2" => wgpu_variant(label).and_then(under),
+        _ => panic!("parity: unknown variant {label:?}"),
     }
-    if named("cuda-emu") {
-        emulated_variants(&mut v);
-    }
+}
+
+/// wgpu accepts lavapipe here (CI has no GPU). wgpu comes three times: as opened by `open(Wgpu)`
+/// (subgroups and f16 tables where the adapter has them, fused GSU v2) and forced onto the other
+/// paths (workgroup-memory reductions, f16 tables stored as f32, GSU v1), so all are tested on
+/// every machine.
+fn wgpu_variant(label: &str) -> Option<Arc<dyn Backend>> {
     #[cfg(feature = "wgpu")]
     match backend::open(backend::BackendChoice::Wgpu) {
-        Ok(_) if !wanted("wgpu") => {}
-        Ok((b, _)) => {
-            v.push(Under { label: "wgpu default".into(), be: b });
-            v.push(Under {
-                label: "wgpu no-subgroups/f32-tables/v1-kernels".into(),
-                be: wgpu_with(|o| {
-                    use twin_engine::backend::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
-                    o.no_subgroups = true;
-                    o.no_f16 = true;
-                    o.versions = KernelVersions { gsu: GsuVersion::V1, esu: EsuVersion::V1, kmeans: KmeansVersion::V1 };
-                }),
-            });
-            v.push(Under {
-                label: "wgpu no-subgroups/f16/gsu-v2".into(),
-                be: wgpu_with(|o| {
-                    o.no_subgroups = true;
-                }),
-            });
-        }
+        Ok(_) if !wanted("wgpu") => None,
+        Ok((b, _)) => Some(match label {
+            "wgpu default" => b,
+            "wgpu no-subgroups/f32-tables/v1-kernels" => wgpu_with(|o| {
+                use twin_engine::backend::{EsuVersion, GsuVersion, KernelVersions, KmeansVersion};
+                o.no_subgroups = true;
+                o.no_f16 = true;
+                o.versions = KernelVersions { gsu: GsuVersion::V1, esu: EsuVersion::V1, kmeans: KmeansVersion::V1 };
+            }),
+            _ => wgpu_with(|o| {
+                o.no_subgroups = true;
+            }),
+        }),
         Err(e) => {
             if std::env::var_os("CI").is_some() {
                 panic!("parity: CI is set and the wgpu backend could not start: {e}");
             }
             eprintln!("parity: wgpu skipped: {e}");
+            None
         }
     }
-    if v.is_empty() {
-        eprintln!("parity: no GPU backend compiled in or present; nothing to compare");
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = label;
+        None
     }
-    v
 }
 
 /// `TWIN_REQUIRE_CUDA=1`: a CUDA backend that cannot be built, opened or loaded fails the test
@@ -113,25 +155,28 @@ pub fn keep_len(n: usize) -> bool {
 
 /// The CUDA backend twice: as opened (fused GSU v2) and forced onto GSU v1, both with their
 /// output buffers poisoned (NaN / u32::MAX) before every launch, as on wgpu.
-fn cuda_variants(v: &mut Vec<Under>) {
+fn cuda_variant(label: &str) -> Option<Arc<dyn Backend>> {
     #[cfg(feature = "cuda")]
     {
         use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
-        for (label, version) in [("cuda (gsu v2, fused)", GsuVersion::V2), ("cuda (gsu v1)", GsuVersion::V1)] {
-            match CudaBackend::new(0) {
-                Ok(b) => {
-                    b.set_gsu_version(version);
-                    b.set_poison_outputs(true);
-                    v.push(Under { label: label.into(), be: Arc::new(b) });
-                }
-                Err(e) => return cuda_missing(label, &e.to_string()),
+        let version = if label == "cuda (gsu v1)" { GsuVersion::V1 } else { GsuVersion::V2 };
+        match CudaBackend::new(0) {
+            Ok(b) => {
+                b.set_gsu_version(version);
+                b.set_poison_outputs(true);
+                Some(Arc::new(b))
+            }
+            Err(e) => {
+                cuda_missing(label, &e.to_string());
+                None
             }
         }
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = &v;
+        let _ = label;
         cuda_missing("every op", "this test binary was built without the `cuda` feature");
+        None
     }
 }
 
@@ -139,22 +184,19 @@ fn cuda_variants(v: &mut Vec<Under>) {
 /// v1, outputs poisoned, each with its own thread-schedule seed (`TWIN_EMU_SEED` moves both).
 /// Runs on every machine, beside a real GPU where there is one. Without the feature, asking for
 /// it is a failure, not a silent skip.
-fn emulated_variants(v: &mut Vec<Under>) {
+fn emulated_variant(label: &str) -> Arc<dyn Backend> {
     #[cfg(feature = "cuda-emu")]
     {
         use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
         let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-        for (i, (label, version)) in
-            [("cuda-emu (gsu v2, fused)", GsuVersion::V2), ("cuda-emu (gsu v1)", GsuVersion::V1)].into_iter().enumerate()
-        {
-            let b = CudaBackend::emulated(base + i as u64).expect("the CUDA emulator is built in with feature cuda-emu");
-            b.set_gsu_version(version);
-            b.set_poison_outputs(true);
-            v.push(Under { label: label.into(), be: Arc::new(b) });
-        }
+        let (i, version) = if label == "cuda-emu (gsu v1)" { (1, GsuVersion::V1) } else { (0, GsuVersion::V2) };
+        let b = CudaBackend::emulated(base + i).expect("the CUDA emulator is built in with feature cuda-emu");
+        b.set_gsu_version(version);
+        b.set_poison_outputs(true);
+        Arc::new(b)
     }
     #[cfg(not(feature = "cuda-emu"))]
-    panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature ({} variants)", v.len());
+    panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature ({label})");
 }
 
 /// GSU v3 (dots on tensor cores from f16 operands), outputs poisoned: the emulated CUDA backend
@@ -239,7 +281,8 @@ pub fn cpu() -> Arc<dyn Backend> {
     backend::open(backend::BackendChoice::CpuRef).unwrap().0
 }
 
-/// Runs `$body(gpu, cpu)` for every backend under test (candle's `test_device!` idea).
+/// Runs `$body(gpu, cpu)` for every backend under test in one test (the first failing variant
+/// hides the rest; [`parity_test!`] replaces it).
 #[macro_export]
 macro_rules! for_each_backend {
     (|$gpu:ident, $cpu:ident| $body:block) => {{
@@ -252,12 +295,65 @@ macro_rules! for_each_backend {
     }};
 }
 
-pub fn kind_name(b: &dyn Backend) -> &'static str {
-    match b.kind() {
-        BackendKind::Cpu => "cpu",
-        BackendKind::Cuda => "cuda",
-        BackendKind::Wgpu => "wgpu",
-    }
+/// `parity_test!(name, |gpu, cpu| { body })`: a module `name` with one `#[test]` per entry of
+/// [`VARIANTS`] (`name::cpu_fast`, `name::wgpu_default`, ...; candle's `test_device!` idea), so
+/// every failing variant shows. Each test opens only its own variant through [`variant`] and
+/// runs `body` with `gpu` (that variant) and `cpu` (the reference); an unwanted or absent
+/// variant returns early under [`variant`]'s rules. The body sees the enclosing module's items.
+#[macro_export]
+macro_rules! parity_test {
+    ($(#[$m:meta])* $name:ident, |$gpu:ident, $cpu:ident| $body:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run(label: &str) {
+                let Some(under) = $crate::common::variant(label) else { return };
+                eprintln!("parity on {} [{}]", under.be.describe(), under.label);
+                #[allow(unused_variables)]
+                let $cpu = $crate::common::cpu();
+                let $gpu = under.be.clone();
+                $body
+            }
+
+            #[test]
+            fn cpu_fast() {
+                run("cpu-fast")
+            }
+            #[test]
+            fn cuda_v2() {
+                run("cuda (gsu v2, fused)")
+            }
+            #[test]
+            fn cuda_v1() {
+                run("cuda (gsu v1)")
+            }
+            #[test]
+            fn cuda_emu_v2() {
+                run("cuda-emu (gsu v2, fused)")
+            }
+            #[test]
+            fn cuda_emu_v1() {
+                run("cuda-emu (gsu v1)")
+            }
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu_default() {
+                run("wgpu default")
+            }
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu_v1_kernels() {
+                run("wgpu no-subgroups/f32-tables/v1-kernels")
+            }
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu_f16_v2() {
+                run("wgpu no-subgroups/f16/gsu-v2")
+            }
+        }
+    };
 }
 
 // ---- random inputs ---------------------------------------------------------------------

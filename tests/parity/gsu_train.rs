@@ -272,7 +272,7 @@ fn twin_rows_staging_refuses_bad_ids() {
 #[test]
 fn twin_train_ops_move_nothing_on_cuda() {
     let p = params(5);
-    for u in variants().into_iter().filter(|u| kind_name(&*u.be) == "cuda") {
+    for u in variants().into_iter().filter(|u| u.be.kind().name() == "cuda") {
         let gpu = &*u.be;
         let up = upload(gpu, &p);
         for (lens, short) in [(vec![0usize, 7, 12, 150, 9], vec![2usize, 0, 3, 1, 0]), (vec![0, 0], vec![0, 0])] {
@@ -324,7 +324,7 @@ fn twin_train_ops_move_nothing_on_cuda() {
 #[test]
 fn twin_train_ops_move_nothing_on_wgpu() {
     let p = params(8);
-    for u in variants().into_iter().filter(|u| kind_name(&*u.be) == "wgpu") {
+    for u in variants().into_iter().filter(|u| u.be.kind().name() == "wgpu") {
         let gpu = &*u.be;
         let up = upload(gpu, &p);
         for (lens, short) in [(vec![0usize, 7, 12, 150], vec![2usize, 0, 3, 1]), (vec![0, 0], vec![0, 0])] {

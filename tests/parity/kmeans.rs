@@ -9,7 +9,7 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 pub(crate) const DIM: usize = 64;
 
@@ -57,28 +57,25 @@ pub(crate) fn problems(sizes: &[usize], seed: u64) -> (Vec<f32>, Vec<u32>, Vec<u
 
 pub(crate) const SIZES: &[usize] = &[1, 2, 20, 97, 100, 101, 1025, 333, 21, 5000];
 
-#[test]
-fn kmeans_assign_bit_identical() {
-    for_each_backend!(|gpu, cpu| {
-        let (pts, offs, ks) = problems(SIZES, 70);
-        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        let seeds: Vec<u64> = (0..ks.len() as u64).collect();
-        let mut cents = cpu.kmeans_seed(&b, &seeds).unwrap();
-        assert_eq!(gpu.kmeans_seed(&b, &seeds).unwrap(), cents);
-        // Exact ties: the second centroid of every problem with k ≥ 2 duplicates the first.
-        let coff = b.centroid_offsets();
-        for p in 0..ks.len() {
-            if ks[p] >= 2 {
-                let c0 = coff[p] as usize * DIM;
-                let row: Vec<f32> = cents[c0..c0 + DIM].to_vec();
-                cents[c0 + DIM..c0 + 2 * DIM].copy_from_slice(&row);
-            }
+parity_test!(kmeans_assign_bit_identical, |gpu, cpu| {
+    let (pts, offs, ks) = problems(SIZES, 70);
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let seeds: Vec<u64> = (0..ks.len() as u64).collect();
+    let mut cents = cpu.kmeans_seed(&b, &seeds).unwrap();
+    assert_eq!(gpu.kmeans_seed(&b, &seeds).unwrap(), cents);
+    // Exact ties: the second centroid of every problem with k ≥ 2 duplicates the first.
+    let coff = b.centroid_offsets();
+    for p in 0..ks.len() {
+        if ks[p] >= 2 {
+            let c0 = coff[p] as usize * DIM;
+            let row: Vec<f32> = cents[c0..c0 + DIM].to_vec();
+            cents[c0 + DIM..c0 + 2 * DIM].copy_from_slice(&row);
         }
-        let got = gpu.kmeans_assign(&b, &cents).unwrap();
-        let want = cpu.kmeans_assign(&b, &cents).unwrap();
-        assert_eq!(got, want);
-    });
-}
+    }
+    let got = gpu.kmeans_assign(&b, &cents).unwrap();
+    let want = cpu.kmeans_assign(&b, &cents).unwrap();
+    assert_eq!(got, want);
+});
 
 fn check_run(gpu: &dyn Backend, cpu: &dyn Backend, pts: &[f32], offs: &[u32], ks: &[u32], seeds: &[u64]) {
     let b = KmeansBatch { dim: DIM, points: pts, offsets: offs, k: ks };
@@ -89,27 +86,24 @@ fn check_run(gpu: &dyn Backend, cpu: &dyn Backend, pts: &[f32], offs: &[u32], ks
     assert_bits("kmeans centroids", &got.centroids, &want.centroids);
 }
 
-#[test]
-fn kmeans_full_identical_assignments() {
-    for_each_backend!(|gpu, cpu| {
-        let (pts, offs, ks) = problems(SIZES, 72);
-        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 7919 + 1).collect();
-        check_run(&*gpu, &*cpu, &pts, &offs, &ks, &seeds);
-        // The same problem alone gives the same result as inside the batch.
-        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        let all = gpu.kmeans(&b, &seeds, 20).unwrap();
-        let p = 6; // the 1025-point problem
-        let r = b.range(p);
-        let alone_pts = &pts[r.start * DIM..r.end * DIM];
-        let alone = gpu
-            .kmeans(&KmeansBatch { dim: DIM, points: alone_pts, offsets: &[0, r.len() as u32], k: &ks[p..p + 1] }, &seeds[p..p + 1], 20)
-            .unwrap();
-        assert_eq!(alone.assign, all.assign[r.clone()]);
-        let coff = b.centroid_offsets();
-        assert_eq!(alone.centroids, all.centroids[coff[p] as usize * DIM..coff[p + 1] as usize * DIM]);
-        assert_eq!(alone.iterations[0], all.iterations[p]);
-    });
-}
+parity_test!(kmeans_full_identical_assignments, |gpu, cpu| {
+    let (pts, offs, ks) = problems(SIZES, 72);
+    let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 7919 + 1).collect();
+    check_run(&*gpu, &*cpu, &pts, &offs, &ks, &seeds);
+    // The same problem alone gives the same result as inside the batch.
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let all = gpu.kmeans(&b, &seeds, 20).unwrap();
+    let p = 6; // the 1025-point problem
+    let r = b.range(p);
+    let alone_pts = &pts[r.start * DIM..r.end * DIM];
+    let alone = gpu
+        .kmeans(&KmeansBatch { dim: DIM, points: alone_pts, offsets: &[0, r.len() as u32], k: &ks[p..p + 1] }, &seeds[p..p + 1], 20)
+        .unwrap();
+    assert_eq!(alone.assign, all.assign[r.clone()]);
+    let coff = b.centroid_offsets();
+    assert_eq!(alone.centroids, all.centroids[coff[p] as usize * DIM..coff[p + 1] as usize * DIM]);
+    assert_eq!(alone.iterations[0], all.iterations[p]);
+});
 
 #[test]
 fn kmeans_split_batches() {
@@ -121,152 +115,140 @@ fn kmeans_split_batches() {
     }
 }
 
-#[test]
-fn kmeans_errors_match_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        let (mut pts, offs, mut ks) = problems(&[5, 7], 74);
-        ks[1] = 8;
-        let seeds = [1u64, 2];
-        for be in [&gpu, &cpu] {
-            let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-            assert!(matches!(be.kmeans(&b, &seeds, 20), Err(Error::OutOfRange { field: "k", index: 1, .. })));
-        }
-        ks[1] = 2;
-        pts[3 * DIM + 1] = f32::NAN;
-        for be in [&gpu, &cpu] {
-            let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-            assert!(matches!(be.kmeans_assign(&b, &vec![0.0; 4 * DIM]), Err(Error::NonFinite { field: "points", .. })));
-        }
-        pts[3 * DIM + 1] = 0.0;
+parity_test!(kmeans_errors_match_cpu, |gpu, cpu| {
+    let (mut pts, offs, mut ks) = problems(&[5, 7], 74);
+    ks[1] = 8;
+    let seeds = [1u64, 2];
+    for be in [&gpu, &cpu] {
         let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        for be in [&gpu, &cpu] {
-            assert!(matches!(
-                be.kmeans_update(&b, &[0u32, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], &[0.0; 4 * DIM]),
-                Err(Error::OutOfRange { field: "assign", index: 4, .. })
-            ));
-        }
-    });
-}
-
-/// The Lloyd loop runs on the device: its transfers do not grow with the number of iterations
-/// (the host no longer downloads change flags every round), and the result still equals the CPU
-/// reference's at every iteration budget, converged problems included.
-#[test]
-fn lloyd_transfers_do_not_grow_with_iterations() {
-    for_each_backend!(|gpu, cpu| {
-        let (pts, offs, ks) = problems(SIZES, 73);
-        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 31 + 5).collect();
+        assert!(matches!(be.kmeans(&b, &seeds, 20), Err(Error::OutOfRange { field: "k", index: 1, .. })));
+    }
+    ks[1] = 2;
+    pts[3 * DIM + 1] = f32::NAN;
+    for be in [&gpu, &cpu] {
         let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        let init = cpu.kmeans_seed(&b, &seeds).unwrap();
-        let mut counts = Vec::new();
-        for max_iter in [1u32, 3, 20] {
-            let before = gpu.transfers();
-            let got = gpu.lloyd(&b, init.clone(), max_iter).unwrap();
-            let t = gpu.transfers().since(before);
-            let want = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
-            assert_eq!(got.assign, want.assign, "max_iter {max_iter}: assignments");
-            assert_eq!(got.iterations, want.iterations, "max_iter {max_iter}: iterations");
-            assert_bits("lloyd centroids", &got.centroids, &want.centroids);
-            eprintln!("lloyd max_iter {max_iter}: {t:?}, iterations {:?}", got.iterations);
-            counts.push((t.h2d_calls, t.d2h_calls));
-        }
-        assert!(counts.iter().all(|&c| c == counts[0]), "transfer calls grow with iterations: {counts:?}");
-        assert!(counts[0].1 <= 1, "more than one download per Lloyd run: {counts:?}");
-        if kind_name(&*gpu) == "wgpu" {
-            // Points, offsets and the initial centroids travel in one packed upload.
-            assert_eq!(counts[0], (1, 1), "wgpu Lloyd transfers");
-            // Seeding on the device too: `kmeans` is still one upload and one download.
-            let before = gpu.transfers();
-            let got = gpu.kmeans(&b, &seeds, 20).unwrap();
-            let t = gpu.transfers().since(before);
-            eprintln!("wgpu kmeans (device seed + Lloyd): {t:?}");
-            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu kmeans transfers: {t:?}");
-            let want = cpu.kmeans(&b, &seeds, 20).unwrap();
-            assert_eq!(got.assign, want.assign, "kmeans assignments");
-            assert_eq!(got.iterations, want.iterations, "kmeans iterations");
-        }
-    });
-}
-
-/// k-means++ seeding (on the device on CUDA and wgpu): the same centroids as the CPU's, bit for bit, for
-/// every problem of a ragged batch (one-point problems, duplicates, k = n).
-#[test]
-fn kmeans_seed_bit_identical() {
-    for_each_backend!(|gpu, cpu| {
-        let (pts, offs, ks) = problems(SIZES, 74);
-        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9) ^ 77).collect();
-        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        let before = gpu.transfers();
-        let got = gpu.kmeans_seed(&b, &seeds).unwrap();
-        let t = gpu.transfers().since(before);
-        eprintln!("kmeans_seed on {}: {t:?}", kind_name(&*gpu));
-        if kind_name(&*gpu) == "wgpu" {
-            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu seeds on the device: {t:?}");
-        }
-        let want = cpu.kmeans_seed(&b, &seeds).unwrap();
-        assert_eq!(got.len(), want.len());
-        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-            panic!("seed centroid value {i} (row {}): got {}, want {}", i / DIM, got[i], want[i]);
-        }
-        // k = n: every point is chosen once (all distances reach zero: the zero-total draw).
-        let few = &pts[..5 * DIM];
-        let b5 = KmeansBatch { dim: DIM, points: few, offsets: &[0, 5], k: &[5] };
-        assert_eq!(gpu.kmeans_seed(&b5, &[3]).unwrap(), cpu.kmeans_seed(&b5, &[3]).unwrap());
-        // Many seeds over small problems (k = n, duplicates, tiny distances), compared bit for bit.
-        let (pts, offs, ks) = problems(&[3, 9, 40, 64, 257, 700], 78);
-        let ks: Vec<u32> = ks.iter().zip(offs.windows(2)).map(|(&k, o)| if o[1] - o[0] <= 9 { o[1] - o[0] } else { k + 3 }).collect();
-        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        for round in 0..4u64 {
-            let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| twin_engine::rng::mix64(i + 1000 * round)).collect();
-            let got = gpu.kmeans_seed(&b, &seeds).unwrap();
-            let want = cpu.kmeans_seed(&b, &seeds).unwrap();
-            let same = got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "round {round}: seeds differ from the CPU's");
-        }
-    });
-}
-
-/// The clustering job's form: points as rows of resident embeddings. Equal to `kmeans` on the
-/// gathered rows (CPU reference); where the backend clusters on the device (CUDA) one call is one
-/// upload of ids and one download, whatever the iterations.
-#[test]
-fn kmeans_items_equals_kmeans_on_gathered_rows() {
-    for_each_backend!(|gpu, cpu| {
-        let (emb, _, _) = problems(&[700], 75);
-        let mut rng = SplitMix64::new(76);
-        let sizes = [1usize, 2, 30, 97, 333];
-        let mut ids = Vec::new();
-        let mut offs = vec![0u32];
-        let mut ks = Vec::new();
-        for &n in &sizes {
-            ids.extend((0..n).map(|_| rng.below(700) as u32));
-            offs.push(ids.len() as u32);
-            ks.push(twin_engine::cluster::delta(n).min(n) as u32);
-        }
-        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i + 100).collect();
-        let pts = gpu.item_points(&emb, DIM).unwrap();
-        let before = gpu.transfers();
-        let got = gpu.kmeans_items(&pts, &ids, &offs, &ks, &seeds, 20).unwrap();
-        let t = gpu.transfers().since(before);
-        let gathered: Vec<f32> = ids.iter().flat_map(|&i| emb[i as usize * DIM..(i as usize + 1) * DIM].iter().copied()).collect();
-        let want = cpu.kmeans(&KmeansBatch { dim: DIM, points: &gathered, offsets: &offs, k: &ks }, &seeds, 20).unwrap();
-        assert_eq!(got.assign, want.assign, "assignments");
-        assert_eq!(got.iterations, want.iterations, "iterations");
-        assert_bits("kmeans_items centroids", &got.centroids, &want.centroids);
-        eprintln!("kmeans_items on {}: {t:?} (points on device: {})", kind_name(&*gpu), pts.on_device());
-        // wgpu gathers the rows on the host, then seeds and runs Lloyd on the device from one
-        // packed upload.
-        if pts.on_device() || kind_name(&*gpu) == "wgpu" {
-            assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "{t:?}");
-        }
-        // Ids past the table are refused before any device work.
-        let bad = [0u32, 700];
+        assert!(matches!(be.kmeans_assign(&b, &vec![0.0; 4 * DIM]), Err(Error::NonFinite { field: "points", .. })));
+    }
+    pts[3 * DIM + 1] = 0.0;
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    for be in [&gpu, &cpu] {
         assert!(matches!(
-            gpu.kmeans_items(&pts, &bad, &[0, 2], &[1], &[1], 5),
-            Err(Error::OutOfRange { field: "kmeans point ids", index: 1, value: 700, limit: 700 })
+            be.kmeans_update(&b, &[0u32, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0], &[0.0; 4 * DIM]),
+            Err(Error::OutOfRange { field: "assign", index: 4, .. })
         ));
-    });
-}
+    }
+});
+
+// The Lloyd loop runs on the device: its transfers do not grow with the number of iterations
+// (the host no longer downloads change flags every round), and the result still equals the CPU
+// reference's at every iteration budget, converged problems included.
+parity_test!(lloyd_transfers_do_not_grow_with_iterations, |gpu, cpu| {
+    let (pts, offs, ks) = problems(SIZES, 73);
+    let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i * 31 + 5).collect();
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let init = cpu.kmeans_seed(&b, &seeds).unwrap();
+    let mut counts = Vec::new();
+    for max_iter in [1u32, 3, 20] {
+        let before = gpu.transfers();
+        let got = gpu.lloyd(&b, init.clone(), max_iter).unwrap();
+        let t = gpu.transfers().since(before);
+        let want = cpu.lloyd(&b, init.clone(), max_iter).unwrap();
+        assert_eq!(got.assign, want.assign, "max_iter {max_iter}: assignments");
+        assert_eq!(got.iterations, want.iterations, "max_iter {max_iter}: iterations");
+        assert_bits("lloyd centroids", &got.centroids, &want.centroids);
+        eprintln!("lloyd max_iter {max_iter}: {t:?}, iterations {:?}", got.iterations);
+        counts.push((t.h2d_calls, t.d2h_calls));
+    }
+    assert!(counts.iter().all(|&c| c == counts[0]), "transfer calls grow with iterations: {counts:?}");
+    assert!(counts[0].1 <= 1, "more than one download per Lloyd run: {counts:?}");
+    if gpu.kind().name() == "wgpu" {
+        // Points, offsets and the initial centroids travel in one packed upload.
+        assert_eq!(counts[0], (1, 1), "wgpu Lloyd transfers");
+        // Seeding on the device too: `kmeans` is still one upload and one download.
+        let before = gpu.transfers();
+        let got = gpu.kmeans(&b, &seeds, 20).unwrap();
+        let t = gpu.transfers().since(before);
+        eprintln!("wgpu kmeans (device seed + Lloyd): {t:?}");
+        assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu kmeans transfers: {t:?}");
+        let want = cpu.kmeans(&b, &seeds, 20).unwrap();
+        assert_eq!(got.assign, want.assign, "kmeans assignments");
+        assert_eq!(got.iterations, want.iterations, "kmeans iterations");
+    }
+});
+
+// k-means++ seeding (on the device on CUDA and wgpu): the same centroids as the CPU's, bit for bit, for
+// every problem of a ragged batch (one-point problems, duplicates, k = n).
+parity_test!(kmeans_seed_bit_identical, |gpu, cpu| {
+    let (pts, offs, ks) = problems(SIZES, 74);
+    let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i.wrapping_mul(0x9E37_79B9) ^ 77).collect();
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let before = gpu.transfers();
+    let got = gpu.kmeans_seed(&b, &seeds).unwrap();
+    let t = gpu.transfers().since(before);
+    eprintln!("kmeans_seed on {}: {t:?}", gpu.kind().name());
+    if gpu.kind().name() == "wgpu" {
+        assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "wgpu seeds on the device: {t:?}");
+    }
+    let want = cpu.kmeans_seed(&b, &seeds).unwrap();
+    assert_eq!(got.len(), want.len());
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("seed centroid value {i} (row {}): got {}, want {}", i / DIM, got[i], want[i]);
+    }
+    // k = n: every point is chosen once (all distances reach zero: the zero-total draw).
+    let few = &pts[..5 * DIM];
+    let b5 = KmeansBatch { dim: DIM, points: few, offsets: &[0, 5], k: &[5] };
+    assert_eq!(gpu.kmeans_seed(&b5, &[3]).unwrap(), cpu.kmeans_seed(&b5, &[3]).unwrap());
+    // Many seeds over small problems (k = n, duplicates, tiny distances), compared bit for bit.
+    let (pts, offs, ks) = problems(&[3, 9, 40, 64, 257, 700], 78);
+    let ks: Vec<u32> = ks.iter().zip(offs.windows(2)).map(|(&k, o)| if o[1] - o[0] <= 9 { o[1] - o[0] } else { k + 3 }).collect();
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    for round in 0..4u64 {
+        let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| twin_engine::rng::mix64(i + 1000 * round)).collect();
+        let got = gpu.kmeans_seed(&b, &seeds).unwrap();
+        let want = cpu.kmeans_seed(&b, &seeds).unwrap();
+        let same = got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "round {round}: seeds differ from the CPU's");
+    }
+});
+
+// The clustering job's form: points as rows of resident embeddings. Equal to `kmeans` on the
+// gathered rows (CPU reference); where the backend clusters on the device (CUDA) one call is one
+// upload of ids and one download, whatever the iterations.
+parity_test!(kmeans_items_equals_kmeans_on_gathered_rows, |gpu, cpu| {
+    let (emb, _, _) = problems(&[700], 75);
+    let mut rng = SplitMix64::new(76);
+    let sizes = [1usize, 2, 30, 97, 333];
+    let mut ids = Vec::new();
+    let mut offs = vec![0u32];
+    let mut ks = Vec::new();
+    for &n in &sizes {
+        ids.extend((0..n).map(|_| rng.below(700) as u32));
+        offs.push(ids.len() as u32);
+        ks.push(twin_engine::cluster::delta(n).min(n) as u32);
+    }
+    let seeds: Vec<u64> = (0..ks.len() as u64).map(|i| i + 100).collect();
+    let pts = gpu.item_points(&emb, DIM).unwrap();
+    let before = gpu.transfers();
+    let got = gpu.kmeans_items(&pts, &ids, &offs, &ks, &seeds, 20).unwrap();
+    let t = gpu.transfers().since(before);
+    let gathered: Vec<f32> = ids.iter().flat_map(|&i| emb[i as usize * DIM..(i as usize + 1) * DIM].iter().copied()).collect();
+    let want = cpu.kmeans(&KmeansBatch { dim: DIM, points: &gathered, offsets: &offs, k: &ks }, &seeds, 20).unwrap();
+    assert_eq!(got.assign, want.assign, "assignments");
+    assert_eq!(got.iterations, want.iterations, "iterations");
+    assert_bits("kmeans_items centroids", &got.centroids, &want.centroids);
+    eprintln!("kmeans_items on {}: {t:?} (points on device: {})", gpu.kind().name(), pts.on_device());
+    // wgpu gathers the rows on the host, then seeds and runs Lloyd on the device from one
+    // packed upload.
+    if pts.on_device() || gpu.kind().name() == "wgpu" {
+        assert_eq!((t.h2d_calls, t.d2h_calls), (1, 1), "{t:?}");
+    }
+    // Ids past the table are refused before any device work.
+    let bad = [0u32, 700];
+    assert!(matches!(
+        gpu.kmeans_items(&pts, &bad, &[0, 2], &[1], &[1], 5),
+        Err(Error::OutOfRange { field: "kmeans point ids", index: 1, value: 700, limit: 700 })
+    ));
+});
 
 /// Both CUDA k-means versions, explicitly (v2 is the default the other tests run): bit-identical
 /// to the CPU at dim 64, where v2's assignment applies, including blocks whose problems own more

@@ -16,7 +16,7 @@
 // contracts nothing), and a candidate's row does not depend on its group or batch neighbours.
 // Both differ from the CPU reference (f64) by f32 rounding: tests/parity/esu.rs's tolerance.
 //
-// v1 — esu_fwd: grid ΣB (one block per candidate), 128 threads, dynamic shared memory
+// v1 — esu_fwd_v1: grid ΣB (one block per candidate), 128 threads, dynamic shared memory
 // 4 * (2*D + K*h + K) bytes (q, pooled, α/p, finalist rows); the host refuses shapes above 48 KiB.
 // Steps: (1) one thread per (finalist, head) pair computes α, reading its d_k key elements from
 // global memory; (2) one warp per head does the softmax with shuffle reductions (fixed order:
@@ -64,7 +64,7 @@ struct EsuParams {
 };
 
 extern "C" __global__ void __launch_bounds__(128)
-esu_fwd(const EsuParams p, const void* __restrict__ p_q, const void* __restrict__ p_k, const void* __restrict__ p_v,
+esu_fwd_v1(const EsuParams p, const void* __restrict__ p_q, const void* __restrict__ p_k, const void* __restrict__ p_v,
         const void* __restrict__ cross_value, const void* __restrict__ w_o, const u32* __restrict__ seq_off,
         const u32* __restrict__ items, const u32* __restrict__ cross, const u32* __restrict__ cand_req,
         const u32* __restrict__ cands, const float* __restrict__ bias, const u32* __restrict__ topk_idx,

@@ -37,7 +37,7 @@
 //       f = fin_offsets[b] + (kept in earlier chunks) + prefix: sel[f] = p, map[p] = f; a dropped
 //       position gets map[p] = 0xFFFFFFFF (NOT_KEPT). Finalists so come out in ascending position.
 //   Cost: O(L_b * K) to O(L_b^2) comparisons per sample (v1: correct first, no sort).
-// gsu_train_map_tail: 1-D grid-stride over the tail (256 threads, grid min(ceil(tail / 256),
+// gsu_train_map_tail_fwd: 1-D grid-stride over the tail (256 threads, grid min(ceil(tail / 256),
 //   32 * SMs)): map[n_long + t] = n_fin + t (short rows and what the caller appends).
 // Neither kernel is launched with nothing to write (n_long = 0, tail = 0). Versions: v1 only.
 
@@ -165,7 +165,7 @@ gsu_train_fwd(const GsuTrainParams P, const float* __restrict__ qbar, const floa
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-gsu_train_map_tail(const GsuTrainTailParams P, u32* __restrict__ map) {
+gsu_train_map_tail_fwd(const GsuTrainTailParams P, u32* __restrict__ map) {
     for (u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x; t < P.n_tail; t += (u64)gridDim.x * blockDim.x) {
         map[(u64)P.n_long + t] = P.n_fin + (u32)t;
     }

@@ -7,7 +7,7 @@
 // assign [N] u32 local centroid index (0..k_p). Every problem has 1 ≤ k_p ≤ n_p
 // (check::kmeans), so no segment is empty and the binary searches below always land.
 //
-// kmeans_assign_fwd: one thread per point, 256 per block, grid ceil(N/256).
+// kmeans_assign_fwd_v1: one thread per point, 256 per block, grid ceil(N/256).
 //   d_j = Σ_t (x_t - c_t)^2 in f32, t in order, with explicit __fsub_rn/__fmul_rn/__fadd_rn;
 //   nearest = first j with the strictly smallest d_j (ties to the lower index). Bit-identical
 //   to the CPU. Centroid reads are warp-uniform (broadcast) when a warp stays in one problem.
@@ -22,7 +22,7 @@
 //   Predicted (H200, N = 10^6, k = 63): 256 MB of points read once + centroids from shared
 //   memory; 4·N·k·64 = 16 GFLOP-equivalent f32 ops (no FMA: --fmad=false) ≈ 0.25-0.5 ms on
 //   CUDA cores, against v1's ~4-15 ms (L1-bound re-reads). Not measured (no GPU lent yet).
-// kmeans_update_fwd: one block per centroid (grid Σk), blockDim a multiple of 32 (host picks
+// kmeans_update_fwd_v1: one block per centroid (grid Σk), blockDim a multiple of 32 (host picks
 //   min(256, round_up(dim, 32))); thread t owns dimension t (loops over dim in blockDim steps).
 //   Each warp scans the problem's assignments 32 at a time with a ballot and adds the members'
 //   coordinates in point order (ascending bits) in f64: deterministic, no float atomics, the
@@ -60,7 +60,7 @@ struct KmeansParams {
 };
 
 extern "C" __global__ void __launch_bounds__(256)
-kmeans_assign_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+kmeans_assign_fwd_v1(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
                   const u32* __restrict__ coffs, const float* __restrict__ centroids, u32* __restrict__ assign,
                   const u32* __restrict__ done) {
     const u32 i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -145,7 +145,7 @@ kmeans_assign_fwd_v2(const KmeansParams p, const float* __restrict__ points, con
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-kmeans_update_fwd(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
+kmeans_update_fwd_v1(const KmeansParams p, const float* __restrict__ points, const u32* __restrict__ offsets,
                   const u32* __restrict__ coffs, const u32* __restrict__ assign, float* __restrict__ centroids,
                   const u32* __restrict__ done) {
     const u32 j = blockIdx.x;  // global centroid row

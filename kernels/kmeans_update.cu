@@ -1,6 +1,6 @@
 // kmeans_update.cu — k-means update v2 (issue 13 item 2; SPEC §4.3): the centroid update of
 // kernels/kmeans.cu's batches, bit-identical to src/backend/cpu/kmeans.rs::update and to
-// kmeans_update_fwd (v1), from a stable counting sort by assignment instead of v1's scan of the
+// kmeans_update_fwd_v1 (v1), from a stable counting sort by assignment instead of v1's scan of the
 // problem's assignments once per centroid. Compiled with --fmad=false like kmeans.cu.
 // KmeansVersion::V2 (the default) runs it with kmeans_assign_fwd_v2; TWIN_KMEANS=v1 (or
 // CudaBackend::set_kmeans_version) runs v1 of both.

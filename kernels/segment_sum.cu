@@ -17,7 +17,7 @@
 //   [map_len] u32 sends to source rows (< N) or skips (0xFFFFFFFF, a long position that is not a
 //   finalist): out[s, c] = Σ src[map[perm[i]], c] over the kept entries, in list order, from 0.
 //   train_rows::check_mapped guarantees perm < map_len, valid offsets, N*W and S*W <= u32::MAX;
-//   the map is written only by gsu_train_fwd / gsu_train_map_tail, so its values are < N or skip.
+//   the map is written only by gsu_train_fwd / gsu_train_map_tail_fwd, so its values are < N or skip.
 // Versions: one each.
 
 #include "common.cuh"

@@ -8,10 +8,10 @@
 //   tiles[3c..3c+3] = (b, first row, end row) — exactly the host's `tiles()` for one group of
 //   all samples. n_slots = min(N, N / CH + B) bounds the tile count; a slot c ≥ toff[B] gets the
 //   empty tile (0, 0, 0), which every attn tile pass treats as no rows of sample 0 (B ≥ 1).
-// attn_tiles_count: one workgroup of 256 invocations, dispatched alone; toff by a running
+// attn_tiles_count_fwd: one workgroup of 256 invocations, dispatched alone; toff by a running
 //   inclusive scan over chunks of 256 samples (Hillis-Steele in workgroup memory): ceil(B/256) * 9
 //   loop trips per invocation (the host keeps B ≤ 2^20, far below llvmpipe's 65,535 in all).
-// attn_tiles_fill: one invocation per tile slot (64 per workgroup, 2-D grid flattened as
+// attn_tiles_fill_fwd: one invocation per tile slot (64 per workgroup, 2-D grid flattened as
 //   wid.x + wid.y * nwg.x); the sample by binary search in toff (the largest b < B with
 //   toff[b] ≤ c: ≤ 21 trips).
 // v1, one version of each. Every element of toff and tiles is written with `=` once.
@@ -24,7 +24,7 @@ struct Params { n_samples: u32, ch: u32, n_slots: u32, pad: u32 }
 var<workgroup> sc: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn attn_tiles_count(@builtin(local_invocation_index) lid: u32) {
+fn attn_tiles_count_fwd(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) { toff[0] = 0u; }
     var carry = 0u;
     for (var base = 0u; base < P.n_samples; base = base + 256u) {
@@ -50,7 +50,7 @@ fn attn_tiles_count(@builtin(local_invocation_index) lid: u32) {
 }
 
 @compute @workgroup_size(64)
-fn attn_tiles_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn attn_tiles_fill_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let c = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (c >= P.n_slots) { return; }

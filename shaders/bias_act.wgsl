@@ -4,8 +4,8 @@
 //   s = x[i, j] + bias[j]; none: s; ReLU: s < 0 ? 0 : s (bit-identical to the CPU);
 //   σ: 1 / (1 + exp(-s)) in f32 (WGSL has no f64; the CPU rounds an f64 σ: within 1e-7 + 1e-5 |σ|).
 // Geometry: 64 invocations per workgroup, one per element; 2-D grid past 65,535 groups.
-// bias_act_fwd_v1: one version (element-wise: its floor is 8 bytes per element). Written with `=`.
-// bias_act_bwd_v1: backward for none / ReLU: dy [m, n] in place (zeroed where ReLU's output
+// bias_act_fwd: one version (element-wise: its floor is 8 bytes per element). Written with `=`.
+// bias_act_bwd: backward for none / ReLU: dy [m, n] in place (zeroed where ReLU's output
 //   y <= 0), db[j] = Σ_i dy[i, j] in row order in f32 (bit-identical to the CPU). One invocation
 //   per column walking the rows (m is a batch, far below llvmpipe's loop cap).
 struct Params { m: u32, n: u32, act: u32, pad0: u32 }
@@ -15,7 +15,7 @@ struct Params { m: u32, n: u32, act: u32, pad0: u32 }
 @group(0) @binding(3) var<storage, read_write> db: array<f32>;
 
 @compute @workgroup_size(64)
-fn bias_act_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn bias_act_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let e = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (e >= P.m * P.n) { return; }
@@ -31,7 +31,7 @@ fn bias_act_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 // Bindings here: x = dy (in place), bias = y (the forward's output), db.
 @compute @workgroup_size(64)
-fn bias_act_bwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn bias_act_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let j = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (j >= P.n) { return; }

@@ -12,7 +12,7 @@
 // Per level, after the host-encoded k-means (kmeans.wgsl: seed, assign, Lloyd rounds):
 // cluster_tree_init_fwd (per item, n = max(N, R + 1)): level 0: work[i] = i, offs = the job's
 //         root offsets, root[r] = r.
-// cluster_tree_prep_fwd (single): k_p = δ(n_p) from the threshold table (2 + #{j : table[j] ≤ n}),
+// cluster_tree_prepare_fwd (single): k_p = δ(n_p) from the threshold table (2 + #{j : table[j] ≤ n}),
 //         coff = exclusive prefix sum of k (coff[P] = Σk), seeds[p] = derive_seed_extend(
 //         streams[root[p]], depth) as (lo, hi) words (rng.rs, SplitMix64's mix on u32 pairs).
 // cluster_tree_gather_fwd (per item, n = N_level · dim): the level's points, pts[i, t] =
@@ -110,7 +110,7 @@ fn cluster_tree_init_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if (i < P.n_prob) { i_meta[P.root_base + i] = i; }
 }
 
-// ---- cluster_tree_prep_fwd -------------------------------------------------------------------
+// ---- cluster_tree_prepare_fwd -------------------------------------------------------------------
 @group(0) @binding(3) var<storage, read_write> k_coff: array<u32>;
 @group(0) @binding(4) var<storage, read> k_root: array<u32>;
 @group(0) @binding(5) var<storage, read> k_streams: array<u32>;
@@ -119,7 +119,7 @@ fn cluster_tree_init_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 var<workgroup> wg_sum: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn cluster_tree_prep_fwd(@builtin(local_invocation_index) lid: u32) {
+fn cluster_tree_prepare_fwd(@builtin(local_invocation_index) lid: u32) {
     let np = P.n_prob;
     let chunk = (np + 255u) / 256u;
     let b = min(lid * chunk, np);

@@ -6,7 +6,7 @@
 //   check::copy_rows bounds every id and dst_col + width <= dst_cols; every tensor holds at most
 //   u32::MAX words, so the u32 index arithmetic cannot wrap.
 // Geometry: 64 invocations per workgroup, one per copied word (i, c); 2-D grid past 65,535 groups.
-// copy_rows_fwd_v1: one version (a copy: its floor is the bytes moved). Written with `=`.
+// copy_rows_fwd: one version (a copy: its floor is the bytes moved). Written with `=`.
 struct Params { n: u32, width: u32, dst_cols: u32, dst_col: u32, has_dst_ids: u32, has_src_ids: u32, src_cols: u32, src_col: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -15,7 +15,7 @@ struct Params { n: u32, width: u32, dst_cols: u32, dst_col: u32, has_dst_ids: u3
 @group(0) @binding(4) var<storage, read> src_ids: array<u32>;
 
 @compute @workgroup_size(64)
-fn copy_rows_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn copy_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let e = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (e >= P.n * P.width) { return; }

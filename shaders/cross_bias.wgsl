@@ -2,11 +2,11 @@
 // Shapes: N behaviours (N = ΣL), h heads, J cross features, C = 8 embedding width,
 //         V stacked cross vocabulary rows.
 // Geometry: 64 invocations per workgroup, one per output element (n, a); 2-D grid.
-// cross_bias_fwd_v1 (inference form): out[n, a] = Σ_j T[rows[n*J + j], a], T = [V, h], summed
+// cross_bias_fwd (inference form): out[n, a] = Σ_j T[rows[n*J + j], a], T = [V, h], summed
 //         in j order in f32.
-// cross_bias_dense_fwd_v1 (training form): out[n, a] = Σ_j β[a,j] (e[n,j,:] · w_c[a,j,:]),
+// cross_bias_dense_fwd (training form): out[n, a] = Σ_j β[a,j] (e[n,j,:] · w_c[a,j,:]),
 //         e = [N, J, C], w_c = [h, J, C], β = [h, J]; dot in c order, then j order, in f32.
-// cross_bias_bwd_v1 (training backward, src/backend/cpu/cross_bias.rs::cross_tables_bwd; CUDA
+// cross_bias_bwd (training backward, src/backend/cpu/cross_bias.rs::cross_tables_bwd; CUDA
 //         twin cross_bias_bwd): V = P.n stacked cross rows, D = P.d; dcb [V, h], dcv [V, D],
 //         e [V, C], w_c [h, J, C], β [h, J], w_vc [J*C, D], offsets [J+1] (feature j owns rows
 //         offsets[j]..offsets[j+1]; checked by check::cross_tables_bwd);
@@ -45,7 +45,7 @@ fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn cross_bias_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn cross_bias_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let e = flat(wid, nwg, lid);
     if (e >= P.n * P.heads) { return; }
@@ -59,7 +59,7 @@ fn cross_bias_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 }
 
 @compute @workgroup_size(64)
-fn cross_bias_dense_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn cross_bias_dense_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let e = flat(wid, nwg, lid);
     if (e >= P.n * P.heads) { return; }
@@ -85,7 +85,7 @@ fn resume(e: u32) -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn cross_bias_bwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn cross_bias_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let e = flat(wid, nwg, lid);
     let H = P.heads;

@@ -3,7 +3,7 @@
 //         stored as t0_t (f16 where the adapter has SHADER_F16, else f32).
 // Geometry: 64 invocations per workgroup, one per output element (n, c); 2-D grid of
 //         workgroups flattened as wid.x + wid.y * nwg.x.
-// gather_fwd_v1: elementwise copy. When a table is larger than one storage binding it is
+// gather_fwd: elementwise copy. When a table is larger than one storage binding it is
 //         bound one row chunk [row_lo, row_hi) at a time; ids outside the chunk are skipped
 //         (the dispatch for their chunk writes them). With sorted ids (split.rs compaction) a
 //         dispatch covers only ids[base .. base + n], the ids inside its chunk.
@@ -14,7 +14,7 @@ struct Params { n: u32, cols: u32, row_lo: u32, row_hi: u32, base: u32, pad0: u3
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64)
-fn gather_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn gather_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let e = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (e >= P.n * P.cols) { return; }

@@ -17,7 +17,7 @@
 //     without: score = dot q_scale;  → scores[p].
 //   p ≥ n_long: rowmap[p] = n_fin + (p - n_long) (the tail after the finalists).
 //   H + J h + log2 B loop trips per invocation.
-// gsu_train_select: one workgroup of 256 invocations per sample (reads the scores the previous
+// gsu_train_select_fwd: one workgroup of 256 invocations per sample (reads the scores the previous
 //   dispatch wrote). L_b ≤ K: every position is a finalist. Else the K-th best (key, position)
 //   pair, larger first (key = the score as an order-preserving u32, -0 folded into +0: SPEC's
 //   order, a tie to the larger position), by radix select: 4 passes of 8 bits over the keys, then
@@ -148,7 +148,7 @@ fn radix_pass(lid: u32, lo: u32, len: u32, ties: bool, tkey: u32, prefix: u32, m
 }
 
 @compute @workgroup_size(256)
-fn gsu_train_select(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn gsu_train_select_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let b = wid.x + wid.y * nwg.x;
     if (b >= P.n_samples) { return; }

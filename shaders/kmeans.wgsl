@@ -10,7 +10,7 @@
 // The centroid update (v1 and v2, bit-identical to the CPU: members summed in point order in
 //         f64 emulated on binary64 bit patterns) is in kmeans_update.wgsl, with its own header;
 //         it reads these buffers and the `state` done flags below.
-// kmeans_converge_fwd_v1: one invocation per problem, after an update + assign round: a problem
+// kmeans_converge_fwd: one invocation per problem, after an update + assign round: a problem
 //         not yet done counts the round and is done when none of its assignments changed
 //         (compared point by point with the previous round's `old`). The Lloyd loop then runs
 //         on the device without the host.
@@ -86,7 +86,7 @@ fn kmeans_assign_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
 }
 
 @compute @workgroup_size(64)
-fn kmeans_converge_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn kmeans_converge_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let q = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (q >= P.n_prob) { return; }

@@ -6,7 +6,7 @@
 // (f32)(sum / count) is an exact long division rounded to binary64, then to binary32
 // (`dmean_f32`); these helpers are in emu64.wgsl, which the host appends to this source.
 // KmeansVersion::V2 (the default) runs v2; TWIN_KMEANS=v1 runs v1. The WGSL twin of
-// kernels/kmeans_update.cu (v2) and of kmeans.cu's kmeans_update_fwd (v1).
+// kernels/kmeans_update.cu (v2) and of kmeans.cu's kmeans_update_fwd_v1 (v1).
 //
 // Shapes (as kmeans.wgsl): points [N, dim] f32 problem by problem, offsets [P + 1], coff [P + 1]
 // (prefix sums of k, ending at Σk), assign [N] u32 local centroid index, cents [Σk, dim] f32 (the

@@ -2,9 +2,9 @@
 // src/backend/cpu/optim.rs (same operations in the same order). WGSL promises no correctly
 // rounded division or square root, so results agree with the CPU to a few ulp, not bit for bit.
 // Geometry: 64 invocations per workgroup, one per element; 2-D grid past 65,535 groups.
-// optim_adam_fwd_v1: w, g, m, v [n]: m = β1 m + (1-β1) g; v = β2 v + ((1-β2) g) g;
+// optim_adam_fwd: w, g, m, v [n]: m = β1 m + (1-β1) g; v = β2 v + ((1-β2) g) g;
 //   w -= (lr (m / bc1)) / (sqrt(v / bc2) + ε).
-// optim_adagrad_fwd_v1: w, acc [R, cols], rows [n_rows] distinct (bound at the staged offset),
+// optim_adagrad_fwd: w, acc [R, cols], rows [n_rows] distinct (bound at the staged offset),
 //   g [n_rows, cols]: a = acc + g²; w -= (lr g) / (sqrt(a) + ε). Written with `=` per element.
 struct Params { n: u32, cols: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, bc1: f32, bc2: f32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -15,7 +15,7 @@ struct Params { n: u32, cols: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, bc
 @group(0) @binding(5) var<storage, read> rows: array<u32>;
 
 @compute @workgroup_size(64)
-fn optim_adam_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn optim_adam_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (i >= P.n) { return; }
@@ -31,7 +31,7 @@ fn optim_adam_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
 // n = rows * cols here; s1 is the accumulator, s2 unused.
 @compute @workgroup_size(64)
-fn optim_adagrad_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn optim_adagrad_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let e = (wid.x + wid.y * nwg.x) * 64u + lid;
     if (e >= P.n) { return; }

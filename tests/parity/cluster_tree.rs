@@ -243,7 +243,7 @@ fn kmeans_tree_cuda_versions() {
                 if label == "cuda-emu" {
                     let ran = be.launched_kernels();
                     assert_eq!(ran.contains(&"kmeans_update_fwd_v2"), v == KmeansVersion::V2, "{what}: update v2 ran: {ran:?}");
-                    assert_eq!(ran.contains(&"kmeans_update_fwd"), v == KmeansVersion::V1, "{what}: update v1 ran: {ran:?}");
+                    assert_eq!(ran.contains(&"kmeans_update_fwd_v1"), v == KmeansVersion::V1, "{what}: update v1 ran: {ran:?}");
                 }
                 eprintln!("kmeans_tree {what}: {:?}", got.stats);
             }

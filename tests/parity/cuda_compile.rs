@@ -34,7 +34,7 @@ mod with_cuda {
             ("gemm", &["gemm_fwd_nn", "gemm_fwd_nt", "gemm_fwd_tn", "gemm_combine_fwd"][..]),
             ("bce", &["bce_fwd", "bce_mean_fwd"][..]),
             ("cross_bias", &["cross_bias_fwd", "cross_bias_dense_fwd", "cross_bias_bwd", "cross_tables_fwd"][..]),
-            ("gsu_train", &["gsu_train_fwd", "gsu_train_map_tail"][..]),
+            ("gsu_train", &["gsu_train_fwd", "gsu_train_map_tail_fwd"][..]),
             ("twin_rows", &["twin_rows_fwd", "twin_rows_value_fwd"][..]),
         ] {
             let src = KERNEL_SOURCES.iter().find(|s| s.stem == stem).unwrap_or_else(|| panic!("kernels/{stem}.cu not in KERNEL_SOURCES"));

@@ -131,7 +131,7 @@ fn kmeans_update_v2_bit_identical() {
                     "kmeans_update_fwd_v2_scatter",
                     "kmeans_update_fwd_v2",
                     "kmeans_update_fwd_v2_big",
-                    "kmeans_update_fwd",
+                    "kmeans_update_fwd_v1",
                 ] {
                     assert!(ran.contains(&k), "{k} never ran");
                 }

@@ -221,7 +221,7 @@ pub(crate) fn tree(be: &CudaBackend, emb: &Buf<u32>, dim: usize, job: &TreeJob) 
         let mut b = be.launcher("cluster_tree_count_fwd");
         b.arg(&lp).arg(&cur.offs).arg(&coffs).arg(&assign).arg(&parts.cnt).arg(&parts.cidx).arg(&parts.cbase).arg(&prob);
         // SAFETY: kernel (TreeLevelParams, offsets [P+1], coffs [P+1], assign [N_d] (each < k of
-        // its problem, from kmeans_assign_fwd), cnt/cidx/cbase [Σk] (capacity ≥ Σk = total_k),
+        // its problem, from kmeans_assign_fwd_v1), cnt/cidx/cbase [Σk] (capacity ≥ Σk = total_k),
         // prob [5, stride] with P ≤ stride); warp p writes only its centroids' entries and column p.
         unsafe { b.launch(warp_cfg(np)) }.map_err(device_err("kmeans tree count launch"))?;
 

@@ -282,7 +282,7 @@ pub(crate) fn launch(
         pad: 0,
     };
     let cfg = LaunchConfig { grid_dim: (p.n_cand, 1, 1), block_dim: (ESU_THREADS, 1, 1), shared_mem_bytes: plan.smem as u32 };
-    let mut b = be.launcher("esu_fwd");
+    let mut b = be.launcher("esu_fwd_v1");
     b.arg(&p)
         .arg(&q.ptr)
         .arg(&kt.ptr)

@@ -79,7 +79,7 @@ fn launch_assign<D: PushArg>(be: &CudaBackend, d: &DevProblems, centroids: &Buf<
     let cfg = LaunchConfig { grid_dim: (d.p.n_points.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // v2 reads each point as 16 float4: it needs dim 64 and 16-byte aligned rows.
     let v2 = be.kmeans_version() == KmeansVersion::V2 && d.p.dim == 64 && d.points.addr() % 16 == 0;
-    let mut b = be.launcher(if v2 { "kmeans_assign_fwd_v2" } else { "kmeans_assign_fwd" });
+    let mut b = be.launcher(if v2 { "kmeans_assign_fwd_v2" } else { "kmeans_assign_fwd_v1" });
     b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(centroids).arg(assign).arg(done);
     // SAFETY: kernel (KmeansParams, points [N*dim], offsets [P+1], coffs [P+1], centroids
     // [Σk*dim], assign [N], done [P]); check::kmeans guarantees 1 ≤ k_p ≤ n_p and offsets ending
@@ -106,10 +106,10 @@ fn launch_update<D: PushArg>(
     }
     let threads = (d.p.dim.div_ceil(32) * 32).clamp(32, 256);
     let cfg = LaunchConfig { grid_dim: (d.p.total_k, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
-    let mut b = be.launcher("kmeans_update_fwd");
+    let mut b = be.launcher("kmeans_update_fwd_v1");
     b.arg(&d.p).arg(&d.points).arg(&d.offsets).arg(&d.coffs).arg(assign).arg(centroids).arg(done);
     // SAFETY: kernel (KmeansParams, points, offsets, coffs, assign [N] (each < k of its problem,
-    // check::assignments or produced by kmeans_assign_fwd), centroids [Σk*dim] updated in place,
+    // check::assignments or produced by kmeans_assign_fwd_v1), centroids [Σk*dim] updated in place,
     // done [P] (a done problem's blocks leave before any ballot));
     // blockDim is a multiple of 32 as the ballots require; block j touches only centroid row j.
     unsafe { b.launch(cfg) }.map_err(device_err("kmeans update launch"))?;

@@ -89,15 +89,15 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gsu_topk_fwd_v3_f32",
         ],
     },
-    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd", "esu_fwd_v2"] },
+    KernelSource { stem: "esu", source: include_str!("../../../kernels/esu.cu"), fmad: true, functions: &["esu_fwd_v1", "esu_fwd_v2"] },
     KernelSource {
         stem: "kmeans",
         source: include_str!("../../../kernels/kmeans.cu"),
         fmad: false,
         functions: &[
-            "kmeans_assign_fwd",
+            "kmeans_assign_fwd_v1",
             "kmeans_assign_fwd_v2",
-            "kmeans_update_fwd",
+            "kmeans_update_fwd_v1",
             "kmeans_changed_fwd",
             "kmeans_converge_fwd",
             "kmeans_seed_fwd",
@@ -153,7 +153,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         stem: "gsu_train",
         source: include_str!("../../../kernels/gsu_train.cu"),
         fmad: false,
-        functions: &["gsu_train_fwd", "gsu_train_map_tail"],
+        functions: &["gsu_train_fwd", "gsu_train_map_tail_fwd"],
     },
     KernelSource {
         stem: "twin_rows",

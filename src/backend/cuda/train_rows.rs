@@ -1,7 +1,7 @@
 //! Host side of the training step's sequence ops on device tensors (math in `cpu::cross_bias`,
 //! `cpu::gsu_train`, `cpu::twin_rows`, `cpu::segment_sum::segment_sum_mapped`):
 //! `cross_tables_fwd` and `cross_bias_bwd` (kernels/cross_bias.cu), `gsu_train_fwd` and
-//! `gsu_train_map_tail` (kernels/gsu_train.cu), `twin_rows_fwd` and `twin_rows_value_fwd`
+//! `gsu_train_map_tail_fwd` (kernels/gsu_train.cu), `twin_rows_fwd` and `twin_rows_value_fwd`
 //! (kernels/twin_rows.cu), `segment_sum_mapped_fwd` (kernels/segment_sum.cu). Inputs are device
 //! tensors and staged sections, outputs new pooled tensors (or `v` in place): launches only, no
 //! copy between host and device. The `DeviceOps` checks ran before any of these.
@@ -138,7 +138,7 @@ pub(crate) fn cross_tables_bwd(
     Ok(g)
 }
 
-/// `gsu_train_fwd` (one block per sample) and `gsu_train_map_tail`: scores, finalists, row map.
+/// `gsu_train_fwd` (one block per sample) and `gsu_train_map_tail_fwd`: scores, finalists, row map.
 pub(crate) fn gsu_train(be: &CudaBackend, x: &GsuTrainIn<'_>, slot: &TwinRowsSlot, staged: &Staged) -> Result<GsuTrainOut> {
     let (n_long, n_fin, map_len) = (slot.n_long, slot.n_fin, slot.map_len());
     let out = GsuTrainOut {
@@ -194,12 +194,12 @@ pub(crate) fn gsu_train(be: &CudaBackend, x: &GsuTrainIn<'_>, slot: &TwinRowsSlo
             n_tail: u32_of("map tail", tail)?,
             pad0: 0,
         };
-        let mut b = be.launcher("gsu_train_map_tail");
+        let mut b = be.launcher("gsu_train_map_tail_fwd");
         b.arg(&p).arg(map);
         // SAFETY: kernel (GsuTrainTailParams, map [map_len]); it writes map[n_long + t] for
         // t < map_len - n_long, inside the tensor; n_fin + t < map_rows <= u32::MAX / 2
         // (Staging::twin_rows).
-        unsafe { b.launch(be.grid_1d(tail as u64)) }.map_err(device_err("gsu_train_map_tail launch"))?;
+        unsafe { b.launch(be.grid_1d(tail as u64)) }.map_err(device_err("gsu_train_map_tail_fwd launch"))?;
     }
     Ok(out)
 }

@@ -27,7 +27,7 @@ const CHMAX: usize = 1024;
 const TILES_SRC: &str = include_str!("../../../shaders/attn_tiles.wgsl");
 /// offsets (read, the staged section); toff, tiles (read-write).
 const TILES_BINDS: &[B] = &[B::R, B::W, B::W];
-/// Samples the tensor forms take on the device (`attn_tiles_count` walks them in one workgroup).
+/// Samples the tensor forms take on the device (`attn_tiles_count_fwd` walks them in one workgroup).
 const DEV_MAX_SAMPLES: usize = 1 << 20;
 
 /// Mirrors `Params` in shaders/attn_tiles.wgsl.
@@ -263,10 +263,10 @@ fn encode_tiles(
         size: wgpu::BufferSize::new((offs.range.len() * 4) as u64),
     };
     let binds = [ob, toff.as_entire_buffer_binding(), tiles.as_entire_buffer_binding()];
-    let count = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_count", 0, TILES_BINDS)?;
+    let count = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_count_fwd", 0, TILES_BINDS)?;
     be.dispatch_bound(enc, &count, &p, &binds, (1, 1));
     if slots > 0 {
-        let fill = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_fill", 0, TILES_BINDS)?;
+        let fill = be.pipe("attn_tiles", TILES_SRC, "attn_tiles_fill_fwd", 0, TILES_BINDS)?;
         be.dispatch_bound(enc, &fill, &p, &binds, grid(slots.div_ceil(64) as u64));
     }
     Ok((tiles, toff))

@@ -27,7 +27,7 @@ impl WgpuBackend {
         self.scoped("bias_act_bwd", || {
             let db = self.pooled_output("bias grad", dy.cols);
             if dy.cols > 0 {
-                let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_bwd_v1", 0, &[B::W, B::R, B::W])?;
+                let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_bwd", 0, &[B::W, B::R, B::W])?;
                 let pu = self.uniform(&BiasParams { m: dy.rows as u32, n: dy.cols as u32, act: act.code(), pad0: 0 });
                 let mut enc = self.encoder();
                 self.dispatch(&mut enc, &pipe, &pu, &[db_buf, yb, &db], grid((dy.cols as u64).div_ceil(64)));
@@ -46,7 +46,7 @@ impl WgpuBackend {
         }
         let (xb, bb) = (self.mem(x)?, self.mem(bias)?);
         self.scoped("bias_act", || {
-            let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_fwd_v1", 0, BIAS_BINDS)?;
+            let pipe = self.pipe("bias_act", BIAS_SRC, "bias_act_fwd", 0, BIAS_BINDS)?;
             let pu = self.uniform(&BiasParams { m: x.rows as u32, n: x.cols as u32, act: act.code(), pad0: 0 });
             let mut enc = self.encoder();
             self.dispatch(&mut enc, &pipe, &pu, &[xb, bb], grid((x.len() as u64).div_ceil(64)));

@@ -289,7 +289,7 @@ fn encode_level(
 
     // δ, centroid offsets, seeds; the level's points.
     let binds = [table.clone(), offs.clone(), whole(&b.coff), b.roots(cur), b.sec(b.streams), whole(&b.seeds)];
-    be.dispatch_bound(enc, &*pipe("cluster_tree_prep_fwd", PREP_BINDS)?, &with_n(np), &binds, (1, 1));
+    be.dispatch_bound(enc, &*pipe("cluster_tree_prepare_fwd", PREP_BINDS)?, &with_n(np), &binds, (1, 1));
     let binds = [emb.as_entire_buffer_binding(), b.sec(b.ids), whole(&b.work[cur]), whole(&b.points)];
     let items = nl * dim;
     be.dispatch_bound(enc, &*pipe("cluster_tree_gather_fwd", GATHER_BINDS)?, &with_n(items), &binds, grid((items as u64).div_ceil(64)));

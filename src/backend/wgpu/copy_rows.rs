@@ -65,7 +65,7 @@ impl WgpuBackend {
             src_col: sc.start as u32,
         };
         self.scoped("copy_rows", || {
-            let pipe = self.pipe("copy_rows", COPY_SRC, "copy_rows_fwd_v1", 0, COPY_BINDS)?;
+            let pipe = self.pipe("copy_rows", COPY_SRC, "copy_rows_fwd", 0, COPY_BINDS)?;
             let pu = self.uniform(&p);
             let mut enc = self.encoder();
             let binds = [db.as_entire_buffer_binding(), ids(dst_rows), sb.as_entire_buffer_binding(), ids(src_rows)];

@@ -52,7 +52,7 @@ pub(crate) fn encode_gather_sum(
     let wt = be.table(t)?;
     // The bias table is [V, h] f32 with V in the tens: always one chunk.
     let tab = be.whole(t.name, wt, t.rows, t.cols, 4)?;
-    let pipe = be.pipe("cross_bias", SRC, "cross_bias_fwd_v1", 0, BINDS)?;
+    let pipe = be.pipe("cross_bias", SRC, "cross_bias_fwd", 0, BINDS)?;
     let p = be.uniform(&Params::fwd(n, t.cols, n_cross, 0));
     be.dispatch(enc, &pipe, &p, &[tab, rows, tab, out], grid(((n * t.cols) as u64).div_ceil(64)));
     Ok(())
@@ -93,7 +93,7 @@ pub(crate) fn dense(be: &WgpuBackend, e: &[f32], w_c: &[f32], beta: &[f32], d: C
     let row = ((per.max(d.heads)) * 4) as u64;
     let groups = split_by(n, be.max_binding(), |_| row);
     be.scoped("cross_bias_dense", || {
-        let pipe = be.pipe("cross_bias", SRC, "cross_bias_dense_fwd_v1", 0, BINDS)?;
+        let pipe = be.pipe("cross_bias", SRC, "cross_bias_dense_fwd", 0, BINDS)?;
         let wb = be.upload("w_c", &w_c.iter().map(|x| x.to_bits()).collect::<Vec<u32>>());
         let bb = be.upload("beta", beta);
         let mut enc = be.encoder();
@@ -111,7 +111,7 @@ pub(crate) fn dense(be: &WgpuBackend, e: &[f32], w_c: &[f32], beta: &[f32], d: C
     })
 }
 
-/// `cross_bias_bwd_v1`: one invocation per element of `[dE | dw_c | dβ | dW^{vc}]` (one packed
+/// `cross_bias_bwd`: one invocation per element of `[dE | dw_c | dβ | dW^{vc}]` (one packed
 /// output, one download), split here. Each element's sum runs over at most `S` steps per pass
 /// (a dβ step costs C + 1 loop trips), passes in step order; every input binds whole (the
 /// tables are tiny: V = 74 in training) and one over the binding limit is `Error::TooLarge`.
@@ -146,7 +146,7 @@ pub(crate) fn cross_tables_bwd(be: &WgpuBackend, x: CrossBwdIn<'_>) -> Result<Cr
     let longest = (0..jn).map(|j| (x.offsets[j + 1] - x.offsets[j]) as usize).max().unwrap_or(0).max(d + h);
     let passes = longest.div_ceil(steps).max(1);
     let g = be.scoped("cross_tables_bwd", || {
-        let pipe = be.pipe("cross_bias", SRC, "cross_bias_bwd_v1", 0, BINDS_BWD)?;
+        let pipe = be.pipe("cross_bias", SRC, "cross_bias_bwd", 0, BINDS_BWD)?;
         let dcb = be.upload("dcb", x.dcb);
         let offs = be.upload("offsets", x.offsets);
         let dcv = be.upload("dcv", x.dcv);

@@ -29,7 +29,7 @@ pub(crate) fn encode(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     let wt = be.table(t)?;
-    let pipe = be.pipe("gather", SRC, "gather_fwd_v1", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
+    let pipe = be.pipe("gather", SRC, "gather_fwd", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
     let elems = (n * t.cols) as u64;
     for (ci, chunk) in wt.chunks.iter().enumerate() {
         let lo = ci * wt.rows_per_chunk;
@@ -51,7 +51,7 @@ pub(crate) fn encode_sorted(
     out: &wgpu::Buffer,
 ) -> Result<()> {
     let wt = be.table(t)?;
-    let pipe = be.pipe("gather", SRC, "gather_fwd_v1", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
+    let pipe = be.pipe("gather", SRC, "gather_fwd", WgpuBackend::f16_flag(wt, F_T0_F16), BINDS)?;
     for (ci, chunk) in wt.chunks.iter().enumerate() {
         let lo = ci * wt.rows_per_chunk;
         let hi = (lo + wt.rows_per_chunk).min(t.rows);

@@ -2,7 +2,7 @@
 //! and update (v2 by default: a counting sort by assignment, then per-centroid sums; v1 with
 //! `TWIN_KMEANS=v1`; both bit-identical to the CPU); `lloyd` keeps the points,
 //! centroids, assignments and convergence state on the device and runs every round without the
-//! host (`kmeans_converge_fwd_v1`), then reads assignments, centroids and iteration counts back
+//! host (`kmeans_converge_fwd`), then reads assignments, centroids and iteration counts back
 //! in one download. Each group of problems travels in one packed upload; `Init::Seed` seeds on
 //! the device from the resident points (kmeans_seed.rs), so a whole `kmeans` call is one upload
 //! and one download. A group can also be built over buffers that earlier kernels wrote
@@ -412,7 +412,7 @@ pub(super) fn encode_lloyd(
 ) -> Result<()> {
     encode_assign(be, enc, g, run.c[0], run.a[0], run.state, spare)?;
     let update = Updater::new(be, enc, g, spare)?;
-    let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd_v1", 0, BINDS)?;
+    let converge = be.pipe("kmeans", SRC, "kmeans_converge_fwd", 0, BINDS)?;
     for it in 0..max_iter as usize {
         let cur = it % 2;
         let (c, a) = (run.c, run.a);

@@ -24,7 +24,7 @@ pub(crate) fn encode(
     heads: usize,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    let pipe = be.pipe("log_size_bias", SRC, "log_size_bias_fwd_v1", 0, BINDS)?;
+    let pipe = be.pipe("log_size_bias", SRC, "log_size_bias_fwd", 0, BINDS)?;
     let p = be.uniform(&Params { n: n as u32, heads: heads as u32, pad0: 0, pad1: 0 });
     be.dispatch(enc, &pipe, &p, &[bias, sizes, out], grid(((n * heads) as u64).div_ceil(64)));
     Ok(())

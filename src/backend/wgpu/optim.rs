@@ -35,7 +35,7 @@ impl WgpuBackend {
         let (wb, gb, mb, vb) = (self.mem(w)?, self.mem(g)?, self.mem(m)?, self.mem(v)?);
         let spare = self.zeroed("unused rows", 4);
         self.scoped("adam", || {
-            let pipe = self.pipe("optim", OPTIM_SRC, "optim_adam_fwd_v1", 0, OPTIM_BINDS)?;
+            let pipe = self.pipe("optim", OPTIM_SRC, "optim_adam_fwd", 0, OPTIM_BINDS)?;
             let pu = self.uniform(&OptimParams {
                 n: w.len() as u32,
                 cols: 1,
@@ -75,7 +75,7 @@ impl WgpuBackend {
         let spare = self.zeroed("unused s2", 4);
         let (off, len) = bytes(&rows.range);
         self.scoped("adagrad", || {
-            let pipe = self.pipe("optim", OPTIM_SRC, "optim_adagrad_fwd_v1", 0, OPTIM_BINDS)?;
+            let pipe = self.pipe("optim", OPTIM_SRC, "optim_adagrad_fwd", 0, OPTIM_BINDS)?;
             let n = rows.len() * w.cols;
             let pu = self.uniform(&OptimParams { n: n as u32, cols: w.cols as u32, lr, beta1: 0.0, beta2: 0.0, eps, bc1: 1.0, bc2: 1.0 });
             let mut enc = self.encoder();

@@ -1,10 +1,10 @@
 //! The training step's sequence ops on device tensors (math in `cpu::gsu_train`,
 //! `cpu::twin_rows`, `cpu::cross_bias` and `cpu::segment_sum::segment_sum_mapped`):
 //!
-//! - `cross_tables_fwd` / `cross_bias_bwd_v1` (shaders/cross_bias.wgsl): the cross tables and
+//! - `cross_tables_fwd` / `cross_bias_bwd` (shaders/cross_bias.wgsl): the cross tables and
 //!   their gradients, each computed into one packed buffer, then copied on the device into the
 //!   result tensors.
-//! - `gsu_train_fwd` + `gsu_train_select` (shaders/gsu_train.wgsl): scores and row-map tail, then
+//! - `gsu_train_fwd` + `gsu_train_select_fwd` (shaders/gsu_train.wgsl): scores and row-map tail, then
 //!   the per-sample top-K and compaction (finalists, row map).
 //! - `twin_rows_fwd`, `twin_rows_value_fwd` (shaders/twin_rows.wgsl): the attention rows.
 //! - `segment_sum_mapped_fwd` (shaders/segment_sum.wgsl): segment sums through the row map, in
@@ -33,7 +33,7 @@ const ROWS_SRC: &str = include_str!("../../../shaders/twin_rows.wgsl");
 const ROWS_BINDS: &[B] = &[B::R, B::R, B::R, B::R, B::R, B::R, B::R, B::W, B::W];
 /// src, perm, offsets (read), out (read-write), row map (read).
 const MAPPED_BINDS: &[B] = &[B::R, B::R, B::R, B::W, B::R];
-/// Long positions `gsu_train_select` takes on the device: one workgroup walks a sample in about
+/// Long positions `gsu_train_select_fwd` takes on the device: one workgroup walks a sample in about
 /// 17 loop trips per 256 positions, within llvmpipe's 65,535 per invocation.
 const GSU_MAX_LONG: usize = 900_000;
 
@@ -178,7 +178,7 @@ impl WgpuBackend {
             let out = self.pooled_output("cross grads", total);
             let mut enc = self.encoder();
             if total > 0 {
-                let pipe = self.pipe("cross_bias", cross_bias::SRC, "cross_bias_bwd_v1", 0, cross_bias::BINDS_BWD)?;
+                let pipe = self.pipe("cross_bias", cross_bias::SRC, "cross_bias_bwd", 0, cross_bias::BINDS_BWD)?;
                 for pass in 0..passes {
                     let pu = self.uniform(&cross_bias::Params::bwd(&lay, pass * steps, (pass + 1) * steps));
                     let binds = [
@@ -263,7 +263,7 @@ impl WgpuBackend {
                 self.dispatch(&mut enc, &pipe, &pu, &bufs, grid((map_len as u64).div_ceil(64)));
             }
             if n_long > 0 {
-                let pipe = self.pipe("gsu_train", GSU_SRC, "gsu_train_select", 0, GSU_BINDS)?;
+                let pipe = self.pipe("gsu_train", GSU_SRC, "gsu_train_select_fwd", 0, GSU_BINDS)?;
                 self.dispatch(&mut enc, &pipe, &pu, &bufs, grid(b_n as u64));
             }
             self.queue.submit([enc.finish()]);

@@ -12,7 +12,7 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 pub struct Case {
     pub heads: usize,
@@ -93,24 +93,21 @@ fn check_fwd(what: &str, got: &AttnOut, want: &AttnOut) {
     assert_close(&format!("{what} pooled"), &got.pooled, &want.pooled, |_| 1e-5, 1e-4);
 }
 
-#[test]
-fn attn_fwd_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        for (hi, &(h, dk)) in HEADS_DK.iter().enumerate() {
-            for (si, rows) in shapes().into_iter().enumerate() {
-                let c = case(&rows, h, dk, 100 + (hi * 10 + si) as u64);
-                let what = format!("attn_fwd h{h} dk{dk} B{}", rows.len());
-                check_fwd(&what, &c.fwd(&*gpu), &c.fwd(&*cpu));
-            }
+parity_test!(attn_fwd_matches_cpu, |gpu, cpu| {
+    for (hi, &(h, dk)) in HEADS_DK.iter().enumerate() {
+        for (si, rows) in shapes().into_iter().enumerate() {
+            let c = case(&rows, h, dk, 100 + (hi * 10 + si) as u64);
+            let what = format!("attn_fwd h{h} dk{dk} B{}", rows.len());
+            check_fwd(&what, &c.fwd(&*gpu), &c.fwd(&*cpu));
         }
-        for (h, dk) in [(4, 32), (1, 8)] {
-            for (si, rows) in long_shapes().into_iter().enumerate() {
-                let c = case(&rows, h, dk, 200 + si as u64);
-                check_fwd(&format!("attn_fwd long h{h} dk{dk} B{}", rows.len()), &c.fwd(&*gpu), &c.fwd(&*cpu));
-            }
+    }
+    for (h, dk) in [(4, 32), (1, 8)] {
+        for (si, rows) in long_shapes().into_iter().enumerate() {
+            let c = case(&rows, h, dk, 200 + si as u64);
+            check_fwd(&format!("attn_fwd long h{h} dk{dk} B{}", rows.len()), &c.fwd(&*gpu), &c.fwd(&*cpu));
         }
-    });
-}
+    }
+});
 
 fn check_bwd(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, c: &Case) {
     // Both backends get the reference's p, so only the backward differs.
@@ -124,38 +121,32 @@ fn check_bwd(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, c: &Case) {
     assert_close(&format!("{what} dbias"), &got.dbias, &want.dbias, |_| atol, rtol);
 }
 
-#[test]
-fn attn_bwd_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        for (hi, &(h, dk)) in HEADS_DK.iter().enumerate() {
-            for (si, rows) in shapes().into_iter().enumerate() {
-                let c = case(&rows, h, dk, 300 + (hi * 10 + si) as u64);
-                check_bwd(&format!("attn_bwd h{h} dk{dk} B{}", rows.len()), &*gpu, &*cpu, &c);
-            }
+parity_test!(attn_bwd_matches_cpu, |gpu, cpu| {
+    for (hi, &(h, dk)) in HEADS_DK.iter().enumerate() {
+        for (si, rows) in shapes().into_iter().enumerate() {
+            let c = case(&rows, h, dk, 300 + (hi * 10 + si) as u64);
+            check_bwd(&format!("attn_bwd h{h} dk{dk} B{}", rows.len()), &*gpu, &*cpu, &c);
         }
-        if keep_len(100_006) {
-            let c = case(&[3, 100_003, 0], 4, 32, 400);
-            check_bwd("attn_bwd long", &*gpu, &*cpu, &c);
-        }
-    });
-}
+    }
+    if keep_len(100_006) {
+        let c = case(&[3, 100_003, 0], 4, 32, 400);
+        check_bwd("attn_bwd long", &*gpu, &*cpu, &c);
+    }
+});
 
-/// The same call twice gives the same bits (fixed-order reductions, no atomics), and a sample's
-/// result does not depend on the other samples of the batch.
-#[test]
-fn attn_is_deterministic() {
-    for_each_backend!(|gpu, cpu| {
-        for be in [&gpu, &cpu] {
-            let c = case(&[1, 0, 97, 1025, 5000], 4, 32, 500);
-            let (a, b) = (c.fwd(&**be), c.fwd(&**be));
-            assert_eq!(bits(&a.p), bits(&b.p), "p differs run to run");
-            assert_eq!(bits(&a.pooled), bits(&b.pooled), "pooled differs run to run");
-            let g1 = be.attn_bwd(4, c.saved(&a.p), &c.dpooled).unwrap();
-            let g2 = be.attn_bwd(4, c.saved(&a.p), &c.dpooled).unwrap();
-            assert_eq!(g1, g2, "attn_bwd differs run to run");
-        }
-    });
-}
+// The same call twice gives the same bits (fixed-order reductions, no atomics), and a sample's
+// result does not depend on the other samples of the batch.
+parity_test!(attn_is_deterministic, |gpu, cpu| {
+    for be in [&gpu, &cpu] {
+        let c = case(&[1, 0, 97, 1025, 5000], 4, 32, 500);
+        let (a, b) = (c.fwd(&**be), c.fwd(&**be));
+        assert_eq!(bits(&a.p), bits(&b.p), "p differs run to run");
+        assert_eq!(bits(&a.pooled), bits(&b.pooled), "pooled differs run to run");
+        let g1 = be.attn_bwd(4, c.saved(&a.p), &c.dpooled).unwrap();
+        let g2 = be.attn_bwd(4, c.saved(&a.p), &c.dpooled).unwrap();
+        assert_eq!(g1, g2, "attn_bwd differs run to run");
+    }
+});
 
 /// wgpu with a 64 KiB storage-binding cap: samples are processed in groups; the results match the
 /// unsplit backend bit for bit, and a sample larger than one binding is a typed error.
@@ -220,59 +211,50 @@ pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// The tensor forms (`attn_fwd_dev`, `attn_bwd_dev`: operands resident, offsets staged) run the
-/// same kernels as the slice forms tested above, so they must give the slice forms' results bit
-/// for bit: ragged samples (empty ones included) at B = 1, 3, 97.
-#[test]
-fn attn_on_tensors_equals_the_slice_forms() {
+// The tensor forms (`attn_fwd_dev`, `attn_bwd_dev`: operands resident, offsets staged) run the
+// same kernels as the slice forms tested above, so they must give the slice forms' results bit
+// for bit: ragged samples (empty ones included) at B = 1, 3, 97.
+parity_test!(attn_on_tensors_equals_the_slice_forms, |gpu, _cpu| {
     use twin_engine::backend::{f32s, Staging};
-    for_each_backend!(|gpu, _cpu| {
-        for (ci, lens) in [vec![1usize], vec![0, 5, 130], (0..97).map(|i| (i * 7) % 23).collect::<Vec<_>>()].iter().enumerate() {
-            let mut rng = twin_engine::rng::SplitMix64::new(130 + ci as u64);
-            let (b, n) = (lens.len(), lens.iter().sum::<usize>());
-            let mut offs = vec![0u32];
-            for l in lens {
-                offs.push(offs[offs.len() - 1] + *l as u32);
-            }
-            let (q, k, v) = (randn(&mut rng, b * D, 1.0), randn(&mut rng, n * D, 1.0), randn(&mut rng, n * D, 1.0));
-            let bias = randn(&mut rng, n * H, 0.5);
-            let dpooled = randn(&mut rng, b * D, 0.1);
-            let want = gpu.attn_fwd(H, &q, &k, &v, &bias, &offs).unwrap();
-            let saved = twin_engine::backend::AttnSaved { q: &q, k: &k, v: &v, bias: &bias, offsets: &offs, p: &want.p };
-            let want_g = gpu.attn_bwd(H, saved, &dpooled).unwrap();
-
-            let mut st = Staging::new();
-            let os = st.offsets("offsets", &offs).unwrap();
-            let staged = gpu.upload_staging(st).unwrap();
-            let t = |name, r, c, x: &[f32]| gpu.tensor_f32(name, r, c, x).unwrap();
-            let (qt, kt, vt, bt) = (t("q", b, D, &q), t("k", n, D, &k), t("v", n, D, &v), t("bias", n, H, &bias));
-            let o = gpu.attn_fwd_dev(H, &qt, &kt, &vt, &bt, &os, &staged).unwrap();
-            let dpt = t("dpooled", b, D, &dpooled);
-            let g = gpu.attn_bwd_dev(H, (&qt, &kt, &vt, &bt), &o.p, &dpt, &os, &staged).unwrap();
-            let got = gpu.tensor_read(&[&o.p, &o.pooled, &g.dq, &g.dk, &g.dv, &g.dbias]).unwrap();
-            let what = format!("attn tensors case {ci}");
-            for (i, (name, w)) in [
-                ("p", &want.p),
-                ("pooled", &want.pooled),
-                ("dq", &want_g.dq),
-                ("dk", &want_g.dk),
-                ("dv", &want_g.dv),
-                ("dbias", &want_g.dbias),
-            ]
-            .iter()
-            .enumerate()
-            {
-                assert_eq!(bits(&f32s(&got[i])), bits(w), "{what}: {name}");
-            }
+    for (ci, lens) in [vec![1usize], vec![0, 5, 130], (0..97).map(|i| (i * 7) % 23).collect::<Vec<_>>()].iter().enumerate() {
+        let mut rng = twin_engine::rng::SplitMix64::new(130 + ci as u64);
+        let (b, n) = (lens.len(), lens.iter().sum::<usize>());
+        let mut offs = vec![0u32];
+        for l in lens {
+            offs.push(offs[offs.len() - 1] + *l as u32);
         }
-        // Offsets must be staged valid, and shapes must match them.
+        let (q, k, v) = (randn(&mut rng, b * D, 1.0), randn(&mut rng, n * D, 1.0), randn(&mut rng, n * D, 1.0));
+        let bias = randn(&mut rng, n * H, 0.5);
+        let dpooled = randn(&mut rng, b * D, 0.1);
+        let want = gpu.attn_fwd(H, &q, &k, &v, &bias, &offs).unwrap();
+        let saved = twin_engine::backend::AttnSaved { q: &q, k: &k, v: &v, bias: &bias, offsets: &offs, p: &want.p };
+        let want_g = gpu.attn_bwd(H, saved, &dpooled).unwrap();
+
         let mut st = Staging::new();
-        assert!(st.offsets("offsets", &[0, 3, 2]).is_err());
-        let os = st.offsets("offsets", &[0, 2]).unwrap();
+        let os = st.offsets("offsets", &offs).unwrap();
         let staged = gpu.upload_staging(st).unwrap();
-        let q = gpu.tensor_f32("q", 1, D, &vec![0.0; D]).unwrap();
-        let k = gpu.tensor_f32("k", 3, D, &vec![0.0; 3 * D]).unwrap();
-        let bias = gpu.tensor_f32("bias", 3, H, &vec![0.0; 3 * H]).unwrap();
-        assert!(gpu.attn_fwd_dev(H, &q, &k, &k, &bias, &os, &staged).is_err(), "k has 3 rows, the offsets 2");
-    });
-}
+        let t = |name, r, c, x: &[f32]| gpu.tensor_f32(name, r, c, x).unwrap();
+        let (qt, kt, vt, bt) = (t("q", b, D, &q), t("k", n, D, &k), t("v", n, D, &v), t("bias", n, H, &bias));
+        let o = gpu.attn_fwd_dev(H, &qt, &kt, &vt, &bt, &os, &staged).unwrap();
+        let dpt = t("dpooled", b, D, &dpooled);
+        let g = gpu.attn_bwd_dev(H, (&qt, &kt, &vt, &bt), &o.p, &dpt, &os, &staged).unwrap();
+        let got = gpu.tensor_read(&[&o.p, &o.pooled, &g.dq, &g.dk, &g.dv, &g.dbias]).unwrap();
+        let what = format!("attn tensors case {ci}");
+        for (i, (name, w)) in
+            [("p", &want.p), ("pooled", &want.pooled), ("dq", &want_g.dq), ("dk", &want_g.dk), ("dv", &want_g.dv), ("dbias", &want_g.dbias)]
+                .iter()
+                .enumerate()
+        {
+            assert_eq!(bits(&f32s(&got[i])), bits(w), "{what}: {name}");
+        }
+    }
+    // Offsets must be staged valid, and shapes must match them.
+    let mut st = Staging::new();
+    assert!(st.offsets("offsets", &[0, 3, 2]).is_err());
+    let os = st.offsets("offsets", &[0, 2]).unwrap();
+    let staged = gpu.upload_staging(st).unwrap();
+    let q = gpu.tensor_f32("q", 1, D, &vec![0.0; D]).unwrap();
+    let k = gpu.tensor_f32("k", 3, D, &vec![0.0; 3 * D]).unwrap();
+    let bias = gpu.tensor_f32("bias", 3, H, &vec![0.0; 3 * H]).unwrap();
+    assert!(gpu.attn_fwd_dev(H, &q, &k, &k, &bias, &os, &staged).is_err(), "k has 3 rows, the offsets 2");
+});

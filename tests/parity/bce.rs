@@ -11,7 +11,7 @@ use twin_engine::Error;
 
 use crate::attn::bits;
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 fn inputs(b: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
@@ -45,21 +45,18 @@ fn check(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, logits: &[f32], label
     rel
 }
 
-#[test]
-fn bce_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        let mut worst = 0f64;
-        for (i, b) in [1usize, 7, 64, 97, 512, 1025, 100_003].into_iter().filter(|&b| keep_len(b)).enumerate() {
-            let (s, y) = inputs(b, 70 + i as u64);
-            worst = worst.max(check(&format!("bce B={b}"), &*gpu, &*cpu, &s, &y));
-        }
-        // Extremes: saturated both ways, exact zeros, tiny logits.
-        let s = vec![0.0, -0.0, 1e-7, -1e-7, 17.0, -17.0, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30];
-        let y = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
-        worst = worst.max(check("bce extremes", &*gpu, &*cpu, &s, &y));
-        eprintln!("  bce: worst loss relative error {worst:.2e} (tolerance 1e-6)");
-    });
-}
+parity_test!(bce_matches_cpu, |gpu, cpu| {
+    let mut worst = 0f64;
+    for (i, b) in [1usize, 7, 64, 97, 512, 1025, 100_003].into_iter().filter(|&b| keep_len(b)).enumerate() {
+        let (s, y) = inputs(b, 70 + i as u64);
+        worst = worst.max(check(&format!("bce B={b}"), &*gpu, &*cpu, &s, &y));
+    }
+    // Extremes: saturated both ways, exact zeros, tiny logits.
+    let s = vec![0.0, -0.0, 1e-7, -1e-7, 17.0, -17.0, 88.0, -88.0, 100.0, -100.0, 1e30, -1e30];
+    let y = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+    worst = worst.max(check("bce extremes", &*gpu, &*cpu, &s, &y));
+    eprintln!("  bce: worst loss relative error {worst:.2e} (tolerance 1e-6)");
+});
 
 /// wgpu with a 64 KiB binding cap runs the samples in groups: identical to the unsplit backend.
 #[test]
@@ -94,31 +91,28 @@ fn bce_errors_are_typed() {
     }
 }
 
-/// The tensor form (`bce_dev`: logits resident, labels staged, the mean formed on the device in
-/// sample order) equals the slice form bit for bit, loss and gradient, at B = 1, 97, 1025.
-#[test]
-fn bce_on_tensors_equals_the_slice_form() {
+// The tensor form (`bce_dev`: logits resident, labels staged, the mean formed on the device in
+// sample order) equals the slice form bit for bit, loss and gradient, at B = 1, 97, 1025.
+parity_test!(bce_on_tensors_equals_the_slice_form, |gpu, _cpu| {
     use twin_engine::backend::{f32s, Staging};
-    for_each_backend!(|gpu, _cpu| {
-        for (ci, &b) in [1usize, 97, 1025].iter().enumerate() {
-            let mut rng = twin_engine::rng::SplitMix64::new(140 + ci as u64);
-            let logits = randn(&mut rng, b, 4.0);
-            let labels: Vec<f32> = (0..b).map(|_| rng.below(2) as f32).collect();
-            let (want_loss, want_d) = gpu.bce(&logits, &labels).unwrap();
-            let mut st = Staging::new();
-            let ys = st.f32s("labels", &labels).unwrap();
-            let staged = gpu.upload_staging(st).unwrap();
-            let lt = gpu.tensor_f32("logits", b, 1, &logits).unwrap();
-            let o = gpu.bce_dev(&lt, &ys, &staged).unwrap();
-            let got = gpu.tensor_read(&[&o.loss, &o.dlogit]).unwrap();
-            assert_eq!(o.loss_of(&got[0]).to_bits(), want_loss.to_bits(), "bce_dev B={b}: loss");
-            assert_eq!(crate::attn::bits(&f32s(&got[1])), crate::attn::bits(&want_d), "bce_dev B={b}: dlogit");
-        }
+    for (ci, &b) in [1usize, 97, 1025].iter().enumerate() {
+        let mut rng = twin_engine::rng::SplitMix64::new(140 + ci as u64);
+        let logits = randn(&mut rng, b, 4.0);
+        let labels: Vec<f32> = (0..b).map(|_| rng.below(2) as f32).collect();
+        let (want_loss, want_d) = gpu.bce(&logits, &labels).unwrap();
         let mut st = Staging::new();
-        assert!(st.f32s("labels", &[0.0, f32::NAN]).is_err(), "a NaN label is refused when staged");
-        let ys = st.f32s("labels", &[1.0, 0.0]).unwrap();
+        let ys = st.f32s("labels", &labels).unwrap();
         let staged = gpu.upload_staging(st).unwrap();
-        let lt = gpu.tensor_f32("logits", 3, 1, &[0.0; 3]).unwrap();
-        assert!(gpu.bce_dev(&lt, &ys, &staged).is_err(), "3 logits, 2 labels");
-    });
-}
+        let lt = gpu.tensor_f32("logits", b, 1, &logits).unwrap();
+        let o = gpu.bce_dev(&lt, &ys, &staged).unwrap();
+        let got = gpu.tensor_read(&[&o.loss, &o.dlogit]).unwrap();
+        assert_eq!(o.loss_of(&got[0]).to_bits(), want_loss.to_bits(), "bce_dev B={b}: loss");
+        assert_eq!(crate::attn::bits(&f32s(&got[1])), crate::attn::bits(&want_d), "bce_dev B={b}: dlogit");
+    }
+    let mut st = Staging::new();
+    assert!(st.f32s("labels", &[0.0, f32::NAN]).is_err(), "a NaN label is refused when staged");
+    let ys = st.f32s("labels", &[1.0, 0.0]).unwrap();
+    let staged = gpu.upload_staging(st).unwrap();
+    let lt = gpu.tensor_f32("logits", 3, 1, &[0.0; 3]).unwrap();
+    assert!(gpu.bce_dev(&lt, &ys, &staged).is_err(), "3 logits, 2 labels");
+});

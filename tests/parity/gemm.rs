@@ -14,7 +14,7 @@ use twin_engine::Error;
 
 use crate::attn::bits;
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 const KINDS: [GemmKind; 3] = [GemmKind::NN, GemmKind::NT, GemmKind::TN];
 
@@ -61,31 +61,25 @@ fn check(what: &str, gpu: &dyn Backend, cpu: &dyn Backend, kind: GemmKind, (m, k
     assert_eq!(bits(&got), bits(&again), "{what} {kind:?} m{m} k{k} n{n}: differs run to run");
 }
 
-#[test]
-fn gemm_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        for (si, &(m, k, n)) in shapes().iter().enumerate() {
-            for (ki, &kind) in KINDS.iter().enumerate() {
-                check("gemm", &*gpu, &*cpu, kind, (m, k, n), 1000 + (si * 3 + ki) as u64);
-            }
+parity_test!(gemm_matches_cpu, |gpu, cpu| {
+    for (si, &(m, k, n)) in shapes().iter().enumerate() {
+        for (ki, &kind) in KINDS.iter().enumerate() {
+            check("gemm", &*gpu, &*cpu, kind, (m, k, n), 1000 + (si * 3 + ki) as u64);
         }
-    });
-}
+    }
+});
 
-/// The training's projection GEMMs: 76,800 behaviour rows x 144 -> 128, and the weight gradient
-/// as TN with k = 76,800 (five WGSL dispatches of 16,384).
-#[test]
-fn gemm_training_shapes_match_cpu() {
+// The training's projection GEMMs: 76,800 behaviour rows x 144 -> 128, and the weight gradient
+// as TN with k = 76,800 (five WGSL dispatches of 16,384).
+parity_test!(gemm_training_shapes_match_cpu, |gpu, cpu| {
     if !keep_len(76_800) {
         eprintln!("skipped under TWIN_PARITY_SMALL: the training shapes have 76,800 rows");
         return;
     }
-    for_each_backend!(|gpu, cpu| {
-        check("gemm train", &*gpu, &*cpu, GemmKind::NN, (76_800, 144, 128), 2000);
-        check("gemm train", &*gpu, &*cpu, GemmKind::NT, (76_800, 128, 144), 2001);
-        check("gemm train", &*gpu, &*cpu, GemmKind::TN, (144, 76_800, 128), 2002);
-    });
-}
+    check("gemm train", &*gpu, &*cpu, GemmKind::NN, (76_800, 144, 128), 2000);
+    check("gemm train", &*gpu, &*cpu, GemmKind::NT, (76_800, 128, 144), 2001);
+    check("gemm train", &*gpu, &*cpu, GemmKind::TN, (144, 76_800, 128), 2002);
+});
 
 /// k = 0 gives zeros (no dispatch: nothing poisoned leaks out), m = 0 or n = 0 an empty result.
 #[test]

@@ -19,7 +19,7 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 pub(crate) const DIMS: FeatDims = FeatDims { id: 16, small: 4 };
 pub(crate) const ROWS: [usize; 4] = [300, 40, 12, 9];
@@ -181,66 +181,60 @@ fn ref_scores(p: &Params, b: &Batch, qbar: &[f32], cb: &[f32], bias: bool, q_sca
     (want, mag)
 }
 
-#[test]
-fn gsu_train_matches_cpu() {
+parity_test!(gsu_train_matches_cpu, |gpu, _cpu| {
     let p = params(3);
     let (cb_host, _) = cross_bias::cross_tables(&p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims(), p.d);
-    for_each_backend!(|gpu, _cpu| {
-        let up = upload(&*gpu, &p);
-        for (ci, (lens, short, k)) in gsu_cases().into_iter().enumerate() {
-            if lens.iter().any(|&l| !keep_len(l)) {
-                continue;
-            }
-            for bias in [true, false] {
-                let b = batch(&lens, &short, 10 + ci as u64);
-                let n_b = lens.len();
-                let mut rng = SplitMix64::new(20 + ci as u64);
-                let qbar = randn(&mut rng, n_b * DIMS.width(), 1.0);
-                let q_scale = if bias { 0.0883 } else { 1.0 };
-                let tail = 2 * n_b;
-                let mut st = Staging::new();
-                let slot = stage(&mut st, &b, k, tail);
-                let staged = gpu.upload_staging(st).unwrap();
-                let qt = gpu.tensor_f32("qbar", n_b, DIMS.width(), &qbar).unwrap();
-                let cb = gpu.tensor_f32("cb", CROSS_OFFS[J] as usize, HEADS, &cb_host).unwrap();
-                let x = GsuTrainIn { qbar: &qt, feats: feats(&up), cb: &cb, heads: HEADS, q_scale, bias };
-                let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
-                let what = format!("gsu_train case {ci} bias {bias} K {k}");
-                let (want, mag) = ref_scores(&p, &b, &qbar, &cb_host, bias, q_scale);
-                let got = f32s(&read(&*gpu, &out.scores));
-                assert_close(&format!("{what}: scores"), &got, &want, |i| 1e-5 + 1e-5 * mag[i], 0.0);
-                // Finalists: per sample min(L, K) ascending positions, the CPU's set up to near-ties.
-                let sel = read(&*gpu, &out.sel);
-                let fin = gsu_train::fin_offsets(&b.long_offsets, k);
-                assert_eq!(sel.len(), *fin.last().unwrap() as usize, "{what}: finalists");
-                let (_, want_sel) = gsu_train::select(&want, &b.long_offsets, k);
-                for s in 0..n_b {
-                    let (f0, f1) = (fin[s] as usize, fin[s + 1] as usize);
-                    let (g, w) = (&sel[f0..f1], &want_sel[f0..f1]);
-                    assert!(g.windows(2).all(|x| x[0] < x[1]), "{what}: sample {s} finalists not ascending: {g:?}");
-                    let (lo, hi) = (b.long_offsets[s], b.long_offsets[s + 1]);
-                    assert!(g.iter().all(|&q| q >= lo && q < hi), "{what}: sample {s} finalist outside the sample");
-                    if g != w {
-                        let kth = w.iter().map(|&q| want[q as usize]).fold(f32::INFINITY, f32::min);
-                        for &q in g.iter().filter(|q| !w.contains(q)).chain(w.iter().filter(|q| !g.contains(q))) {
-                            let tol = 1e-5 + 1e-5 * mag[q as usize];
-                            assert!(
-                                (want[q as usize] - kth).abs() <= 2.0 * tol,
-                                "{what}: sample {s} position {q} differs and is no near-tie"
-                            );
-                        }
+    let up = upload(&*gpu, &p);
+    for (ci, (lens, short, k)) in gsu_cases().into_iter().enumerate() {
+        if lens.iter().any(|&l| !keep_len(l)) {
+            continue;
+        }
+        for bias in [true, false] {
+            let b = batch(&lens, &short, 10 + ci as u64);
+            let n_b = lens.len();
+            let mut rng = SplitMix64::new(20 + ci as u64);
+            let qbar = randn(&mut rng, n_b * DIMS.width(), 1.0);
+            let q_scale = if bias { 0.0883 } else { 1.0 };
+            let tail = 2 * n_b;
+            let mut st = Staging::new();
+            let slot = stage(&mut st, &b, k, tail);
+            let staged = gpu.upload_staging(st).unwrap();
+            let qt = gpu.tensor_f32("qbar", n_b, DIMS.width(), &qbar).unwrap();
+            let cb = gpu.tensor_f32("cb", CROSS_OFFS[J] as usize, HEADS, &cb_host).unwrap();
+            let x = GsuTrainIn { qbar: &qt, feats: feats(&up), cb: &cb, heads: HEADS, q_scale, bias };
+            let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
+            let what = format!("gsu_train case {ci} bias {bias} K {k}");
+            let (want, mag) = ref_scores(&p, &b, &qbar, &cb_host, bias, q_scale);
+            let got = f32s(&read(&*gpu, &out.scores));
+            assert_close(&format!("{what}: scores"), &got, &want, |i| 1e-5 + 1e-5 * mag[i], 0.0);
+            // Finalists: per sample min(L, K) ascending positions, the CPU's set up to near-ties.
+            let sel = read(&*gpu, &out.sel);
+            let fin = gsu_train::fin_offsets(&b.long_offsets, k);
+            assert_eq!(sel.len(), *fin.last().unwrap() as usize, "{what}: finalists");
+            let (_, want_sel) = gsu_train::select(&want, &b.long_offsets, k);
+            for s in 0..n_b {
+                let (f0, f1) = (fin[s] as usize, fin[s + 1] as usize);
+                let (g, w) = (&sel[f0..f1], &want_sel[f0..f1]);
+                assert!(g.windows(2).all(|x| x[0] < x[1]), "{what}: sample {s} finalists not ascending: {g:?}");
+                let (lo, hi) = (b.long_offsets[s], b.long_offsets[s + 1]);
+                assert!(g.iter().all(|&q| q >= lo && q < hi), "{what}: sample {s} finalist outside the sample");
+                if g != w {
+                    let kth = w.iter().map(|&q| want[q as usize]).fold(f32::INFINITY, f32::min);
+                    for &q in g.iter().filter(|q| !w.contains(q)).chain(w.iter().filter(|q| !g.contains(q))) {
+                        let tol = 1e-5 + 1e-5 * mag[q as usize];
+                        assert!((want[q as usize] - kth).abs() <= 2.0 * tol, "{what}: sample {s} position {q} differs and is no near-tie");
                     }
                 }
-                // Row map: long positions to finalist indices, the tail after them.
-                let map = read(&*gpu, &out.map);
-                let n_long = *b.long_offsets.last().unwrap() as usize;
-                let want_map = gsu_train::row_map(&sel, n_long, slot.n_short + tail);
-                assert_eq!(map, want_map, "{what}: row map");
-                assert!(map[..n_long].iter().filter(|&&m| m != NOT_KEPT).count() == sel.len());
             }
+            // Row map: long positions to finalist indices, the tail after them.
+            let map = read(&*gpu, &out.map);
+            let n_long = *b.long_offsets.last().unwrap() as usize;
+            let want_map = gsu_train::row_map(&sel, n_long, slot.n_short + tail);
+            assert_eq!(map, want_map, "{what}: row map");
+            assert!(map[..n_long].iter().filter(|&&m| m != NOT_KEPT).count() == sel.len());
         }
-    });
-}
+    }
+});
 
 #[test]
 fn twin_rows_staging_refuses_bad_ids() {

@@ -5,7 +5,7 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 fn inputs(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
@@ -21,17 +21,14 @@ fn inputs(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     (bias, sizes)
 }
 
-#[test]
-fn log_size_bias_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().filter(|&n| keep_len(n)).enumerate() {
-            let (bias, sizes) = inputs(n, 40 + i as u64);
-            let got = gpu.log_size_bias(&bias, &sizes, H).unwrap();
-            let want = cpu.log_size_bias(&bias, &sizes, H).unwrap();
-            assert_close(&format!("log_size_bias N={n}"), &got, &want, |_| 4e-6, 1e-6);
-        }
-    });
-}
+parity_test!(log_size_bias_matches_cpu, |gpu, cpu| {
+    for (i, n) in [1usize, 97, 100, 101, 1025, 100_003].into_iter().filter(|&n| keep_len(n)).enumerate() {
+        let (bias, sizes) = inputs(n, 40 + i as u64);
+        let got = gpu.log_size_bias(&bias, &sizes, H).unwrap();
+        let want = cpu.log_size_bias(&bias, &sizes, H).unwrap();
+        assert_close(&format!("log_size_bias N={n}"), &got, &want, |_| 4e-6, 1e-6);
+    }
+});
 
 #[test]
 fn log_size_bias_split() {
@@ -43,19 +40,16 @@ fn log_size_bias_split() {
     }
 }
 
-#[test]
-fn log_size_bias_errors_match_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        let (mut bias, mut sizes) = inputs(10, 1);
-        sizes[7] = 0.5;
-        for be in [&gpu, &cpu] {
-            assert!(matches!(be.log_size_bias(&bias, &sizes, H), Err(Error::InvalidValue { field: "sizes", index: 7, .. })));
-        }
-        sizes[7] = 1.0;
-        bias[9] = f32::INFINITY;
-        for be in [&gpu, &cpu] {
-            assert!(matches!(be.log_size_bias(&bias, &sizes, H), Err(Error::NonFinite { field: "bias", index: 9, .. })));
-            assert!(matches!(be.log_size_bias(&bias[..8], &sizes, H), Err(Error::LengthMismatch { .. })));
-        }
-    });
-}
+parity_test!(log_size_bias_errors_match_cpu, |gpu, cpu| {
+    let (mut bias, mut sizes) = inputs(10, 1);
+    sizes[7] = 0.5;
+    for be in [&gpu, &cpu] {
+        assert!(matches!(be.log_size_bias(&bias, &sizes, H), Err(Error::InvalidValue { field: "sizes", index: 7, .. })));
+    }
+    sizes[7] = 1.0;
+    bias[9] = f32::INFINITY;
+    for be in [&gpu, &cpu] {
+        assert!(matches!(be.log_size_bias(&bias, &sizes, H), Err(Error::NonFinite { field: "bias", index: 9, .. })));
+        assert!(matches!(be.log_size_bias(&bias[..8], &sizes, H), Err(Error::LengthMismatch { .. })));
+    }
+});

@@ -11,7 +11,7 @@ use twin_engine::Error;
 
 use crate::attn::bits;
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 struct Case {
     name: String,
@@ -69,20 +69,17 @@ fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-#[test]
-fn segment_sum_matches_cpu_bit_for_bit() {
-    for_each_backend!(|gpu, cpu| {
-        for c in cases() {
-            let want = cpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
-            let got = gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
-            assert_bits(&c.name, &got, &want);
-            // Run to run: a second call gives the same bits.
-            let again = gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
-            assert_eq!(bits(&got), bits(&again), "{}: differs run to run", c.name);
-            eprintln!("  {}: {} values bit-identical", c.name, got.len());
-        }
-    });
-}
+parity_test!(segment_sum_matches_cpu_bit_for_bit, |gpu, cpu| {
+    for c in cases() {
+        let want = cpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
+        let got = gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
+        assert_bits(&c.name, &got, &want);
+        // Run to run: a second call gives the same bits.
+        let again = gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
+        assert_eq!(bits(&got), bits(&again), "{}: differs run to run", c.name);
+        eprintln!("  {}: {} values bit-identical", c.name, got.len());
+    }
+});
 
 #[test]
 fn segment_sum_cpu_is_deterministic() {
@@ -136,33 +133,30 @@ fn segment_sum_errors_are_typed() {
     }
 }
 
-/// The tensor form (`segment_sum_dev`: source resident, perm and offsets staged) equals the
-/// slice form bit for bit (same kernel), empty segments and repeated rows included.
-#[test]
-fn segment_sum_on_tensors_equals_the_slice_form() {
+// The tensor form (`segment_sum_dev`: source resident, perm and offsets staged) equals the
+// slice form bit for bit (same kernel), empty segments and repeated rows included.
+parity_test!(segment_sum_on_tensors_equals_the_slice_form, |gpu, _cpu| {
     use twin_engine::backend::{f32s, Staging};
-    for_each_backend!(|gpu, _cpu| {
-        for c in cases().into_iter().take(if small() { 6 } else { 9 }) {
-            let n = c.src.len() / c.width;
-            let mut st = Staging::new();
-            let perm = st.ids("perm", &c.perm, n).unwrap();
-            let segs = st.offsets("seg_offsets", &c.offs).unwrap();
-            let staged = gpu.upload_staging(st).unwrap();
-            let src = gpu.tensor_f32("src", n, c.width, &c.src).unwrap();
-            let got = f32s(&gpu.tensor_read(&[&gpu.segment_sum_dev(&src, &perm, &segs, &staged).unwrap()]).unwrap()[0]);
-            let want = if c.perm.is_empty() {
-                vec![0.0; (c.offs.len() - 1) * c.width]
-            } else {
-                gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap()
-            };
-            assert_bits(&format!("tensor {}", c.name), &got, &want);
-        }
-        // A perm staged against more rows than the source has is refused.
+    for c in cases().into_iter().take(if small() { 6 } else { 9 }) {
+        let n = c.src.len() / c.width;
         let mut st = Staging::new();
-        let perm = st.ids("perm", &[0, 5], 6).unwrap();
-        let segs = st.offsets("seg_offsets", &[0, 2]).unwrap();
+        let perm = st.ids("perm", &c.perm, n).unwrap();
+        let segs = st.offsets("seg_offsets", &c.offs).unwrap();
         let staged = gpu.upload_staging(st).unwrap();
-        let src = gpu.tensor_f32("src", 3, 2, &[1.0; 6]).unwrap();
-        assert!(gpu.segment_sum_dev(&src, &perm, &segs, &staged).is_err());
-    });
-}
+        let src = gpu.tensor_f32("src", n, c.width, &c.src).unwrap();
+        let got = f32s(&gpu.tensor_read(&[&gpu.segment_sum_dev(&src, &perm, &segs, &staged).unwrap()]).unwrap()[0]);
+        let want = if c.perm.is_empty() {
+            vec![0.0; (c.offs.len() - 1) * c.width]
+        } else {
+            gpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap()
+        };
+        assert_bits(&format!("tensor {}", c.name), &got, &want);
+    }
+    // A perm staged against more rows than the source has is refused.
+    let mut st = Staging::new();
+    let perm = st.ids("perm", &[0, 5], 6).unwrap();
+    let segs = st.offsets("seg_offsets", &[0, 2]).unwrap();
+    let staged = gpu.upload_staging(st).unwrap();
+    let src = gpu.tensor_f32("src", 3, 2, &[1.0; 6]).unwrap();
+    assert!(gpu.segment_sum_dev(&src, &perm, &segs, &staged).is_err());
+});

@@ -10,35 +10,32 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
 use crate::gsu_train::{batch, dims, feats, gsu_cases, params, read, stage, upload, Batch, Params, Up, CROSS_OFFS, DIMS, HEADS, J};
+use crate::parity_test;
 
-#[test]
-fn twin_rows_and_mapped_sums_match_cpu() {
+parity_test!(twin_rows_and_mapped_sums_match_cpu, |gpu, _cpu| {
     let p = params(3);
     let (cb_host, _) = cross_bias::cross_tables(&p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims(), p.d);
-    for_each_backend!(|gpu, _cpu| {
-        let up = upload(&*gpu, &p);
-        for (ci, (lens, short, k)) in gsu_cases().into_iter().enumerate() {
-            if lens.iter().any(|&l| !keep_len(l)) {
-                continue;
-            }
-            let b = batch(&lens, &short, 10 + ci as u64);
-            let n_b = lens.len();
-            let mut rng = SplitMix64::new(20 + ci as u64);
-            let qbar = randn(&mut rng, n_b * DIMS.width(), 1.0);
-            let mut st = Staging::new();
-            let slot = stage(&mut st, &b, k, 2 * n_b);
-            let staged = gpu.upload_staging(st).unwrap();
-            let qt = gpu.tensor_f32("qbar", n_b, DIMS.width(), &qbar).unwrap();
-            let cb = gpu.tensor_f32("cb", CROSS_OFFS[J] as usize, HEADS, &cb_host).unwrap();
-            let x = GsuTrainIn { qbar: &qt, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
-            let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
-            let sel = read(&*gpu, &out.sel);
-            check_rows(&*gpu, &up, &p, &b, &cb_host, &out, &slot, &staged, &sel, &format!("twin_rows case {ci} K {k}"));
+    let up = upload(&*gpu, &p);
+    for (ci, (lens, short, k)) in gsu_cases().into_iter().enumerate() {
+        if lens.iter().any(|&l| !keep_len(l)) {
+            continue;
         }
-    });
-}
+        let b = batch(&lens, &short, 10 + ci as u64);
+        let n_b = lens.len();
+        let mut rng = SplitMix64::new(20 + ci as u64);
+        let qbar = randn(&mut rng, n_b * DIMS.width(), 1.0);
+        let mut st = Staging::new();
+        let slot = stage(&mut st, &b, k, 2 * n_b);
+        let staged = gpu.upload_staging(st).unwrap();
+        let qt = gpu.tensor_f32("qbar", n_b, DIMS.width(), &qbar).unwrap();
+        let cb = gpu.tensor_f32("cb", CROSS_OFFS[J] as usize, HEADS, &cb_host).unwrap();
+        let x = GsuTrainIn { qbar: &qt, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
+        let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
+        let sel = read(&*gpu, &out.sel);
+        check_rows(&*gpu, &up, &p, &b, &cb_host, &out, &slot, &staged, &sel, &format!("twin_rows case {ci} K {k}"));
+    }
+});
 
 #[allow(clippy::too_many_arguments)]
 fn check_rows(

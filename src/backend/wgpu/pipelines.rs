@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::wgsl::{preprocess, REDUCE_PRELUDE};
 use super::{dev_err, WgpuBackend};
-use crate::error::Result;
+use crate::error::{DriverError, Result};
 
 pub(crate) const F_SUBGROUP: u32 = 1;
 pub(crate) const F_T0_F16: u32 = 2;
@@ -97,7 +97,8 @@ impl WgpuBackend {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(dev_err("shader compile", format!("{stem}.wgsl `{entry}` (flags {flags:#x}): {e}")));
+            let shader = format!("{stem}.wgsl `{entry}` (flags {flags:#x})");
+            return Err(dev_err("shader compile", DriverError::Shader { shader, error: Arc::new(e) }));
         }
         let p = Arc::new(Pipe { pipeline, layout });
         map.insert((entry, flags), p.clone());

@@ -401,7 +401,7 @@ fn lifelong_demo_runs_every_arm() {
     assert_eq!(doc["users"], 12);
     let runs = doc["runs"].as_array().unwrap();
     // twin, twin-v2, twin-v2 on x_h and four ablations, two seeds each.
-    assert_eq!(runs.len(), 7 * 2, "{runs:?}");
+    assert_eq!(runs.len(), 8 * 2, "{runs:?}");
     for r in runs {
         let auc = r["overall"]["auc"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&auc), "{r}");

@@ -381,3 +381,32 @@ fn keyed_clusters_do_not_depend_on_the_shard() {
     let e = cluster_users_keyed(&be, &ds, &all, &ds.user_ids[1..], None, &pts, &cfg, &mut |_, _| {}).unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { field: "user keys", .. }), "{e}");
 }
+
+/// twin-v2's budget rules: the newest `max_long` rows (SPEC), or the rows standing for the most
+/// behaviours; both keep time order and at most `max_long` rows, and by size the rows stand for
+/// at least as many behaviours.
+#[test]
+fn budget_by_size_keeps_the_largest_clusters() {
+    use twin_engine::train::{Examples, Variant};
+    let ds =
+        data::generate(&SynthConfig { n_users: 6, min_len: 400, max_len: 900, samples_per_user: 3, ..SynthConfig::default() }).unwrap();
+    let emb = embeddings(ds.items.len(), 3);
+    let cutoff = ds.samples.request_time.iter().copied().min().unwrap();
+    let set = run(&ds, &emb, DIM, &ClusterConfig::default(), Some(cutoff));
+    let samples: Vec<u32> = (0..ds.samples.len() as u32).collect();
+    let stood_for = |by_size: bool| {
+        let mut ex = Examples::new(&ds, Variant::TwinV2, Some(&set), 16, 50).unwrap();
+        ex.budget_by_size = by_size;
+        let b = ex.batch(&samples).unwrap();
+        let mut out = Vec::new();
+        for i in 0..samples.len() {
+            let r = b.long_offsets[i] as usize..b.long_offsets[i + 1] as usize;
+            assert!(r.len() <= 16);
+            out.push(b.long_log_n[r].iter().map(|&l| (l as f64).exp().round()).sum::<f64>());
+        }
+        out
+    };
+    let (newest, largest) = (stood_for(false), stood_for(true));
+    assert!(newest.iter().zip(&largest).all(|(n, l)| l >= n), "newest {newest:?} largest {largest:?}");
+    assert!(largest.iter().sum::<f64>() > newest.iter().sum::<f64>(), "by size must reach further back: {newest:?} {largest:?}");
+}

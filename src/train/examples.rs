@@ -76,6 +76,10 @@ pub struct Examples<'a> {
     /// Feed `ln n` for cluster rows (SPEC §4); `false` only for the ablation that drops it
     /// (every row then counts as one behaviour in the attention).
     pub log_n: bool,
+    /// How twin-v2 fits a history of more than `max_long` rows into the budget: `false` keeps
+    /// the newest rows (SPEC), `true` the rows standing for the most behaviours (largest `n`,
+    /// then newest), so long-dormant interests' clusters can stay (issue 16's budget rule).
+    pub budget_by_size: bool,
     /// Cluster-set slot of each dataset user (`u32::MAX`: none).
     slots: Vec<u32>,
 }
@@ -107,7 +111,7 @@ impl<'a> Examples<'a> {
                 }
             }
         }
-        Ok(Examples { data, variant, source, max_long, short_len, n_context: 24, log_n: true, slots })
+        Ok(Examples { data, variant, source, max_long, short_len, n_context: 24, log_n: true, budget_by_size: false, slots })
     }
 
     /// The batch of the given sample indices.
@@ -164,8 +168,17 @@ impl<'a> Examples<'a> {
                         for (pos, _) in covered.iter().enumerate().filter(|(_, &cv)| !cv) {
                             rows.push((bh.timestamp[hist.start + pos], usize::MAX, pos));
                         }
-                        // Oldest first (stable: ties keep clusters before raw rows), the newest `max_long` kept.
+                        // Oldest first (stable: ties keep clusters before raw rows), the newest `max_long` kept
+                        // (or, by size, the `max_long` standing for the most behaviours, in time order).
                         rows.sort_by_key(|&(ts, _, _)| ts);
+                        if self.budget_by_size && rows.len() > self.max_long {
+                            let n_of = |&(_, c, _): &(i64, usize, usize)| if c == usize::MAX { 1 } else { cs.size[c] };
+                            let mut keep: Vec<usize> = (0..rows.len()).collect();
+                            keep.sort_by_key(|&i| (std::cmp::Reverse(n_of(&rows[i])), std::cmp::Reverse(i)));
+                            keep.truncate(self.max_long);
+                            keep.sort_unstable();
+                            rows = keep.into_iter().map(|i| rows[i]).collect();
+                        }
                         for &(_, c, pos) in &rows[rows.len().saturating_sub(self.max_long)..] {
                             if c == usize::MAX {
                                 let r = hist.start + pos;

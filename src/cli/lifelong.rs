@@ -120,7 +120,7 @@ fn arms(o: &LifelongOpts) -> Result<Vec<Arm>> {
     }
     // Not an ablation of the paper's model but of our budget rule: the newest N rows keep the
     // recent clusters and drop the long-dormant interests first.
-    a.push(Arm { name: "twin-v2, budget by size", by_size: true, ablation: true, ..v2 });
+    a.push(Arm { name: "twin-v2 budget by size", by_size: true, ablation: true, ..v2 });
     if let Some(names) = &o.arms {
         for n in names {
             if !a.iter().any(|arm| arm.name == n) {

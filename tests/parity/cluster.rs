@@ -6,7 +6,7 @@ use twin_engine::cluster::{cluster_users, ClusterConfig};
 use twin_engine::data::{self, SynthConfig};
 use twin_engine::rng::SplitMix64;
 
-use crate::for_each_backend;
+use crate::parity_test;
 
 const DIM: usize = 64;
 
@@ -24,8 +24,7 @@ fn separated(n_items: usize, seed: u64) -> Vec<f32> {
     e
 }
 
-#[test]
-fn cluster_users_runs_unchanged() {
+parity_test!(cluster_users_runs_unchanged, |gpu, cpu| {
     let ds = data::generate(&SynthConfig {
         n_users: 12,
         n_items: 3000,
@@ -44,34 +43,32 @@ fn cluster_users_runs_unchanged() {
     let cfg = ClusterConfig::default();
     for (what, emb) in [("separated blobs", separated(ds.items.len(), 5)), ("gaussian", gaussian)] {
         eprintln!("embeddings: {what}");
-        for_each_backend!(|gpu, cpu| {
-            let (want, want_stats) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
-            let before = gpu.transfers();
-            let (got, stats) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
-            let t = gpu.transfers().since(before);
-            eprintln!(
-                "  {}: {} levels, {} backend calls, {} k-means levels, {t:?}",
-                gpu.kind().name(),
-                stats.levels,
-                stats.backend_calls,
-                stats.kmeans_levels
-            );
-            // The embeddings once, then per tree one upload (the roots' point ids) and at most a
-            // status word per level plus the final clusters, however many Lloyd iterations.
-            // (Host backends, the fast CPU path, move nothing.)
-            if gpu.kind() != twin_engine::backend::BackendKind::Cpu {
-                assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
-                assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
-            }
-            let inv = got.verify(&ds).unwrap();
-            assert_eq!(inv.behaviours, ds.behaviours.len());
-            assert!(inv.max_size < cfg.gamma);
-            assert_eq!(got.item, want.item, "virtual items");
-            assert_eq!(got.size, want.size, "cluster sizes");
-            assert_eq!(got.timestamp, want.timestamp, "timestamps");
-            assert_eq!(stats.assign_distances, want_stats.assign_distances, "k-means work (iterations) differs from the CPU's");
-            assert_eq!(got.members, want.members, "members");
-            eprintln!("  {} clusters for {} behaviours, identical to the CPU", inv.clusters, inv.behaviours);
-        });
+        let (want, want_stats) = cluster_users(&*cpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+        let before = gpu.transfers();
+        let (got, stats) = cluster_users(&*gpu, &ds, &users, None, &emb, DIM, &cfg, &mut |_, _| {}).unwrap();
+        let t = gpu.transfers().since(before);
+        eprintln!(
+            "  {}: {} levels, {} backend calls, {} k-means levels, {t:?}",
+            gpu.kind().name(),
+            stats.levels,
+            stats.backend_calls,
+            stats.kmeans_levels
+        );
+        // The embeddings once, then per tree one upload (the roots' point ids) and at most a
+        // status word per level plus the final clusters, however many Lloyd iterations.
+        // (Host backends, the fast CPU path, move nothing.)
+        if gpu.kind() != twin_engine::backend::BackendKind::Cpu {
+            assert_eq!(t.h2d_calls as usize, 1 + stats.backend_calls, "{t:?}");
+            assert!(t.d2h_calls as usize <= stats.kmeans_levels + stats.backend_calls, "{t:?}");
+        }
+        let inv = got.verify(&ds).unwrap();
+        assert_eq!(inv.behaviours, ds.behaviours.len());
+        assert!(inv.max_size < cfg.gamma);
+        assert_eq!(got.item, want.item, "virtual items");
+        assert_eq!(got.size, want.size, "cluster sizes");
+        assert_eq!(got.timestamp, want.timestamp, "timestamps");
+        assert_eq!(stats.assign_distances, want_stats.assign_distances, "k-means work (iterations) differs from the CPU's");
+        assert_eq!(got.members, want.members, "members");
+        eprintln!("  {} clusters for {} behaviours, identical to the CPU", inv.clusters, inv.behaviours);
     }
-}
+});

@@ -11,7 +11,7 @@ use twin_engine::rng::{mix64, SplitMix64};
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 const DIM: usize = 64;
 const BLOBS: usize = 12;
@@ -53,8 +53,7 @@ fn job(sizes: &[(usize, bool)], n_items: usize, seed: u64) -> Job {
     Job { ids, offsets, streams }
 }
 
-#[test]
-fn kmeans_tree_matches_cpu() {
+parity_test!(kmeans_tree_matches_cpu, |gpu, cpu| {
     let n_items = 3000;
     let emb = embeddings(n_items, 41);
     let big = if small() { 2_003 } else { 20_011 };
@@ -68,73 +67,68 @@ fn kmeans_tree_matches_cpu() {
         // problems per thread), forced roots among them.
         (20, (0..320).map(|i| (20 + (i * 7) % 41, i % 13 == 0)).collect()),
     ];
-    for_each_backend!(|gpu, cpu| {
-        let pts = gpu.item_points(&emb, DIM).unwrap();
-        let cpu_pts = cpu.item_points(&emb, DIM).unwrap();
-        for (case, (gamma, sizes)) in cases.iter().enumerate() {
-            // A root below γ is a final cluster already: the tree takes only larger ones.
-            let sizes: Vec<(usize, bool)> = sizes.iter().copied().filter(|&(n, _)| n >= *gamma as usize).collect();
-            let j = job(&sizes, n_items, 100 + case as u64);
-            for max_iter in [1u32, 20] {
-                let tj = TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: *gamma, max_iter };
-                let want = cpu.kmeans_tree(&cpu_pts, &tj).unwrap();
-                let before = gpu.transfers();
-                let got = gpu.kmeans_tree(&pts, &tj).unwrap();
-                let t = gpu.transfers().since(before);
-                let what = format!("case {case} (gamma {gamma}, max_iter {max_iter})");
-                assert_eq!(got.stats, want.stats, "{what}: stats");
-                assert_eq!(got.root, want.root, "{what}: roots");
-                assert_eq!(got.offsets, want.offsets, "{what}: cluster offsets");
-                assert_eq!(got.members, want.members, "{what}: members");
-                // The reference's own invariants: a partition of the points into clusters
-                // below γ, each within one root, ascending.
-                let mut seen = vec![false; j.ids.len()];
-                for c in 0..want.root.len() {
-                    let m = &want.members[want.offsets[c] as usize..want.offsets[c + 1] as usize];
-                    let r = want.root[c] as usize;
-                    assert!(!m.is_empty() && m.len() < *gamma as usize, "{what}: cluster {c} size {}", m.len());
-                    assert!(m.windows(2).all(|w| w[0] < w[1]), "{what}: cluster {c} not ascending");
-                    for &i in m {
-                        assert!((j.offsets[r]..j.offsets[r + 1]).contains(&i), "{what}: point {i} outside root {r}");
-                        assert!(!std::mem::replace(&mut seen[i as usize], true), "{what}: point {i} twice");
-                    }
-                }
-                assert!(seen.iter().all(|&s| s), "{what}: a point is in no cluster");
-                eprintln!("kmeans_tree on {} {what}: {:?}, {t:?}", gpu.kind().name(), got.stats);
-                if pts.on_device() || gpu.kind().name() == "wgpu" {
-                    assert_eq!(t.h2d_calls, 1, "{what}: uploads {t:?}");
-                    assert!(t.d2h_calls <= got.stats.levels as u64 + 1, "{what}: downloads {t:?}");
+    let pts = gpu.item_points(&emb, DIM).unwrap();
+    let cpu_pts = cpu.item_points(&emb, DIM).unwrap();
+    for (case, (gamma, sizes)) in cases.iter().enumerate() {
+        // A root below γ is a final cluster already: the tree takes only larger ones.
+        let sizes: Vec<(usize, bool)> = sizes.iter().copied().filter(|&(n, _)| n >= *gamma as usize).collect();
+        let j = job(&sizes, n_items, 100 + case as u64);
+        for max_iter in [1u32, 20] {
+            let tj = TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: *gamma, max_iter };
+            let want = cpu.kmeans_tree(&cpu_pts, &tj).unwrap();
+            let before = gpu.transfers();
+            let got = gpu.kmeans_tree(&pts, &tj).unwrap();
+            let t = gpu.transfers().since(before);
+            let what = format!("case {case} (gamma {gamma}, max_iter {max_iter})");
+            assert_eq!(got.stats, want.stats, "{what}: stats");
+            assert_eq!(got.root, want.root, "{what}: roots");
+            assert_eq!(got.offsets, want.offsets, "{what}: cluster offsets");
+            assert_eq!(got.members, want.members, "{what}: members");
+            // The reference's own invariants: a partition of the points into clusters
+            // below γ, each within one root, ascending.
+            let mut seen = vec![false; j.ids.len()];
+            for c in 0..want.root.len() {
+                let m = &want.members[want.offsets[c] as usize..want.offsets[c + 1] as usize];
+                let r = want.root[c] as usize;
+                assert!(!m.is_empty() && m.len() < *gamma as usize, "{what}: cluster {c} size {}", m.len());
+                assert!(m.windows(2).all(|w| w[0] < w[1]), "{what}: cluster {c} not ascending");
+                for &i in m {
+                    assert!((j.offsets[r]..j.offsets[r + 1]).contains(&i), "{what}: point {i} outside root {r}");
+                    assert!(!std::mem::replace(&mut seen[i as usize], true), "{what}: point {i} twice");
                 }
             }
+            assert!(seen.iter().all(|&s| s), "{what}: a point is in no cluster");
+            eprintln!("kmeans_tree on {} {what}: {:?}, {t:?}", gpu.kind().name(), got.stats);
+            if pts.on_device() || gpu.kind().name() == "wgpu" {
+                assert_eq!(t.h2d_calls, 1, "{what}: uploads {t:?}");
+                assert!(t.d2h_calls <= got.stats.levels as u64 + 1, "{what}: downloads {t:?}");
+            }
         }
-        // Bad jobs are refused before any device work, naming the field.
-        let j = job(&[(30, false)], n_items, 7);
-        let bad_ids: Vec<u32> = j.ids.iter().map(|&i| i + n_items as u32).collect();
-        assert!(matches!(
-            gpu.kmeans_tree(&pts, &TreeJob { ids: &bad_ids, offsets: &j.offsets, streams: &j.streams, gamma: 20, max_iter: 5 }),
-            Err(Error::OutOfRange { field: "tree point ids", .. })
-        ));
-        assert!(matches!(
-            gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 31, max_iter: 5 }),
-            Err(Error::InvalidValue { field: "tree root size", index: 0, .. })
-        ));
-        assert!(matches!(
-            gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &[], gamma: 20, max_iter: 5 }),
-            Err(Error::LengthMismatch { field: "tree streams", .. })
-        ));
-        assert!(matches!(
-            gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 1, max_iter: 5 }),
-            Err(Error::InvalidValue { field: "gamma", .. })
-        ));
-    });
-}
+    }
+    // Bad jobs are refused before any device work, naming the field.
+    let j = job(&[(30, false)], n_items, 7);
+    let bad_ids: Vec<u32> = j.ids.iter().map(|&i| i + n_items as u32).collect();
+    assert!(matches!(
+        gpu.kmeans_tree(&pts, &TreeJob { ids: &bad_ids, offsets: &j.offsets, streams: &j.streams, gamma: 20, max_iter: 5 }),
+        Err(Error::OutOfRange { field: "tree point ids", .. })
+    ));
+    assert!(matches!(
+        gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 31, max_iter: 5 }),
+        Err(Error::InvalidValue { field: "tree root size", index: 0, .. })
+    ));
+    assert!(matches!(
+        gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &[], gamma: 20, max_iter: 5 }),
+        Err(Error::LengthMismatch { field: "tree streams", .. })
+    ));
+    assert!(matches!(
+        gpu.kmeans_tree(&pts, &TreeJob { ids: &j.ids, offsets: &j.offsets, streams: &j.streams, gamma: 1, max_iter: 5 }),
+        Err(Error::InvalidValue { field: "gamma", .. })
+    ));
+});
 
-/// The tree is exact only if every level's centroid update is: the means are the CPU's bit for
-/// bit (members summed in point order in f64, then `(f32)(sum / count)`; wgpu emulates the f64
-/// on u32 words), on values chosen to round: mixed signs and magnitudes, exact cancellations,
-/// f32 subnormals (and subnormal means), negative zeros, thousands of members.
-#[test]
-fn kmeans_update_is_bit_identical() {
+/// The inputs of the update tests: (dim, points, offsets, k, assign, prev).
+#[allow(clippy::type_complexity)]
+fn update_inputs() -> (usize, Vec<f32>, Vec<u32>, Vec<u32>, Vec<u32>, Vec<f32>) {
     let dim = 8;
     let mut r = SplitMix64::new(5);
     let sizes = [1usize, 2, 7, 300, 3001, 40, 64];
@@ -187,23 +181,30 @@ fn kmeans_update_is_bit_identical() {
     }
     let total_k: usize = k.iter().map(|&x| x as usize).sum();
     let prev: Vec<f32> = (0..total_k * dim).map(|_| r.normal() as f32).collect();
+    (dim, points, offsets, k, assign, prev)
+}
+
+// The tree is exact only if every level's centroid update is: the means are the CPU's bit for
+// bit (members summed in point order in f64, then `(f32)(sum / count)`; wgpu emulates the f64
+// on u32 words), on values chosen to round: mixed signs and magnitudes, exact cancellations,
+// f32 subnormals (and subnormal means), negative zeros, thousands of members.
+parity_test!(kmeans_update_is_bit_identical, |gpu, cpu| {
+    let (dim, points, offsets, k, assign, prev) = update_inputs();
     let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &k };
-    for_each_backend!(|gpu, cpu| {
-        let want = cpu.kmeans_update(&batch, &assign, &prev).unwrap();
-        let got = gpu.kmeans_update(&batch, &assign, &prev).unwrap();
-        assert_eq!(got.len(), want.len());
-        let differ: Vec<(usize, f32, f32)> = got
-            .iter()
-            .zip(&want)
-            .enumerate()
-            .filter(|(_, (g, w))| g.to_bits() != w.to_bits())
-            .map(|(i, (g, w))| (i, *g, *w))
-            .take(8)
-            .collect();
-        assert!(differ.is_empty(), "{}: means differ from the CPU's at (index, got, want) {differ:?}", gpu.kind().name());
-    });
-    // Both CUDA versions explicitly (the loop above runs the default, v2).
-    #[cfg(feature = "cuda")]
+    let want = cpu.kmeans_update(&batch, &assign, &prev).unwrap();
+    let got = gpu.kmeans_update(&batch, &assign, &prev).unwrap();
+    assert_eq!(got.len(), want.len());
+    let differ: Vec<(usize, f32, f32)> =
+        got.iter().zip(&want).enumerate().filter(|(_, (g, w))| g.to_bits() != w.to_bits()).map(|(i, (g, w))| (i, *g, *w)).take(8).collect();
+    assert!(differ.is_empty(), "{}: means differ from the CPU's at (index, got, want) {differ:?}", gpu.kind().name());
+});
+
+/// Both CUDA versions of the centroid update explicitly (the parity test above runs the default, v2).
+#[cfg(feature = "cuda")]
+#[test]
+fn kmeans_update_cuda_versions_are_bit_identical() {
+    let (dim, points, offsets, k, assign, prev) = update_inputs();
+    let batch = KmeansBatch { dim, points: &points, offsets: &offsets, k: &k };
     for (label, be) in crate::kmeans::cuda_under_test("kmeans update versions", 6) {
         let want = crate::common::cpu().kmeans_update(&batch, &assign, &prev).unwrap();
         be.set_poison_outputs(true);

@@ -5,7 +5,7 @@ use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
 use crate::common::*;
-use crate::for_each_backend;
+use crate::parity_test;
 
 fn ids(n: usize, seed: u64) -> Vec<u32> {
     let mut rng = SplitMix64::new(seed);
@@ -19,23 +19,20 @@ fn ids(n: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn gather_matches_cpu_f32_f16() {
-    for_each_backend!(|gpu, cpu| {
-        for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(11, dtype);
-            let (tg, tc) = (gpu.upload_table("p_k", &t.host_pk).unwrap(), cpu.upload_table("p_k", &t.host_pk).unwrap());
-            for (i, n) in [1usize, 97, 100, 101, 1025, 3 * 1025].into_iter().enumerate() {
-                let id = ids(n, 100 + i as u64);
-                let got = gpu.gather(&tg, &id).unwrap();
-                let want = cpu.gather(&tc, &id).unwrap();
-                assert!(got.iter().all(|x| !x.is_nan()), "unwritten output");
-                assert_eq!(got, want, "{dtype:?} N={n}");
-            }
-            assert!(gpu.gather(&tg, &[]).unwrap().is_empty());
+parity_test!(gather_matches_cpu_f32_f16, |gpu, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(11, dtype);
+        let (tg, tc) = (gpu.upload_table("p_k", &t.host_pk).unwrap(), cpu.upload_table("p_k", &t.host_pk).unwrap());
+        for (i, n) in [1usize, 97, 100, 101, 1025, 3 * 1025].into_iter().enumerate() {
+            let id = ids(n, 100 + i as u64);
+            let got = gpu.gather(&tg, &id).unwrap();
+            let want = cpu.gather(&tc, &id).unwrap();
+            assert!(got.iter().all(|x| !x.is_nan()), "unwritten output");
+            assert_eq!(got, want, "{dtype:?} N={n}");
         }
-    });
-}
+        assert!(gpu.gather(&tg, &[]).unwrap().is_empty());
+    }
+});
 
 #[test]
 fn gather_split_tables_and_outputs() {
@@ -57,28 +54,25 @@ fn gather_split_tables_and_outputs() {
     }
 }
 
-#[test]
-fn gather_errors_match_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        let t = Tables::new(13, DType::F32);
-        let tg = gpu.upload_table("p_k", &t.host_pk).unwrap();
-        let tc = cpu.upload_table("p_k", &t.host_pk).unwrap();
-        let bad = [3u32, N_ITEMS as u32];
-        match (gpu.gather(&tg, &bad), cpu.gather(&tc, &bad)) {
-            (Err(Error::OutOfRange { index: a, .. }), Err(Error::OutOfRange { index: b, .. })) => assert_eq!(a, b),
-            (g, c) => panic!("expected OutOfRange on both: {:?} / {:?}", g.err(), c.err()),
+parity_test!(gather_errors_match_cpu, |gpu, cpu| {
+    let t = Tables::new(13, DType::F32);
+    let tg = gpu.upload_table("p_k", &t.host_pk).unwrap();
+    let tc = cpu.upload_table("p_k", &t.host_pk).unwrap();
+    let bad = [3u32, N_ITEMS as u32];
+    match (gpu.gather(&tg, &bad), cpu.gather(&tc, &bad)) {
+        (Err(Error::OutOfRange { index: a, .. }), Err(Error::OutOfRange { index: b, .. })) => assert_eq!(a, b),
+        (g, c) => panic!("expected OutOfRange on both: {:?} / {:?}", g.err(), c.err()),
+    }
+    // A table from another backend is refused.
+    assert!(matches!(gpu.gather(&tc, &[0]), Err(Error::ForeignTable { .. })));
+    // Non-finite tables are refused at upload, f32 and f16.
+    let mut v = vec![0f32; 8];
+    v[5] = f32::NAN;
+    let nan = HostTable::f32(2, 4, v).unwrap();
+    for h in [nan.clone(), nan.to_f16()] {
+        match (gpu.upload_table("nan", &h), cpu.upload_table("nan", &h)) {
+            (Err(Error::NonFinite { index: a, .. }), Err(Error::NonFinite { index: b, .. })) => assert_eq!((a, b), (5, 5)),
+            (g, c) => panic!("expected NonFinite: {:?} / {:?}", g.err(), c.err()),
         }
-        // A table from another backend is refused.
-        assert!(matches!(gpu.gather(&tc, &[0]), Err(Error::ForeignTable { .. })));
-        // Non-finite tables are refused at upload, f32 and f16.
-        let mut v = vec![0f32; 8];
-        v[5] = f32::NAN;
-        let nan = HostTable::f32(2, 4, v).unwrap();
-        for h in [nan.clone(), nan.to_f16()] {
-            match (gpu.upload_table("nan", &h), cpu.upload_table("nan", &h)) {
-                (Err(Error::NonFinite { index: a, .. }), Err(Error::NonFinite { index: b, .. })) => assert_eq!((a, b), (5, 5)),
-                (g, c) => panic!("expected NonFinite: {:?} / {:?}", g.err(), c.err()),
-            }
-        }
-    });
-}
+    }
+});

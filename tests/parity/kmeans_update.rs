@@ -6,34 +6,31 @@ use twin_engine::backend::{Backend, KmeansBatch};
 use twin_engine::rng::SplitMix64;
 
 use crate::common::*;
-use crate::for_each_backend;
 #[cfg(feature = "cuda")]
 use crate::kmeans::cuda_under_test;
 use crate::kmeans::{assert_bits, problems, DIM, SIZES};
+use crate::parity_test;
 
-#[test]
-fn kmeans_update_matches_cpu() {
-    for_each_backend!(|gpu, cpu| {
-        let (pts, offs, ks) = problems(SIZES, 71);
-        let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
-        let seeds: Vec<u64> = (100..100 + ks.len() as u64).collect();
-        let cents = cpu.kmeans_seed(&b, &seeds).unwrap();
-        let mut assign = cpu.kmeans_assign(&b, &cents).unwrap();
-        // Leave one centroid empty somewhere: it must keep its previous value.
-        let last = ks.len() - 1;
-        for i in b.range(last) {
-            if assign[i] == ks[last] - 1 {
-                assign[i] = 0;
-            }
+parity_test!(kmeans_update_matches_cpu, |gpu, cpu| {
+    let (pts, offs, ks) = problems(SIZES, 71);
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let seeds: Vec<u64> = (100..100 + ks.len() as u64).collect();
+    let cents = cpu.kmeans_seed(&b, &seeds).unwrap();
+    let mut assign = cpu.kmeans_assign(&b, &cents).unwrap();
+    // Leave one centroid empty somewhere: it must keep its previous value.
+    let last = ks.len() - 1;
+    for i in b.range(last) {
+        if assign[i] == ks[last] - 1 {
+            assign[i] = 0;
         }
-        let got = gpu.kmeans_update(&b, &assign, &cents).unwrap();
-        let want = cpu.kmeans_update(&b, &assign, &cents).unwrap();
-        assert_bits("kmeans_update", &got, &want);
-        let coff = b.centroid_offsets();
-        let e = coff[last + 1] as usize - 1;
-        assert_eq!(&got[e * DIM..(e + 1) * DIM], &cents[e * DIM..(e + 1) * DIM]);
-    });
-}
+    }
+    let got = gpu.kmeans_update(&b, &assign, &cents).unwrap();
+    let want = cpu.kmeans_update(&b, &assign, &cents).unwrap();
+    assert_bits("kmeans_update", &got, &want);
+    let coff = b.centroid_offsets();
+    let e = coff[last + 1] as usize - 1;
+    assert_eq!(&got[e * DIM..(e + 1) * DIM], &cents[e * DIM..(e + 1) * DIM]);
+});
 
 /// Ragged problems `(n, k)` at `dim`, values whose f64 sums depend on their order (magnitudes
 /// from 1e-6 to 1e6, ±1e15 pairs, exact duplicates), and assignments with empty centroids: the

@@ -41,7 +41,7 @@ fn require_cuda_fails_where_cuda_is_missing() {
     }
     let run = |require: &str| {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "gather::gather_matches_cpu_f32_f16", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "gather::gather_matches_cpu_f32_f16::cuda_v2", "--nocapture", "--test-threads=1"])
             .env("TWIN_PARITY_ONLY", "cuda")
             .env("TWIN_REQUIRE_CUDA", require)
             .output()

@@ -18,6 +18,7 @@ pub fn kind_of(e: &Error) -> &'static str {
         | Error::Empty { .. }
         | Error::BadOffsets { .. }
         | Error::BadShape { .. }
+        | Error::BadSetting { .. }
         | Error::Parse { .. } => "InvalidInputError",
         Error::Incompatible { .. } => "IncompatibleError",
         Error::TooLarge { .. } => "TooLargeError",

@@ -10,6 +10,15 @@
 // The centroid update (v1 and v2, bit-identical to the CPU: members summed in point order in
 //         f64 emulated on binary64 bit patterns) is in kmeans_update.wgsl, with its own header;
 //         it reads these buffers and the `state` done flags below.
+// kmeans_assign_fwd_v2 (dim == 64 only; the host runs v1 for other dims): v1's arithmetic and
+//         tie rule, bit-identical, without v1's repeated reads (the twin of CUDA's v2). 64
+//         invocations per workgroup, one point each. The workgroup's points span problems
+//         p0..p1 (contiguous), whose centroid rows coff[p0]..coff[p1 + 1] are contiguous too:
+//         when they number ≤ 64 (16 KiB) the workgroup stages them in workgroup memory, else it
+//         reads them from global memory as v1 does. Each invocation holds its point's 64
+//         coordinates in a private array instead of re-reading the row for every centroid.
+//         Barriers sit in uniform control flow: an invocation past N or in a done problem
+//         helps stage, then stores nothing.
 // kmeans_converge_fwd: one invocation per problem, after an update + assign round: a problem
 //         not yet done counts the round and is done when none of its assignments changed
 //         (compared point by point with the previous round's `old`). The Lloyd loop then runs
@@ -76,6 +85,66 @@ fn kmeans_assign_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
             let d = points[xb + t] - cents[cb + t];
             let sq = d * d;
             acc = acc + sq;
+        }
+        if (acc < best_d) {
+            best_d = acc;
+            best = j - c0;
+        }
+    }
+    assign[i] = best;
+}
+
+const AV2_ROWS: u32 = 64u;
+var<workgroup> av2_cents: array<f32, 4096>; // AV2_ROWS rows of 64
+var<workgroup> av2_range: vec2<u32>;        // staged centroid rows [x, y); y = x: none staged
+
+@compute @workgroup_size(64)
+fn kmeans_assign_fwd_v2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let first = (wid.x + wid.y * nwg.x) * 64u;
+    let i = first + lid;
+    if (lid == 0u) {
+        var r = vec2<u32>(0u, 0u);
+        if (first < P.n) {
+            let p0 = problem_of_point(first);
+            let p1 = problem_of_point(min(first + 63u, P.n - 1u));
+            if (coff[p1 + 1u] - coff[p0] <= AV2_ROWS) { r = vec2<u32>(coff[p0], coff[p1 + 1u]); }
+        }
+        av2_range = r;
+    }
+    let range = workgroupUniformLoad(&av2_range);
+    let staged = (range.y - range.x) * 64u;
+    for (var e = lid; e < staged; e = e + 64u) {
+        av2_cents[e] = cents[range.x * 64u + e];
+    }
+    workgroupBarrier();
+    if (i >= P.n) { return; }
+    let p = problem_of_point(i);
+    if (state[p] != 0u) { return; }
+    var x: array<f32, 64>;
+    let xb = i * 64u;
+    for (var t = 0u; t < 64u; t++) { x[t] = points[xb + t]; }
+    let c0 = coff[p];
+    let c1 = coff[p + 1u];
+    let in_wg = range.y > range.x && c0 >= range.x && c1 <= range.y;
+    var best = 0u;
+    var best_d = bitcast<f32>(0x7f800000u); // +inf
+    for (var j = c0; j < c1; j++) {
+        var acc = 0.0;
+        if (in_wg) {
+            let cb = (j - range.x) * 64u;
+            for (var t = 0u; t < 64u; t++) {
+                let d = x[t] - av2_cents[cb + t];
+                let sq = d * d;
+                acc = acc + sq;
+            }
+        } else {
+            let cb = j * 64u;
+            for (var t = 0u; t < 64u; t++) {
+                let d = x[t] - cents[cb + t];
+                let sq = d * d;
+                acc = acc + sq;
+            }
         }
         if (acc < best_d) {
             best_d = acc;

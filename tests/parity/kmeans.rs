@@ -77,6 +77,19 @@ parity_test!(kmeans_assign_bit_identical, |gpu, cpu| {
     assert_eq!(got, want);
 });
 
+// Many centroids per problem (k up to 63): a workgroup of 64 points then spans more centroid
+// rows than WGSL's assign v2 stages (64), so it reads them from global memory, as v1 does.
+parity_test!(kmeans_assign_many_centroids, |gpu, cpu| {
+    let sizes = [40, 40, 100, 70, 1, 97, 64];
+    let (pts, offs, _) = problems(&sizes, 71);
+    let ks: Vec<u32> = sizes.iter().map(|&n| n.min(63) as u32).collect();
+    let b = KmeansBatch { dim: DIM, points: &pts, offsets: &offs, k: &ks };
+    let seeds: Vec<u64> = (0..ks.len() as u64).collect();
+    let cents = cpu.kmeans_seed(&b, &seeds).unwrap();
+    assert_eq!(gpu.kmeans_assign(&b, &cents).unwrap(), cpu.kmeans_assign(&b, &cents).unwrap());
+    check_run(&*gpu, &*cpu, &pts, &offs, &ks, &seeds);
+});
+
 fn check_run(gpu: &dyn Backend, cpu: &dyn Backend, pts: &[f32], offs: &[u32], ks: &[u32], seeds: &[u64]) {
     let b = KmeansBatch { dim: DIM, points: pts, offsets: offs, k: ks };
     let got = gpu.kmeans(&b, seeds, 20).unwrap();

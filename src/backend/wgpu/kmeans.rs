@@ -89,6 +89,8 @@ pub(super) struct Group {
     pub n_prob: usize,
     /// largest k of the group's problems
     pub k_max: usize,
+    /// coordinates per point
+    pub dim: usize,
 }
 
 /// The device-resident inputs of [`Group::resident`]: points `[n_pts, dim]`, offsets `[P + 1]`,
@@ -133,6 +135,7 @@ impl Group {
         });
         let offsets = Bind { buf: r.offsets.buffer.clone(), sec: r.offsets.size.map(|s| Sec { off: r.offsets.offset, size: s.get() }) };
         Group {
+            dim,
             pts: 0..r.n_pts,
             cents: 0..r.total_k,
             points: Bind::whole(r.points),
@@ -212,6 +215,7 @@ pub(super) fn groups(be: &WgpuBackend, b: &KmeansBatch, extra: Extra) -> Result<
             params,
             n_prob: probs.len(),
             k_max: probs.clone().map(|p| b.k[p] as usize).max().unwrap_or(0),
+            dim: b.dim,
             pts,
             cents,
         });
@@ -242,7 +246,11 @@ fn encode_assign(
     state: &wgpu::Buffer,
     spare: &Spare,
 ) -> Result<()> {
-    let pipe = be.pipe("kmeans", SRC, "kmeans_assign_fwd_v1", 0, BINDS)?;
+    // v2 holds the point in registers (dim 64 only, as CUDA's) and stages the workgroup's
+    // centroid rows in workgroup memory; v1 elsewhere. Both are bit-identical to the CPU.
+    let entry =
+        if be.options().versions.kmeans == KmeansVersion::V2 && g.dim == 64 { "kmeans_assign_fwd_v2" } else { "kmeans_assign_fwd_v1" };
+    let pipe = be.pipe("kmeans", SRC, entry, 0, BINDS)?;
     let binds = [
         g.points(),
         g.offsets(),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::wgsl::{preprocess, REDUCE_PRELUDE};
+use super::wgsl::preprocess;
 use super::{dev_err, WgpuBackend};
 use crate::error::{DriverError, Result};
 
@@ -58,8 +58,8 @@ impl WgpuBackend {
         if flags & F_SUBGROUP != 0 {
             defs.push("SUBGROUP");
         }
-        let body = if src.contains("RWG") { format!("{src}\n{REDUCE_PRELUDE}") } else { src.to_string() };
-        let code = prelude + &preprocess(&body, &defs);
+        // Shared WGSL (shaders/common.wgsl) comes in through each shader's own include line.
+        let code = prelude + &preprocess(src, &defs);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device

@@ -11,11 +11,6 @@ pub(crate) const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl"
 /// The include line for shaders/common.wgsl.
 pub(crate) const COMMON_INCLUDE: &str = "//#include \"common.wgsl\"";
 
-/// Appended by `pipe()` to every shader that mentions `RWG`; an include line, so it adds
-/// nothing to a shader that already includes common.wgsl itself (each is included at most once
-/// per shader), which every shader defining `RWG` does.
-pub(crate) const REDUCE_PRELUDE: &str = COMMON_INCLUDE;
-
 /// Resolves `//#include "common.wgsl"` lines (the file's text in their place, once per call;
 /// later includes of it are dropped), then `//#if NAME` / `//#else` / `//#endif` lines
 /// (nestable) against `defined`; everything else passes through. An include of any other file
@@ -73,8 +68,6 @@ mod tests {
         let sg = preprocess(&src, &["SUBGROUP"]);
         assert_eq!(sg.matches("fn wg_sum_f32").count(), 1);
         assert!(sg.contains("subgroupAdd") && sg.contains("@builtin(subgroup_id)"));
-        // pipe() appends REDUCE_PRELUDE to a shader that already includes common.wgsl.
-        assert_eq!(preprocess(&format!("{src}\n{REDUCE_PRELUDE}"), &[]).matches("fn wg_max_u32").count(), 1);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   concurrently on one handle; `close` must not overlap any other call on it.
 //!
 //! The `#[repr(C)]` types here mirror the header's structs field for field; `tests/capi.rs`
-//! compares their sizes and offsets with what the C compiler sees.
+//! compares their sizes and offsets with what the C compiler sees, and `tests/capi_header.rs`
+//! checks every declaration of the header against cbindgen's reading of this module.
+//! Errors and the panic guard are in `capi/guard.rs`, argument checks in `capi/args.rs`.
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -41,12 +41,23 @@ pub enum Error {
     #[error("{field} = {value}: {why}")]
     BadShape { field: &'static str, value: u64, why: &'static str },
 
+    /// One tensor passed as two operands that must be distinct (an op reading one while it
+    /// writes the other would race with itself). `field` is the later operand, `other` the
+    /// earlier one it aliases.
+    #[error("{field} is the same tensor as {other}; the op needs distinct tensors")]
+    Aliased { field: &'static str, other: &'static str },
+
+    /// A tensor whose element type is not the one the op reads or writes (`f32`, `u32`).
+    #[error("{field}: element type is {got}, expected {expected}")]
+    WrongDtype { field: &'static str, expected: &'static str, got: &'static str },
+
     /// A table handed to a backend that did not create it.
     #[error("table `{table}` lives on the {owner} backend, not on {caller}")]
     ForeignTable { table: &'static str, owner: String, caller: String },
 
     /// Two inputs that are each valid but do not belong together (a checkpoint of another
-    /// catalogue, an output path that is one of the inputs).
+    /// catalogue, an output path that is one of the inputs, a slot staged into another upload
+    /// or by another backend).
     #[error("{what}: {why}")]
     Incompatible { what: &'static str, why: String },
 
@@ -65,7 +76,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
-    /// A setting (environment variable or option) with a value this build does not know.
+    /// A setting (environment variable, option or configuration field) with a value this build
+    /// does not know or accept (a server limit below its minimum, an unknown backend name).
     #[error("{name} = {value:?}: {why}")]
     BadSetting { name: &'static str, value: String, why: String },
 
@@ -309,6 +321,14 @@ mod tests {
         let m = Error::driver("wgpu", "readback", wgpu::BufferAsyncError);
         let d = m.source().and_then(|s| s.downcast_ref::<DriverError>()).unwrap();
         assert!(d.source().and_then(|s| s.downcast_ref::<wgpu::BufferAsyncError>()).is_some());
+    }
+
+    #[test]
+    fn aliasing_and_dtype_errors_name_both_operands_and_types() {
+        let e = Error::Aliased { field: "adam g", other: "adam w" };
+        assert_eq!(e.to_string(), "adam g is the same tensor as adam w; the op needs distinct tensors");
+        let e = Error::WrongDtype { field: "attn q", expected: "f32", got: "u32" };
+        assert_eq!(e.to_string(), "attn q: element type is u32, expected f32");
     }
 
     #[test]

@@ -95,9 +95,7 @@ fn main() {
         Cmd::Bench { opts } => cli::bench::run(&opts),
     };
     if let Err(e) = result {
-        // One line: the chain of contexts, outermost first.
-        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
+        eprintln!("error: {}", cli::error_line(&e));
         std::process::exit(1);
     }
 }

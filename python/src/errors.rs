@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 use twin_engine::Error;
 
-/// The exception class name for an engine error.
+/// The exception class name for an engine error. Every variant is listed (no `_` arm), so a
+/// new one does not compile until it is given a class here and in `_errors.py`.
 pub fn kind_of(e: &Error) -> &'static str {
     match e {
         Error::LengthMismatch { .. }
@@ -20,6 +21,9 @@ pub fn kind_of(e: &Error) -> &'static str {
         | Error::BadShape { .. }
         | Error::BadSetting { .. }
         | Error::Parse { .. } => "InvalidInputError",
+        // Subclasses of InvalidInputError.
+        Error::Aliased { .. } => "AliasedError",
+        Error::WrongDtype { .. } => "WrongDtypeError",
         Error::Incompatible { .. } => "IncompatibleError",
         Error::TooLarge { .. } => "TooLargeError",
         Error::Io { .. } => "TwinIOError",
@@ -27,9 +31,14 @@ pub fn kind_of(e: &Error) -> &'static str {
         Error::UnsupportedVersion { .. } => "UnsupportedVersionError",
         Error::BackendUnavailable { .. } => "BackendUnavailableError",
         Error::Overloaded { .. } => "OverloadedError",
-        Error::Driver { .. } | Error::Device { .. } | Error::ForeignTable { .. } => "BackendError",
-        // No class of its own yet (`_errors.py`): the base class, with the engine's message.
-        Error::EngineStopped { .. } | Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => "TwinError",
+        Error::ForeignTable { .. } => "BackendError",
+        // Subclasses of BackendError.
+        Error::Driver { .. } => "DriverError",
+        Error::Device { .. } => "DeviceError",
+        Error::EngineStopped { .. } => "EngineStoppedError",
+        Error::Panic { .. } => "InternalPanicError",
+        Error::Spawn { .. } => "SpawnError",
+        Error::Serialize { .. } => "SerializeError",
     }
 }
 

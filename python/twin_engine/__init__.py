@@ -25,16 +25,24 @@ import numpy as np
 
 from . import _native
 from ._errors import (
+    AliasedError,
     BackendError,
     BackendUnavailableError,
     CorruptFileError,
+    DeviceError,
+    DriverError,
+    EngineStoppedError,
     IncompatibleError,
+    InternalPanicError,
     InvalidInputError,
     OverloadedError,
+    SerializeError,
+    SpawnError,
     TooLargeError,
     TwinError,
     TwinIOError,
     UnsupportedVersionError,
+    WrongDtypeError,
 )
 from ._native import Dataset
 
@@ -62,6 +70,8 @@ __all__ = [
     "BACKENDS",
     "TwinError",
     "InvalidInputError",
+    "AliasedError",
+    "WrongDtypeError",
     "IncompatibleError",
     "TooLargeError",
     "TwinIOError",
@@ -69,7 +79,13 @@ __all__ = [
     "UnsupportedVersionError",
     "BackendUnavailableError",
     "BackendError",
+    "DriverError",
+    "DeviceError",
     "OverloadedError",
+    "EngineStoppedError",
+    "InternalPanicError",
+    "SpawnError",
+    "SerializeError",
 ]
 
 

@@ -15,6 +15,14 @@ class InvalidInputError(TwinError, ValueError):
     unsorted history, malformed log row, wrong array length."""
 
 
+class AliasedError(InvalidInputError):
+    """One array passed as two operands that must be distinct (the message names both)."""
+
+
+class WrongDtypeError(InvalidInputError):
+    """An array of the wrong element type (the message names the expected and the given type)."""
+
+
 class IncompatibleError(TwinError, ValueError):
     """Two inputs each valid but not belonging together (a model of another catalogue,
     clusters built past the split, an existing checkpoint without ``resume=True``)."""
@@ -44,13 +52,43 @@ class BackendError(TwinError, RuntimeError):
     """The backend failed while running (driver, runtime, shader compiler)."""
 
 
+class DriverError(BackendError):
+    """A call into the GPU driver, runtime or kernel/shader compiler failed; the message names
+    the backend, the operation and the driver's own error."""
+
+
+class DeviceError(BackendError):
+    """The device ran, but what it returned fails a check the engine makes on it (a fault in the
+    backend, never in the input)."""
+
+
 class OverloadedError(TwinError, RuntimeError):
     """The engine's request queue is full; retry later or raise ``queue_capacity``."""
+
+
+class EngineStoppedError(TwinError, RuntimeError):
+    """The serving engine is shutting down or its batching worker stopped; another engine (or a
+    retry after a restart) may serve the request."""
+
+
+class InternalPanicError(TwinError, RuntimeError):
+    """A panic inside the engine, caught at a boundary: a bug (please report the message); the
+    engine keeps working."""
+
+
+class SpawnError(TwinError, OSError):
+    """The operating system refused to start a thread the engine needs."""
+
+
+class SerializeError(TwinError, ValueError):
+    """A value (a model's config) could not be written as JSON."""
 
 
 __all__ = [
     "TwinError",
     "InvalidInputError",
+    "AliasedError",
+    "WrongDtypeError",
     "IncompatibleError",
     "TooLargeError",
     "TwinIOError",
@@ -58,5 +96,11 @@ __all__ = [
     "UnsupportedVersionError",
     "BackendUnavailableError",
     "BackendError",
+    "DriverError",
+    "DeviceError",
     "OverloadedError",
+    "EngineStoppedError",
+    "InternalPanicError",
+    "SpawnError",
+    "SerializeError",
 ]

@@ -87,7 +87,7 @@ pub(crate) fn copy_rows_op<B: Backend + ?Sized>(
     n: usize,
 ) -> Result<()> {
     if Arc::ptr_eq(&dst.inner, &src.inner) {
-        return Err(Error::BadShape { field: "copy_rows src", value: 0, why: "source and destination are the same tensor" });
+        return Err(Error::Aliased { field: "copy_rows src", other: "copy_rows dst" });
     }
     let [w, s, mut d]: [Vec<u32>; 3] =
         be.tensor_read(&[&staged.tensor, src, dst])?.try_into().map_err(|_| Error::Empty { field: "tensor_read", index: 0 })?;
@@ -122,7 +122,7 @@ pub(crate) fn gemm_dev<B: Backend + ?Sized>(
 
 pub(crate) fn bias_act_op<B: Backend + ?Sized>(be: &B, x: &Tensor, bias: &Tensor, act: Act) -> Result<()> {
     if Arc::ptr_eq(&x.inner, &bias.inner) {
-        return Err(Error::BadShape { field: "bias_act bias", value: 0, why: "bias and x are the same tensor" });
+        return Err(Error::Aliased { field: "bias_act bias", other: "bias_act x" });
     }
     let r = be.tensor_read(&[x, bias])?;
     let (mut xv, b) = (f32s(&r[0]), f32s(&r[1]));

@@ -26,6 +26,16 @@ pub enum Elem {
     U32,
 }
 
+impl Elem {
+    /// The type's name in messages (`f32`, `u32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::U32 => "u32",
+        }
+    }
+}
+
 /// A `[rows, cols]` row-major matrix owned by one backend instance. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Tensor {
@@ -68,7 +78,7 @@ impl Tensor {
     /// Require shape and element type.
     pub(crate) fn expect(&self, field: &'static str, rows: usize, cols: usize, elem: Elem) -> Result<()> {
         if self.elem != elem {
-            return Err(Error::BadShape { field, value: self.len() as u64, why: "wrong element type (f32 / u32)" });
+            return Err(Error::WrongDtype { field, expected: elem.name(), got: self.elem.name() });
         }
         if self.rows != rows || self.cols != cols {
             return Err(Error::LengthMismatch {
@@ -186,7 +196,10 @@ pub struct Staged {
 impl Staged {
     pub(crate) fn owns(&self, field: &'static str, slot_staging: u64) -> Result<()> {
         if slot_staging != self.id {
-            return Err(Error::BadShape { field, value: slot_staging, why: "slot was staged into another upload" });
+            return Err(Error::Incompatible {
+                what: field,
+                why: format!("staged into upload #{slot_staging}, not this one (#{}): pass the upload of the slot's Staging", self.id),
+            });
         }
         Ok(())
     }

@@ -166,7 +166,10 @@ pub struct GsuTrainOut {
 impl GsuTrainOut {
     pub(crate) fn check(&self, slot: &TwinRowsSlot) -> Result<()> {
         if self.staging != slot.staging {
-            return Err(Error::BadShape { field: "gsu output", value: self.staging, why: "made from another staged batch" });
+            return Err(Error::Incompatible {
+                what: "gsu output",
+                why: format!("made from staged batch #{}, not from this slot's (#{})", self.staging, slot.staging),
+            });
         }
         self.sel.expect("gsu sel", slot.n_fin, 1, Elem::U32)?;
         self.map.expect("gsu row map", slot.map_len(), 1, Elem::U32)

@@ -45,6 +45,26 @@ pub fn load_data(path: &Path) -> Result<Dataset> {
     }
 }
 
+/// An error as one line: the chain of contexts, outermost first, each level printed only when
+/// its text is not already part of the level above (`Error::Io` and `Error::Driver` print
+/// their source themselves). The chain stops at `Error::Driver`: below it are the driver's own
+/// error types, whose text its message already holds, in other words.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut above = String::new();
+    for level in e.chain() {
+        let text = level.to_string();
+        if !text.is_empty() && !above.contains(&text) {
+            parts.push(text.clone());
+        }
+        above = text;
+        if matches!(level.downcast_ref::<twin_engine::Error>(), Some(twin_engine::Error::Driver { .. })) {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
 /// A closed pipe (`twin info FILE | head`) ends the process quietly, as in other Unix tools,
 /// instead of `println!` panicking on EPIPE. Not for `serve` and `loadtest`, whose sockets
 /// must see EPIPE as an error.
@@ -54,5 +74,25 @@ pub fn quiet_broken_pipe() {
     // handler runs Rust code.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twin_engine::error::DriverError;
+    use twin_engine::Error;
+
+    #[test]
+    fn an_error_line_prints_each_text_once() {
+        let io = Error::io("m.twm", std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+        let e = anyhow::Error::new(io).context("--model = m.twm");
+        assert_eq!(error_line(&e), "--model = m.twm: m.twm: no such file");
+        let drv = Error::driver("cuda", "alloc", DriverError::Emulator("8 bytes overrun".into()));
+        let e = anyhow::Error::new(drv).context("scoring");
+        assert_eq!(error_line(&e), "scoring: cuda: alloc: 8 bytes overrun");
+        // Distinct texts all print, outermost first.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_line(&e), "outer: middle: inner");
     }
 }

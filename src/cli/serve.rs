@@ -161,12 +161,15 @@ pub fn run(o: &ServeOpts) -> Result<()> {
         admin: admin_config(o)?,
     };
     // The library names each limit by its field; the flag is the same name with dashes.
-    cfg.check().map_err(|e| {
-        let msg = e.to_string();
-        match msg.split_once(' ') {
-            Some((field, rest)) if field.contains('_') => anyhow::anyhow!("--{} {rest}", field.replace('_', "-")),
-            _ => anyhow::anyhow!("{msg}"),
+    let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+    cfg.check().map_err(|e| match e {
+        twin_engine::Error::BadSetting { name, value, why } if name.contains('_') => {
+            anyhow::anyhow!("{} = {value}: {why}", flag(name))
         }
+        twin_engine::Error::TooLarge { field, value, limit } if field.contains('_') => {
+            anyhow::anyhow!("{} = {value} exceeds the limit {limit}", flag(field))
+        }
+        e => e.into(),
     })?;
 
     let engine_cfg = EngineConfig {

@@ -44,7 +44,7 @@ pub fn copy_rows(
     staged: &Staged,
 ) -> Result<usize> {
     if dst.elem != src.elem {
-        return Err(Error::BadShape { field: "copy_rows src", value: src.len() as u64, why: "element type differs from dst" });
+        return Err(Error::WrongDtype { field: "copy_rows src", expected: dst.elem.name(), got: src.elem.name() });
     }
     if src_cols.start > src_cols.end || src_cols.end > src.cols {
         return Err(Error::OutOfRange { field: "copy_rows src columns end", index: 0, value: src_cols.end as u64, limit: src.cols as u64 });
@@ -87,7 +87,7 @@ pub fn adam(w: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
         t.expect(field, w.rows, w.cols, Elem::F32)?;
     }
     w.expect("adam w", w.rows, w.cols, Elem::F32)?;
-    distinct(&[w, g, m, v])?;
+    distinct(&[("adam w", w), ("adam g", g), ("adam m", m), ("adam v", v)])?;
     if w.len() > u32::MAX as usize {
         return Err(Error::TooLarge { field: "adam w", value: w.len() as u64, limit: u32::MAX as u64 });
     }
@@ -102,23 +102,27 @@ pub fn adagrad_rows(w: &Tensor, acc: &Tensor, rows: &IdSlot, g: &Tensor, staged:
     g.expect("adagrad g", rows.len(), w.cols, Elem::F32)?;
     staged.owns("adagrad rows", rows.staging)?;
     if !rows.distinct {
-        return Err(Error::BadShape { field: "adagrad rows", value: rows.len() as u64, why: "stage them with Staging::rows (distinct)" });
+        return Err(Error::Incompatible {
+            what: "adagrad rows",
+            why: format!("{} ids staged with Staging::ids (may repeat); stage them with Staging::rows (distinct)", rows.len()),
+        });
     }
     if rows.bound > w.rows {
         return Err(Error::OutOfRange { field: "adagrad rows", index: 0, value: rows.bound as u64, limit: w.rows as u64 });
     }
-    distinct(&[w, acc, g])?;
+    distinct(&[("adagrad w", w), ("adagrad acc", acc), ("adagrad g", g)])?;
     if w.len() > u32::MAX as usize || g.len() > u32::MAX as usize {
         return Err(Error::TooLarge { field: "adagrad w", value: w.len().max(g.len()) as u64, limit: u32::MAX as u64 });
     }
     Ok(())
 }
 
-fn distinct(ts: &[&Tensor]) -> Result<()> {
-    for (i, a) in ts.iter().enumerate() {
-        for b in &ts[i + 1..] {
+/// No tensor passed as two operands; the error names both operands' fields.
+fn distinct(ts: &[(&'static str, &Tensor)]) -> Result<()> {
+    for (i, &(other, a)) in ts.iter().enumerate() {
+        for &(field, b) in &ts[i + 1..] {
             if std::sync::Arc::ptr_eq(&a.inner, &b.inner) {
-                return Err(Error::BadShape { field: b.name, value: 0, why: "the same tensor is passed twice" });
+                return Err(Error::Aliased { field, other });
             }
         }
     }
@@ -129,10 +133,11 @@ fn distinct(ts: &[&Tensor]) -> Result<()> {
 pub fn bias_act_bwd(dy: &Tensor, y: &Tensor, act: Act) -> Result<()> {
     dy.expect("bias_act_bwd dy", dy.rows, dy.cols, Elem::F32)?;
     y.expect("bias_act_bwd y", dy.rows, dy.cols, Elem::F32)?;
-    distinct(&[dy, y])?;
+    distinct(&[("bias_act_bwd dy", dy), ("bias_act_bwd y", y)])?;
     if act == Act::Sigmoid {
-        return Err(Error::BadShape {
-            field: "bias_act_bwd act", value: 2, why: "σ is not differentiated here (training ends in logits)"
+        return Err(Error::Incompatible {
+            what: "bias_act_bwd act",
+            why: "Sigmoid is not differentiated here (training ends in logits; use Relu or None)".into(),
         });
     }
     if dy.len() > u32::MAX as usize {

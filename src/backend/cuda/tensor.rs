@@ -116,10 +116,11 @@ impl CudaBackend {
     /// The online path (cross bias → ln n → GSU → ESU → W^o) on a staged batch; nothing moves
     /// between host and device.
     pub(crate) fn online_staged(&self, t: &OnlineTables, staged: &Staged, slot: &OnlineSlot) -> Result<OnlineDev> {
-        let nat = slot.native.as_ref().and_then(|b| b.downcast_ref::<NativeOnline>()).ok_or(Error::BadShape {
-            field: "online slot",
-            value: 0,
-            why: "staged for another backend (stage it with this backend's stage_online)",
+        // A caller can stage with one backend and run on another (the staging ids still agree):
+        // a usage error, named as such.
+        let nat = slot.native.as_ref().and_then(|b| b.downcast_ref::<NativeOnline>()).ok_or_else(|| Error::Incompatible {
+            what: "online slot",
+            why: "staged by another backend (stage it with this backend's stage_online)".into(),
         })?;
         let buf = self.mem(&staged.tensor)?;
         let (n_cand, n_beh, k) = (slot.n_cands, slot.n_behaviours, slot.k);

@@ -116,9 +116,15 @@ impl Group {
     pub fn coff(&self) -> wgpu::BufferBinding<'_> {
         self.coff.binding()
     }
-    /// The seeds section (`[2P]` lo, hi words), when the group was packed with seeds.
+    /// The seeds section (`[2P]` lo, hi words), when the group was packed with seeds. Every
+    /// caller that seeds packs them (`Extra::seeds`, `resident`), so its absence is a fault
+    /// in the backend, never in the input.
     pub fn seeds(&self) -> Result<wgpu::BufferBinding<'_>> {
-        self.seeds.as_ref().map(|s| s.binding()).ok_or(Error::BadShape { field: "k-means seeds", value: 0, why: "not uploaded" })
+        self.seeds.as_ref().map(|s| s.binding()).ok_or_else(|| Error::Device {
+            backend: "wgpu",
+            op: "kmeans seed",
+            message: "the group was packed without its seeds section".into(),
+        })
     }
 
     /// A group over buffers already on the device (no upload; its parameters are one uniform).
@@ -461,7 +467,12 @@ pub(crate) fn lloyd(be: &WgpuBackend, b: &KmeansBatch, init: Init, max_iter: u32
             let c0 = be.output("centroids", g.cents.len() * b.dim);
             match init {
                 Init::Host(_) => {
-                    let sec = g.init.as_ref().ok_or(Error::BadShape { field: "k-means init", value: 0, why: "not uploaded" })?;
+                    // `Init::Host` packs the initial centroids into every group (above).
+                    let sec = g.init.as_ref().ok_or_else(|| Error::Device {
+                        backend: "wgpu",
+                        op: "kmeans",
+                        message: "the group was packed without its initial centroids".into(),
+                    })?;
                     enc.copy_buffer_to_buffer(&sec.buf, sec.offset(), &c0, 0, (g.cents.len() * b.dim * 4) as u64);
                 }
                 Init::Seed(_, per) => {

@@ -139,10 +139,23 @@ fn refusal(e: &Error) -> (StatusCode, String) {
             (StatusCode::INTERNAL_SERVER_ERROR, "the backend failed while building or warming the model".into())
         }
         Error::EngineStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "the engine is shutting down".into()),
+        Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "the engine is overloaded; retry the swap later".into()),
         Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "the engine failed internally while loading the model".into())
         }
-        _ => (StatusCode::BAD_REQUEST, "the model failed validation or its warm-up".into()),
+        // Every kind listed (no `_`), so a new one is placed here deliberately. These carry
+        // values (possibly decoded from the file): only the kind of defect is told.
+        Error::LengthMismatch { .. }
+        | Error::OutOfRange { .. }
+        | Error::NonFinite { .. }
+        | Error::InvalidValue { .. }
+        | Error::Empty { .. }
+        | Error::TooLarge { .. }
+        | Error::BadOffsets { .. }
+        | Error::Aliased { .. }
+        | Error::WrongDtype { .. }
+        | Error::Incompatible { .. }
+        | Error::BadSetting { .. } => (StatusCode::BAD_REQUEST, "the model failed validation or its warm-up".into()),
     }
 }
 

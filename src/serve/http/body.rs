@@ -70,7 +70,22 @@ pub(crate) fn status_of(e: &Error) -> (StatusCode, &'static str) {
         Error::Io { .. } | Error::Panic { .. } | Error::Spawn { .. } | Error::Serialize { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
-        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+        // Every kind listed (no `_`), so a new one is placed here deliberately.
+        Error::LengthMismatch { .. }
+        | Error::OutOfRange { .. }
+        | Error::NonFinite { .. }
+        | Error::InvalidValue { .. }
+        | Error::Empty { .. }
+        | Error::TooLarge { .. }
+        | Error::BadOffsets { .. }
+        | Error::BadShape { .. }
+        | Error::Aliased { .. }
+        | Error::WrongDtype { .. }
+        | Error::Incompatible { .. }
+        | Error::CorruptFile { .. }
+        | Error::UnsupportedVersion { .. }
+        | Error::Parse { .. }
+        | Error::BadSetting { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
     }
 }
 
@@ -135,6 +150,9 @@ mod tests {
             (Error::Device { backend: "wgpu", op: "kmeans_tree", message: "m".into() }, 500, "device"),
             (Error::Panic { op: "score batch", message: "m".into() }, 500, "internal"),
             (Error::Empty { field: "candidates", index: 0 }, 400, "bad_request"),
+            (Error::Aliased { field: "adam g", other: "adam w" }, 400, "bad_request"),
+            (Error::WrongDtype { field: "attn q", expected: "f32", got: "u32" }, 400, "bad_request"),
+            (Error::BadSetting { name: "max_connections", value: "0".into(), why: "must be at least 1".into() }, 400, "bad_request"),
         ];
         for (e, status, kind) in cases {
             assert_eq!(status_of(&e), (StatusCode::from_u16(status).unwrap(), kind), "{e}");

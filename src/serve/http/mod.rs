@@ -130,7 +130,7 @@ impl HttpConfig {
         ];
         for (field, v, lo, why, hi) in checks {
             if v < lo {
-                return Err(Error::BadShape { field, value: v, why });
+                return Err(Error::BadSetting { name: field, value: v.to_string(), why: why.into() });
             }
             if v > hi {
                 return Err(Error::TooLarge { field, value: v, limit: hi });
@@ -138,10 +138,11 @@ impl HttpConfig {
         }
         if let Some(a) = &self.admin {
             if a.token.trim().len() < MIN_TOKEN_LEN {
-                return Err(Error::BadShape {
-                    field: "admin token length",
-                    value: a.token.trim().len() as u64,
-                    why: "must be at least 16 characters (a random secret)",
+                // The length only: the token is a secret and never goes into a message.
+                return Err(Error::BadSetting {
+                    name: "admin token length",
+                    value: a.token.trim().len().to_string(),
+                    why: format!("must be at least {MIN_TOKEN_LEN} characters (a random secret)"),
                 });
             }
         }

@@ -1,8 +1,9 @@
 //! Build script: does nothing unless the `cuda-emu` feature is on. With it, compiles the CPU
 //! emulator of CUDA (emu/runtime.cpp, emu/memory.cpp) and every kernels/*.cu (plus the emulator's
 //! own test kernels, emu/tests/emu_tests.cu) as C++17 into one static library. See emu/README.md.
-//! Each kernel's `#include "common.cuh"` line is replaced by kernels/common.cuh's text (as the
-//! NVRTC path does in src/backend/cuda/sources.rs), so the scan below sees that code as well.
+//! Each kernel's `#include "X.cuh"` lines (X.cuh a file in kernels/) are replaced by the header's
+//! text (as the NVRTC path does in src/backend/cuda/sources.rs), so the scan below sees that code
+//! as well.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -40,7 +41,6 @@ mod emu {
             .collect();
         sources.sort();
         sources.push(root.join("emu/tests/emu_tests.cu"));
-        let common = fs::read_to_string(root.join("kernels/common.cuh")).expect("kernels/common.cuh is readable");
 
         let mut build = cc::Build::new();
         build
@@ -58,6 +58,7 @@ mod emu {
             .define("TWIN_CUDA_EMU", None)
             .include(root.join("emu"))
             .file(root.join("emu/runtime.cpp"))
+            .file(root.join("emu/fibers.cpp"))
             .file(root.join("emu/memory.cpp"));
 
         let mut registry = String::from("#include \"emu_internal.h\"\n");
@@ -68,7 +69,7 @@ mod emu {
             let stem: String =
                 src.file_stem().unwrap().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
             let rel = src.strip_prefix(&root).unwrap_or(src).display().to_string();
-            let text = expand_common(&fs::read_to_string(src).expect("kernel source is readable"), &common, &rel);
+            let text = expand_includes(&fs::read_to_string(src).expect("kernel source is readable"), &root, &rel);
             let scanned = scan(&text, &rel);
             for (name, c) in &scanned.dyn_smem {
                 if *c && !c_smem.contains(name) {
@@ -104,14 +105,23 @@ mod emu {
         build.compile("twin_cuda_emu");
     }
 
-    /// `src` (the file `rel`) with its `#include "common.cuh"` line replaced by kernels/common.cuh
-    /// between `#line` directives: the same expansion as src/backend/cuda/sources.rs gives NVRTC,
-    /// done before the scan so that it sees the header's code too.
-    fn expand_common(src: &str, common: &str, rel: &str) -> String {
-        let mut out = String::with_capacity(src.len() + common.len() + 64);
+    /// `src` (the file `rel`) with each `#include "X.cuh"` line whose kernels/X.cuh exists replaced
+    /// by that header's text between `#line` directives: the same expansion as
+    /// src/backend/cuda/sources.rs gives NVRTC, done before the scan so that it sees the headers'
+    /// code too. Other includes stay (the compiler then names the missing file).
+    fn expand_includes(src: &str, root: &Path, rel: &str) -> String {
+        let mut out = String::with_capacity(src.len() + 16 * 1024);
         for (i, line) in src.lines().enumerate() {
-            if line.trim() == "#include \"common.cuh\"" {
-                writeln!(out, "#line 1 \"kernels/common.cuh\"\n{}", common.trim_end()).unwrap();
+            let header = line
+                .trim()
+                .strip_prefix("#include \"")
+                .and_then(|r| r.strip_suffix('"'))
+                .filter(|n| n.ends_with(".cuh") && !n.contains('/'))
+                .map(|n| (n, root.join("kernels").join(n)))
+                .filter(|(_, p)| p.is_file());
+            if let Some((name, path)) = header {
+                let text = fs::read_to_string(&path).expect("kernel header is readable");
+                writeln!(out, "#line 1 \"kernels/{name}\"\n{}", text.trim_end()).unwrap();
                 writeln!(out, "#line {} \"{rel}\"", i + 2).unwrap();
             } else {
                 out.push_str(line);

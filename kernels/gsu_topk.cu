@@ -19,9 +19,9 @@
 // exactly SPEC's tie rule, and every key of a row is distinct. Key 0 never encodes a finite or
 // infinite score, so it marks "empty". A NaN score raises flag[0] (the host reports an error).
 //
-// Top-K of n distinct keys (block_topk, 256 threads): radix select of the K-th largest key with
-// eight 8-bit passes (shared histogram, integer atomics), compaction of the keys >= it (exactly
-// K of them), bitonic sort of 256 slots, write-out. Deterministic.
+// Top-K of n distinct keys (block_topk in topk_select.cuh, 256 threads): radix select of the
+// K-th largest key with eight 8-bit passes (shared histogram, integer atomics), compaction of the
+// keys >= it (exactly K of them), bitonic sort of 256 slots, write-out. Deterministic.
 //
 // v1 (simple, two kernels):
 //   gsu_topk_fwd_v1_score: grid (ΣB, ceil(max L / 256) capped), 256 threads, dyn smem 4*D bytes
@@ -67,8 +67,9 @@
 // behaviour_bias); work items and offsets are built by the host from those checked offsets.
 
 #include "common.cuh"
+#include "topk_select.cuh"
+#include "wmma.cuh"
 
-#define TOPK_THREADS 256
 #define V2_TB 64           // candidates per tile
 #define V2_LT 64           // behaviours per sub-tile
 #define V2_KS (V2_LT + 4)  // padded row stride (floats) of the transposed key tile
@@ -111,128 +112,6 @@ __device__ __forceinline__ float bias_sum(const float* __restrict__ bias, u64 l,
     return b;
 }
 
-// Order-preserving map of a float's bits: a < b (as floats, not NaN) <=> ord(a) < ord(b).
-__device__ __forceinline__ u32 ord_of(float s) {
-    const u32 b = __float_as_uint(s);
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-
-__device__ __forceinline__ float score_of(u32 o) {
-    const u32 b = (o & 0x80000000u) ? (o & 0x7fffffffu) : ~o;
-    return __uint_as_float(b);
-}
-
-__device__ __forceinline__ u64 make_key(float s, u32 pos) {
-    const float c = (s == 0.0f) ? 0.0f : s;  // -0 ranks as +0 (the CPU compares -0 == +0)
-    return ((u64)ord_of(c) << 32) | (u64)pos;
-}
-
-// Key loaders for block_topk.
-struct ScoreRowKeys {
-    const float* row;
-    __device__ __forceinline__ u64 operator()(u32 i) const { return make_key(row[i], i); }
-};
-
-struct PartialKeys {
-    const u64* row;
-    __device__ __forceinline__ u64 operator()(u32 i) const { return row[i]; }
-};
-
-// The kk largest of n distinct keys (1 <= kk <= 256, at least kk keys nonzero), written in
-// descending order to row c of the outputs (stride K), padding up to K. blockDim.x must be 256.
-template <typename KeyAt>
-__device__ void block_topk(const KeyAt key_at, const u32 n, const u32 kk, const u64 c, const u32 K,
-                           u32* __restrict__ out_idx, float* __restrict__ out_score, u32* __restrict__ out_count) {
-    __shared__ u32 hist[256];
-    __shared__ u32 s_digit, s_k, s_cnt;
-    __shared__ u64 sel[256];
-    const u32 tid = threadIdx.x;
-
-    // 1. Radix select: the kk-th largest key, 8 bits at a time from the top.
-    u64 prefix = 0, mask = 0;
-    u32 k = kk;  // rank still to find among keys matching `prefix` on `mask` (uniform)
-    for (int shift = 56; shift >= 0; shift -= 8) {
-        hist[tid] = 0;
-        __syncthreads();
-        for (u32 i = tid; i < n; i += TOPK_THREADS) {
-            const u64 key = key_at(i);
-            if ((key & mask) == prefix) atomicAdd(&hist[(u32)(key >> shift) & 255u], 1u);
-        }
-        __syncthreads();
-        if (tid < 32) {
-            // Lane l owns bins 255-8l .. 248-8l (high to low); find the bin holding rank k.
-            const u32 lane = tid;
-            const int top = 255 - (int)lane * 8;
-            u32 s = 0;
-            for (int j = 0; j < 8; ++j) s += hist[top - j];
-            u32 incl = s;
-            for (int o = 1; o < 32; o <<= 1) {
-                const u32 v = __shfl_up_sync(FULL_MASK, incl, o);
-                if (lane >= (u32)o) incl += v;
-            }
-            const u32 ball = __ballot_sync(FULL_MASK, incl >= k);
-            const u32 first = (u32)(__ffs(ball) - 1);
-            if (lane == first) {
-                u32 cum = incl - s;
-                for (int j = 0; j < 8; ++j) {
-                    const u32 h = hist[top - j];
-                    if (cum + h >= k) {
-                        s_digit = (u32)(top - j);
-                        s_k = k - cum;
-                        break;
-                    }
-                    cum += h;
-                }
-            }
-        }
-        __syncthreads();
-        prefix |= (u64)s_digit << shift;
-        mask |= (u64)0xff << shift;
-        k = s_k;
-        __syncthreads();
-    }
-    // `prefix` is now the kk-th largest key; exactly kk keys are >= it.
-
-    // 2. Compact the winners (any order), 3. sort them descending.
-    sel[tid] = 0;
-    if (tid == 0) s_cnt = 0;
-    __syncthreads();
-    for (u32 i = tid; i < n; i += TOPK_THREADS) {
-        const u64 key = key_at(i);
-        if (key >= prefix) {
-            const u32 slot = atomicAdd(&s_cnt, 1u);
-            if (slot < 256u) sel[slot] = key;
-        }
-    }
-    __syncthreads();
-    for (u32 size = 2; size <= 256; size <<= 1) {
-        for (u32 stride = size >> 1; stride > 0; stride >>= 1) {
-            const u32 j = tid ^ stride;
-            if (j > tid) {
-                const u64 a = sel[tid], b = sel[j];
-                const bool desc = (tid & size) == 0;
-                if (desc ? (a < b) : (a > b)) {
-                    sel[tid] = b;
-                    sel[j] = a;
-                }
-            }
-            __syncthreads();
-        }
-    }
-
-    // 4. Write the row.
-    for (u32 j = tid; j < K; j += TOPK_THREADS) {
-        u32 idx = 0xffffffffu;
-        float sc = __int_as_float(0xff800000);  // -inf
-        if (j < kk) {
-            idx = (u32)(sel[j] & 0xffffffffull);
-            sc = score_of((u32)(sel[j] >> 32));
-        }
-        out_idx[c * K + j] = idx;
-        out_score[c * K + j] = sc;
-    }
-    if (tid == 0) out_count[c] = kk;
-}
 
 // ---------------------------------------------------------------- v1: score matrix + select
 
@@ -458,96 +337,6 @@ gsu_topk_fwd_v2_merge(const GsuSelectParams p, const u32* __restrict__ seq_off, 
 
 // ---------------------------------------------------------------- v3: tensor-core tiles + warp select
 
-// WMMA m16n16k16 (f16 A/B, f32 accumulate). The emulator provides nvcuda::wmma (emu/cuda_emu.h);
-// NVRTC has no usable <mma.h> here (the pip wheels lack crt/mma.h), so on the device the same
-// subset is spelled as the PTX wmma instructions it compiles to (sm_70+). Generic addresses.
-#ifdef TWIN_CUDA_EMU
-typedef __half gsu_half;
-namespace wm = nvcuda::wmma;
-#else
-struct __align__(2) gsu_half {
-    unsigned short x;
-};
-namespace twin_wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-template <typename Use, int M, int N, int K, typename T, typename Layout = void>
-struct fragment;
-template <typename Layout>
-struct fragment<matrix_a, 16, 16, 16, gsu_half, Layout> {
-    u32 x[8];  // 16 halves as 8 f16x2 registers
-};
-template <typename Layout>
-struct fragment<matrix_b, 16, 16, 16, gsu_half, Layout> {
-    u32 x[8];
-};
-template <>
-struct fragment<accumulator, 16, 16, 16, float, void> {
-    float x[8];
-};
-
-__device__ __forceinline__ void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
-    for (int i = 0; i < 8; ++i) f.x[i] = v;
-}
-
-#define TWIN_WMMA_LD(AB, LAY, f, p, ldm)                                                                              \
-    asm volatile("wmma.load." AB ".sync.aligned." LAY ".m16n16k16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, [%8], %9;"           \
-                 : "=r"(f.x[0]), "=r"(f.x[1]), "=r"(f.x[2]), "=r"(f.x[3]), "=r"(f.x[4]), "=r"(f.x[5]), "=r"(f.x[6]),     \
-                   "=r"(f.x[7])                                                                                        \
-                 : "l"(p), "r"(ldm)                                                                                    \
-                 : "memory")
-
-__device__ __forceinline__ void load_matrix_sync(fragment<matrix_a, 16, 16, 16, gsu_half, row_major>& f, const gsu_half* p, unsigned ldm) {
-    TWIN_WMMA_LD("a", "row", f, p, ldm);
-}
-__device__ __forceinline__ void load_matrix_sync(fragment<matrix_a, 16, 16, 16, gsu_half, col_major>& f, const gsu_half* p, unsigned ldm) {
-    TWIN_WMMA_LD("a", "col", f, p, ldm);
-}
-__device__ __forceinline__ void load_matrix_sync(fragment<matrix_b, 16, 16, 16, gsu_half, row_major>& f, const gsu_half* p, unsigned ldm) {
-    TWIN_WMMA_LD("b", "row", f, p, ldm);
-}
-__device__ __forceinline__ void load_matrix_sync(fragment<matrix_b, 16, 16, 16, gsu_half, col_major>& f, const gsu_half* p, unsigned ldm) {
-    TWIN_WMMA_LD("b", "col", f, p, ldm);
-}
-#undef TWIN_WMMA_LD
-
-__device__ __forceinline__ void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm,
-                                                  layout_t layout) {
-    if (layout == mem_row_major) {
-        asm volatile("wmma.store.d.sync.aligned.row.m16n16k16.f32 [%0], {%1,%2,%3,%4,%5,%6,%7,%8}, %9;"
-                     :
-                     : "l"(p), "f"(f.x[0]), "f"(f.x[1]), "f"(f.x[2]), "f"(f.x[3]), "f"(f.x[4]), "f"(f.x[5]), "f"(f.x[6]),
-                       "f"(f.x[7]), "r"(ldm)
-                     : "memory");
-    } else {
-        asm volatile("wmma.store.d.sync.aligned.col.m16n16k16.f32 [%0], {%1,%2,%3,%4,%5,%6,%7,%8}, %9;"
-                     :
-                     : "l"(p), "f"(f.x[0]), "f"(f.x[1]), "f"(f.x[2]), "f"(f.x[3]), "f"(f.x[4]), "f"(f.x[5]), "f"(f.x[6]),
-                       "f"(f.x[7]), "r"(ldm)
-                     : "memory");
-    }
-}
-
-// d = a * b + c (A row-major, B column-major: the only pairing v3 uses).
-__device__ __forceinline__ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
-                                         const fragment<matrix_a, 16, 16, 16, gsu_half, row_major>& a,
-                                         const fragment<matrix_b, 16, 16, 16, gsu_half, col_major>& b,
-                                         const fragment<accumulator, 16, 16, 16, float>& c) {
-    asm volatile(
-        "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f32 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11,%12,%13,%14,%15}, "
-        "{%16,%17,%18,%19,%20,%21,%22,%23}, {%24,%25,%26,%27,%28,%29,%30,%31};"
-        : "=f"(d.x[0]), "=f"(d.x[1]), "=f"(d.x[2]), "=f"(d.x[3]), "=f"(d.x[4]), "=f"(d.x[5]), "=f"(d.x[6]), "=f"(d.x[7])
-        : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(a.x[4]), "r"(a.x[5]), "r"(a.x[6]), "r"(a.x[7]), "r"(b.x[0]),
-          "r"(b.x[1]), "r"(b.x[2]), "r"(b.x[3]), "r"(b.x[4]), "r"(b.x[5]), "r"(b.x[6]), "r"(b.x[7]), "f"(c.x[0]), "f"(c.x[1]),
-          "f"(c.x[2]), "f"(c.x[3]), "f"(c.x[4]), "f"(c.x[5]), "f"(c.x[6]), "f"(c.x[7]));
-}
-}  // namespace twin_wmma
-namespace wm = twin_wmma;
-#endif
 
 #define V3_TB 32           // candidates per tile
 #define V3_LT 64           // behaviours per sub-tile
@@ -616,60 +405,6 @@ __device__ __forceinline__ void v3_stage(const void* __restrict__ tab, bool f16,
     }
 }
 
-__device__ __forceinline__ u64 u64_max(u64 a, u64 b) { return a > b ? a : b; }
-__device__ __forceinline__ u64 u64_min(u64 a, u64 b) { return a < b ? a : b; }
-
-// Merge the 32 keys pend[0..32) (0 = empty) into the descending list lst[0..32J), keeping its 32J
-// largest (FAISS WarpSelect's merge): a bitonic sort of the 32 across the lanes (ascending),
-// lst's last 32 replaced by max(lst[32(J-1) + l], sorted[l]) (the whole is then bitonic), and a
-// bitonic merge of the 32J (strides >= 32 within a lane's registers, < 32 by shuffles).
-// Element i of the list sits in lane i % 32, register i / 32.
-template <int J>
-__device__ __forceinline__ void v3_merge_j(u64* __restrict__ lst, const u64* __restrict__ pend, u32 lane) {
-    u64 x = pend[lane];
-    for (u32 size = 2; size <= 32u; size <<= 1) {
-        for (u32 st = size >> 1; st > 0; st >>= 1) {
-            const u64 y = __shfl_xor_sync(FULL_MASK, x, st);
-            const bool up = (lane & size) == 0u, low = (lane & st) == 0u;
-            x = (low == up) ? u64_min(x, y) : u64_max(x, y);
-        }
-    }
-    u64 a[J];
-#pragma unroll
-    for (int j = 0; j < J; ++j) a[j] = lst[32 * j + lane];
-    a[J - 1] = u64_max(a[J - 1], x);
-#pragma unroll
-    for (int s = J / 2; s >= 1; s >>= 1) {
-#pragma unroll
-        for (int j = 0; j < J; ++j) {
-            if ((j & s) == 0) {
-                const u64 hi = u64_max(a[j], a[j + s]), lo = u64_min(a[j], a[j + s]);
-                a[j] = hi;
-                a[j + s] = lo;
-            }
-        }
-    }
-    for (u32 st = 16; st > 0; st >>= 1) {
-        const bool low = (lane & st) == 0u;
-#pragma unroll
-        for (int j = 0; j < J; ++j) {
-            const u64 y = __shfl_xor_sync(FULL_MASK, a[j], st);
-            a[j] = low ? u64_max(a[j], y) : u64_min(a[j], y);
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < J; ++j) lst[32 * j + lane] = a[j];
-    __syncwarp();
-}
-
-__device__ __forceinline__ void v3_merge(u64* __restrict__ lst, const u64* __restrict__ pend, u32 kp, u32 lane) {
-    switch (kp) {
-        case 32: v3_merge_j<1>(lst, pend, lane); break;
-        case 64: v3_merge_j<2>(lst, pend, lane); break;
-        case 128: v3_merge_j<4>(lst, pend, lane); break;
-        default: v3_merge_j<8>(lst, pend, lane); break;
-    }
-}
 
 // Work items as v2 (WORK_WORDS words; tiles of <= V3_TB candidates); partial layout as v2, so
 // gsu_topk_fwd_v2_merge finishes v3 too.
@@ -752,7 +487,7 @@ __device__ void gsu_v3_impl(const GsuV3Params p, const void* __restrict__ p_q, c
                     continue;
                 }
                 __syncwarp();
-                v3_merge(lst, pd, kp, lane);
+                warp_merge(lst, pd, kp, lane);
                 if (pass && rank >= room) pd[rank - room] = key;
                 n = n + c - 32u;
                 thr = lst[K - 1u];
@@ -768,7 +503,7 @@ __device__ void gsu_v3_impl(const GsuV3Params p, const void* __restrict__ p_q, c
         if (n > 0u) {
             if (lane >= n) pd[lane] = 0ull;
             __syncwarp();
-            v3_merge(lst, pd, kp, lane);
+            warp_merge(lst, pd, kp, lane);
         }
         const u64 out = part_base + ((u64)t * nch + chunk) * K;
         for (u32 i = lane; i < K; i += 32u) partial[out + i] = lst[i];

@@ -4,46 +4,60 @@
 //! op takes several kernels (`gsu_topk_fwd_v2_merge`, `gather_fwd_f16`); the same op and
 //! version carry the same name in shaders/*.wgsl.
 //!
-//! Shared code: every kernel file includes kernels/common.cuh with the line
-//! `#include "common.cuh"`. NVRTC is given no headers (cudarc's `compile_ptx_with_opts` takes
-//! one source string), so [`KernelSource::text`] replaces that line with the header's text
-//! (include_str!'d here) between `#line` directives that keep NVRTC's messages pointing at the
-//! right file and line. build.rs does the same replacement for the CPU emulator.
+//! Shared code: kernel files include headers from kernels/ with lines like
+//! `#include "common.cuh"` (every file includes common.cuh; gsu_topk.cu also topk_select.cuh and
+//! wmma.cuh). NVRTC is given no headers (cudarc's `compile_ptx_with_opts` takes one source
+//! string), so [`KernelSource::text`] replaces each such line with the header's text
+//! (include_str!'d here, [`HEADERS`]) between `#line` directives that keep NVRTC's messages
+//! pointing at the right file and line. build.rs does the same replacement for the CPU emulator.
+//! Headers do not include each other; a kernel file includes what it needs, common.cuh first.
 
 /// The include line each kernel file uses for kernels/common.cuh.
 pub const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
 
-/// The text of kernels/common.cuh.
-pub const COMMON_CUH: &str = include_str!("../../../kernels/common.cuh");
+/// Every header a kernel file may include: (file name under kernels/, its text).
+pub const HEADERS: &[(&str, &str)] = &[
+    ("common.cuh", include_str!("../../../kernels/common.cuh")),
+    ("topk_select.cuh", include_str!("../../../kernels/topk_select.cuh")),
+    ("wmma.cuh", include_str!("../../../kernels/wmma.cuh")),
+];
 
 /// One kernel source file: an op stem, its `extern "C"` entry points, and whether NVRTC may
 /// contract multiply-adds (`fmad`; off where results must round exactly like the CPU).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSource {
     pub stem: &'static str,
-    /// The file as written (with its `#include "common.cuh"` line); compile [`Self::text`].
+    /// The file as written (with its `#include "….cuh"` lines); compile [`Self::text`].
     pub source: &'static str,
     pub fmad: bool,
     pub functions: &'static [&'static str],
 }
 
 impl KernelSource {
-    /// The source NVRTC compiles: [`Self::source`] with its `#include "common.cuh"` line
-    /// replaced by kernels/common.cuh, framed by `#line` directives.
+    /// The source NVRTC compiles: [`Self::source`] with its header includes replaced by the
+    /// headers' text, framed by `#line` directives.
     pub fn text(&self) -> String {
-        expand_common(self.source, &format!("{}.cu", self.stem))
+        expand_includes(self.source, &format!("{}.cu", self.stem))
     }
 }
 
-/// `src` (the file `name`) with each line that is exactly [`COMMON_INCLUDE`] (surrounding
-/// spaces aside) replaced by [`COMMON_CUH`]; lines after it keep their numbers through `#line`.
-pub fn expand_common(src: &str, name: &str) -> String {
-    let mut out = String::with_capacity(src.len() + COMMON_CUH.len() + 64);
+/// The header a line includes, when it is exactly `#include "NAME"` (surrounding spaces aside)
+/// for a NAME in [`HEADERS`].
+fn included_header(line: &str) -> Option<(&'static str, &'static str)> {
+    let name = line.trim().strip_prefix("#include \"")?.strip_suffix('"')?;
+    HEADERS.iter().copied().find(|(h, _)| *h == name)
+}
+
+/// `src` (the file `name`) with each line that includes one of [`HEADERS`] replaced by that
+/// header's text; lines after it keep their numbers through `#line`. Any other `#include` line
+/// is left as written (NVRTC then names the missing file).
+pub fn expand_includes(src: &str, name: &str) -> String {
+    let mut out = String::with_capacity(src.len() + HEADERS.iter().map(|(_, t)| t.len()).sum::<usize>() + 256);
     for (i, line) in src.lines().enumerate() {
-        if line.trim() == COMMON_INCLUDE {
-            out.push_str("#line 1 \"common.cuh\"\n");
-            out.push_str(COMMON_CUH);
-            if !COMMON_CUH.ends_with('\n') {
+        if let Some((header, text)) = included_header(line) {
+            out.push_str(&format!("#line 1 \"{header}\"\n"));
+            out.push_str(text);
+            if !text.ends_with('\n') {
                 out.push('\n');
             }
             out.push_str(&format!("#line {} \"{name}\"\n", i + 2));
@@ -181,11 +195,35 @@ mod tests {
             let t = k.text();
             assert!(!t.lines().any(|l| l.trim() == COMMON_INCLUDE), "{}: include left in", k.stem);
             assert!(t.contains("#define FULL_MASK"), "{}: common.cuh not inlined", k.stem);
+            assert!(!t.lines().any(|l| included_header(l).is_some()), "{}: a header include left in", k.stem);
             // The first line after the header is numbered like the file's line after the include.
             let at = k.source.lines().position(|l| l.trim() == COMMON_INCLUDE).unwrap();
-            let next = k.source.lines().nth(at + 1).unwrap_or("");
-            let mark = format!("#line {} \"{}.cu\"\n{next}\n", at + 2, k.stem);
+            let mark = format!("\n#line {} \"{}.cu\"\n", at + 2, k.stem);
             assert!(t.contains(&mark), "{}: #line after the header", k.stem);
+        }
+    }
+
+    #[test]
+    fn gsu_topk_expands_its_three_headers_in_order() {
+        let k = KERNEL_SOURCES.iter().find(|k| k.stem == "gsu_topk").unwrap();
+        let t = k.text();
+        let at = |pat: &str| t.find(pat).unwrap_or_else(|| panic!("gsu_topk: {pat} not inlined"));
+        assert!(at("#line 1 \"common.cuh\"") < at("#line 1 \"topk_select.cuh\""));
+        assert!(at("#line 1 \"topk_select.cuh\"") < at("#line 1 \"wmma.cuh\""));
+        assert!(at("void block_topk(") < at("gsu_topk_fwd_v1_select("), "block_topk before its use");
+        assert!(at("void warp_merge(") < at("gsu_topk_fwd_v3_f16("));
+        // An unknown header is left for NVRTC to report.
+        let odd = expand_includes("#include \"nope.cuh\"\nint x;\n", "x.cu");
+        assert_eq!(odd, "#include \"nope.cuh\"\nint x;\n");
+    }
+
+    #[test]
+    fn every_header_is_used_and_guarded() {
+        for (name, text) in HEADERS {
+            let line = format!("#include \"{name}\"");
+            assert!(KERNEL_SOURCES.iter().any(|k| k.source.lines().any(|l| l.trim() == line)), "{name} is included by no kernel");
+            assert!(text.contains("#ifndef TWIN_KERNELS_"), "{name} has no include guard");
+            assert!(!text.contains("extern \"C\" __global__"), "{name}: headers hold no entry points");
         }
     }
 }

@@ -1,31 +1,25 @@
 //! The CPU reference backend, op by op, against naive loops written straight from SPEC.md,
 //! plus properties (top-K = full sort under the tie rule) and bad-input errors.
 
-use half::f16;
 use proptest::prelude::*;
 use twin_engine::backend::cpu::CpuBackend;
 use twin_engine::backend::*;
+use twin_engine::bench::online::RequestGen;
 use twin_engine::features;
 use twin_engine::rng::SplitMix64;
 use twin_engine::Error;
 
-const H: usize = 4;
-const DK: usize = 32;
-const D: usize = H * DK;
+mod support;
 
+use support::{close, randn_with, values, Outliers, TableShape, Tables, D, DK, H};
+
+/// Normal(0, scale) with a few outliers: every 97th value is ×20 (the milder outliers this
+/// file's tolerances against its naive loops were set with; the parity tests use ±50).
 fn randn(rng: &mut SplitMix64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            // A few outliers: every 97th value is large.
-            let x = rng.normal() * scale;
-            (if i % 97 == 13 { x * 20.0 } else { x }) as f32
-        })
-        .collect()
+    randn_with(rng, n, scale, OUTLIERS)
 }
 
-fn close(a: f32, b: f32, atol: f32, rtol: f32) -> bool {
-    (a - b).abs() <= atol + rtol * b.abs()
-}
+const OUTLIERS: Outliers = Outliers::Scaled(20.0);
 
 struct Fixture {
     be: CpuBackend,
@@ -40,60 +34,19 @@ struct Fixture {
 }
 
 fn fixture(n_items: usize, seed: u64, dtype: DType) -> Fixture {
-    let mut rng = SplitMix64::new(seed);
     let be = CpuBackend::new();
-    let mut pq = randn(&mut rng, n_items * D, 0.3);
-    let mut pk = randn(&mut rng, n_items * D, 0.3);
-    let mut pv = randn(&mut rng, n_items * D, 1.0);
-    let v = *features::cross_offsets().last().unwrap() as usize;
-    let cb = randn(&mut rng, v * H, 0.5);
-    let cv = randn(&mut rng, v * D, 0.5);
-    let wo = randn(&mut rng, D * D, 1.0 / (D as f64).sqrt());
-    let mk = |name, data: &mut Vec<f32>| {
-        let t = HostTable::f32(n_items, D, data.clone()).unwrap();
-        let t = if dtype == DType::F16 { t.to_f16() } else { t };
-        // The naive loops read exactly what the table stores.
-        if dtype == DType::F16 {
-            for x in data.iter_mut() {
-                *x = f16::from_f32(*x).to_f32();
-            }
-        }
-        be.upload_table(name, &t).unwrap()
-    };
-    let p_q = mk("p_q", &mut pq);
-    let p_k = mk("p_k", &mut pk);
-    let p_v = mk("p_v", &mut pv);
-    let tables = OnlineTables {
-        p_q,
-        p_k,
-        p_v,
-        cross_bias: be.upload_table("cross_bias", &HostTable::f32(v, H, cb.clone()).unwrap()).unwrap(),
-        cross_value: be.upload_table("cross_value", &HostTable::f32(v, D, cv.clone()).unwrap()).unwrap(),
-        w_o: be.upload_table("w_o", &HostTable::f32(D, D, wo.clone()).unwrap()).unwrap(),
-        cross_offsets: features::cross_offsets(),
-        heads: H,
-    };
+    let t = Tables::shaped(seed, &TableShape { n_items, outliers: OUTLIERS, ..TableShape::parity(dtype) });
+    let tables = t.upload(&be);
+    // The naive loops read exactly what the tables store (f16 rounding included).
+    let (pq, pk, pv) = (values(&t.host_pq), values(&t.host_pk), values(&t.host_pv));
+    let (cb, cv, wo) = (values(&t.host_cb), values(&t.host_cv), values(&t.host_wo));
     Fixture { be, tables, pq, pk, pv, cb, cv, wo, n_items }
 }
 
-/// Requests of the given lengths and candidate counts; item ids repeat on purpose (ties).
+/// Requests of the given lengths and candidate counts, every behaviour drawn afresh (the
+/// library's generator, as the benchmarks use it; sizes 1..=19).
 fn requests(f: &Fixture, shapes: &[(usize, usize)], seed: u64) -> OnlineRequests {
-    let mut rng = SplitMix64::new(seed);
-    let offs = features::cross_offsets();
-    let mut req = OnlineRequests::new();
-    for &(l, b) in shapes {
-        let items: Vec<u32> = (0..l).map(|_| rng.below(f.n_items as u64) as u32).collect();
-        let mut cross = Vec::new();
-        for _ in 0..l {
-            for j in 0..features::N_CROSS {
-                cross.push(offs[j] + rng.below((offs[j + 1] - offs[j]) as u64) as u32);
-            }
-        }
-        let sizes: Vec<f32> = (0..l).map(|_| 1.0 + rng.below(19) as f32).collect();
-        let cands: Vec<u32> = (0..b).map(|_| rng.below(f.n_items as u64) as u32).collect();
-        req.push(&items, &cross, &sizes, &cands);
-    }
-    req
+    RequestGen { n_items: f.n_items, max_size: 19, repeats: false }.requests(shapes, seed)
 }
 
 /// SPEC §3 written as plainly as possible: α for one (candidate, behaviour, head).

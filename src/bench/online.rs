@@ -97,25 +97,58 @@ impl HostTables {
     }
 }
 
-/// `r` random requests of `(l, b)` over `n_items` items.
-pub fn requests(n_items: usize, r: usize, l: usize, b: usize, seed: u64) -> OnlineRequests {
-    let mut rng = SplitMix64::new(seed);
-    let offs = features::cross_offsets();
-    let j = features::N_CROSS;
-    let mut req = OnlineRequests::new();
-    for _ in 0..r {
-        let items: Vec<u32> = (0..l).map(|_| rng.below(n_items as u64) as u32).collect();
-        let mut cross = Vec::with_capacity(l * j);
-        for _ in 0..l {
-            for jj in 0..j {
-                cross.push(offs[jj] + rng.below((offs[jj + 1] - offs[jj]) as u64) as u32);
+/// How [`RequestGen::requests`] draws random requests: the benchmarks' and the tests' one
+/// generator (tests/support/mod.rs calls it), so they cannot drift apart.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestGen {
+    /// Behaviour and candidate items are drawn from `0..n_items`.
+    pub n_items: usize,
+    /// Cluster sizes are drawn from `1..=max_size`.
+    pub max_size: u32,
+    /// Every 7th behaviour (position ≡ 3 mod 7) copies an earlier one of its request (item,
+    /// cross rows and size), so exact score ties occur: the parity tests exercise the tie rule
+    /// with them; the benchmarks draw every behaviour afresh.
+    pub repeats: bool,
+}
+
+impl RequestGen {
+    /// Requests of the given `(L, B)` shapes, one after the other in one batch. Per behaviour:
+    /// its item, one row in each cross feature's vocabulary, its size; then the candidates.
+    pub fn requests(&self, shapes: &[(usize, usize)], seed: u64) -> OnlineRequests {
+        let mut rng = SplitMix64::new(seed);
+        let offs = features::cross_offsets();
+        let j = features::N_CROSS;
+        let n = self.n_items as u64;
+        let mut req = OnlineRequests::new();
+        for &(l, b) in shapes {
+            let mut items: Vec<u32> = Vec::with_capacity(l);
+            let mut cross: Vec<u32> = Vec::with_capacity(l * j);
+            let mut sizes: Vec<f32> = Vec::with_capacity(l);
+            for i in 0..l {
+                if self.repeats && i > 0 && i % 7 == 3 {
+                    // src < i: behaviours 0..i are already in items, cross and sizes.
+                    let src = rng.below(i as u64) as usize;
+                    items.push(items[src]);
+                    cross.extend_from_within(src * j..(src + 1) * j);
+                    sizes.push(sizes[src]);
+                    continue;
+                }
+                items.push(rng.below(n) as u32);
+                for w in offs.windows(2) {
+                    cross.push(w[0] + rng.below((w[1] - w[0]) as u64) as u32);
+                }
+                sizes.push(1.0 + rng.below(self.max_size as u64) as f32);
             }
+            let cands: Vec<u32> = (0..b).map(|_| rng.below(n) as u32).collect();
+            req.push(&items, &cross, &sizes, &cands);
         }
-        let sizes: Vec<f32> = (0..l).map(|_| 1.0 + rng.below(20) as f32).collect();
-        let cands: Vec<u32> = (0..b).map(|_| rng.below(n_items as u64) as u32).collect();
-        req.push(&items, &cross, &sizes, &cands);
+        req
     }
-    req
+}
+
+/// `r` random requests of `(l, b)` over `n_items` items, cluster sizes 1..=20, no repeats.
+pub fn requests(n_items: usize, r: usize, l: usize, b: usize, seed: u64) -> OnlineRequests {
+    RequestGen { n_items, max_size: 20, repeats: false }.requests(&vec![(l, b); r], seed)
 }
 
 /// Every shape × dtype × target of W1.

@@ -144,38 +144,15 @@ fn run(shared: Arc<Shared>, rx: Receiver<Job>, depth: &AtomicUsize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BackendChoice;
-    use crate::data::{generate, SynthConfig};
-    use crate::model::{Model, ModelConfig};
-    use crate::serve::{Behaviour, Engine, EngineConfig};
+    use crate::serve::test_support::{small_engine, small_request};
 
     /// A request after the queue closed is told the engine stopped (not a device failure),
     /// and its message says so (src/serve/http/body.rs answers it with a 503).
     #[test]
     fn a_closed_batcher_answers_engine_stopped() {
-        let ds = generate(&SynthConfig {
-            n_users: 2,
-            n_items: 50,
-            n_authors: 5,
-            n_topics: 4,
-            min_len: 5,
-            max_len: 20,
-            ..SynthConfig::default()
-        })
-        .unwrap();
-        let m = Model::init(ModelConfig::for_items(&ds.items), &ds.items, 1).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.twm");
-        m.save(&path).unwrap();
-        let e = Engine::open(&path, EngineConfig { backend: BackendChoice::Cpu, batching: false, ..EngineConfig::default() }).unwrap();
+        let (_dir, e) = small_engine();
         let b = Batcher::start(e.shared.clone()).unwrap();
-        let req = ScoreRequest {
-            request_time: 100,
-            long: vec![Behaviour::raw(3, 10, 5.0, 10.0)],
-            short: vec![],
-            candidates: vec![1, 2],
-            debug: false,
-        };
+        let req = small_request();
         // Open: it scores.
         assert_eq!(b.submit(e.current(), req.clone()).unwrap().ctr.len(), 2);
         b.close();

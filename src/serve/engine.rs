@@ -392,37 +392,14 @@ fn score_batch_inner(shared: &Shared, loaded: &Loaded, reqs: &[&ScoreRequest]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{generate, SynthConfig};
-    use crate::model::ModelConfig;
+    use crate::serve::test_support::{small_engine, small_request};
 
     /// A batch that fails for one request's fault keeps the others' answers and gives that one
     /// its own typed error (not a device error for all).
     #[test]
     fn a_batch_keeps_each_requests_own_error() {
-        let ds = generate(&SynthConfig {
-            n_users: 4,
-            n_items: 200,
-            n_authors: 20,
-            n_topics: 8,
-            min_len: 20,
-            max_len: 60,
-            samples_per_user: 2,
-            seed: 3,
-            ..SynthConfig::default()
-        })
-        .unwrap();
-        let m = Model::init(ModelConfig::for_items(&ds.items), &ds.items, 1).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.twm");
-        m.save(&path).unwrap();
-        let e = Engine::open(&path, EngineConfig { backend: BackendChoice::Cpu, batching: false, ..EngineConfig::default() }).unwrap();
-        let good = ScoreRequest {
-            request_time: 100,
-            long: vec![Behaviour::raw(3, 10, 5.0, 10.0)],
-            short: vec![],
-            candidates: vec![1, 2],
-            debug: false,
-        };
+        let (_dir, e) = small_engine();
+        let good = small_request();
         // Validation would refuse it; the batch path must cope with what slips through anyway.
         let bad = ScoreRequest { candidates: vec![1, 9_999], ..good.clone() };
         let loaded = e.current();

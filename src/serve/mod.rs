@@ -18,5 +18,7 @@ mod engine;
 #[cfg(feature = "server")]
 pub mod http;
 mod quiet;
+#[cfg(test)]
+mod test_support;
 
 pub use engine::{BatchObserver, Behaviour, CandidateDebug, Engine, EngineConfig, ScoreRequest, ScoreResponse, WARMUP_BATCHES};

@@ -13,6 +13,7 @@ use twin_engine::Error;
 
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 pub struct Case {
     pub heads: usize,
@@ -148,24 +149,20 @@ parity_test!(attn_is_deterministic, |gpu, cpu| {
     }
 });
 
-/// wgpu with a 64 KiB storage-binding cap: samples are processed in groups; the results match the
-/// unsplit backend bit for bit, and a sample larger than one binding is a typed error.
-#[test]
-fn attn_split() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        let c = case(&[1, 0, 97, 40, 120, 3, 0, 64], 4, 32, 600);
-        let (got, one) = (c.fwd(&*u.be), c.fwd(&*whole));
-        assert_eq!(bits(&got.p), bits(&one.p), "{}: split p", u.label);
-        assert_eq!(bits(&got.pooled), bits(&one.pooled), "{}: split pooled", u.label);
-        check_fwd(&format!("attn_fwd [{}]", u.label), &got, &c.fwd(&*cpu));
-        let g = u.be.attn_bwd(4, c.saved(&got.p), &c.dpooled).unwrap();
-        assert_eq!(g, whole.attn_bwd(4, c.saved(&got.p), &c.dpooled).unwrap(), "{}: split bwd", u.label);
-        check_bwd(&format!("attn_bwd [{}]", u.label), &*u.be, &*cpu, &c);
-        let big = case(&[3, 1025], 4, 32, 601);
-        assert!(matches!(u.be.attn_fwd(4, &big.q, &big.k, &big.v, &big.bias, &big.offsets), Err(Error::TooLarge { .. })));
-    }
-}
+// wgpu with a 64 KiB storage-binding cap: samples are processed in groups; the results match the
+// unsplit backend bit for bit, and a sample larger than one binding is a typed error.
+split_test!(attn_split, |u, whole, cpu| {
+    let c = case(&[1, 0, 97, 40, 120, 3, 0, 64], 4, 32, 600);
+    let (got, one) = (c.fwd(&*u.be), c.fwd(&*whole));
+    assert_eq!(bits(&got.p), bits(&one.p), "{}: split p", u.label);
+    assert_eq!(bits(&got.pooled), bits(&one.pooled), "{}: split pooled", u.label);
+    check_fwd(&format!("attn_fwd [{}]", u.label), &got, &c.fwd(&*cpu));
+    let g = u.be.attn_bwd(4, c.saved(&got.p), &c.dpooled).unwrap();
+    assert_eq!(g, whole.attn_bwd(4, c.saved(&got.p), &c.dpooled).unwrap(), "{}: split bwd", u.label);
+    check_bwd(&format!("attn_bwd [{}]", u.label), &*u.be, &*cpu, &c);
+    let big = case(&[3, 1025], 4, 32, 601);
+    assert!(matches!(u.be.attn_fwd(4, &big.q, &big.k, &big.v, &big.bias, &big.offsets), Err(Error::TooLarge { .. })));
+});
 
 #[test]
 fn attn_errors_are_typed() {

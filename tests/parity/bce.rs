@@ -12,6 +12,7 @@ use twin_engine::Error;
 use crate::attn::bits;
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 fn inputs(b: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
@@ -58,19 +59,15 @@ parity_test!(bce_matches_cpu, |gpu, cpu| {
     eprintln!("  bce: worst loss relative error {worst:.2e} (tolerance 1e-6)");
 });
 
-/// wgpu with a 64 KiB binding cap runs the samples in groups: identical to the unsplit backend.
-#[test]
-fn bce_split() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        let (s, y) = inputs(100_003, 80);
-        let (gl, gd) = u.be.bce(&s, &y).unwrap();
-        let (wl, wd) = whole.bce(&s, &y).unwrap();
-        assert_eq!(gl.to_bits(), wl.to_bits(), "{}: split loss differs", u.label);
-        assert_eq!(bits(&gd), bits(&wd), "{}: split dlogit differs", u.label);
-        check(&format!("bce split [{}]", u.label), &*u.be, &*cpu, &s, &y);
-    }
-}
+// wgpu with a 64 KiB binding cap runs the samples in groups: identical to the unsplit backend.
+split_test!(bce_split, |u, whole, cpu| {
+    let (s, y) = inputs(100_003, 80);
+    let (gl, gd) = u.be.bce(&s, &y).unwrap();
+    let (wl, wd) = whole.bce(&s, &y).unwrap();
+    assert_eq!(gl.to_bits(), wl.to_bits(), "{}: split loss differs", u.label);
+    assert_eq!(bits(&gd), bits(&wd), "{}: split dlogit differs", u.label);
+    check(&format!("bce split [{}]", u.label), &*u.be, &*cpu, &s, &y);
+});
 
 #[test]
 fn bce_errors_are_typed() {

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use half::f16;
 /// The device-tensor ops, in scope for every parity module that glob-imports `common`.
 pub use twin_engine::backend::DeviceOps;
-use twin_engine::backend::{self, Backend, DType, DeviceTable, HostTable, OnlineRequests, OnlineTables, TopK};
-use twin_engine::features;
-use twin_engine::rng::SplitMix64;
+use twin_engine::backend::{self, Backend, DeviceTable, HostTable, OnlineRequests, TopK};
+
+/// Random inputs, the online tables, requests and closeness checks, shared with tests/ops.rs.
+pub use crate::support::*;
 
 /// One backend to check, with a label saying which code path it exercises.
 #[derive(Clone)]
@@ -199,68 +200,95 @@ fn emulated_variant(label: &str) -> Arc<dyn Backend> {
     panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature ({label})");
 }
 
-/// GSU v3 (dots on tensor cores from f16 operands), outputs poisoned: the emulated CUDA backend
-/// when `TWIN_PARITY_ONLY` names cuda-emu (its own schedule seed, `TWIN_EMU_SEED` + 2), and the
-/// real one where a GPU is present and `cuda` is wanted. Not in [`variants`]: v3's scores carry
-/// the f16 rounding of the tables, so tests/parity/gsu_topk.rs checks them under the v3 rule
-/// (per-position error bounds), not the tolerance of the exact-input versions.
-pub fn v3_variants() -> Vec<Under> {
-    let mut v: Vec<Under> = Vec::new();
-    #[cfg(feature = "cuda")]
-    if wanted("cuda") {
-        use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
-        match CudaBackend::new(0) {
-            Ok(b) => {
-                b.set_gsu_version(GsuVersion::V3);
-                b.set_poison_outputs(true);
-                v.push(Under { label: "cuda (gsu v3, tensor cores)".into(), be: Arc::new(b) });
+/// The GSU v3 variants (dots on tensor cores from f16 operands), one test each under
+/// [`v3_test!`]. Not in [`VARIANTS`]: v3's scores carry the f16 rounding of the tables, so
+/// tests/parity/gsu_topk.rs checks them under the v3 rule (per-position error bounds), not the
+/// tolerance of the exact-input versions.
+pub const V3_VARIANTS: &[(&str, &str)] = &[("cuda (gsu v3, tensor cores)", "cuda_v3"), ("cuda-emu (gsu v3, tensor cores)", "cuda_emu_v3")];
+
+/// The GSU v3 variant called `label` (one of [`V3_VARIANTS`]), outputs poisoned, or `None`:
+/// the real CUDA backend where `cuda` is wanted and a GPU is present (missing: [`cuda_missing`]'s
+/// skip or failure), and the emulated one when `TWIN_PARITY_ONLY` names cuda-emu (its own
+/// schedule seed, `TWIN_EMU_SEED` + 2; asking for it without the feature fails).
+pub fn v3_variant(label: &str) -> Option<Under> {
+    match label {
+        "cuda (gsu v3, tensor cores)" => {
+            #[cfg(feature = "cuda")]
+            if wanted("cuda") {
+                use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+                match CudaBackend::new(0) {
+                    Ok(b) => {
+                        b.set_gsu_version(GsuVersion::V3);
+                        b.set_poison_outputs(true);
+                        return Some(Under { label: label.into(), be: Arc::new(b) });
+                    }
+                    Err(e) => cuda_missing("cuda (gsu v3)", &e.to_string()),
+                }
             }
-            Err(e) => cuda_missing("cuda (gsu v3)", &e.to_string()),
+            None
         }
-    }
-    if named("cuda-emu") {
-        #[cfg(feature = "cuda-emu")]
-        {
-            use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
-            let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-            let b = CudaBackend::emulated(base + 2).expect("the CUDA emulator is built in with feature cuda-emu");
-            b.set_gsu_version(GsuVersion::V3);
-            b.set_poison_outputs(true);
-            v.push(Under { label: "cuda-emu (gsu v3, tensor cores)".into(), be: Arc::new(b) });
+        "cuda-emu (gsu v3, tensor cores)" => {
+            if named("cuda-emu") {
+                #[cfg(feature = "cuda-emu")]
+                {
+                    use twin_engine::backend::cuda::{CudaBackend, GsuVersion};
+                    let base: u64 = std::env::var("TWIN_EMU_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+                    let b = CudaBackend::emulated(base + 2).expect("the CUDA emulator is built in with feature cuda-emu");
+                    b.set_gsu_version(GsuVersion::V3);
+                    b.set_poison_outputs(true);
+                    return Some(Under { label: label.into(), be: Arc::new(b) });
+                }
+                #[cfg(not(feature = "cuda-emu"))]
+                panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature");
+            }
+            None
         }
-        #[cfg(not(feature = "cuda-emu"))]
-        panic!("TWIN_PARITY_ONLY names cuda-emu but this test binary was built without the `cuda-emu` feature");
+        _ => panic!("parity: unknown v3 variant {label:?}"),
     }
-    v
 }
 
-/// wgpu with a tiny storage-binding cap, so tables and batches are split (ops that split).
-pub fn split_variants() -> Vec<Under> {
-    let mut v = Vec::new();
+/// The split variants (ops that split), one test each under [`split_test!`].
+pub const SPLIT_VARIANTS: &[(&str, &str)] =
+    &[("wgpu max-binding 64 KiB", "wgpu_64k"), ("wgpu max-binding 64 KiB, f32 tables", "wgpu_64k_f32_tables")];
+
+/// The split variant called `label` (one of [`SPLIT_VARIANTS`]): wgpu with a tiny
+/// storage-binding cap, so tables and batches are split; `None` where wgpu is not wanted or
+/// does not start (skipped, also under `CI`: [`variant`]'s wgpu tests fail there).
+pub fn split_variant(label: &str) -> Option<Under> {
+    let no_f16 = match label {
+        "wgpu max-binding 64 KiB" => false,
+        "wgpu max-binding 64 KiB, f32 tables" => true,
+        _ => panic!("parity: unknown split variant {label:?}"),
+    };
     #[cfg(feature = "wgpu")]
     if wanted("wgpu") && backend::open(backend::BackendChoice::Wgpu).is_ok() {
-        v.push(Under { label: "wgpu max-binding 64 KiB".into(), be: wgpu_with(|o| o.max_binding = Some(64 << 10)) });
-        v.push(Under {
-            label: "wgpu max-binding 64 KiB, f32 tables".into(),
-            be: wgpu_with(|o| {
-                o.max_binding = Some(64 << 10);
+        let be = wgpu_with(|o| {
+            o.max_binding = Some(64 << 10);
+            if no_f16 {
                 o.no_f16 = true;
-            }),
+            }
         });
+        return Some(Under { label: label.into(), be });
     }
-    v
+    let _ = no_f16;
+    None
 }
 
-/// Each split variant with the same backend unsplit (no binding cap), to compare bit for bit.
-pub fn split_pairs() -> Vec<(Under, Arc<dyn Backend>)> {
-    let mut v = Vec::new();
+/// The split variant called `label` with the same backend unsplit (no binding cap), to compare
+/// bit for bit.
+pub fn split_pair(label: &str) -> Option<(Under, Arc<dyn Backend>)> {
+    let u = split_variant(label)?;
     #[cfg(feature = "wgpu")]
-    for u in split_variants() {
+    {
         let no_f16 = u.label.contains("f32 tables");
         let whole = wgpu_with(|o| o.no_f16 = no_f16);
-        v.push((u, whole));
+        Some((u, whole))
     }
-    v
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = u;
+        None
+    }
 }
 
 /// Shapes for the split tests: tables of N_ITEMS x D span ~20-40 chunks of 64 KiB.
@@ -279,20 +307,6 @@ pub fn wgpu_with(f: impl FnOnce(&mut twin_engine::backend::wgpu::WgpuOptions)) -
 /// The oracle: the literal reference (`cpu-ref`), not the fast CPU path.
 pub fn cpu() -> Arc<dyn Backend> {
     backend::open(backend::BackendChoice::CpuRef).unwrap().0
-}
-
-/// Runs `$body(gpu, cpu)` for every backend under test in one test (the first failing variant
-/// hides the rest; [`parity_test!`] replaces it).
-#[macro_export]
-macro_rules! for_each_backend {
-    (|$gpu:ident, $cpu:ident| $body:block) => {{
-        let $cpu = $crate::common::cpu();
-        for __u in $crate::common::variants() {
-            eprintln!("parity on {} [{}]", __u.be.describe(), __u.label);
-            let $gpu = __u.be.clone();
-            $body
-        }
-    }};
 }
 
 /// `parity_test!(name, |gpu, cpu| { body })`: a module `name` with one `#[test]` per entry of
@@ -356,130 +370,83 @@ macro_rules! parity_test {
     };
 }
 
-// ---- random inputs ---------------------------------------------------------------------
+/// `split_test!(name, |u, cpu| { body })` or `split_test!(name, |u, whole, cpu| { body })`: a
+/// module `name` with one `#[test]` per entry of [`SPLIT_VARIANTS`] (`name::wgpu_64k`,
+/// `name::wgpu_64k_f32_tables`), as [`parity_test!`] does for [`VARIANTS`]. Each test opens its
+/// own split variant `u` through [`split_variant`] (with `whole`, the same backend unsplit,
+/// through [`split_pair`]) and `cpu` (the reference); an absent variant returns early.
+#[macro_export]
+macro_rules! split_test {
+    ($(#[$m:meta])* $name:ident, |$u:ident, $cpu:ident| $body:block) => {
+        $crate::split_test!(@tests $(#[$m])* $name, |label| {
+            let Some($u) = $crate::common::split_variant(label) else { return };
+            eprintln!("parity on {} [{}]", $u.be.describe(), $u.label);
+            #[allow(unused_variables)]
+            let $cpu = $crate::common::cpu();
+            $body
+        });
+    };
+    ($(#[$m:meta])* $name:ident, |$u:ident, $whole:ident, $cpu:ident| $body:block) => {
+        $crate::split_test!(@tests $(#[$m])* $name, |label| {
+            let Some(($u, $whole)) = $crate::common::split_pair(label) else { return };
+            eprintln!("parity on {} [{}]", $u.be.describe(), $u.label);
+            #[allow(unused_variables)]
+            let $cpu = $crate::common::cpu();
+            $body
+        });
+    };
+    (@tests $(#[$m:meta])* $name:ident, |$label:ident| $run:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
 
-pub const H: usize = 4;
-pub const DK: usize = 32;
-pub const D: usize = H * DK;
-pub const N_ITEMS: usize = 5000;
+            #[allow(dead_code)]
+            fn run($label: &str) $run
 
-/// Normal(0, scale) with outliers: every 97th value is ±50.
-pub fn randn(rng: &mut SplitMix64, n: usize, scale: f64) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let x = rng.normal() * scale;
-            if i % 97 == 13 {
-                if x < 0.0 {
-                    -50.0
-                } else {
-                    50.0
-                }
-            } else {
-                x as f32
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu_64k() {
+                run("wgpu max-binding 64 KiB")
             }
-        })
-        .collect()
-}
-
-/// `|a - b| <= atol + rtol * |b|`.
-pub fn close(a: f32, b: f32, atol: f32, rtol: f32) -> bool {
-    (a - b).abs() <= atol + rtol * b.abs()
-}
-
-/// Elementwise comparison; NaN anywhere in `got` fails (outputs are poisoned with NaN).
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: impl Fn(usize) -> f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = (0usize, 0f32);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(!g.is_nan(), "{what}[{i}] is NaN (unwritten output?)");
-        let err = (g - w).abs();
-        let tol = atol(i) + rtol * w.abs();
-        assert!(err <= tol, "{what}[{i}]: got {g}, want {w} (|err| {err} > tol {tol})");
-        if err / tol.max(f32::MIN_POSITIVE) > worst.1 {
-            worst = (i, err / tol);
+            #[cfg(feature = "wgpu")]
+            #[test]
+            fn wgpu_64k_f32_tables() {
+                run("wgpu max-binding 64 KiB, f32 tables")
+            }
         }
-    }
-    eprintln!("  {what}: {} values, worst error {:.3} of tolerance at {}", got.len(), worst.1, worst.0);
+    };
 }
 
-/// The online tables on both backends plus the host copies the reference reads.
-pub struct Tables {
-    pub host_pq: HostTable,
-    pub host_pk: HostTable,
-    pub host_pv: HostTable,
-    pub host_cb: HostTable,
-    pub host_cv: HostTable,
-    pub host_wo: HostTable,
-    pub dtype: DType,
-}
+/// `v3_test!(name, |u, cpu| { body })`: a module `name` with one `#[test]` per entry of
+/// [`V3_VARIANTS`] (`name::cuda_v3`, `name::cuda_emu_v3`), each opening its own variant `u`
+/// through [`v3_variant`] (returning early where it is absent, under its rules) and `cpu`.
+#[macro_export]
+macro_rules! v3_test {
+    ($(#[$m:meta])* $name:ident, |$u:ident, $cpu:ident| $body:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
 
-impl Tables {
-    pub fn new(seed: u64, dtype: DType) -> Tables {
-        let mut rng = SplitMix64::new(seed);
-        let v = *features::cross_offsets().last().unwrap() as usize;
-        let mk = |data: Vec<f32>, rows, cols| {
-            let t = HostTable::f32(rows, cols, data).unwrap();
-            if dtype == DType::F16 {
-                t.to_f16()
-            } else {
-                t
+            fn run(label: &str) {
+                let Some($u) = $crate::common::v3_variant(label) else { return };
+                eprintln!("parity on {} [{}]", $u.be.describe(), $u.label);
+                #[allow(unused_variables)]
+                let $cpu = $crate::common::cpu();
+                $body
             }
-        };
-        let host_pq = mk(randn(&mut rng, N_ITEMS * D, 0.3), N_ITEMS, D);
-        let host_pk = mk(randn(&mut rng, N_ITEMS * D, 0.3), N_ITEMS, D);
-        let host_pv = mk(randn(&mut rng, N_ITEMS * D, 1.0), N_ITEMS, D);
-        let host_cb = HostTable::f32(v, H, randn(&mut rng, v * H, 0.5)).unwrap();
-        let host_cv = HostTable::f32(v, D, randn(&mut rng, v * D, 0.5)).unwrap();
-        let host_wo = HostTable::f32(D, D, randn(&mut rng, D * D, 1.0 / (D as f64).sqrt())).unwrap();
-        Tables { host_pq, host_pk, host_pv, host_cb, host_cv, host_wo, dtype }
-    }
 
-    pub fn upload(&self, be: &dyn Backend) -> OnlineTables {
-        OnlineTables {
-            p_q: be.upload_table("p_q", &self.host_pq).unwrap(),
-            p_k: be.upload_table("p_k", &self.host_pk).unwrap(),
-            p_v: be.upload_table("p_v", &self.host_pv).unwrap(),
-            cross_bias: be.upload_table("cross_bias", &self.host_cb).unwrap(),
-            cross_value: be.upload_table("cross_value", &self.host_cv).unwrap(),
-            w_o: be.upload_table("w_o", &self.host_wo).unwrap(),
-            cross_offsets: features::cross_offsets(),
-            heads: H,
+            #[test]
+            fn cuda_v3() {
+                run("cuda (gsu v3, tensor cores)")
+            }
+            #[test]
+            fn cuda_emu_v3() {
+                run("cuda-emu (gsu v3, tensor cores)")
+            }
         }
-    }
-}
-
-/// Requests of the given `(L, B)` shapes, one after the other in one batch. Item ids repeat
-/// on purpose: every 7th behaviour copies an earlier one of the same request (item, cross
-/// rows and size), so exact score ties occur and exercise the tie rule.
-pub fn requests(shapes: &[(usize, usize)], seed: u64) -> OnlineRequests {
-    let mut rng = SplitMix64::new(seed);
-    let offs = features::cross_offsets();
-    let j = features::N_CROSS;
-    let mut req = OnlineRequests::new();
-    for &(l, b) in shapes {
-        let mut items: Vec<u32> = Vec::with_capacity(l);
-        let mut cross: Vec<u32> = Vec::with_capacity(l * j);
-        let mut sizes: Vec<f32> = Vec::with_capacity(l);
-        for i in 0..l {
-            if i > 0 && i % 7 == 3 {
-                let src = rng.below(i as u64) as usize;
-                items.push(items[src]);
-                for jj in 0..j {
-                    cross.push(cross[src * j + jj]);
-                }
-                sizes.push(sizes[src]);
-                continue;
-            }
-            items.push(rng.below(N_ITEMS as u64) as u32);
-            for jj in 0..j {
-                cross.push(offs[jj] + rng.below((offs[jj + 1] - offs[jj]) as u64) as u32);
-            }
-            sizes.push(1.0 + rng.below(19) as f32);
-        }
-        let cands: Vec<u32> = (0..b).map(|_| rng.below(N_ITEMS as u64) as u32).collect();
-        req.push(&items, &cross, &sizes, &cands);
-    }
-    req
+    };
 }
 
 /// Full reference scores `g_{b,l}` of candidate `c` over its request (CPU formula).

@@ -11,6 +11,7 @@ use twin_engine::Error;
 use crate::common::*;
 use crate::gsu_train::{cross, dims, params, read, upload, CROSS_OFFS, HEADS, J};
 use crate::parity_test;
+use crate::split_test;
 
 fn rows(n: usize, seed: u64) -> Vec<u32> {
     let offs = features::cross_offsets();
@@ -61,21 +62,17 @@ parity_test!(cross_bias_dense_matches_cpu, |gpu, cpu| {
     }
 });
 
-#[test]
-fn cross_bias_split() {
-    let c = cpu();
+split_test!(cross_bias_split, |u, c| {
     let t = Tables::new(22, twin_engine::backend::DType::F32);
-    for u in split_variants() {
-        let tg = u.be.upload_table("cross_bias", &t.host_cb).unwrap();
-        let tc = c.upload_table("cross_bias", &t.host_cb).unwrap();
-        let r = rows(20_000, 5);
-        let got = u.be.cross_bias(&tg, &r, 3).unwrap();
-        assert_close("cross_bias split", &got, &c.cross_bias(&tc, &r, 3).unwrap(), |_| 1e-4, 1e-5);
-        let (e, w, beta, d) = dense_inputs(5000, 6);
-        let got = u.be.cross_bias_dense(&e, &w, &beta, d).unwrap();
-        assert_close("cross_bias_dense split", &got, &c.cross_bias_dense(&e, &w, &beta, d).unwrap(), |_| 1e-2, 1e-4);
-    }
-}
+    let tg = u.be.upload_table("cross_bias", &t.host_cb).unwrap();
+    let tc = c.upload_table("cross_bias", &t.host_cb).unwrap();
+    let r = rows(20_000, 5);
+    let got = u.be.cross_bias(&tg, &r, 3).unwrap();
+    assert_close("cross_bias split", &got, &c.cross_bias(&tc, &r, 3).unwrap(), |_| 1e-4, 1e-5);
+    let (e, w, beta, d) = dense_inputs(5000, 6);
+    let got = u.be.cross_bias_dense(&e, &w, &beta, d).unwrap();
+    assert_close("cross_bias_dense split", &got, &c.cross_bias_dense(&e, &w, &beta, d).unwrap(), |_| 1e-2, 1e-4);
+});
 
 parity_test!(cross_bias_errors_match_cpu, |gpu, cpu| {
     let tab = HostTable::f32(74, H, vec![0.5; 74 * H]).unwrap();

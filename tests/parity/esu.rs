@@ -10,6 +10,7 @@ use twin_engine::Error;
 use crate::common::*;
 use crate::gsu_topk::{batches, bias_for, check};
 use crate::parity_test;
+use crate::split_test;
 
 fn row_scale(want: &[f32]) -> Vec<f32> {
     want.chunks(D).map(|r| r.iter().fold(0f32, |m, x| m.max(x.abs()))).collect()
@@ -100,61 +101,76 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// P_Q/P_K/P_V span many storage-binding chunks (64 KiB cap): ESU on compacted rows matches
-/// the CPU and the unsplit wgpu bit for bit.
-#[test]
-fn esu_split_tables() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        // f16 tables where the device keeps them f16; f32 on the f32-tables variant.
-        for dtype in [if u.label.contains("f32 tables") { DType::F32 } else { DType::F16 }] {
-            let t = Tables::new(47, dtype);
-            let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
-            let req = requests(&split_shapes(), 48);
-            let bias = bias_for(&*cpu, &tc, &req);
-            let topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
-            let got = u.be.esu(&ts, &req.as_batch(), &bias, &topk).unwrap();
-            let want = cpu.esu(&tc, &req.as_batch(), &bias, &topk).unwrap();
-            assert_rows(&format!("esu split {dtype:?}"), &got, &want);
-            let same = whole.esu(&tw, &req.as_batch(), &bias, &topk).unwrap();
-            assert_eq!(bits(&got), bits(&same), "esu split {dtype:?}: split != unsplit");
-        }
-    }
+/// Tables of width `d` = `heads` · d_k for the ESU v2 modules (common's ±50 outliers); with
+/// `all_in_dtype`, cross values and W^o in `dtype` too (the CUDA kernels' f16 paths for every
+/// table).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn esu_tables(seed: u64, d: usize, heads: usize, dtype: DType, all_in_dtype: bool) -> Tables {
+    Tables::shaped(seed, &TableShape { d, heads, all_in_dtype, ..TableShape::parity(dtype) })
 }
 
-/// The whole online path on split tables: against the CPU, the unsplit wgpu (bit for bit),
-/// and a request alone (independent of its batch neighbours).
-#[test]
-fn online_split_tables() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        let t = Tables::new(49, DType::F32);
-        let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
-        let req = requests(&split_shapes(), 50);
-        let got = u.be.online(&ts, &req.as_batch(), TOP_K).unwrap();
-        let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
-        let bias = bias_for(&*cpu, &tc, &req);
-        check("online split topk", &t, &req, &bias, &got.topk, &want.topk);
-        let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
-        assert_rows("online split out", &got.out, &want_out);
-        let same = whole.online(&tw, &req.as_batch(), TOP_K).unwrap();
-        assert_eq!(got.topk.idx, same.topk.idx);
-        assert_eq!(got.topk.count, same.topk.count);
-        assert_eq!(bits(&got.topk.score), bits(&same.topk.score));
-        assert_eq!(bits(&got.out), bits(&same.out), "online split != unsplit");
-        let b = req.as_batch();
-        for r in [2usize, 4] {
-            let (s, c) = (b.seq_range(r), b.cand_range(r));
-            let mut one = OnlineRequests::new();
-            one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
-            let alone = u.be.online(&ts, &one.as_batch(), TOP_K).unwrap();
-            assert_eq!(alone.topk.idx[..], got.topk.idx[c.start * TOP_K..c.end * TOP_K]);
-            assert_eq!(bits(&alone.out), bits(&got.out[c.start * D..c.end * D]));
-        }
-    }
+/// Cross bias plus ln(size) on the reference, for tables of any head count.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn bias_of(cpu: &dyn twin_engine::backend::Backend, tc: &twin_engine::backend::OnlineTables, req: &OnlineRequests) -> Vec<f32> {
+    let cb = cpu.cross_bias(&tc.cross_bias, &req.cross, tc.n_cross()).unwrap();
+    cpu.log_size_bias(&cb, &req.sizes, tc.heads).unwrap()
 }
+
+/// Request `r` of a batch on its own.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn one_request(req: &OnlineRequests, b: &twin_engine::backend::OnlineBatch, r: usize) -> OnlineRequests {
+    let (s, c) = (b.seq_range(r), b.cand_range(r));
+    let j = twin_engine::features::N_CROSS;
+    let mut one = OnlineRequests::new();
+    one.push(&req.items[s.clone()], &req.cross[s.start * j..s.end * j], &req.sizes[s.clone()], &req.cands[c]);
+    one
+}
+
+// P_Q/P_K/P_V span many storage-binding chunks (64 KiB cap): ESU on compacted rows matches
+// the CPU and the unsplit wgpu bit for bit.
+split_test!(esu_split_tables, |u, whole, cpu| {
+    // f16 tables where the device keeps them f16; f32 on the f32-tables variant.
+    for dtype in [if u.label.contains("f32 tables") { DType::F32 } else { DType::F16 }] {
+        let t = Tables::new(47, dtype);
+        let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
+        let req = requests(&split_shapes(), 48);
+        let bias = bias_for(&*cpu, &tc, &req);
+        let topk = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
+        let got = u.be.esu(&ts, &req.as_batch(), &bias, &topk).unwrap();
+        let want = cpu.esu(&tc, &req.as_batch(), &bias, &topk).unwrap();
+        assert_rows(&format!("esu split {dtype:?}"), &got, &want);
+        let same = whole.esu(&tw, &req.as_batch(), &bias, &topk).unwrap();
+        assert_eq!(bits(&got), bits(&same), "esu split {dtype:?}: split != unsplit");
+    }
+});
+
+// The whole online path on split tables: against the CPU, the unsplit wgpu (bit for bit),
+// and a request alone (independent of its batch neighbours).
+split_test!(online_split_tables, |u, whole, cpu| {
+    let t = Tables::new(49, DType::F32);
+    let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
+    let req = requests(&split_shapes(), 50);
+    let got = u.be.online(&ts, &req.as_batch(), TOP_K).unwrap();
+    let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
+    let bias = bias_for(&*cpu, &tc, &req);
+    check("online split topk", &t, &req, &bias, &got.topk, &want.topk);
+    let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
+    assert_rows("online split out", &got.out, &want_out);
+    let same = whole.online(&tw, &req.as_batch(), TOP_K).unwrap();
+    assert_eq!(got.topk.idx, same.topk.idx);
+    assert_eq!(got.topk.count, same.topk.count);
+    assert_eq!(bits(&got.topk.score), bits(&same.topk.score));
+    assert_eq!(bits(&got.out), bits(&same.out), "online split != unsplit");
+    let b = req.as_batch();
+    for r in [2usize, 4] {
+        let (s, c) = (b.seq_range(r), b.cand_range(r));
+        let mut one = OnlineRequests::new();
+        one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
+        let alone = u.be.online(&ts, &one.as_batch(), TOP_K).unwrap();
+        assert_eq!(alone.topk.idx[..], got.topk.idx[c.start * TOP_K..c.end * TOP_K]);
+        assert_eq!(bits(&alone.out), bits(&got.out[c.start * D..c.end * D]));
+    }
+});
 
 /// ESU v2 (kernels/esu.cu) against the CPU reference and v1. v2 performs v1's operations in
 /// v1's order per candidate, so it must equal v1 bit for bit, and the CPU reference within the
@@ -164,10 +180,9 @@ mod v2 {
     use std::sync::Arc;
 
     use twin_engine::backend::cuda::{CudaBackend, EsuVersion};
-    use twin_engine::backend::{Backend, DType, HostTable, OnlineBatch, OnlineRequests, OnlineTables, TopK};
-    use twin_engine::features;
-    use twin_engine::rng::SplitMix64;
+    use twin_engine::backend::{Backend, DType, OnlineTables, TopK};
 
+    use super::{bias_of, bits, esu_tables, one_request};
     use crate::common::*;
 
     /// One device's ESU versions: v1 first, then v2 with groups forced to 8 and 3 (ragged
@@ -221,47 +236,6 @@ mod v2 {
         v
     }
 
-    /// Online tables of width `d` = `heads` · d_k (random, with common's ±50 outliers).
-    struct Tabs {
-        host: [HostTable; 6],
-        heads: usize,
-    }
-
-    impl Tabs {
-        fn new(seed: u64, d: usize, heads: usize, dtype: DType) -> Tabs {
-            let mut rng = SplitMix64::new(seed);
-            let v = *features::cross_offsets().last().unwrap() as usize;
-            let half = |t: HostTable| if dtype == DType::F16 { t.to_f16() } else { t };
-            let pq = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
-            let pk = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
-            let pv = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 1.0)).unwrap());
-            let cb = HostTable::f32(v, heads, randn(&mut rng, v * heads, 0.5)).unwrap();
-            // Cross values and W^o in the tables' dtype too: the kernels' f16 paths for every table.
-            let cv = half(HostTable::f32(v, d, randn(&mut rng, v * d, 0.5)).unwrap());
-            let wo = half(HostTable::f32(d, d, randn(&mut rng, d * d, 1.0 / (d as f64).sqrt())).unwrap());
-            Tabs { host: [pq, pk, pv, cb, cv, wo], heads }
-        }
-
-        fn upload(&self, be: &dyn Backend) -> OnlineTables {
-            let [pq, pk, pv, cb, cv, wo] = &self.host;
-            OnlineTables {
-                p_q: be.upload_table("p_q", pq).unwrap(),
-                p_k: be.upload_table("p_k", pk).unwrap(),
-                p_v: be.upload_table("p_v", pv).unwrap(),
-                cross_bias: be.upload_table("cross_bias", cb).unwrap(),
-                cross_value: be.upload_table("cross_value", cv).unwrap(),
-                w_o: be.upload_table("w_o", wo).unwrap(),
-                cross_offsets: features::cross_offsets(),
-                heads: self.heads,
-            }
-        }
-    }
-
-    fn bias_of(cpu: &dyn Backend, tc: &OnlineTables, req: &OnlineRequests) -> Vec<f32> {
-        let cb = cpu.cross_bias(&tc.cross_bias, &req.cross, tc.n_cross()).unwrap();
-        cpu.log_size_bias(&cb, &req.sizes, tc.heads).unwrap()
-    }
-
     /// Worst |err|/tol over all values, and rows compared.
     #[derive(Default)]
     struct Stats {
@@ -286,10 +260,6 @@ mod v2 {
         }
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
-
     /// Requests of 1, 3, 7 and 9 candidates (off every group size tried), sequences shorter
     /// and longer than K (counts from 1 to 256).
     const SHAPES: &[(usize, usize)] = &[(1, 1), (97, 3), (300, 7), (5, 9), (257, 9), (20, 3), (1025, 1)];
@@ -301,7 +271,7 @@ mod v2 {
         for set in sets() {
             for &(d, heads) in &[(128usize, 4usize), (12, 3), (6, 2)] {
                 for dtype in [DType::F32, DType::F16] {
-                    let t = Tabs::new(61 + d as u64, d, heads, dtype);
+                    let t = esu_tables(61 + d as u64, d, heads, dtype, true);
                     let tc = t.upload(&*cpu);
                     let tgs: Vec<OnlineTables> = set.bes.iter().map(|(_, b)| t.upload(&**b)).collect();
                     let req = requests(SHAPES, 62);
@@ -333,7 +303,7 @@ mod v2 {
         let cpu = cpu();
         let mut st = Stats::default();
         for set in sets() {
-            let t = Tabs::new(71, 128, 4, DType::F16);
+            let t = esu_tables(71, 128, 4, DType::F16, true);
             let tc = t.upload(&*cpu);
             let req = requests(&[(40, 1100), (300, 9)], 72);
             let bias = bias_of(&*cpu, &tc, &req);
@@ -352,14 +322,6 @@ mod v2 {
         eprintln!("  esu B=1100: {} rows, max |err| {:.3e}, worst {:.3} of tolerance", st.rows, st.max_err, st.worst);
     }
 
-    fn one_request(req: &OnlineRequests, b: &OnlineBatch, r: usize) -> OnlineRequests {
-        let (s, c) = (b.seq_range(r), b.cand_range(r));
-        let j = features::N_CROSS;
-        let mut one = OnlineRequests::new();
-        one.push(&req.items[s.clone()], &req.cross[s.start * j..s.end * j], &req.sizes[s.clone()], &req.cands[c]);
-        one
-    }
-
     /// The whole online path with each ESU version: out against the reference ESU on the
     /// device's own finalists, equal to v1 bit for bit, and a request alone equal to the same
     /// request in the batch (its groups are cut differently there).
@@ -369,7 +331,7 @@ mod v2 {
         let mut st = Stats::default();
         for set in sets() {
             for dtype in [DType::F32, DType::F16] {
-                let t = Tabs::new(81, 128, 4, dtype);
+                let t = esu_tables(81, 128, 4, dtype, true);
                 let tc = t.upload(&*cpu);
                 let req = requests(&[(7, 3), (300, 9), (97, 7), (1, 1), (100, 0), (1025, 9)], 82);
                 let b = req.as_batch();
@@ -405,7 +367,7 @@ mod v2 {
     fn esu_v2_errors_match_cpu() {
         let cpu = cpu();
         for set in sets() {
-            let t = Tabs::new(91, 128, 4, DType::F32);
+            let t = esu_tables(91, 128, 4, DType::F32, true);
             let tc = t.upload(&*cpu);
             let req = requests(&[(20, 2)], 92);
             let bias = bias_of(&*cpu, &tc, &req);
@@ -432,10 +394,9 @@ mod wgpu_v2 {
     use std::sync::Arc;
 
     use twin_engine::backend::wgpu::{EsuVersion, WgpuBackend, WgpuOptions};
-    use twin_engine::backend::{Backend, DType, HostTable, OnlineBatch, OnlineRequests, OnlineTables};
-    use twin_engine::features;
-    use twin_engine::rng::SplitMix64;
+    use twin_engine::backend::{Backend, DType};
 
+    use super::{bias_of, bits, esu_tables, one_request};
     use crate::common::*;
 
     /// (label, v1, v2) on one reduction path, both with poisoned outputs.
@@ -471,39 +432,6 @@ mod wgpu_v2 {
         v
     }
 
-    /// Online tables of width `d` = `heads` · d_k (random, with common's ±50 outliers in randn).
-    fn host_tables(seed: u64, d: usize, heads: usize, dtype: DType) -> [HostTable; 6] {
-        let mut rng = SplitMix64::new(seed);
-        let v = *features::cross_offsets().last().unwrap() as usize;
-        let half = |t: HostTable| if dtype == DType::F16 { t.to_f16() } else { t };
-        let pq = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
-        let pk = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 0.3)).unwrap());
-        let pv = half(HostTable::f32(N_ITEMS, d, randn(&mut rng, N_ITEMS * d, 1.0)).unwrap());
-        let cb = HostTable::f32(v, heads, randn(&mut rng, v * heads, 0.5)).unwrap();
-        let cv = HostTable::f32(v, d, randn(&mut rng, v * d, 0.5)).unwrap();
-        let wo = HostTable::f32(d, d, randn(&mut rng, d * d, 1.0 / (d as f64).sqrt())).unwrap();
-        [pq, pk, pv, cb, cv, wo]
-    }
-
-    fn upload(be: &dyn Backend, h: &[HostTable; 6], heads: usize) -> OnlineTables {
-        let [pq, pk, pv, cb, cv, wo] = h;
-        OnlineTables {
-            p_q: be.upload_table("p_q", pq).unwrap(),
-            p_k: be.upload_table("p_k", pk).unwrap(),
-            p_v: be.upload_table("p_v", pv).unwrap(),
-            cross_bias: be.upload_table("cross_bias", cb).unwrap(),
-            cross_value: be.upload_table("cross_value", cv).unwrap(),
-            w_o: be.upload_table("w_o", wo).unwrap(),
-            cross_offsets: features::cross_offsets(),
-            heads,
-        }
-    }
-
-    fn bias_of(cpu: &dyn Backend, tc: &OnlineTables, req: &OnlineRequests) -> Vec<f32> {
-        let cb = cpu.cross_bias(&tc.cross_bias, &req.cross, tc.n_cross()).unwrap();
-        cpu.log_size_bias(&cb, &req.sizes, tc.heads).unwrap()
-    }
-
     /// The module's per-row rule for rows of width `d`; NaN (an unwritten poisoned output)
     /// fails. Returns the worst |err|/tol.
     fn compare(what: &str, got: &[f32], want: &[f32], d: usize) -> f32 {
@@ -520,10 +448,6 @@ mod wgpu_v2 {
         worst
     }
 
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
-
     /// Requests (L, B): candidate counts 1, 3, 9, 13, 17 (ragged last groups for G = 8, 5, 2),
     /// an empty request, L = 1, 97, 1025 (counts from 1 to K).
     const SHAPES: &[(usize, usize)] = &[(1, 1), (97, 9), (1025, 13), (20, 0), (1025, 1), (5, 17), (97, 3)];
@@ -536,8 +460,8 @@ mod wgpu_v2 {
         for (label, b1, b2) in pairs() {
             for &(d, heads) in &[(128usize, 4usize), (12, 3)] {
                 for dtype in [DType::F32, DType::F16] {
-                    let h = host_tables(61 + d as u64, d, heads, dtype);
-                    let (tc, t1, t2) = (upload(&*cpu, &h, heads), upload(&*b1, &h, heads), upload(&*b2, &h, heads));
+                    let h = esu_tables(61 + d as u64, d, heads, dtype, false);
+                    let (tc, t1, t2) = (h.upload(&*cpu), h.upload(&*b1), h.upload(&*b2));
                     let req = requests(SHAPES, 62);
                     let b = req.as_batch();
                     let bias = bias_of(&*cpu, &tc, &req);
@@ -561,14 +485,6 @@ mod wgpu_v2 {
         eprintln!("  wgpu esu v2: {rows} rows == v1 bit for bit, worst {worst:.3} of tolerance");
     }
 
-    fn one_request(req: &OnlineRequests, b: &OnlineBatch, r: usize) -> OnlineRequests {
-        let (s, c) = (b.seq_range(r), b.cand_range(r));
-        let j = features::N_CROSS;
-        let mut one = OnlineRequests::new();
-        one.push(&req.items[s.clone()], &req.cross[s.start * j..s.end * j], &req.sizes[s.clone()], &req.cands[c]);
-        one
-    }
-
     /// The whole online path (GSU → ESU in one command buffer): v2's out equals v1's bit for
     /// bit, matches the reference ESU on the device's finalists, and a request alone (its
     /// groups cut from its own first candidate) equals the same request in the batch.
@@ -577,8 +493,8 @@ mod wgpu_v2 {
         let cpu = cpu();
         for (label, b1, b2) in pairs() {
             for dtype in [DType::F32, DType::F16] {
-                let h = host_tables(81, D, H, dtype);
-                let (tc, t1, t2) = (upload(&*cpu, &h, H), upload(&*b1, &h, H), upload(&*b2, &h, H));
+                let h = esu_tables(81, D, H, dtype, false);
+                let (tc, t1, t2) = (h.upload(&*cpu), h.upload(&*b1), h.upload(&*b2));
                 let req = requests(&[(7, 3), (300, 9), (97, 13), (1, 1), (100, 0), (1025, 9)], 82);
                 let b = req.as_batch();
                 let bias = bias_of(&*cpu, &tc, &req);

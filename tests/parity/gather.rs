@@ -6,6 +6,7 @@ use twin_engine::Error;
 
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 fn ids(n: usize, seed: u64) -> Vec<u32> {
     let mut rng = SplitMix64::new(seed);
@@ -34,25 +35,20 @@ parity_test!(gather_matches_cpu_f32_f16, |gpu, cpu| {
     }
 });
 
-#[test]
-fn gather_split_tables_and_outputs() {
-    let cpu = cpu();
-    for u in split_variants() {
-        eprintln!("parity on {}", u.label);
-        for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(12, dtype);
-            let (tg, tc) = (u.be.upload_table("p_v", &t.host_pv).unwrap(), cpu.upload_table("p_v", &t.host_pv).unwrap());
-            // 4100 ids × 512 B = 2 MiB of output: 32 output groups × (2.5 MiB table / 64 KiB) chunks.
-            let id = ids(4100, 7);
-            assert_eq!(u.be.gather(&tg, &id).unwrap(), cpu.gather(&tc, &id).unwrap(), "{dtype:?}");
-        }
-        // A table whose row count is odd in f16 halves.
-        let odd = HostTable::f32(1001, 3, (0..3003).map(|i| i as f32 * 0.5 - 700.0).collect()).unwrap().to_f16();
-        let (og, oc) = (u.be.upload_table("odd", &odd).unwrap(), cpu.upload_table("odd", &odd).unwrap());
-        let id: Vec<u32> = (0..1001).rev().collect();
-        assert_eq!(u.be.gather(&og, &id).unwrap(), cpu.gather(&oc, &id).unwrap());
+split_test!(gather_split_tables_and_outputs, |u, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(12, dtype);
+        let (tg, tc) = (u.be.upload_table("p_v", &t.host_pv).unwrap(), cpu.upload_table("p_v", &t.host_pv).unwrap());
+        // 4100 ids × 512 B = 2 MiB of output: 32 output groups × (2.5 MiB table / 64 KiB) chunks.
+        let id = ids(4100, 7);
+        assert_eq!(u.be.gather(&tg, &id).unwrap(), cpu.gather(&tc, &id).unwrap(), "{dtype:?}");
     }
-}
+    // A table whose row count is odd in f16 halves.
+    let odd = HostTable::f32(1001, 3, (0..3003).map(|i| i as f32 * 0.5 - 700.0).collect()).unwrap().to_f16();
+    let (og, oc) = (u.be.upload_table("odd", &odd).unwrap(), cpu.upload_table("odd", &odd).unwrap());
+    let id: Vec<u32> = (0..1001).rev().collect();
+    assert_eq!(u.be.gather(&og, &id).unwrap(), cpu.gather(&oc, &id).unwrap());
+});
 
 parity_test!(gather_errors_match_cpu, |gpu, cpu| {
     let t = Tables::new(13, DType::F32);

@@ -15,6 +15,7 @@ use twin_engine::Error;
 use crate::attn::bits;
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 const KINDS: [GemmKind; 3] = [GemmKind::NN, GemmKind::NT, GemmKind::TN];
 
@@ -98,40 +99,36 @@ fn gemm_degenerate_shapes() {
     }
 }
 
-/// wgpu with a 64 KiB storage-binding cap: every kind runs in groups of output rows, TN also in
-/// slices of k; the results equal the unsplit backend bit for bit (same additions in the same
-/// order). A buffer that cannot be cut (b for NN, one row of out) is a typed error naming it.
-#[test]
-fn gemm_split() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        for (i, &(m, k, n)) in [(1000usize, 40usize, 30usize), (300, 130, 50), (20, 3000, 17), (700, 60, 25)].iter().enumerate() {
-            for kind in KINDS {
-                if kind != GemmKind::TN && k * n * 4 > 64 << 10 {
-                    continue; // b must bind whole for NN / NT (checked below)
-                }
-                let (a, b) = operands(m, k, n, 3000 + i as u64);
-                let got = u.be.gemm(kind, &a, &b, m, k, n).unwrap();
-                let one = whole.gemm(kind, &a, &b, m, k, n).unwrap();
-                assert_eq!(bits(&got), bits(&one), "{} {kind:?} m{m} k{k} n{n}: split differs from unsplit", u.label);
-                let want = cpu.gemm(kind, &a, &b, m, k, n).unwrap();
-                let mag = cpu.gemm(kind, &abs(&a), &abs(&b), m, k, n).unwrap();
-                let s = 5e-7 * (k as f32).sqrt();
-                assert_close(&format!("gemm split {kind:?} m{m} k{k} n{n} [{}]", u.label), &got, &want, |i| 1e-6 + s * mag[i], 0.0);
+// wgpu with a 64 KiB storage-binding cap: every kind runs in groups of output rows, TN also in
+// slices of k; the results equal the unsplit backend bit for bit (same additions in the same
+// order). A buffer that cannot be cut (b for NN, one row of out) is a typed error naming it.
+split_test!(gemm_split, |u, whole, cpu| {
+    for (i, &(m, k, n)) in [(1000usize, 40usize, 30usize), (300, 130, 50), (20, 3000, 17), (700, 60, 25)].iter().enumerate() {
+        for kind in KINDS {
+            if kind != GemmKind::TN && k * n * 4 > 64 << 10 {
+                continue; // b must bind whole for NN / NT (checked below)
             }
-        }
-        let (a, b) = operands(10, 200, 100, 3100); // b: 80 KB > 64 KiB
-        match u.be.gemm(GemmKind::NN, &a, &b, 10, 200, 100) {
-            Err(Error::TooLarge { field, .. }) => assert!(field.contains('b'), "{field}"),
-            other => panic!("{}: expected TooLarge for b, got {:?}", u.label, other.map(|v| v.len())),
-        }
-        let (a, b) = operands(2, 3, 20_000, 3101); // one row of out: 80 KB > 64 KiB
-        match u.be.gemm(GemmKind::TN, &a, &b, 2, 3, 20_000) {
-            Err(Error::TooLarge { field, .. }) => assert!(field.contains("out row"), "{field}"),
-            other => panic!("{}: expected TooLarge for an out row, got {:?}", u.label, other.map(|v| v.len())),
+            let (a, b) = operands(m, k, n, 3000 + i as u64);
+            let got = u.be.gemm(kind, &a, &b, m, k, n).unwrap();
+            let one = whole.gemm(kind, &a, &b, m, k, n).unwrap();
+            assert_eq!(bits(&got), bits(&one), "{} {kind:?} m{m} k{k} n{n}: split differs from unsplit", u.label);
+            let want = cpu.gemm(kind, &a, &b, m, k, n).unwrap();
+            let mag = cpu.gemm(kind, &abs(&a), &abs(&b), m, k, n).unwrap();
+            let s = 5e-7 * (k as f32).sqrt();
+            assert_close(&format!("gemm split {kind:?} m{m} k{k} n{n} [{}]", u.label), &got, &want, |i| 1e-6 + s * mag[i], 0.0);
         }
     }
-}
+    let (a, b) = operands(10, 200, 100, 3100); // b: 80 KB > 64 KiB
+    match u.be.gemm(GemmKind::NN, &a, &b, 10, 200, 100) {
+        Err(Error::TooLarge { field, .. }) => assert!(field.contains('b'), "{field}"),
+        other => panic!("{}: expected TooLarge for b, got {:?}", u.label, other.map(|v| v.len())),
+    }
+    let (a, b) = operands(2, 3, 20_000, 3101); // one row of out: 80 KB > 64 KiB
+    match u.be.gemm(GemmKind::TN, &a, &b, 2, 3, 20_000) {
+        Err(Error::TooLarge { field, .. }) => assert!(field.contains("out row"), "{field}"),
+        other => panic!("{}: expected TooLarge for an out row, got {:?}", u.label, other.map(|v| v.len())),
+    }
+});
 
 #[test]
 fn gemm_errors_are_typed() {

@@ -9,6 +9,8 @@ use twin_engine::Error;
 
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
+use crate::v3_test;
 
 pub const ATOL: f32 = 2e-4;
 pub const RTOL: f32 = 2e-5;
@@ -125,31 +127,26 @@ parity_test!(gsu_topk_errors_match_cpu, |gpu, cpu| {
     assert!(matches!(gpu.gsu_topk(&tc, &req.as_batch(), &bias, 5), Err(Error::ForeignTable { .. }) | Err(Error::OutOfRange { .. })));
 });
 
-/// P_Q/P_K span many storage-binding chunks (64 KiB cap): the split path compacts the rows of
-/// the batch and segments long sequences; it matches the CPU and the unsplit wgpu bit for bit.
-#[test]
-fn gsu_topk_split_tables() {
-    let cpu = cpu();
-    for (u, whole) in split_pairs() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(34, dtype);
-            let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
-            let req = requests(&split_shapes(), 35);
-            let bias = bias_for(&*cpu, &tc, &req);
-            for k in [TOP_K, 7] {
-                let got = u.be.gsu_topk(&ts, &req.as_batch(), &bias, k).unwrap();
-                let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
-                check(&format!("gsu split {dtype:?} k={k}"), &t, &req, &bias, &got, &want);
-                let same = whole.gsu_topk(&tw, &req.as_batch(), &bias, k).unwrap();
-                assert_eq!(got.count, same.count);
-                assert_eq!(got.idx, same.idx);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got.score), bits(&same.score));
-            }
+// P_Q/P_K span many storage-binding chunks (64 KiB cap): the split path compacts the rows of
+// the batch and segments long sequences; it matches the CPU and the unsplit wgpu bit for bit.
+split_test!(gsu_topk_split_tables, |u, whole, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(34, dtype);
+        let (ts, tw, tc) = (t.upload(&*u.be), t.upload(&*whole), t.upload(&*cpu));
+        let req = requests(&split_shapes(), 35);
+        let bias = bias_for(&*cpu, &tc, &req);
+        for k in [TOP_K, 7] {
+            let got = u.be.gsu_topk(&ts, &req.as_batch(), &bias, k).unwrap();
+            let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+            check(&format!("gsu split {dtype:?} k={k}"), &t, &req, &bias, &got, &want);
+            let same = whole.gsu_topk(&tw, &req.as_batch(), &bias, k).unwrap();
+            assert_eq!(got.count, same.count);
+            assert_eq!(got.idx, same.idx);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.score), bits(&same.score));
         }
     }
-}
+});
 
 // ---- GSU v3 (tensor cores) -------------------------------------------------------------------
 //
@@ -278,182 +275,151 @@ fn report(what: &str, st: &V3Stats) {
     );
 }
 
-#[test]
-fn gsu_topk_v3_matches_cpu() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(31, dtype);
-            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
-            for (i, (name, shapes)) in batches().into_iter().enumerate() {
-                if skip_long_on(&*u.be, shapes.iter().map(|s| s.0).max().unwrap_or(0)) {
-                    continue;
-                }
-                let req = requests(&shapes, 300 + i as u64);
-                let bias = bias_for(&*cpu, &tc, &req);
-                let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
-                let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
-                let mut st = V3Stats::default();
-                check_v3(&format!("gsu v3 {dtype:?} {name}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
-                report(&format!("gsu v3 {dtype:?} {name}"), &st);
+v3_test!(gsu_topk_v3_matches_cpu, |u, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(31, dtype);
+        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+        for (i, (name, shapes)) in batches().into_iter().enumerate() {
+            if skip_long_on(&*u.be, shapes.iter().map(|s| s.0).max().unwrap_or(0)) {
+                continue;
             }
+            let req = requests(&shapes, 300 + i as u64);
+            let bias = bias_for(&*cpu, &tc, &req);
+            let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
+            let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, TOP_K).unwrap();
+            let mut st = V3Stats::default();
+            check_v3(&format!("gsu v3 {dtype:?} {name}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
+            report(&format!("gsu v3 {dtype:?} {name}"), &st);
         }
     }
-}
+});
 
-/// K = 1..256 (list sizes 32, 64, 128, 256; several merges per chunk, chunks merged), L = 1, 5,
-/// 97, 300, 1025, both dtypes; then all-equal scores: the K most recent positions, exactly.
-#[test]
-fn gsu_topk_v3_other_k_and_exact_ties() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
+// K = 1..256 (list sizes 32, 64, 128, 256; several merges per chunk, chunks merged), L = 1, 5,
+// 97, 300, 1025, both dtypes; then all-equal scores: the K most recent positions, exactly.
+v3_test!(gsu_topk_v3_other_k_and_exact_ties, |u, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(32, dtype);
+        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+        let req = requests(&[(300, 2), (1025, 3), (5, 2), (1, 1), (97, 33)], 33);
+        let bias = bias_for(&*cpu, &tc, &req);
+        for k in [1usize, 7, 32, 33, 64, 65, 128, 129, 256] {
+            let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
+            let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+            let mut st = V3Stats::default();
+            check_v3(&format!("gsu v3 {dtype:?} k={k}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
+            report(&format!("gsu v3 {dtype:?} k={k}"), &st);
+        }
+    }
+    let t = Tables::new(32, DType::F32);
+    let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+    let mut req = OnlineRequests::new();
+    let l = 700;
+    req.push(&vec![42; l], &[1u32, 11, 40].repeat(l), &vec![3.0; l], &[7, 8, 9]);
+    let bias = bias_for(&*cpu, &tc, &req);
+    for k in [TOP_K, 256] {
+        let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
+        for c in 0..3 {
+            let expect: Vec<u32> = (0..k as u32).map(|i| l as u32 - 1 - i).collect();
+            assert_eq!(got.row(c).0, &expect[..], "tie rule, k={k}");
+            assert!(got.row(c).1.iter().all(|&x| x == got.row(c).1[0]), "equal scores, k={k}");
+        }
+    }
+});
+
+v3_test!(gsu_topk_v3_independent_of_batch, |u, cpu| {
+    let t = Tables::new(34, DType::F32);
+    let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+    let req = requests(&[(97, 3), (1025, 40), (1, 2)], 35);
+    let bias = bias_for(&*cpu, &tc, &req);
+    let all = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
+    let b = req.as_batch();
+    let r = 1;
+    let (s, c) = (b.seq_range(r), b.cand_range(r));
+    let mut one = OnlineRequests::new();
+    one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
+    let alone = u.be.gsu_topk(&tg, &one.as_batch(), &bias[s.start * H..s.end * H], TOP_K).unwrap();
+    assert_eq!(alone.idx[..], all.idx[c.start * TOP_K..c.end * TOP_K], "{}", u.label);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&alone.score), bits(&all.score[c.start * TOP_K..c.end * TOP_K]), "{}", u.label);
+});
+
+// The online path on v3: its finalists under the v3 rule, and the ESU output against the
+// reference ESU on v3's own finalists (tolerance as tests/parity/esu.rs).
+v3_test!(online_v3_matches_cpu, |u, cpu| {
+    for dtype in [DType::F32, DType::F16] {
+        let t = Tables::new(42, dtype);
+        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
+        let req = requests(&[(1, 1), (97, 3), (1025, 3), (100, 0), (101, 2)], 500);
+        let got = u.be.online(&tg, &req.as_batch(), TOP_K).unwrap();
+        let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
+        let bias = bias_for(&*cpu, &tc, &req);
+        let mut st = V3Stats::default();
+        check_v3(&format!("online v3 topk {dtype:?}"), &V3Ref::of(&t), &req, &bias, &got.topk, &want.topk, &mut st);
+        report(&format!("online v3 topk {dtype:?}"), &st);
+        let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
+        let scale: Vec<f32> = want_out.chunks(D).map(|r| r.iter().fold(0f32, |m, x| m.max(x.abs()))).collect();
+        assert_close(&format!("online v3 out {dtype:?}"), &got.out, &want_out, |i| 2e-3 * scale[i / D] + 1e-4, 1e-3);
+    }
+});
+
+// An f32 table value that f16 cannot hold (|x| ≥ 65520) is an error on v3, not a silent inf.
+v3_test!(gsu_topk_v3_f16_overflow_is_an_error, |u, cpu| {
+    let t = Tables::new(36, DType::F32);
+    let req = requests(&[(10, 2)], 37);
+    let tc = t.upload(&*cpu);
+    let bias = bias_for(&*cpu, &tc, &req);
+    let mut tg = t.upload(&*u.be);
+    let mut pk: Vec<f32> = (0..N_ITEMS * D).map(|i| t.host_pk.get(i)).collect();
+    pk[req.items[4] as usize * D + 5] = 1e5;
+    tg.p_k = u.be.upload_table("p_k", &HostTable::f32(N_ITEMS, D, pk).unwrap()).unwrap();
+    let e = u.be.gsu_topk(&tg, &req.as_batch(), &bias, 5).unwrap_err();
+    assert!(matches!(e, Error::NonFinite { field, .. } if field.contains("f16")), "{}: {e}", u.label);
+});
+
+// D off the WMMA k-step and h not a power of two: D = 12 (padded to 16; f16 rows staged element
+// by element, f32 rows as float4), D = 6 (f32 element by element too), D = 40 (padded to 48),
+// h = 3 or 5 (the division path); both dtypes, K = 7 and 100.
+v3_test!(gsu_topk_v3_odd_dim_and_heads, |u, cpu| {
+    for (d, heads) in [(12usize, 3usize), (6, 3), (40, 5)] {
         for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(32, dtype);
-            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
-            let req = requests(&[(300, 2), (1025, 3), (5, 2), (1, 1), (97, 33)], 33);
-            let bias = bias_for(&*cpu, &tc, &req);
-            for k in [1usize, 7, 32, 33, 64, 65, 128, 129, 256] {
+            let mut rng = twin_engine::rng::SplitMix64::new(77 + d as u64);
+            let v = *twin_engine::features::cross_offsets().last().unwrap() as usize;
+            let table = |rng: &mut twin_engine::rng::SplitMix64, rows: usize, cols: usize, scale: f64, half: bool| {
+                let t = HostTable::f32(rows, cols, randn(rng, rows * cols, scale)).unwrap();
+                if half {
+                    t.to_f16()
+                } else {
+                    t
+                }
+            };
+            let half = dtype == DType::F16;
+            let (pq, pk, pv) =
+                (table(&mut rng, N_ITEMS, d, 0.3, half), table(&mut rng, N_ITEMS, d, 0.3, half), table(&mut rng, N_ITEMS, d, 1.0, half));
+            let (cb, cv, wo) =
+                (table(&mut rng, v, heads, 0.5, false), table(&mut rng, v, d, 0.5, false), table(&mut rng, d, d, 0.3, false));
+            let up = |be: &dyn Backend| OnlineTables {
+                p_q: be.upload_table("p_q", &pq).unwrap(),
+                p_k: be.upload_table("p_k", &pk).unwrap(),
+                p_v: be.upload_table("p_v", &pv).unwrap(),
+                cross_bias: be.upload_table("cross_bias", &cb).unwrap(),
+                cross_value: be.upload_table("cross_value", &cv).unwrap(),
+                w_o: be.upload_table("w_o", &wo).unwrap(),
+                cross_offsets: twin_engine::features::cross_offsets(),
+                heads,
+            };
+            let (tg, tc) = (up(&*u.be), up(&*cpu));
+            let req = requests(&[(97, 3), (1025, 33), (1, 2)], 78);
+            let cross = cpu.cross_bias(&tc.cross_bias, &req.cross, 3).unwrap();
+            let bias = cpu.log_size_bias(&cross, &req.sizes, heads).unwrap();
+            let r = V3Ref { pq: &pq, pk: &pk, heads, rounded: !half };
+            for k in [7usize, TOP_K] {
                 let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
                 let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
+                let what = format!("gsu v3 D={d} h={heads} {dtype:?} k={k}");
                 let mut st = V3Stats::default();
-                check_v3(&format!("gsu v3 {dtype:?} k={k}"), &V3Ref::of(&t), &req, &bias, &got, &want, &mut st);
-                report(&format!("gsu v3 {dtype:?} k={k}"), &st);
-            }
-        }
-        let t = Tables::new(32, DType::F32);
-        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
-        let mut req = OnlineRequests::new();
-        let l = 700;
-        req.push(&vec![42; l], &[1u32, 11, 40].repeat(l), &vec![3.0; l], &[7, 8, 9]);
-        let bias = bias_for(&*cpu, &tc, &req);
-        for k in [TOP_K, 256] {
-            let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
-            for c in 0..3 {
-                let expect: Vec<u32> = (0..k as u32).map(|i| l as u32 - 1 - i).collect();
-                assert_eq!(got.row(c).0, &expect[..], "tie rule, k={k}");
-                assert!(got.row(c).1.iter().all(|&x| x == got.row(c).1[0]), "equal scores, k={k}");
+                check_v3(&what, &r, &req, &bias, &got, &want, &mut st);
+                report(&what, &st);
             }
         }
     }
-}
-
-#[test]
-fn gsu_topk_v3_independent_of_batch() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        let t = Tables::new(34, DType::F32);
-        let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
-        let req = requests(&[(97, 3), (1025, 40), (1, 2)], 35);
-        let bias = bias_for(&*cpu, &tc, &req);
-        let all = u.be.gsu_topk(&tg, &req.as_batch(), &bias, TOP_K).unwrap();
-        let b = req.as_batch();
-        let r = 1;
-        let (s, c) = (b.seq_range(r), b.cand_range(r));
-        let mut one = OnlineRequests::new();
-        one.push(&req.items[s.clone()], &req.cross[s.start * 3..s.end * 3], &req.sizes[s.clone()], &req.cands[c.clone()]);
-        let alone = u.be.gsu_topk(&tg, &one.as_batch(), &bias[s.start * H..s.end * H], TOP_K).unwrap();
-        assert_eq!(alone.idx[..], all.idx[c.start * TOP_K..c.end * TOP_K], "{}", u.label);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&alone.score), bits(&all.score[c.start * TOP_K..c.end * TOP_K]), "{}", u.label);
-    }
-}
-
-/// The online path on v3: its finalists under the v3 rule, and the ESU output against the
-/// reference ESU on v3's own finalists (tolerance as tests/parity/esu.rs).
-#[test]
-fn online_v3_matches_cpu() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        for dtype in [DType::F32, DType::F16] {
-            let t = Tables::new(42, dtype);
-            let (tg, tc) = (t.upload(&*u.be), t.upload(&*cpu));
-            let req = requests(&[(1, 1), (97, 3), (1025, 3), (100, 0), (101, 2)], 500);
-            let got = u.be.online(&tg, &req.as_batch(), TOP_K).unwrap();
-            let want = cpu.online(&tc, &req.as_batch(), TOP_K).unwrap();
-            let bias = bias_for(&*cpu, &tc, &req);
-            let mut st = V3Stats::default();
-            check_v3(&format!("online v3 topk {dtype:?}"), &V3Ref::of(&t), &req, &bias, &got.topk, &want.topk, &mut st);
-            report(&format!("online v3 topk {dtype:?}"), &st);
-            let want_out = cpu.esu(&tc, &req.as_batch(), &bias, &got.topk).unwrap();
-            let scale: Vec<f32> = want_out.chunks(D).map(|r| r.iter().fold(0f32, |m, x| m.max(x.abs()))).collect();
-            assert_close(&format!("online v3 out {dtype:?}"), &got.out, &want_out, |i| 2e-3 * scale[i / D] + 1e-4, 1e-3);
-        }
-    }
-}
-
-/// An f32 table value that f16 cannot hold (|x| ≥ 65520) is an error on v3, not a silent inf.
-#[test]
-fn gsu_topk_v3_f16_overflow_is_an_error() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        let t = Tables::new(36, DType::F32);
-        let req = requests(&[(10, 2)], 37);
-        let tc = t.upload(&*cpu);
-        let bias = bias_for(&*cpu, &tc, &req);
-        let mut tg = t.upload(&*u.be);
-        let mut pk: Vec<f32> = (0..N_ITEMS * D).map(|i| t.host_pk.get(i)).collect();
-        pk[req.items[4] as usize * D + 5] = 1e5;
-        tg.p_k = u.be.upload_table("p_k", &HostTable::f32(N_ITEMS, D, pk).unwrap()).unwrap();
-        let e = u.be.gsu_topk(&tg, &req.as_batch(), &bias, 5).unwrap_err();
-        assert!(matches!(e, Error::NonFinite { field, .. } if field.contains("f16")), "{}: {e}", u.label);
-    }
-}
-
-/// D off the WMMA k-step and h not a power of two: D = 12 (padded to 16; f16 rows staged element
-/// by element, f32 rows as float4), D = 6 (f32 element by element too), D = 40 (padded to 48),
-/// h = 3 or 5 (the division path); both dtypes, K = 7 and 100.
-#[test]
-fn gsu_topk_v3_odd_dim_and_heads() {
-    let cpu = cpu();
-    for u in v3_variants() {
-        eprintln!("parity on {} [{}]", u.be.describe(), u.label);
-        for (d, heads) in [(12usize, 3usize), (6, 3), (40, 5)] {
-            for dtype in [DType::F32, DType::F16] {
-                let mut rng = twin_engine::rng::SplitMix64::new(77 + d as u64);
-                let v = *twin_engine::features::cross_offsets().last().unwrap() as usize;
-                let table = |rng: &mut twin_engine::rng::SplitMix64, rows: usize, cols: usize, scale: f64, half: bool| {
-                    let t = HostTable::f32(rows, cols, randn(rng, rows * cols, scale)).unwrap();
-                    if half {
-                        t.to_f16()
-                    } else {
-                        t
-                    }
-                };
-                let half = dtype == DType::F16;
-                let (pq, pk, pv) = (
-                    table(&mut rng, N_ITEMS, d, 0.3, half),
-                    table(&mut rng, N_ITEMS, d, 0.3, half),
-                    table(&mut rng, N_ITEMS, d, 1.0, half),
-                );
-                let (cb, cv, wo) =
-                    (table(&mut rng, v, heads, 0.5, false), table(&mut rng, v, d, 0.5, false), table(&mut rng, d, d, 0.3, false));
-                let up = |be: &dyn Backend| OnlineTables {
-                    p_q: be.upload_table("p_q", &pq).unwrap(),
-                    p_k: be.upload_table("p_k", &pk).unwrap(),
-                    p_v: be.upload_table("p_v", &pv).unwrap(),
-                    cross_bias: be.upload_table("cross_bias", &cb).unwrap(),
-                    cross_value: be.upload_table("cross_value", &cv).unwrap(),
-                    w_o: be.upload_table("w_o", &wo).unwrap(),
-                    cross_offsets: twin_engine::features::cross_offsets(),
-                    heads,
-                };
-                let (tg, tc) = (up(&*u.be), up(&*cpu));
-                let req = requests(&[(97, 3), (1025, 33), (1, 2)], 78);
-                let cross = cpu.cross_bias(&tc.cross_bias, &req.cross, 3).unwrap();
-                let bias = cpu.log_size_bias(&cross, &req.sizes, heads).unwrap();
-                let r = V3Ref { pq: &pq, pk: &pk, heads, rounded: !half };
-                for k in [7usize, TOP_K] {
-                    let got = u.be.gsu_topk(&tg, &req.as_batch(), &bias, k).unwrap();
-                    let want = cpu.gsu_topk(&tc, &req.as_batch(), &bias, k).unwrap();
-                    let what = format!("gsu v3 D={d} h={heads} {dtype:?} k={k}");
-                    let mut st = V3Stats::default();
-                    check_v3(&what, &r, &req, &bias, &got, &want, &mut st);
-                    report(&what, &st);
-                }
-            }
-        }
-    }
-}
+});

@@ -10,6 +10,7 @@ use twin_engine::Error;
 
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 pub(crate) const DIM: usize = 64;
 
@@ -118,15 +119,11 @@ parity_test!(kmeans_full_identical_assignments, |gpu, cpu| {
     assert_eq!(alone.iterations[0], all.iterations[p]);
 });
 
-#[test]
-fn kmeans_split_batches() {
-    let cpu = cpu();
-    for u in split_variants() {
-        let (pts, offs, ks) = problems(&[50, 200, 97, 240, 150, 20], 73);
-        let seeds: Vec<u64> = (0..ks.len() as u64).collect();
-        check_run(&*u.be, &*cpu, &pts, &offs, &ks, &seeds);
-    }
-}
+split_test!(kmeans_split_batches, |u, cpu| {
+    let (pts, offs, ks) = problems(&[50, 200, 97, 240, 150, 20], 73);
+    let seeds: Vec<u64> = (0..ks.len() as u64).collect();
+    check_run(&*u.be, &*cpu, &pts, &offs, &ks, &seeds);
+});
 
 parity_test!(kmeans_errors_match_cpu, |gpu, cpu| {
     let (mut pts, offs, mut ks) = problems(&[5, 7], 74);

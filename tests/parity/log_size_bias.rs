@@ -6,6 +6,7 @@ use twin_engine::Error;
 
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 fn inputs(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = SplitMix64::new(seed);
@@ -30,15 +31,11 @@ parity_test!(log_size_bias_matches_cpu, |gpu, cpu| {
     }
 });
 
-#[test]
-fn log_size_bias_split() {
-    let cpu = cpu();
-    for u in split_variants() {
-        let (bias, sizes) = inputs(9000, 3);
-        let got = u.be.log_size_bias(&bias, &sizes, H).unwrap();
-        assert_close("log_size_bias split", &got, &cpu.log_size_bias(&bias, &sizes, H).unwrap(), |_| 4e-6, 1e-6);
-    }
-}
+split_test!(log_size_bias_split, |u, cpu| {
+    let (bias, sizes) = inputs(9000, 3);
+    let got = u.be.log_size_bias(&bias, &sizes, H).unwrap();
+    assert_close("log_size_bias split", &got, &cpu.log_size_bias(&bias, &sizes, H).unwrap(), |_| 4e-6, 1e-6);
+});
 
 parity_test!(log_size_bias_errors_match_cpu, |gpu, cpu| {
     let (mut bias, mut sizes) = inputs(10, 1);

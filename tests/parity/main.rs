@@ -3,6 +3,9 @@
 //! machine. With no GPU feature compiled in there is nothing to compare and the tests say so;
 //! with `--features wgpu` and `CI` set, a missing Vulkan adapter is a failure, not a skip.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod common;
 
 mod attn;

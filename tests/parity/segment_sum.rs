@@ -12,6 +12,7 @@ use twin_engine::Error;
 use crate::attn::bits;
 use crate::common::*;
 use crate::parity_test;
+use crate::split_test;
 
 struct Case {
     name: String,
@@ -91,21 +92,17 @@ fn segment_sum_cpu_is_deterministic() {
     }
 }
 
-/// wgpu with a 64 KiB binding cap: src larger than a binding is gathered per group of segments;
-/// still bit-identical. A single segment whose rows exceed a binding is a typed error.
-#[test]
-fn segment_sum_split() {
-    let cpu = cpu();
-    for u in split_variants() {
-        for c in [keyed(2000, 64, 300, 11), keyed(5000, 3, 40, 12), listed(300, 16, &[0, 900, 5, 0, 1000], 13)] {
-            let want = cpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
-            let got = u.be.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
-            assert_bits(&format!("{} [{}]", c.name, u.label), &got, &want);
-        }
-        let c = listed(2000, 16, &[2, 1100], 14);
-        assert!(matches!(u.be.segment_sum(&c.src, c.width, &c.perm, &c.offs), Err(Error::TooLarge { .. })));
+// wgpu with a 64 KiB binding cap: src larger than a binding is gathered per group of segments;
+// still bit-identical. A single segment whose rows exceed a binding is a typed error.
+split_test!(segment_sum_split, |u, cpu| {
+    for c in [keyed(2000, 64, 300, 11), keyed(5000, 3, 40, 12), listed(300, 16, &[0, 900, 5, 0, 1000], 13)] {
+        let want = cpu.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
+        let got = u.be.segment_sum(&c.src, c.width, &c.perm, &c.offs).unwrap();
+        assert_bits(&format!("{} [{}]", c.name, u.label), &got, &want);
     }
-}
+    let c = listed(2000, 16, &[2, 1100], 14);
+    assert!(matches!(u.be.segment_sum(&c.src, c.width, &c.perm, &c.offs), Err(Error::TooLarge { .. })));
+});
 
 #[test]
 fn segment_sum_errors_are_typed() {

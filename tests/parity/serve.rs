@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::common::variants;
+use crate::split_test;
 use twin_engine::backend::cpu::CpuBackend;
 use twin_engine::data::{generate, SynthConfig};
 use twin_engine::model::{Model, ModelConfig};
@@ -109,21 +110,18 @@ fn one_serving_batch_is_one_upload_and_one_download() {
     }
 }
 
-/// With tables cut across storage bindings (wgpu capped at 64 KiB), the device-resident forms
-/// cannot bind their operands and fall back to the host implementations over device tensors
-/// (paying transfers): the CTRs must still equal the CPU engine's.
-#[test]
-fn engine_matches_cpu_when_tables_are_split() {
+// With tables cut across storage bindings (wgpu capped at 64 KiB), the device-resident forms
+// cannot bind their operands and fall back to the host implementations over device tensors
+// (paying transfers): the CTRs must still equal the CPU engine's.
+split_test!(engine_matches_cpu_when_tables_are_split, |u, _reference| {
     let (_dir, path, reqs) = fixture();
     let ecfg = EngineConfig { variant: Variant::Twin, batching: false, ..EngineConfig::default() };
     let cpu = Engine::with_backend(&path, ecfg.clone(), Arc::new(CpuBackend::new()), "cpu".into()).unwrap();
-    for u in crate::common::split_variants() {
-        let e = Engine::with_backend(&path, ecfg.clone(), u.be.clone(), u.label.clone()).unwrap();
-        for (i, r) in reqs.iter().enumerate().take(6) {
-            let (got, want) = (e.score(r).unwrap().ctr, cpu.score(r).unwrap().ctr);
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5, "{} request {i}: {g} vs cpu {w}", u.label);
-            }
+    let e = Engine::with_backend(&path, ecfg.clone(), u.be.clone(), u.label.clone()).unwrap();
+    for (i, r) in reqs.iter().enumerate().take(6) {
+        let (got, want) = (e.score(r).unwrap().ctr, cpu.score(r).unwrap().ctr);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5, "{} request {i}: {g} vs cpu {w}", u.label);
         }
     }
-}
+});

@@ -2,15 +2,16 @@
 // src/backend/cpu/cluster_tree.rs, host code src/backend/wgpu/cluster_tree.rs).
 // The host appends emu64.wgsl (64-bit integers on u32 words: add64, mul64lo, shr64, mul32, ...).
 // Shapes: the job's N points (ids [N] into the item embeddings [rows, dim]), R roots. A level holds
-//         P problems; problem p owns level points offs[p]..offs[p+1] (work [N]: point index into
-//         ids) and centroids coff[p]..coff[p+1]; root[p] is its root. The level meta buffer holds
-//         offs [P+1] at word 0 and root [P] at word P.root_base (a 256-byte boundary). Every
-//         problem has at least γ ≥ 2 points, so P ≤ N/2 and Σk ≤ N.
+//         P problems; problem p owns level points offsets[p]..offsets[p+1] (work [N]: point
+//         index into ids) and centroids coff[p]..coff[p+1]; root[p] is its root. The level meta
+//         buffer holds offsets [P+1] at word 0 and root [P] at word P.root_base (a 256-byte
+//         boundary). Every problem has at least γ ≥ 2 points, so P ≤ N/2 and Σk ≤ N.
+// Shared: flat() from grid.wgsl, problem_of_point/centroid from problems.wgsl.
 // Geometry: "per item" entries run 64 invocations per workgroup on a 2-D grid flattened as
 //         wid.x + wid.y * nwg.x, one invocation per item, returning past P.n items; "single"
 //         entries run one workgroup of 256 that loops over the problems in 256 chunks.
 // Per level, after the host-encoded k-means (kmeans.wgsl: seed, assign, Lloyd rounds):
-// cluster_tree_init_fwd (per item, n = max(N, R + 1)): level 0: work[i] = i, offs = the job's
+// cluster_tree_init_fwd (per item, n = max(N, R + 1)): level 0: work[i] = i, offsets = the job's
 //         root offsets, root[r] = r.
 // cluster_tree_prepare_fwd (single): k_p = δ(n_p) from the threshold table (2 + #{j : table[j] ≤ n}),
 //         coff = exclusive prefix sum of k (coff[P] = Σk), seeds[p] = derive_seed_extend(
@@ -46,13 +47,12 @@ const NONE: u32 = 0xFFFFFFFFu;
 // Shared by the level entries (one binding each): the δ table, the level's problem offsets and
 // its centroid offsets. Entry-specific buffers follow, each declared for one entry.
 @group(0) @binding(1) var<storage, read> table: array<u32>;
-@group(0) @binding(2) var<storage, read> offs: array<u32>;
+@group(0) @binding(2) var<storage, read> offsets: array<u32>;
 @group(0) @binding(3) var<storage, read> coff: array<u32>;
 @group(0) @binding(5) var<storage, read_write> pp: array<u32>;
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+//#include "grid.wgsl"
+//#include "problems.wgsl"
 
 // δ(n) = 2 + #{j : table[j] ≤ n} (the table is ascending).
 fn delta(n: u32) -> u32 {
@@ -63,27 +63,6 @@ fn delta(n: u32) -> u32 {
         if (table[mid] <= n) { lo = mid + 1u; } else { hi = mid; }
     }
     return 2u + lo;
-}
-
-// Largest p with offs[p] <= i (problems are never empty).
-fn problem_of_point(i: u32) -> u32 {
-    var lo = 0u;
-    var hi = P.n_prob;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (offs[mid] <= i) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
-// Largest p with coff[p] <= g (every problem has k ≥ 2).
-fn problem_of_centroid(g: u32) -> u32 {
-    var lo = 0u;
-    var hi = P.n_prob;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (coff[mid] <= g) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
 }
 
 // rng::mix64 and rng::derive_seed_extend on (lo, hi) words.
@@ -126,7 +105,7 @@ fn cluster_tree_prepare_fwd(@builtin(local_invocation_index) lid: u32) {
     let e = min(b + chunk, np);
     var s = 0u;
     for (var p = b; p < e; p++) {
-        let k = delta(offs[p + 1u] - offs[p]);
+        let k = delta(offsets[p + 1u] - offsets[p]);
         k_coff[p] = k; // this invocation's own slot, replaced by the prefix below
         s += k;
         let r = k_root[p];
@@ -189,7 +168,7 @@ fn cluster_tree_part_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                          @builtin(local_invocation_index) lid: u32) {
     let p = flat(wid, nwg, lid);
     if (p >= P.n_prob) { return; }
-    let n = offs[p + 1u] - offs[p];
+    let n = offsets[p + 1u] - offsets[p];
     let c0 = coff[p];
     let k = coff[p + 1u] - c0;
     var nonempty = 0u;
@@ -258,7 +237,7 @@ fn cluster_tree_scan_fwd(@builtin(local_invocation_index) lid: u32) {
         let o = 8u * p;
         a += vec4<u32>(pp[o], pp[o + 1u], pp[o + 2u], pp[o + 3u]);
         bb = vec4<u32>(bb.x + pp[o + 5u], bb.y + pp[o + 6u], max(bb.z, pp[o + 4u]), 0u);
-        let n = offs[p + 1u] - offs[p];
+        let n = offsets[p + 1u] - offsets[p];
         let k = coff[p + 1u] - coff[p];
         let it = s_state[np + p];
         let it1 = add64(vec2<u32>(it, 0u), vec2<u32>(1u, 0u));
@@ -354,7 +333,7 @@ fn cluster_tree_emit_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     var q = pp[o + 2u];
     var w = pp[o + 3u];
     let r = e_root[p];
-    let n = offs[p + 1u] - offs[p];
+    let n = offsets[p + 1u] - offsets[p];
     let c0 = coff[p];
     let k = coff[p + 1u] - c0;
     if (pp[o + 6u] != 0u) {
@@ -404,8 +383,8 @@ fn cluster_tree_scatter_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     let d = x_dest[g];
     if (d == NONE) { return; }
     let p = problem_of_centroid(g);
-    let s = offs[p];
-    let e = offs[p + 1u];
+    let s = offsets[p];
+    let e = offsets[p + 1u];
     let c0 = coff[p];
     let j = g - c0;
     var at = d & OFFSET_MASK;

@@ -40,9 +40,7 @@ struct Params { n: u32, heads: u32, n_cross: u32, dim: u32, d: u32, s0: u32, s1:
 @group(0) @binding(7) var<storage, read> bw_beta: array<f32>;  // bwd: β
 @group(0) @binding(8) var<storage, read> bw_wvc: array<f32>;   // bwd: w_vc
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+//#include "grid.wgsl"
 
 @compute @workgroup_size(64)
 fn cross_bias_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

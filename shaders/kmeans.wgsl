@@ -55,16 +55,7 @@ struct Params { n: u32, dim: u32, n_prob: u32, total_k: u32, c_begin: u32, c_end
 @group(0) @binding(7) var<storage, read_write> state: array<u32>;
 @group(0) @binding(8) var<storage, read> old: array<u32>;
 
-// Largest p with o[p] <= i over the P + 1 offsets (empty problems are impossible here).
-fn problem_of_point(i: u32) -> u32 {
-    var lo = 0u;
-    var hi = P.n_prob;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (offsets[mid] <= i) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
+//#include "problems.wgsl"
 
 @compute @workgroup_size(64)
 fn kmeans_assign_fwd_v1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -65,16 +65,7 @@ struct Params { n: u32, dim: u32, n_prob: u32, total_k: u32, c_begin: u32, c_end
 
 const SLICE: u32 = 2048u; // points per slice of a large problem
 
-// Largest p with coff[p] <= g over the P + 1 centroid offsets (k >= 1: no empty problem).
-fn problem_of_centroid(g: u32) -> u32 {
-    var lo = 0u;
-    var hi = P.n_prob;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (coff[mid] <= g) { lo = mid; } else { hi = mid; }
-    }
-    return lo;
-}
+//#include "problems.wgsl"
 
 // ---- kmeans_update_fwd_v1 ----------------------------------------------------------------------
 

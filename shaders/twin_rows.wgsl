@@ -35,9 +35,7 @@ fn position(n: u32) -> u32 {
     return P.n_long + (n - P.n_fin);
 }
 
-fn flat(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * 64u + lid;
-}
+//#include "grid.wgsl"
 
 @compute @workgroup_size(64)
 fn twin_rows_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,29 +1,42 @@
-//! WGSL source handling: the line preprocessor the shaders' variants use, with its include of
-//! shaders/common.wgsl (the workgroup reductions and the builtins they read).
+//! WGSL source handling: the line preprocessor the shaders' variants use, with its includes of
+//! the shared shader files ([`HEADERS`]: shaders/common.wgsl, the workgroup reductions and the
+//! builtins they read; shaders/grid.wgsl, the flat index of a per-item dispatch;
+//! shaders/problems.wgsl, the problem a point or centroid of a clustering batch belongs to).
 //!
 //! Entry points are named `<op>_<fwd|bwd>[_v<N>]`, then a stage suffix where an op takes several
 //! passes (`attn_fwd_tile`, `kmeans_update_fwd_v2_count`); the same op and version carry the
 //! same name in kernels/*.cu.
 
-/// shaders/common.wgsl: what the reducing shaders share (see its header).
-pub(crate) const COMMON_WGSL: &str = include_str!("../../../shaders/common.wgsl");
+/// Every shared shader file a shader may include: (file name under shaders/, its text).
+pub(crate) const HEADERS: &[(&str, &str)] = &[
+    ("common.wgsl", include_str!("../../../shaders/common.wgsl")),
+    ("grid.wgsl", include_str!("../../../shaders/grid.wgsl")),
+    ("problems.wgsl", include_str!("../../../shaders/problems.wgsl")),
+];
 
 /// The include line for shaders/common.wgsl.
 pub(crate) const COMMON_INCLUDE: &str = "//#include \"common.wgsl\"";
 
-/// Resolves `//#include "common.wgsl"` lines (the file's text in their place, once per call;
-/// later includes of it are dropped), then `//#if NAME` / `//#else` / `//#endif` lines
-/// (nestable) against `defined`; everything else passes through. An include of any other file
-/// is left as a comment line: the shader then fails to compile on the names it lacks.
+/// The shared file a line includes, when it is exactly `//#include "NAME"` (surrounding spaces
+/// aside) for a NAME in [`HEADERS`].
+fn included(line: &str) -> Option<(&'static str, &'static str)> {
+    let name = line.trim().strip_prefix("//#include \"")?.strip_suffix('"')?;
+    HEADERS.iter().copied().find(|(h, _)| *h == name)
+}
+
+/// Resolves `//#include "NAME"` lines of [`HEADERS`] (the file's text in their place, once per
+/// call and name; later includes of it are dropped), then `//#if NAME` / `//#else` / `//#endif`
+/// lines (nestable) against `defined`; everything else passes through. An include of any other
+/// file is left as a comment line: the shader then fails to compile on the names it lacks.
 pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
-    let mut included = false;
-    let mut text = String::with_capacity(src.len() + COMMON_WGSL.len());
+    let mut done: Vec<&str> = Vec::new();
+    let mut text = String::with_capacity(src.len() + 8 * 1024);
     for line in src.lines() {
-        if line.trim() == COMMON_INCLUDE {
-            if !included {
-                included = true;
-                text.push_str(COMMON_WGSL);
-                if !COMMON_WGSL.ends_with('\n') {
+        if let Some((name, body)) = included(line) {
+            if !done.contains(&name) {
+                done.push(name);
+                text.push_str(body);
+                if !body.ends_with('\n') {
                     text.push('\n');
                 }
             }
@@ -81,5 +94,45 @@ mod tests {
             assert_eq!(src.lines().filter(|l| l.trim() == COMMON_INCLUDE).count(), 1, "{name}.wgsl includes common.wgsl once");
             assert!(!src.contains("@builtin(subgroup_id)"), "{name}.wgsl: subgroup builtins come through Lanes");
         }
+    }
+
+    /// Every shader of the backend, by file name.
+    const SHADERS: &[(&str, &str)] = &[
+        ("attn", include_str!("../../../shaders/attn.wgsl")),
+        ("cluster_tree", include_str!("../../../shaders/cluster_tree.wgsl")),
+        ("cross_bias", include_str!("../../../shaders/cross_bias.wgsl")),
+        ("esu", include_str!("../../../shaders/esu.wgsl")),
+        ("gsu_topk", include_str!("../../../shaders/gsu_topk.wgsl")),
+        ("kmeans", include_str!("../../../shaders/kmeans.wgsl")),
+        ("kmeans_update", include_str!("../../../shaders/kmeans_update.wgsl")),
+        ("twin_rows", include_str!("../../../shaders/twin_rows.wgsl")),
+    ];
+
+    #[test]
+    fn shared_functions_are_defined_once_in_their_header() {
+        for (file, func) in
+            [("grid.wgsl", "fn flat("), ("problems.wgsl", "fn problem_of_point("), ("problems.wgsl", "fn problem_of_centroid(")]
+        {
+            for (name, src) in SHADERS {
+                assert!(!src.contains(func), "{name}.wgsl defines `{func}`: include {file} instead");
+                let t = preprocess(src, &[]);
+                let uses = t.matches(&func[3..]).count() > t.matches(func).count();
+                if uses {
+                    assert_eq!(t.matches(func).count(), 1, "{name}.wgsl uses `{func}` and should include {file} once");
+                }
+            }
+        }
+        for (name, _) in HEADERS {
+            let line = format!("//#include \"{name}\"");
+            assert!(SHADERS.iter().any(|(_, s)| s.lines().any(|l| l.trim() == line)), "{name} is included by no shader");
+        }
+    }
+
+    #[test]
+    fn each_header_expands_once_and_unknown_includes_stay() {
+        let src = "//#include \"grid.wgsl\"\n//#include \"grid.wgsl\"\n//#include \"nope.wgsl\"\nfn g() {}\n";
+        let t = preprocess(src, &[]);
+        assert_eq!(t.matches("fn flat(").count(), 1);
+        assert!(t.contains("//#include \"nope.wgsl\"") && t.contains("fn g() {}"));
     }
 }

@@ -1,5 +1,6 @@
-// emu_internal.h — what the generated per-file wrappers (build.rs) and emu/runtime.cpp share:
-// the kernel registry entry and the launcher that unpacks cuLaunchKernel-style argument arrays.
+// emu_internal.h — what the generated per-file wrappers (build.rs) and the runtime (emu/runtime.cpp,
+// emu/fibers.cpp) share: the kernel registry entry and the launcher that unpacks
+// cuLaunchKernel-style argument arrays.
 #pragma once
 
 #include <cstddef>

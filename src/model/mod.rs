@@ -395,9 +395,9 @@ impl Model {
     }
 }
 
-/// The error type names fields with `&'static str`, so an unknown name cannot be echoed.
-fn unknown(_name: &str) -> Error {
-    Error::BadShape { field: "param name", value: 0, why: "no tensor of that name (see ModelConfig::param_shapes)" }
+/// A tensor name the model does not have (echoed, with where the names are listed).
+fn unknown(name: &str) -> Error {
+    Error::Incompatible { what: "param name", why: format!("no tensor named {name:?} (see ModelConfig::param_shapes)") }
 }
 
 /// A shape equal to the config's, else an error naming the tensor and the first bad axis.

@@ -152,7 +152,7 @@ impl Engine {
             ("max_seq_len", cfg.max_seq_len),
         ] {
             if v == 0 {
-                return Err(Error::InvalidValue { field, index: 0, value: 0.0, why: "must be at least 1" });
+                return Err(Error::BadSetting { name: field, value: v.to_string(), why: "must be at least 1".into() });
             }
         }
         for (field, v, limit) in [

@@ -92,7 +92,10 @@ impl DeviceTrainer {
                 [a, b, c] => (*a, b * c),
                 _ => return Err(Error::BadShape { field: "parameter rank", value: t.shape.len() as u64, why: "expected 1, 2 or 3" }),
             };
-            let (s1, s2) = optim.state_of(i).ok_or(Error::BadShape { field: "optimizer state", value: i as u64, why: "missing" })?;
+            let (s1, s2) = optim.state_of(i).ok_or_else(|| Error::Incompatible {
+                what: "optimizer state",
+                why: format!("none for tensor {i} (an optimizer made for another model?)"),
+            })?;
             let w = be.tensor_f32("param", rows, cols, &t.data)?;
             let s1t = be.tensor_f32(if s2.is_empty() { "adagrad acc" } else { "adam m" }, rows, cols, s1)?;
             let s2t = if ROW_TABLES.contains(&i) { None } else { Some(be.tensor_f32("adam v", rows, cols, s2)?) };
@@ -125,11 +128,10 @@ impl DeviceTrainer {
     }
 
     fn param(&self, index: usize) -> Result<&Param> {
-        self.params.iter().find(|p| p.index == index).ok_or(Error::BadShape {
-            field: "parameter",
-            value: index as u64,
-            why: "not trained here",
-        })
+        self.params
+            .iter()
+            .find(|p| p.index == index)
+            .ok_or_else(|| Error::Incompatible { what: "parameter", why: format!("tensor {index} is not trained by this device step") })
     }
 
     fn seq_params(&self) -> Result<SeqParams<'_>> {
@@ -303,7 +305,10 @@ impl DeviceTrainer {
         }
         for (index, g) in dense {
             let p = self.param(index)?;
-            let v = p.s2.as_ref().ok_or(Error::BadShape { field: "adam state", value: index as u64, why: "missing" })?;
+            let v = p.s2.as_ref().ok_or_else(|| Error::Incompatible {
+                what: "adam state",
+                why: format!("tensor {index} has no second moment (it is trained with Adagrad)"),
+            })?;
             be.adam(&p.w, g, &p.s1, v, &hp)?;
         }
 
@@ -320,10 +325,9 @@ impl DeviceTrainer {
     pub fn download_into(&self, be: &dyn Backend, model: &mut Model) -> Result<()> {
         for p in &self.params {
             let words = be.tensor_read(&[&p.w])?.remove(0);
-            let name = model.params().nth(p.index).map(|(n, _)| n).ok_or(Error::BadShape {
-                field: "parameter",
-                value: p.index as u64,
-                why: "not in the model",
+            let name = model.params().nth(p.index).map(|(n, _)| n).ok_or_else(|| Error::Incompatible {
+                what: "parameter",
+                why: format!("tensor {} is not in the model downloaded into (another model's config?)", p.index),
             })?;
             model.param_mut(name)?.data = f32s(&words);
         }

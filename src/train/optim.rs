@@ -89,7 +89,10 @@ impl Optimizer {
                         });
                     }
                     if ROW_TABLES.contains(&i) {
-                        return Err(Error::BadShape { field: "gradient", value: i as u64, why: "embedding tables take row gradients" });
+                        return Err(Error::Incompatible {
+                            what: "gradient",
+                            why: format!("tensor {i} is an embedding table: it takes row gradients (Grad::Rows), not a dense one"),
+                        });
                     }
                     cpu::optim::adam(&mut p.data, g, s1, s2, &hp);
                 }

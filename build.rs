@@ -1,6 +1,7 @@
 //! Build script: does nothing unless the `cuda-emu` feature is on. With it, compiles the CPU
-//! emulator of CUDA (emu/runtime.cpp, emu/memory.cpp) and every kernels/*.cu (plus the emulator's
-//! own test kernels, emu/tests/emu_tests.cu) as C++17 into one static library. See emu/README.md.
+//! emulator of CUDA (emu/runtime.cpp, emu/fibers.cpp, emu/memory.cpp) and every kernels/*.cu
+//! (plus the emulator's own test kernels, emu/tests/emu_tests.cu) as C++17 into one static
+//! library. See emu/README.md.
 //! Each kernel's `#include "X.cuh"` lines (X.cuh a file in kernels/) are replaced by the header's
 //! text (as the NVRTC path does in src/backend/cuda/sources.rs), so the scan below sees that code
 //! as well.

@@ -155,6 +155,7 @@ impl KuaiLog {
     }
 
     /// Every column a row is read from (a Parquet reader decodes only these).
+    #[cfg(feature = "parquet")]
     pub fn columns(&self) -> Vec<usize> {
         let mut c = vec![self.c_user, self.c_item, self.c_play];
         for t in &self.times {
@@ -336,7 +337,8 @@ impl ItemFeatureCols {
         Ok(ItemFeatureCols { c_item, c_author, c_topic, c_dur })
     }
 
-    /// Every column a row is read from.
+    /// Every column a row is read from (for the Parquet reader).
+    #[cfg(feature = "parquet")]
     pub fn columns(&self) -> Vec<usize> {
         let mut c: Vec<usize> =
             std::iter::once(self.c_item).chain(self.c_author).chain(self.c_topic).chain(self.c_dur.as_ref().map(|d| d.0)).collect();

@@ -260,128 +260,130 @@ fn twin_rows_staging_refuses_bad_ids() {
     assert!(matches!(Staging::new().twin_rows(&x, bounds()), Err(Error::OutOfRange { field: "cross", .. })));
 }
 
-/// On CUDA the six sequence ops run as kernels on device tensors: not one copy between host and
-/// device (the host defaults download their inputs and upload their results), also for a batch
-/// with no position at all; the selection is exact on the backend's own scores.
-#[test]
-fn twin_train_ops_move_nothing_on_cuda() {
+// On CUDA the six sequence ops run as kernels on device tensors: not one copy between host and
+// device (the host defaults download their inputs and upload their results), also for a batch
+// with no position at all; the selection is exact on the backend's own scores.
+parity_test!(twin_train_ops_move_nothing_on_cuda, |gpu, cpu| {
     let p = params(5);
-    for u in variants().into_iter().filter(|u| u.be.kind().name() == "cuda") {
-        let gpu = &*u.be;
-        let up = upload(gpu, &p);
-        for (lens, short) in [(vec![0usize, 7, 12, 150, 9], vec![2usize, 0, 3, 1, 0]), (vec![0, 0], vec![0, 0])] {
-            let mut b = batch(&lens, &short, 6);
-            // The last sample repeats one item: without the bias all its scores tie exactly.
-            let n_long = *b.long_offsets.last().unwrap() as usize;
-            for q in n_long - lens[lens.len() - 1]..n_long {
-                b.feat[q * 4..q * 4 + 4].copy_from_slice(&[21, 21, 9, 3]);
-            }
-            let mut rng = SplitMix64::new(7);
-            let v_rows = CROSS_OFFS[J] as usize;
-            let mut st = Staging::new();
-            let slot = stage(&mut st, &b, 5, 3);
-            let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
-            let order: Vec<u32> = (0..slot.map_len() as u32).rev().collect();
-            let perm = st.ids("perm", &order, slot.map_len()).unwrap();
-            let segs = st.offsets("segs", &[0, 2, slot.map_len() as u32]).unwrap();
-            let staged = gpu.upload_staging(st).unwrap();
-            let mut t = |name, r: usize, c: usize| gpu.tensor_f32(name, r, c, &randn(&mut rng, r * c, 1.0)).unwrap();
-            let (qbar, dcb, dcv) = (t("qbar", lens.len(), DIMS.width()), t("dcb", v_rows, HEADS), t("dcv", v_rows, p.d));
-            let (v, src) = (t("v", slot.n_att(), p.d), t("src", slot.map_rows(), 4));
-
-            let before = gpu.transfers();
-            let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
-            let grads = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &dcb, &dcv, &staged).unwrap();
-            let x = GsuTrainIn { qbar: &qbar, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
-            let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
-            let (xh, bias) = gpu.twin_rows_dev(&feats(&up), &cb, HEADS, &out, &slot, &staged).unwrap();
-            gpu.twin_rows_value_dev(&v, &cv, &out, &slot, &staged).unwrap();
-            let sums = gpu.segment_sum_mapped_dev(&src, &perm, &segs, &out, &slot, &staged).unwrap();
-            let moved = gpu.transfers().since(before);
-            assert_eq!((moved.h2d_calls, moved.h2d_bytes, moved.d2h_calls, moved.d2h_bytes), (0, 0, 0, 0), "{}: {moved:?}", u.label);
-            assert_eq!((xh.rows, bias.rows, sums.rows, grads.dw_vc.len()), (slot.n_att(), slot.n_att(), 2, J * 8 * p.d));
-            for bias in [true, false] {
-                let out = gpu.gsu_train_dev(&GsuTrainIn { bias, ..x }, &slot, &staged).unwrap();
-                let (_, want) = gsu_train::select(&f32s(&read(gpu, &out.scores)), &b.long_offsets, 5);
-                assert_eq!(read(gpu, &out.sel), want, "{}: finalists (bias {bias})", u.label);
-                assert_eq!(read(gpu, &out.map), gsu_train::row_map(&want, slot.n_long, slot.n_short + 3), "{}: row map", u.label);
-            }
-            eprintln!("twin_train ops on {} (lens {lens:?}): no host<->device copy", u.label);
-        }
+    if gpu.kind().name() != "cuda" {
+        return;
     }
-}
+    let label = gpu.describe();
+    let gpu = &*gpu;
+    let up = upload(gpu, &p);
+    for (lens, short) in [(vec![0usize, 7, 12, 150, 9], vec![2usize, 0, 3, 1, 0]), (vec![0, 0], vec![0, 0])] {
+        let mut b = batch(&lens, &short, 6);
+        // The last sample repeats one item: without the bias all its scores tie exactly.
+        let n_long = *b.long_offsets.last().unwrap() as usize;
+        for q in n_long - lens[lens.len() - 1]..n_long {
+            b.feat[q * 4..q * 4 + 4].copy_from_slice(&[21, 21, 9, 3]);
+        }
+        let mut rng = SplitMix64::new(7);
+        let v_rows = CROSS_OFFS[J] as usize;
+        let mut st = Staging::new();
+        let slot = stage(&mut st, &b, 5, 3);
+        let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
+        let order: Vec<u32> = (0..slot.map_len() as u32).rev().collect();
+        let perm = st.ids("perm", &order, slot.map_len()).unwrap();
+        let segs = st.offsets("segs", &[0, 2, slot.map_len() as u32]).unwrap();
+        let staged = gpu.upload_staging(st).unwrap();
+        let mut t = |name, r: usize, c: usize| gpu.tensor_f32(name, r, c, &randn(&mut rng, r * c, 1.0)).unwrap();
+        let (qbar, dcb, dcv) = (t("qbar", lens.len(), DIMS.width()), t("dcb", v_rows, HEADS), t("dcv", v_rows, p.d));
+        let (v, src) = (t("v", slot.n_att(), p.d), t("src", slot.map_rows(), 4));
 
-/// wgpu runs ops 1-6 on its tensors (attention on the twin rows' stacked offsets, the cross
-/// tables both ways, the GSU, the rows, the values, the mapped sums): no upload but parameter
-/// blocks (`h2d_aux`), no download; the selection is exact on the backend's own scores; empty
-/// batches (no long, no short positions) run too.
-#[test]
-fn twin_train_ops_move_nothing_on_wgpu() {
-    let p = params(8);
-    for u in variants().into_iter().filter(|u| u.be.kind().name() == "wgpu") {
-        let gpu = &*u.be;
-        let up = upload(gpu, &p);
-        for (lens, short) in [(vec![0usize, 7, 12, 150], vec![2usize, 0, 3, 1]), (vec![0, 0], vec![0, 0])] {
-            let b = batch(&lens, &short, 9);
-            let n_b = lens.len();
-            let mut rng = SplitMix64::new(10);
-            let v_rows = CROSS_OFFS[J] as usize;
-            let mut st = Staging::new();
-            let slot = stage(&mut st, &b, 5, 3);
-            let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
-            let order: Vec<u32> = (0..slot.map_len() as u32).rev().collect();
-            let perm = st.ids("perm", &order, slot.map_len()).unwrap();
-            let segs = st.offsets("segs", &[0, 5.min(slot.map_len() as u32), slot.map_len() as u32]).unwrap();
-            let staged = gpu.upload_staging(st).unwrap();
-            let mut t = |name, r: usize, c: usize| gpu.tensor_f32(name, r, c, &randn(&mut rng, r * c, 1.0)).unwrap();
-            let (qbar, dcb, dcv) = (t("qbar", n_b, DIMS.width()), t("dcb", v_rows, HEADS), t("dcv", v_rows, p.d));
-            let (v, src) = (t("v", slot.n_att(), p.d), t("src", slot.map_rows(), 4));
-            let (q, av, dpooled) = (t("q", 2 * n_b, DIMS.width()), t("attn v", slot.n_att(), DIMS.width()), t("dp", 2 * n_b, DIMS.width()));
-
-            let before = gpu.transfers();
-            let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
-            let grads = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &dcb, &dcv, &staged).unwrap();
-            let x = GsuTrainIn { qbar: &qbar, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
-            let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
-            let (xh, bias) = gpu.twin_rows_dev(&feats(&up), &cb, HEADS, &out, &slot, &staged).unwrap();
-            gpu.twin_rows_value_dev(&v, &cv, &out, &slot, &staged).unwrap();
-            let sums = gpu.segment_sum_mapped_dev(&src, &perm, &segs, &out, &slot, &staged).unwrap();
-            let att = gpu.attn_fwd_dev(HEADS, &q, &xh, &av, &bias, &slot.att_offsets, &staged).unwrap();
-            let ag = gpu.attn_bwd_dev(HEADS, (&q, &xh, &av, &bias), &att.p, &dpooled, &slot.att_offsets, &staged).unwrap();
-            let moved = gpu.transfers().since(before);
-            assert_eq!((moved.h2d_calls, moved.h2d_bytes, moved.d2h_calls, moved.d2h_bytes), (0, 0, 0, 0), "{}: {moved:?}", u.label);
-            assert!(moved.h2d_aux_calls > 0, "{}: no parameter block: did the shaders run?", u.label);
-            assert_eq!(
-                (xh.rows, bias.rows, sums.rows, grads.dw_vc.len(), ag.dk.rows),
-                (slot.n_att(), slot.n_att(), 2, J * 8 * p.d, slot.n_att())
-            );
-
-            // The results are the references' on the backend's own finalists and scores.
+        let before = gpu.transfers();
+        let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
+        let grads = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &dcb, &dcv, &staged).unwrap();
+        let x = GsuTrainIn { qbar: &qbar, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
+        let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
+        let (xh, bias) = gpu.twin_rows_dev(&feats(&up), &cb, HEADS, &out, &slot, &staged).unwrap();
+        gpu.twin_rows_value_dev(&v, &cv, &out, &slot, &staged).unwrap();
+        let sums = gpu.segment_sum_mapped_dev(&src, &perm, &segs, &out, &slot, &staged).unwrap();
+        let moved = gpu.transfers().since(before);
+        assert_eq!((moved.h2d_calls, moved.h2d_bytes, moved.d2h_calls, moved.d2h_bytes), (0, 0, 0, 0), "{}: {moved:?}", label);
+        assert_eq!((xh.rows, bias.rows, sums.rows, grads.dw_vc.len()), (slot.n_att(), slot.n_att(), 2, J * 8 * p.d));
+        for bias in [true, false] {
+            let out = gpu.gsu_train_dev(&GsuTrainIn { bias, ..x }, &slot, &staged).unwrap();
             let (_, want) = gsu_train::select(&f32s(&read(gpu, &out.scores)), &b.long_offsets, 5);
-            assert_eq!(read(gpu, &out.sel), want, "{}: finalists", u.label);
-            assert_eq!(read(gpu, &out.map), gsu_train::row_map(&want, slot.n_long, slot.n_short + 3), "{}: row map", u.label);
-            let (cb_host, _) = cross_bias::cross_tables(&p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims(), p.d);
-            let tb = [&p.tables[0][..], &p.tables[1][..], &p.tables[2][..], &p.tables[3][..]];
-            let rin = twin_rows::RowsIn {
-                tables: tb,
-                dims: DIMS,
-                heads: HEADS,
-                n_cross: J,
-                feat: &b.feat,
-                cross: &b.cross,
-                log_n: &b.log_n,
-                n_long: slot.n_long,
-            };
-            let (want_x, want_b) = twin_rows::rows(&rin, &cb_host, &want, slot.n_short);
-            assert_eq!(f32s(&read(gpu, &xh)), want_x, "{}: x_h", u.label);
-            assert_close("bias", &f32s(&read(gpu, &bias)), &want_b, |_| 1e-6, 1e-6);
-            let r = gpu.tensor_read(&[&q, &xh, &av, &bias, &dpooled]).unwrap();
-            let att_offs = gsu_train::fin_offsets(&b.long_offsets, 5);
-            let mut offs_all = att_offs.clone();
-            offs_all.extend(b.short_offsets[1..].iter().map(|&o| o + *att_offs.last().unwrap()));
-            let want_att = gpu.attn_fwd(HEADS, &f32s(&r[0]), &f32s(&r[1]), &f32s(&r[2]), &f32s(&r[3]), &offs_all).unwrap();
-            assert_eq!(read(gpu, &att.pooled), twin_engine::backend::words(&want_att.pooled), "{}: attention pooled", u.label);
-            eprintln!("twin_train ops on {} (lens {lens:?}): no host<->device copy but {} parameter blocks", u.label, moved.h2d_aux_calls);
+            assert_eq!(read(gpu, &out.sel), want, "{}: finalists (bias {bias})", label);
+            assert_eq!(read(gpu, &out.map), gsu_train::row_map(&want, slot.n_long, slot.n_short + 3), "{}: row map", label);
         }
+        eprintln!("twin_train ops on {} (lens {lens:?}): no host<->device copy", label);
     }
-}
+});
+
+// wgpu runs ops 1-6 on its tensors (attention on the twin rows' stacked offsets, the cross
+// tables both ways, the GSU, the rows, the values, the mapped sums): no upload but parameter
+// blocks (`h2d_aux`), no download; the selection is exact on the backend's own scores; empty
+// batches (no long, no short positions) run too.
+parity_test!(twin_train_ops_move_nothing_on_wgpu, |gpu, cpu| {
+    let p = params(8);
+    if gpu.kind().name() != "wgpu" {
+        return;
+    }
+    let label = gpu.describe();
+    let gpu = &*gpu;
+    let up = upload(gpu, &p);
+    for (lens, short) in [(vec![0usize, 7, 12, 150], vec![2usize, 0, 3, 1]), (vec![0, 0], vec![0, 0])] {
+        let b = batch(&lens, &short, 9);
+        let n_b = lens.len();
+        let mut rng = SplitMix64::new(10);
+        let v_rows = CROSS_OFFS[J] as usize;
+        let mut st = Staging::new();
+        let slot = stage(&mut st, &b, 5, 3);
+        let offs = st.offsets("cross offsets", &CROSS_OFFS).unwrap();
+        let order: Vec<u32> = (0..slot.map_len() as u32).rev().collect();
+        let perm = st.ids("perm", &order, slot.map_len()).unwrap();
+        let segs = st.offsets("segs", &[0, 5.min(slot.map_len() as u32), slot.map_len() as u32]).unwrap();
+        let staged = gpu.upload_staging(st).unwrap();
+        let mut t = |name, r: usize, c: usize| gpu.tensor_f32(name, r, c, &randn(&mut rng, r * c, 1.0)).unwrap();
+        let (qbar, dcb, dcv) = (t("qbar", n_b, DIMS.width()), t("dcb", v_rows, HEADS), t("dcv", v_rows, p.d));
+        let (v, src) = (t("v", slot.n_att(), p.d), t("src", slot.map_rows(), 4));
+        let (q, av, dpooled) = (t("q", 2 * n_b, DIMS.width()), t("attn v", slot.n_att(), DIMS.width()), t("dp", 2 * n_b, DIMS.width()));
+
+        let before = gpu.transfers();
+        let (cb, cv) = gpu.cross_tables_dev(&cross(&up, &offs), &staged).unwrap();
+        let grads = gpu.cross_tables_bwd_dev(&cross(&up, &offs), &dcb, &dcv, &staged).unwrap();
+        let x = GsuTrainIn { qbar: &qbar, feats: feats(&up), cb: &cb, heads: HEADS, q_scale: 0.0883, bias: true };
+        let out = gpu.gsu_train_dev(&x, &slot, &staged).unwrap();
+        let (xh, bias) = gpu.twin_rows_dev(&feats(&up), &cb, HEADS, &out, &slot, &staged).unwrap();
+        gpu.twin_rows_value_dev(&v, &cv, &out, &slot, &staged).unwrap();
+        let sums = gpu.segment_sum_mapped_dev(&src, &perm, &segs, &out, &slot, &staged).unwrap();
+        let att = gpu.attn_fwd_dev(HEADS, &q, &xh, &av, &bias, &slot.att_offsets, &staged).unwrap();
+        let ag = gpu.attn_bwd_dev(HEADS, (&q, &xh, &av, &bias), &att.p, &dpooled, &slot.att_offsets, &staged).unwrap();
+        let moved = gpu.transfers().since(before);
+        assert_eq!((moved.h2d_calls, moved.h2d_bytes, moved.d2h_calls, moved.d2h_bytes), (0, 0, 0, 0), "{}: {moved:?}", label);
+        assert!(moved.h2d_aux_calls > 0, "{}: no parameter block: did the shaders run?", label);
+        assert_eq!(
+            (xh.rows, bias.rows, sums.rows, grads.dw_vc.len(), ag.dk.rows),
+            (slot.n_att(), slot.n_att(), 2, J * 8 * p.d, slot.n_att())
+        );
+
+        // The results are the references' on the backend's own finalists and scores.
+        let (_, want) = gsu_train::select(&f32s(&read(gpu, &out.scores)), &b.long_offsets, 5);
+        assert_eq!(read(gpu, &out.sel), want, "{}: finalists", label);
+        assert_eq!(read(gpu, &out.map), gsu_train::row_map(&want, slot.n_long, slot.n_short + 3), "{}: row map", label);
+        let (cb_host, _) = cross_bias::cross_tables(&p.e, &p.w_c, &p.beta, &p.w_vc, &CROSS_OFFS, dims(), p.d);
+        let tb = [&p.tables[0][..], &p.tables[1][..], &p.tables[2][..], &p.tables[3][..]];
+        let rin = twin_rows::RowsIn {
+            tables: tb,
+            dims: DIMS,
+            heads: HEADS,
+            n_cross: J,
+            feat: &b.feat,
+            cross: &b.cross,
+            log_n: &b.log_n,
+            n_long: slot.n_long,
+        };
+        let (want_x, want_b) = twin_rows::rows(&rin, &cb_host, &want, slot.n_short);
+        assert_eq!(f32s(&read(gpu, &xh)), want_x, "{}: x_h", label);
+        assert_close("bias", &f32s(&read(gpu, &bias)), &want_b, |_| 1e-6, 1e-6);
+        let r = gpu.tensor_read(&[&q, &xh, &av, &bias, &dpooled]).unwrap();
+        let att_offs = gsu_train::fin_offsets(&b.long_offsets, 5);
+        let mut offs_all = att_offs.clone();
+        offs_all.extend(b.short_offsets[1..].iter().map(|&o| o + *att_offs.last().unwrap()));
+        let want_att = gpu.attn_fwd(HEADS, &f32s(&r[0]), &f32s(&r[1]), &f32s(&r[2]), &f32s(&r[3]), &offs_all).unwrap();
+        assert_eq!(read(gpu, &att.pooled), twin_engine::backend::words(&want_att.pooled), "{}: attention pooled", label);
+        eprintln!("twin_train ops on {} (lens {lens:?}): no host<->device copy but {} parameter blocks", label, moved.h2d_aux_calls);
+    }
+});

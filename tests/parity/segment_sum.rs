@@ -104,8 +104,7 @@ split_test!(segment_sum_split, |u, cpu| {
     assert!(matches!(u.be.segment_sum(&c.src, c.width, &c.perm, &c.offs), Err(Error::TooLarge { .. })));
 });
 
-#[test]
-fn segment_sum_errors_are_typed() {
+parity_test!(segment_sum_errors_are_typed, |gpu, cpu| {
     let check = |be: &dyn Backend| {
         let c = listed(10, 4, &[2, 0, 3], 20);
         let (src, perm, offs) = (&c.src, &c.perm, &c.offs);
@@ -124,11 +123,9 @@ fn segment_sum_errors_are_typed() {
         // No segments: empty output.
         assert!(be.segment_sum(src, 4, &[], &[0]).unwrap().is_empty());
     };
-    check(&*cpu());
-    for u in variants() {
-        check(&*u.be);
-    }
-}
+    check(&*cpu);
+    check(&*gpu);
+});
 
 // The tensor form (`segment_sum_dev`: source resident, perm and offsets staged) equals the
 // slice form bit for bit (same kernel), empty segments and repeated rows included.

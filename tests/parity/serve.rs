@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::common::variants;
+use crate::parity_test;
 use crate::split_test;
 use twin_engine::backend::cpu::CpuBackend;
 use twin_engine::data::{generate, SynthConfig};
@@ -83,32 +84,30 @@ fn engine_matches_cpu_on_every_backend() {
     }
 }
 
-/// The whole forward pass is device-resident on CUDA (the emulator in CI) and on wgpu: one serving
-/// batch is one upload and one download of data, whatever the number of candidates or the
-/// sequence lengths, debug output included. (wgpu's per-dispatch parameter blocks, CUDA's kernel
-/// arguments, are counted apart as `h2d_aux_*`.)
-#[test]
-fn one_serving_batch_is_one_upload_and_one_download() {
+// The whole forward pass is device-resident on CUDA (the emulator in CI) and on wgpu: one serving
+// batch is one upload and one download of data, whatever the number of candidates or the
+// sequence lengths, debug output included. (wgpu's per-dispatch parameter blocks, CUDA's kernel
+// arguments, are counted apart as `h2d_aux_*`.)
+parity_test!(one_serving_batch_is_one_upload_and_one_download, |gpu, cpu| {
     let (_dir, path, reqs) = fixture();
     for v in [Variant::Twin, Variant::TwinV2, Variant::DinShort] {
-        for u in variants() {
-            let ecfg = EngineConfig { variant: v, batching: false, ..EngineConfig::default() };
-            let e = Engine::with_backend(&path, ecfg, u.be.clone(), u.label.clone()).unwrap();
-            for (i, r) in reqs.iter().enumerate().take(4) {
-                let mut r = r.clone();
-                r.debug = i % 2 == 1;
-                let before = u.be.transfers();
-                let got = e.score(&r).unwrap();
-                let t = u.be.transfers().since(before);
-                assert!(got.ctr.iter().all(|c| c.is_finite() && *c > 0.0 && *c < 1.0), "{} {v}: ctr {:?}", u.label, got.ctr);
-                eprintln!("serving transfers {} {v} request {i} (debug {}): {t:?}", u.label, r.debug);
-                // A host backend (the fast CPU path) moves nothing.
-                let want = if u.be.kind() == twin_engine::backend::BackendKind::Cpu { (0, 0) } else { (1, 1) };
-                assert_eq!((t.h2d_calls, t.d2h_calls), want, "{} {v} request {i}: {t:?}", u.label);
-            }
+        let label = gpu.describe();
+        let ecfg = EngineConfig { variant: v, batching: false, ..EngineConfig::default() };
+        let e = Engine::with_backend(&path, ecfg, gpu.clone(), label.clone()).unwrap();
+        for (i, r) in reqs.iter().enumerate().take(4) {
+            let mut r = r.clone();
+            r.debug = i % 2 == 1;
+            let before = gpu.transfers();
+            let got = e.score(&r).unwrap();
+            let t = gpu.transfers().since(before);
+            assert!(got.ctr.iter().all(|c| c.is_finite() && *c > 0.0 && *c < 1.0), "{} {v}: ctr {:?}", label, got.ctr);
+            eprintln!("serving transfers {} {v} request {i} (debug {}): {t:?}", label, r.debug);
+            // A host backend (the fast CPU path) moves nothing.
+            let want = if gpu.kind() == twin_engine::backend::BackendKind::Cpu { (0, 0) } else { (1, 1) };
+            assert_eq!((t.h2d_calls, t.d2h_calls), want, "{} {v} request {i}: {t:?}", label);
         }
     }
-}
+});
 
 // With tables cut across storage bindings (wgpu capped at 64 KiB), the device-resident forms
 // cannot bind their operands and fall back to the host implementations over device tensors

@@ -2,6 +2,7 @@
 //! scatter-adds) follows the CPU reference's loss curve for 100 steps, and is the same run to run.
 
 use crate::common::{small, variants};
+use crate::parity_test;
 use twin_engine::data::{generate, SynthConfig};
 use twin_engine::model::{Model, ModelConfig};
 use twin_engine::train::optim::{OptimConfig, Optimizer};
@@ -192,12 +193,11 @@ fn device_step_follows_the_host_step() {
     }
 }
 
-/// `train::trainer::train` on a GPU backend runs the device-resident step and evaluates through
-/// its forward pass: its loss curve and test metrics follow the CPU run's, and stopping after epoch 1, resuming from the checkpoint (parameters
-/// and optimizer state synced back from the device) and finishing gives the uninterrupted run's
-/// parameters, optimizer state and losses bit for bit.
-#[test]
-fn trainer_on_a_gpu_is_device_resident_and_resumes_exactly() {
+// `train::trainer::train` on a GPU backend runs the device-resident step and evaluates through
+// its forward pass: its loss curve and test metrics follow the CPU run's, and stopping after epoch 1, resuming from the checkpoint (parameters
+// and optimizer state synced back from the device) and finishing gives the uninterrupted run's
+// parameters, optimizer state and losses bit for bit.
+parity_test!(trainer_on_a_gpu_is_device_resident_and_resumes_exactly, |gpu, cpu| {
     use twin_engine::train::trainer::{self, TrainConfig, TrainState};
     let ds = generate(&SynthConfig {
         n_users: 30,
@@ -222,48 +222,41 @@ fn trainer_on_a_gpu_is_device_resident_and_resumes_exactly() {
     let mut quiet = |_: twin_engine::train::trainer::Progress| {};
     let mut host = TrainState::new(model.clone(), tc.clone()).unwrap();
     trainer::train(&mut host, None, &ex, &split.train, &ex, &split.test, None, &mut quiet).unwrap();
-    for u in variants() {
-        let be = u.be.as_ref();
-        let dir = tempfile::tempdir().unwrap();
-        let ck = dir.path().join("run.twinckpt");
-        let before = be.transfers();
-        let mut full = TrainState::new(model.clone(), tc.clone()).unwrap();
-        trainer::train(&mut full, Some(be), &ex, &split.train, &ex, &split.test, None, &mut quiet).unwrap();
-        let moved = be.transfers().since(before);
-        let steps = full.step_losses.len() as u64;
-        for (i, (g, w)) in full.step_losses.iter().zip(&host.step_losses).enumerate() {
-            assert!((g - w).abs() as f64 <= LOSS_ATOL, "{}: step {i} loss {g} vs host {w}", u.label);
-        }
-        // One upload a step and a test batch; per epoch the parameters and optimizer state go up
-        // once (at most 3 tensors each). Downloads: one a step and a test batch, and the sync.
-        let (epochs, eval_batches) = (tc.epochs as u64, split.test.len().div_ceil(256) as u64);
-        let tensors = 3 * model.params().count() as u64;
-        let bound = steps + epochs * (eval_batches + tensors);
-        assert!(moved.h2d_calls <= bound, "{}: {} uploads, bound {bound} ({steps} steps)", u.label, moved.h2d_calls);
-        assert!(moved.d2h_calls <= bound, "{}: {} downloads, bound {bound} ({steps} steps)", u.label, moved.d2h_calls);
-        for (g, w) in full.reports.iter().zip(&host.reports) {
-            assert!((g.test.auc - w.test.auc).abs() < 2e-3, "{}: test AUC {} vs host {}", u.label, g.test.auc, w.test.auc);
-            assert!(
-                (g.test.logloss - w.test.logloss).abs() < 2e-3,
-                "{}: test logloss {} vs host {}",
-                u.label,
-                g.test.logloss,
-                w.test.logloss
-            );
-        }
-        let mut part = TrainState::new(model.clone(), TrainConfig { epochs: 1, ..tc.clone() }).unwrap();
-        trainer::train(&mut part, Some(be), &ex, &split.train, &ex, &split.test, Some(&ck), &mut quiet).unwrap();
-        let mut resumed = TrainState::load(&ck).unwrap();
-        resumed.cfg.epochs = 2;
-        trainer::train(&mut resumed, Some(be), &ex, &split.train, &ex, &split.test, None, &mut quiet).unwrap();
-        assert_eq!(resumed.step_losses, full.step_losses, "{}: resumed losses differ", u.label);
-        assert!(resumed.model == full.model, "{}: resumed parameters differ from the uninterrupted run", u.label);
-        assert!(resumed.optim == full.optim, "{}: resumed optimizer state differs", u.label);
-        // Standalone evaluation on the GPU (device forward pass) agrees with the host's.
-        let (gm, glen) = trainer::evaluate(Some(be), &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
-        let (hm, hlen) = trainer::evaluate(None, &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
-        assert!((gm.auc - hm.auc).abs() < 1e-4 && (gm.logloss - hm.logloss).abs() < 1e-5, "{}: eval {gm:?} vs host {hm:?}", u.label);
-        assert_eq!(glen, hlen);
-        eprintln!("trainer on {}: {steps} device steps, {moved:?}", u.label);
+    let label = gpu.describe();
+    let be = gpu.as_ref();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run.twinckpt");
+    let before = be.transfers();
+    let mut full = TrainState::new(model.clone(), tc.clone()).unwrap();
+    trainer::train(&mut full, Some(be), &ex, &split.train, &ex, &split.test, None, &mut quiet).unwrap();
+    let moved = be.transfers().since(before);
+    let steps = full.step_losses.len() as u64;
+    for (i, (g, w)) in full.step_losses.iter().zip(&host.step_losses).enumerate() {
+        assert!((g - w).abs() as f64 <= LOSS_ATOL, "{}: step {i} loss {g} vs host {w}", label);
     }
-}
+    // One upload a step and a test batch; per epoch the parameters and optimizer state go up
+    // once (at most 3 tensors each). Downloads: one a step and a test batch, and the sync.
+    let (epochs, eval_batches) = (tc.epochs as u64, split.test.len().div_ceil(256) as u64);
+    let tensors = 3 * model.params().count() as u64;
+    let bound = steps + epochs * (eval_batches + tensors);
+    assert!(moved.h2d_calls <= bound, "{}: {} uploads, bound {bound} ({steps} steps)", label, moved.h2d_calls);
+    assert!(moved.d2h_calls <= bound, "{}: {} downloads, bound {bound} ({steps} steps)", label, moved.d2h_calls);
+    for (g, w) in full.reports.iter().zip(&host.reports) {
+        assert!((g.test.auc - w.test.auc).abs() < 2e-3, "{}: test AUC {} vs host {}", label, g.test.auc, w.test.auc);
+        assert!((g.test.logloss - w.test.logloss).abs() < 2e-3, "{}: test logloss {} vs host {}", label, g.test.logloss, w.test.logloss);
+    }
+    let mut part = TrainState::new(model.clone(), TrainConfig { epochs: 1, ..tc.clone() }).unwrap();
+    trainer::train(&mut part, Some(be), &ex, &split.train, &ex, &split.test, Some(&ck), &mut quiet).unwrap();
+    let mut resumed = TrainState::load(&ck).unwrap();
+    resumed.cfg.epochs = 2;
+    trainer::train(&mut resumed, Some(be), &ex, &split.train, &ex, &split.test, None, &mut quiet).unwrap();
+    assert_eq!(resumed.step_losses, full.step_losses, "{}: resumed losses differ", label);
+    assert!(resumed.model == full.model, "{}: resumed parameters differ from the uninterrupted run", label);
+    assert!(resumed.optim == full.optim, "{}: resumed optimizer state differs", label);
+    // Standalone evaluation on the GPU (device forward pass) agrees with the host's.
+    let (gm, glen) = trainer::evaluate(Some(be), &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
+    let (hm, hlen) = trainer::evaluate(None, &full.model, &ex, &split.test, 64, &mut |_, _| {}).unwrap();
+    assert!((gm.auc - hm.auc).abs() < 1e-4 && (gm.logloss - hm.logloss).abs() < 1e-5, "{}: eval {gm:?} vs host {hm:?}", label);
+    assert_eq!(glen, hlen);
+    eprintln!("trainer on {}: {steps} device steps, {moved:?}", label);
+});

@@ -12,9 +12,6 @@
 //! pointing at the right file and line. build.rs does the same replacement for the CPU emulator.
 //! Headers do not include each other; a kernel file includes what it needs, common.cuh first.
 
-/// The include line each kernel file uses for kernels/common.cuh.
-pub const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
-
 /// Every header a kernel file may include: (file name under kernels/, its text).
 pub const HEADERS: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
@@ -186,6 +183,9 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The include line for common.cuh (every kernel file / every reducing shader has it).
+    const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
 
     #[test]
     fn every_kernel_includes_common_once_and_expands() {

@@ -14,9 +14,6 @@ pub(crate) const HEADERS: &[(&str, &str)] = &[
     ("problems.wgsl", include_str!("../../../shaders/problems.wgsl")),
 ];
 
-/// The include line for shaders/common.wgsl.
-pub(crate) const COMMON_INCLUDE: &str = "//#include \"common.wgsl\"";
-
 /// The shared file a line includes, when it is exactly `//#include "NAME"` (surrounding spaces
 /// aside) for a NAME in [`HEADERS`].
 fn included(line: &str) -> Option<(&'static str, &'static str)> {
@@ -70,6 +67,9 @@ pub(crate) fn preprocess(src: &str, defined: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The include line for common.wgsl (every kernel file / every reducing shader has it).
+    const COMMON_INCLUDE: &str = "//#include \"common.wgsl\"";
 
     #[test]
     fn include_is_expanded_once_and_resolved_with_the_flags() {

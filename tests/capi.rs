@@ -64,8 +64,14 @@ fn cdylib() -> PathBuf {
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
+        // The test build's own features (cuda-emu too): with another set cargo rebuilds the
+        // library and the dependencies whose features differ (three minutes in CI, not one).
         let features: Vec<&str> =
-            [("cuda", cfg!(feature = "cuda")), ("wgpu", cfg!(feature = "wgpu"))].iter().filter(|f| f.1).map(|f| f.0).collect();
+            [("cuda", cfg!(feature = "cuda")), ("wgpu", cfg!(feature = "wgpu")), ("cuda-emu", cfg!(feature = "cuda-emu"))]
+                .iter()
+                .filter(|f| f.1)
+                .map(|f| f.0)
+                .collect();
         if !features.is_empty() {
             cmd.arg("--features").arg(features.join(","));
         }

@@ -264,10 +264,10 @@ fn twin_rows_staging_refuses_bad_ids() {
 // device (the host defaults download their inputs and upload their results), also for a batch
 // with no position at all; the selection is exact on the backend's own scores.
 parity_test!(twin_train_ops_move_nothing_on_cuda, |gpu, cpu| {
-    let p = params(5);
     if gpu.kind().name() != "cuda" {
         return;
     }
+    let p = params(5);
     let label = gpu.describe();
     let gpu = &*gpu;
     let up = upload(gpu, &p);
@@ -317,10 +317,10 @@ parity_test!(twin_train_ops_move_nothing_on_cuda, |gpu, cpu| {
 // blocks (`h2d_aux`), no download; the selection is exact on the backend's own scores; empty
 // batches (no long, no short positions) run too.
 parity_test!(twin_train_ops_move_nothing_on_wgpu, |gpu, cpu| {
-    let p = params(8);
     if gpu.kind().name() != "wgpu" {
         return;
     }
+    let p = params(8);
     let label = gpu.describe();
     let gpu = &*gpu;
     let up = upload(gpu, &p);
